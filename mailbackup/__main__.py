@@ -1,0 +1,3 @@
+from mailbackup.cli import main
+
+main()

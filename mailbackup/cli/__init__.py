@@ -1,0 +1,28 @@
+"""The `mailbackup` command line: one module per command, all registered here."""
+
+from __future__ import annotations
+
+import click
+
+from mailbackup import __version__
+from mailbackup.cli import auth, backup, folders
+from mailbackup.cli.common import verbosity_options
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="mailbackup")
+@verbosity_options
+def cli(verbose: int, quiet: bool) -> None:
+    """Back up, verify and migrate IMAP mailboxes (imap.mail.go.th by default).
+
+    Quick start:  mailbackup backup you@coj.go.th
+    """
+
+
+cli.add_command(auth.auth)
+cli.add_command(folders.folders)
+cli.add_command(backup.backup)
+
+
+def main() -> None:
+    cli(prog_name="mailbackup")

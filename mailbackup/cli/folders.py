@@ -1,0 +1,34 @@
+"""`mailbackup folders ACCOUNT`: every folder with its message count and size."""
+
+from __future__ import annotations
+
+import click
+
+from mailbackup.cli.common import build_context, handle_errors, server_options, verbosity_options
+from mailbackup.cli.format import human_bytes
+
+
+@click.command()
+@click.argument("account")
+@server_options
+@verbosity_options
+@handle_errors
+def folders(account: str, **options: object) -> None:
+    """List ACCOUNT's folders with message counts and sizes (one STATUS each)."""
+    ctx = build_context(account, **options)  # type: ignore[arg-type]
+    total_messages = total_bytes = 0
+    with ctx.session() as session:
+        rows = []
+        for info in session.list_folders():
+            if not info.selectable:
+                rows.append((info.name, "-", "-"))
+                continue
+            status = session.status(info.name)
+            total_messages += status.messages
+            total_bytes += status.size or 0
+            rows.append((info.name, str(status.messages), human_bytes(status.size) if status.size is not None else "?"))
+    width = max([len(name) for name, _, _ in rows] + [6])
+    click.echo(f"{'Folder'.ljust(width)}  {'Messages':>9}  {'Size':>9}")
+    for name, count, size in rows:
+        click.echo(f"{name.ljust(width)}  {count:>9}  {size:>9}")
+    click.echo(f"{'Total'.ljust(width)}  {total_messages:>9}  {human_bytes(total_bytes):>9}")

@@ -1,0 +1,57 @@
+"""tqdm progress for a backup: an overall bar and one for the current folder,
+messages and bytes with rates.  Off when not on a terminal or with --quiet."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from mailbackup.model import FolderResult
+
+
+class TqdmProgress:
+    def __init__(self, *, enabled: bool, quiet: bool) -> None:
+        self.enabled = enabled and sys.stderr.isatty() and not quiet
+        self.quiet = quiet
+        self.overall: Any = None
+        self.folder: Any = None
+
+    def folder_start(self, name: str, messages: int, size: int) -> None:
+        if not self.enabled or not messages:
+            return
+        if self.overall is None:
+            self.overall = tqdm(desc="all folders", unit="msg", position=0, file=sys.stderr, dynamic_ncols=True)
+        self.overall.total = (self.overall.total or 0) + messages
+        self.overall.refresh()
+        self._close_folder()
+        self.folder = tqdm(desc=name[-30:], total=size, unit="B", unit_scale=True, unit_divisor=1024,
+                           position=1, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+    def saved(self, messages: int, size: int) -> None:
+        if self.overall is not None:
+            self.overall.update(messages)
+        if self.folder is not None:
+            self.folder.update(size)
+
+    def folder_done(self, result: FolderResult) -> None:
+        self._close_folder()
+
+    def warn(self, text: str) -> None:
+        if self.enabled:
+            tqdm.write(f"warning: {text}", file=sys.stderr)
+        else:
+            click.echo(f"warning: {text}", err=True)
+
+    def close(self) -> None:
+        self._close_folder()
+        if self.overall is not None:
+            self.overall.close()
+            self.overall = None
+
+    def _close_folder(self) -> None:
+        if self.folder is not None:
+            self.folder.close()
+            self.folder = None

@@ -1,0 +1,133 @@
+"""Open an encrypted, authenticated IMAP connection, and translate what can go
+wrong on the way into our error hierarchy.
+
+Rules kept here: TLS is verified (certificate and host name) unless the user
+asked for ``--insecure``; a password is never sent before the connection is
+encrypted; non-ASCII passwords go through AUTHENTICATE PLAIN in UTF-8
+because imaplib's LOGIN encodes passwords as ASCII.
+"""
+
+from __future__ import annotations
+
+import errno
+import imaplib
+import logging
+import socket
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import imapclient
+from imapclient import exceptions as imap_exceptions
+
+from mailbackup.errors import (
+    AuthError,
+    ConnectError,
+    ConnectionLost,
+    MailbackupError,
+    ServerError,
+    TLSError,
+)
+from mailbackup.model import ConnectionSettings, TLSMode
+
+log = logging.getLogger(__name__)
+
+TLS_HINT = "use --cafile FILE to trust the server's certificate authority, or --insecure to skip the check"
+
+
+def make_ssl_context(settings: ConnectionSettings) -> ssl.SSLContext:
+    if settings.insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    try:
+        return ssl.create_default_context(cafile=settings.cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSError(f"cannot load CA file {settings.cafile}: {exc}") from None
+
+
+def open_client(settings: ConnectionSettings) -> imapclient.IMAPClient:
+    """Connect and secure the channel; no credentials are sent here."""
+    context = make_ssl_context(settings)
+    with translate_errors(settings):
+        if settings.tls_mode is TLSMode.IMPLICIT:
+            client = imapclient.IMAPClient(
+                settings.server.host, settings.server.port, ssl=True,
+                ssl_context=context, timeout=settings.timeout,
+            )
+        else:
+            client = imapclient.IMAPClient(
+                settings.server.host, settings.server.port, ssl=False, timeout=settings.timeout,
+            )
+            _start_tls(client, context, settings)
+    client.normalise_times = False  # keep INTERNALDATE's own time zone
+    return client
+
+
+def _start_tls(client: imapclient.IMAPClient, context: ssl.SSLContext, settings: ConnectionSettings) -> None:
+    if not client.has_capability("STARTTLS"):
+        client.shutdown()
+        raise TLSError(
+            f"{settings.server} does not offer STARTTLS; refusing to continue unencrypted",
+            hint="use implicit TLS on port 993 without --starttls",
+        )
+    client.starttls(context)
+
+
+def login(client: imapclient.IMAPClient, settings: ConnectionSettings, account: str, password: str) -> None:
+    """Authenticate: AUTHENTICATE PLAIN (UTF-8) when offered, else LOGIN."""
+    if not _is_encrypted(client):
+        raise TLSError("refusing to send a password over an unencrypted connection")
+    with translate_errors(settings, account=account):
+        if client.has_capability("AUTH=PLAIN"):
+            client.plain_login(account, password)
+        elif password.isascii():
+            client.login(account, password)
+        else:
+            raise AuthError(
+                f"{settings.server} offers no AUTHENTICATE PLAIN, and its LOGIN cannot carry a non-ASCII password",
+            )
+
+
+def _is_encrypted(client: imapclient.IMAPClient) -> bool:
+    sock = getattr(client._imap, "sock", None)  # imaplib keeps the (TLS-wrapped) socket here
+    return isinstance(sock, ssl.SSLSocket)
+
+
+@contextmanager
+def translate_errors(settings: ConnectionSettings, *, account: str | None = None) -> Iterator[None]:
+    """Turn socket, TLS and imapclient exceptions into one-line MailbackupErrors."""
+    server = settings.server
+    try:
+        yield
+    except MailbackupError:
+        raise
+    except imap_exceptions.LoginError as exc:
+        raise AuthError(f"login refused for {account} on {server}: {_server_text(exc)}",
+                        hint="check the password; `mailbackup auth set` stores a new one") from None
+    except ssl.SSLCertVerificationError as exc:
+        raise TLSError(f"certificate of {server} not trusted: {exc.verify_message}", hint=TLS_HINT) from None
+    except ssl.SSLError as exc:
+        raise TLSError(f"TLS handshake with {server} failed: {exc.reason or exc}", hint=TLS_HINT) from None
+    except socket.gaierror:
+        raise ConnectError(f"cannot find server {server.host}", hint="check the name and your network") from None
+    except ConnectionRefusedError:
+        raise ConnectError(f"connection to {server} refused", hint="check the host and port") from None
+    except TimeoutError:
+        raise ConnectionLost(f"{server} did not answer within {settings.timeout:g} seconds") from None
+    except imaplib.IMAP4.abort as exc:
+        raise ConnectionLost(f"connection to {server} lost: {_server_text(exc)}") from None
+    except (imap_exceptions.IMAPClientError, imaplib.IMAP4.error) as exc:
+        raise ServerError(f"{server} refused: {_server_text(exc)}") from None
+    except OSError as exc:
+        if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            raise ConnectError(f"cannot reach {server}: {exc.strerror}") from None
+        raise ConnectionLost(f"connection to {server} failed: {exc.strerror or exc}") from None
+
+
+def _server_text(exc: BaseException) -> str:
+    text = str(exc)
+    if text.startswith("b'") or text.startswith('b"'):
+        text = text[2:-1]
+    return " ".join(text.split())[:300] or type(exc).__name__

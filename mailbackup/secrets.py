@@ -1,0 +1,94 @@
+"""Where a password comes from, in the documented order:
+
+1. ``MAILBACKUP_PASSWORD`` (one account per run),
+2. the account's ``password_command`` (its first line of output),
+3. the OS keyring (service ``mailbackup/<host>``, user = account),
+4. a prompt, only when a person is at a terminal.
+
+The only module that imports keyring.  Passwords are never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable
+
+from mailbackup.errors import AuthError, PasswordUnavailable, UsageError
+
+ENV_VARIABLE = "MAILBACKUP_PASSWORD"
+Prompt = Callable[[str], str]
+
+
+def service_name(host: str) -> str:
+    return f"mailbackup/{host.lower()}"
+
+
+def from_command(command: str, account: str) -> str:
+    try:
+        args = shlex.split(command, posix=os.name != "nt")
+        completed = subprocess.run(args, capture_output=True, timeout=60, check=False)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        raise AuthError(f"password_command for {account} could not run: {type(exc).__name__}") from None
+    if completed.returncode != 0:
+        raise AuthError(f"password_command for {account} failed with exit code {completed.returncode}")
+    lines = completed.stdout.decode("utf-8", "replace").splitlines()
+    if not lines or not lines[0]:
+        raise AuthError(f"password_command for {account} printed no password")
+    return lines[0]
+
+
+def from_keyring(host: str, account: str) -> str | None:
+    import keyring
+    from keyring.errors import KeyringError
+
+    try:
+        return keyring.get_password(service_name(host), account)
+    except (KeyringError, RuntimeError):
+        return None
+
+
+def store_in_keyring(host: str, account: str, password: str) -> None:
+    import keyring
+    from keyring.errors import KeyringError
+
+    try:
+        keyring.set_password(service_name(host), account, password)
+    except (KeyringError, RuntimeError) as exc:
+        raise UsageError(
+            f"no usable keyring on this machine ({type(exc).__name__})",
+            hint=f"set {ENV_VARIABLE} or a password_command instead",
+        ) from None
+
+
+def delete_from_keyring(host: str, account: str) -> bool:
+    import keyring
+    from keyring.errors import KeyringError, PasswordDeleteError
+
+    try:
+        keyring.delete_password(service_name(host), account)
+        return True
+    except PasswordDeleteError:
+        return False
+    except (KeyringError, RuntimeError) as exc:
+        raise UsageError(f"no usable keyring on this machine ({type(exc).__name__})") from None
+
+
+def lookup(account: str, host: str, *, password_command: str | None = None,
+           prompt: Prompt | None = None, use_env: bool = True) -> str:
+    """The password for `account`, or PasswordUnavailable saying what to do."""
+    if use_env and os.environ.get(ENV_VARIABLE):
+        return os.environ[ENV_VARIABLE]
+    if password_command:
+        return from_command(password_command, account)
+    stored = from_keyring(host, account)
+    if stored:
+        return stored
+    if prompt is not None and sys.stdin.isatty():
+        return prompt(account)
+    raise PasswordUnavailable(
+        f"no password for {account}",
+        hint=f"run `mailbackup auth set {account}`, or set {ENV_VARIABLE} or a password_command",
+    )

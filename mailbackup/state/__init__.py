@@ -1,0 +1,1 @@
+"""The archive's SQLite state and its lock."""

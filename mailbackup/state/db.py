@@ -1,0 +1,313 @@
+"""The state database of one account archive: folders, stored messages,
+pending batches, failures and runs.
+
+Durability rule: WAL journal with ``synchronous=FULL``, so a commit is on disk
+when `commit()` returns; the engine commits `pending` before writing mail
+and the messages after the mail is fsynced.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mailbackup import __version__
+from mailbackup.errors import StateError
+from mailbackup.model import StoredMessage
+from mailbackup.state.schema import MIGRATIONS, SCHEMA_VERSION
+
+STATE_FILE = "state.sqlite3"
+MESSAGE_FIELDS = (
+    "folder_id", "uidvalidity", "uid", "size", "sha256", "internaldate", "flags", "message_id",
+    "subject", "sender", "location", "mbox_offset", "mbox_length", "saved_at",
+)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class FolderRecord:
+    id: int
+    name: str
+    delimiter: str | None
+    local_path: str
+    uidvalidity: int | None
+    uidnext: int | None
+    highestmodseq: int | None
+    server_messages: int | None
+    generation: int
+    mbox_committed: int
+    last_sync: str | None
+    gone_at: str | None
+
+
+class StateDB:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        existed = path.exists()
+        if not existed:
+            _create_private(path)
+        try:
+            self.db = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"state file {path} is damaged: {exc}",
+                hint="move it aside and run the backup again; `verify --offline` then rebuilds nothing, "
+                "so keep the old archive directory until the new run completes",
+            ) from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- schema -------------------------------------------------------
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"state file {self.path} was written by a newer mailbackup "
+                f"(schema {version}, this one reads {SCHEMA_VERSION})",
+                hint="upgrade mailbackup (pip install -U mailbackup)",
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                self._apply(target)
+
+    def _apply(self, target: int) -> None:
+        for statement in MIGRATIONS[target].split(";"):
+            if statement.strip():
+                self.db.execute(statement)
+        self.db.execute(f"PRAGMA user_version={target}")
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('written_by', ?)", (__version__,))
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self.db)
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # -- folders ------------------------------------------------------
+    def folders(self) -> list[FolderRecord]:
+        return [_folder(row) for row in self.db.execute("SELECT * FROM folders ORDER BY name")]
+
+    def folder(self, name: str) -> FolderRecord | None:
+        row = self.db.execute("SELECT * FROM folders WHERE name=?", (name,)).fetchone()
+        return _folder(row) if row else None
+
+    def folder_by_id(self, folder_id: int) -> FolderRecord:
+        return _folder(self.db.execute("SELECT * FROM folders WHERE id=?", (folder_id,)).fetchone())
+
+    def path_keys(self) -> set[str]:
+        return {row[0] for row in self.db.execute("SELECT path_key FROM folders")}
+
+    def add_folder(self, name: str, delimiter: str | None, local_path: str, path_key: str) -> FolderRecord:
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO folders (name, delimiter, local_path, path_key) VALUES (?, ?, ?, ?)",
+                (name, delimiter, local_path, path_key),
+            )
+        record = self.folder(name)
+        assert record is not None
+        return record
+
+    def update_folder(self, folder_id: int, **values: object) -> None:
+        allowed = {"uidvalidity", "uidnext", "highestmodseq", "server_messages", "generation",
+                   "mbox_committed", "last_sync", "gone_at", "delimiter"}
+        unknown = set(values) - allowed
+        if unknown:
+            raise ValueError(f"unknown folder fields {unknown}")
+        assignments = ", ".join(f"{key}=?" for key in values)
+        self.db.execute(f"UPDATE folders SET {assignments} WHERE id=?", (*values.values(), folder_id))
+
+    # -- messages -----------------------------------------------------
+    def messages(self, folder_id: int, *, include_gone: bool = True) -> Iterator[StoredMessage]:
+        sql = "SELECT * FROM messages WHERE folder_id=?" + ("" if include_gone else " AND gone_at IS NULL")
+        for row in self.db.execute(sql + " ORDER BY uidvalidity, uid", (folder_id,)):
+            yield _message(row)
+
+    def active_uids(self, folder_id: int, uidvalidity: int) -> set[int]:
+        rows = self.db.execute(
+            "SELECT uid FROM messages WHERE folder_id=? AND uidvalidity=? AND gone_at IS NULL",
+            (folder_id, uidvalidity),
+        )
+        return {row[0] for row in rows}
+
+    def stored_uids(self, folder_id: int, uidvalidity: int) -> set[int]:
+        rows = self.db.execute("SELECT uid FROM messages WHERE folder_id=? AND uidvalidity=?",
+                               (folder_id, uidvalidity))
+        return {row[0] for row in rows}
+
+    def count_messages(self, folder_id: int) -> int:
+        return int(self.db.execute("SELECT count(*) FROM messages WHERE folder_id=?", (folder_id,)).fetchone()[0])
+
+    def flags_of(self, folder_id: int, uidvalidity: int) -> dict[int, tuple[str, ...]]:
+        rows = self.db.execute(
+            "SELECT uid, flags FROM messages WHERE folder_id=? AND uidvalidity=? AND gone_at IS NULL",
+            (folder_id, uidvalidity),
+        )
+        return {row[0]: _split_flags(row[1]) for row in rows}
+
+    def message(self, folder_id: int, uidvalidity: int, uid: int) -> StoredMessage | None:
+        row = self.db.execute("SELECT * FROM messages WHERE folder_id=? AND uidvalidity=? AND uid=?",
+                              (folder_id, uidvalidity, uid)).fetchone()
+        return _message(row) if row else None
+
+    def insert_messages(self, messages: Iterable[StoredMessage]) -> None:
+        self.db.executemany(_insert_sql("messages"), (_values(message) for message in messages))
+
+    def set_flags(self, folder_id: int, uidvalidity: int, uid: int, flags: tuple[str, ...]) -> None:
+        self.db.execute("UPDATE messages SET flags=? WHERE folder_id=? AND uidvalidity=? AND uid=?",
+                        (" ".join(flags), folder_id, uidvalidity, uid))
+
+    def mark_gone(self, folder_id: int, uidvalidity: int, uids: Iterable[int], when: str) -> int:
+        cursor = self.db.executemany(
+            "UPDATE messages SET gone_at=? WHERE folder_id=? AND uidvalidity=? AND uid=? AND gone_at IS NULL",
+            ((when, folder_id, uidvalidity, uid) for uid in uids),
+        )
+        return cursor.rowcount
+
+    def mark_generation_gone(self, folder_id: int, current_uidvalidity: int, when: str) -> None:
+        self.db.execute(
+            "UPDATE messages SET gone_at=? WHERE folder_id=? AND uidvalidity<>? AND gone_at IS NULL",
+            (when, folder_id, current_uidvalidity),
+        )
+
+    def find_old_copy(self, folder_id: int, uidvalidity: int, sha256: str, size: int,
+                      message_id: str | None) -> StoredMessage | None:
+        """A copy from an earlier UIDVALIDITY generation that no current UID has claimed."""
+        row = self.db.execute(
+            "SELECT * FROM messages WHERE folder_id=? AND sha256=? AND size=? AND uidvalidity<>? "
+            "AND coalesce(message_id, '')=coalesce(?, '') LIMIT 1",
+            (folder_id, sha256, size, uidvalidity, message_id),
+        ).fetchone()
+        return _message(row) if row else None
+
+    def move_to_generation(self, old: StoredMessage, uidvalidity: int, uid: int, flags: tuple[str, ...]) -> None:
+        self.db.execute(
+            "UPDATE messages SET uidvalidity=?, uid=?, flags=?, gone_at=NULL "
+            "WHERE folder_id=? AND uidvalidity=? AND uid=?",
+            (uidvalidity, uid, " ".join(flags), old.folder_id, old.uidvalidity, old.uid),
+        )
+
+    def set_verified(self, folder_id: int, uidvalidity: int, uid: int, when: str) -> None:
+        self.db.execute("UPDATE messages SET verified_at=? WHERE folder_id=? AND uidvalidity=? AND uid=?",
+                        (when, folder_id, uidvalidity, uid))
+
+    def set_location(self, message: StoredMessage, location: str) -> None:
+        self.db.execute("UPDATE messages SET location=? WHERE folder_id=? AND uidvalidity=? AND uid=?",
+                        (location, message.folder_id, message.uidvalidity, message.uid))
+
+    # -- pending batches ----------------------------------------------
+    def add_pending(self, messages: Iterable[StoredMessage]) -> None:
+        self.db.executemany(_insert_sql("pending"), (_values(message) for message in messages))
+
+    def pending(self, folder_id: int) -> list[StoredMessage]:
+        rows = self.db.execute("SELECT * FROM pending WHERE folder_id=? ORDER BY seq", (folder_id,))
+        return [_message(row) for row in rows]
+
+    def clear_pending(self, folder_id: int) -> None:
+        self.db.execute("DELETE FROM pending WHERE folder_id=?", (folder_id,))
+
+    def folders_with_pending(self) -> list[int]:
+        return [row[0] for row in self.db.execute("SELECT DISTINCT folder_id FROM pending")]
+
+    # -- failures and runs --------------------------------------------
+    def record_failure(self, folder_id: int, uidvalidity: int, uid: int, error: str) -> None:
+        self.db.execute(
+            "INSERT INTO failures VALUES (?, ?, ?, ?, 1, ?) ON CONFLICT (folder_id, uidvalidity, uid) "
+            "DO UPDATE SET error=excluded.error, attempts=attempts+1, last_at=excluded.last_at",
+            (folder_id, uidvalidity, uid, error, now_iso()),
+        )
+
+    def clear_failure(self, folder_id: int, uidvalidity: int, uid: int) -> None:
+        self.db.execute("DELETE FROM failures WHERE folder_id=? AND uidvalidity=? AND uid=?",
+                        (folder_id, uidvalidity, uid))
+
+    def failures(self, folder_id: int) -> list[tuple[int, int, str]]:
+        rows = self.db.execute("SELECT uidvalidity, uid, error FROM failures WHERE folder_id=? ORDER BY uid",
+                               (folder_id,))
+        return [(row[0], row[1], row[2]) for row in rows]
+
+    def start_run(self, command: str) -> int:
+        cursor = self.db.execute("INSERT INTO runs (command, started_at) VALUES (?, ?)", (command, now_iso()))
+        return int(cursor.lastrowid or 0)
+
+    def finish_run(self, run_id: int, status: str, messages: int, byte_count: int, detail: str = "") -> None:
+        self.db.execute(
+            "UPDATE runs SET finished_at=?, status=?, messages=?, bytes=?, detail=? WHERE id=?",
+            (now_iso(), status, messages, byte_count, detail, run_id),
+        )
+
+    def last_run(self, command: str, status: str | None = None) -> sqlite3.Row | None:
+        sql = "SELECT * FROM runs WHERE command=? AND finished_at IS NOT NULL"
+        params: tuple[object, ...] = (command,)
+        if status:
+            sql += " AND status=?"
+            params += (status,)
+        return self.db.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _create_private(path: Path) -> None:
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    os.close(fd)
+
+
+def _insert_sql(table: str) -> str:
+    return f"INSERT INTO {table} ({', '.join(MESSAGE_FIELDS)}) VALUES ({', '.join('?' * len(MESSAGE_FIELDS))})"
+
+
+def _values(message: StoredMessage) -> tuple[object, ...]:
+    return (
+        message.folder_id, message.uidvalidity, message.uid, message.size, message.sha256,
+        message.internaldate.isoformat(), " ".join(message.flags), message.message_id, message.subject,
+        message.sender, message.location, message.mbox_offset, message.mbox_length, message.saved_at,
+    )
+
+
+def _split_flags(text: str) -> tuple[str, ...]:
+    return tuple(text.split()) if text else ()
+
+
+def _message(row: sqlite3.Row) -> StoredMessage:
+    keys = row.keys()
+    return StoredMessage(
+        folder_id=row["folder_id"], uidvalidity=row["uidvalidity"], uid=row["uid"], size=row["size"],
+        sha256=row["sha256"], internaldate=datetime.fromisoformat(row["internaldate"]),
+        flags=_split_flags(row["flags"]), message_id=row["message_id"], subject=row["subject"],
+        sender=row["sender"], location=row["location"], mbox_offset=row["mbox_offset"],
+        mbox_length=row["mbox_length"], saved_at=row["saved_at"],
+        gone_at=row["gone_at"] if "gone_at" in keys else None,
+        verified_at=row["verified_at"] if "verified_at" in keys else None,
+    )
+
+
+def _folder(row: sqlite3.Row) -> FolderRecord:
+    return FolderRecord(**{key: row[key] for key in row.keys() if key != "path_key"})  # noqa: SIM118

@@ -1,0 +1,152 @@
+"""Maildir store: one directory per folder (children nested inside it), each
+with ``cur/ new/ tmp/``; every message one file, delivered tmp → cur.
+
+File names: ``<time>.M<usec>P<pid>Q<n>.<host>,S=<size><sep>2,<flags>``, the
+separator ``:`` on POSIX and ``;`` on Windows, where ``:`` is illegal.  The
+state records the name without the info part, so a flag change is a rename.
+The file's mtime is the message's INTERNALDATE, as mail clients expect.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from mailbackup.errors import StorageError
+from mailbackup.model import StoredMessage
+from mailbackup.store.base import MailStore, Recovery, fsync_directory, make_private_dirs
+from mailbackup.store.body import CHUNK, MessageBody, sha256_of_file
+
+FLAG_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S", "\\Deleted": "T"}
+INFO_SEPARATORS = (":", ";", "!")
+SUBDIRS = ("cur", "new", "tmp")
+
+
+def default_info_separator() -> str:
+    return ";" if os.name == "nt" else ":"
+
+
+def info_suffix(flags: tuple[str, ...], separator: str) -> str:
+    letters = sorted({FLAG_LETTERS[flag] for flag in flags if flag in FLAG_LETTERS})
+    return f"{separator}2,{''.join(letters)}"
+
+
+def _safe_host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "_", socket.gethostname())[:40] or "host"
+
+
+class MaildirStore(MailStore):
+    format = "maildir"
+
+    def __init__(self, mail_root: Path, info_separator: str | None = None) -> None:
+        super().__init__(mail_root)
+        self.separator = info_separator or default_info_separator()
+        self._counter = 0
+        self._host = _safe_host()
+
+    def prepare(self, local_path: str) -> None:
+        folder = self.resolve(local_path)
+        for sub in SUBDIRS:
+            make_private_dirs(folder / sub)
+
+    def _unique_name(self, size: int) -> str:
+        self._counter += 1
+        now = time.time()
+        return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{self._counter}.{self._host},S={size}"
+
+    def plan(self, local_path: str, messages: list[StoredMessage]) -> list[StoredMessage]:
+        return [replace(message, location=self._unique_name(message.size)) for message in messages]
+
+    def write(self, local_path: str, items: list[tuple[StoredMessage, MessageBody]],
+              committed: int) -> list[StoredMessage]:
+        folder = self.resolve(local_path)
+        staged = [self._write_tmp(folder / "tmp", message, body) for message, body in items]
+        for (message, _body), tmp_path in zip(items, staged, strict=True):
+            os.replace(tmp_path, folder / "cur" / self._file_name(message, message.flags))
+        fsync_directory(folder / "cur")
+        return [message for message, _body in items]
+
+    def _write_tmp(self, tmp_dir: Path, message: StoredMessage, body: MessageBody) -> Path:
+        assert message.location
+        path = tmp_dir / message.location
+        flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0)
+        try:
+            fd = os.open(path, flags, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in body.chunks():
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            path.unlink(missing_ok=True)
+            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        stamp = message.internaldate.timestamp()
+        os.utime(path, (stamp, stamp))
+        return path
+
+    def _file_name(self, message: StoredMessage, flags: tuple[str, ...]) -> str:
+        assert message.location
+        return message.location + info_suffix(flags, self.separator)
+
+    def find(self, local_path: str, message: StoredMessage) -> Path | None:
+        """The message's file, wherever its flags or another mail client put it."""
+        folder = self.resolve(local_path)
+        exact = folder / "cur" / self._file_name(message, message.flags)
+        if exact.exists():
+            return exact
+        base = message.location
+        assert base
+        for sub in ("cur", "new"):
+            try:
+                names = os.listdir(folder / sub)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if name == base or (name.startswith(base) and name[len(base)] in INFO_SEPARATORS):
+                    return folder / sub / name
+        return None
+
+    def set_flags(self, local_path: str, message: StoredMessage, flags: tuple[str, ...]) -> StoredMessage:
+        updated = replace(message, flags=flags)
+        current = self.find(local_path, message)
+        if current is None:
+            return updated
+        target = self.resolve(local_path) / "cur" / self._file_name(message, flags)
+        if current != target:
+            os.replace(current, target)
+        return updated
+
+    def recover(self, local_path: str, pending: list[StoredMessage], committed: int) -> Recovery:
+        folder = self.resolve(local_path)
+        completed = []
+        for message in pending:
+            path = self.find(local_path, message)
+            if path is not None and sha256_of_file(path) == (message.sha256, message.size):
+                completed.append(message)
+            elif path is not None:
+                path.unlink()
+        self._clean_tmp(folder / "tmp")
+        return Recovery(completed=completed)
+
+    def _clean_tmp(self, tmp_dir: Path) -> None:
+        # We hold the archive lock, so anything in tmp/ is a torn delivery of ours.
+        if tmp_dir.is_dir():
+            for entry in os.scandir(tmp_dir):
+                if entry.is_file():
+                    os.unlink(entry.path)
+
+    def read(self, local_path: str, message: StoredMessage) -> bytes:
+        return b"".join(self.iter_chunks(local_path, message))
+
+    def iter_chunks(self, local_path: str, message: StoredMessage) -> Iterator[bytes]:
+        path = self.find(local_path, message)
+        if path is None:
+            raise FileNotFoundError(f"message file {message.location} not found in {local_path}")
+        with open(path, "rb") as handle:
+            while block := handle.read(CHUNK):
+                yield block

@@ -1,0 +1,210 @@
+"""mbox store: one mboxrd file per folder, ``<folder>.mbox``, children in a
+directory of the folder's name beside it.
+
+We append with our own code, not `mailbox.mbox` (it rescans the whole file
+on first use, quadratic over a mailbox's life), under an OS lock so a mail
+client reading the file never sees half an entry.  The state records each
+entry's offset and length and the file's committed length: after a crash
+the file is cut back to that length, keeping whole pending entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import BinaryIO
+
+from mailbackup.errors import StorageError
+from mailbackup.model import StoredMessage
+from mailbackup.store import mboxrd
+from mailbackup.store.base import MailStore, Recovery, make_private_dirs
+from mailbackup.store.body import CHUNK, MessageBody
+
+MBOX_SUFFIX = ".mbox"
+LONG_LINE = 1 << 20
+
+
+class MboxStore(MailStore):
+    format = "mbox"
+
+    def mbox_path(self, local_path: str) -> Path:
+        base = self.resolve(local_path)
+        return base.with_name(base.name + MBOX_SUFFIX)
+
+    def prepare(self, local_path: str) -> None:
+        path = self.mbox_path(local_path)
+        make_private_dirs(path.parent)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+    def plan(self, local_path: str, messages: list[StoredMessage]) -> list[StoredMessage]:
+        return messages  # offsets are known only once written, in pending order
+
+    def write(self, local_path: str, items: list[tuple[StoredMessage, MessageBody]],
+              committed: int) -> list[StoredMessage]:
+        path = self.mbox_path(local_path)
+        stored = []
+        try:
+            with open(path, "r+b") as handle, _locked(handle):
+                handle.truncate(committed)  # drop anything past the last commit
+                handle.seek(committed)
+                offset = committed
+                for message, body in items:
+                    length = _write_entry(handle, message, body)
+                    stored.append(replace(message, mbox_offset=offset, mbox_length=length))
+                    offset += length
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            _truncate_quietly(path, committed)
+            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        return stored
+
+    def recover(self, local_path: str, pending: list[StoredMessage], committed: int) -> Recovery:
+        path = self.mbox_path(local_path)
+        completed: list[StoredMessage] = []
+        if not path.exists():
+            return Recovery(completed=[], mbox_committed=0)
+        with open(path, "r+b") as handle, _locked(handle):
+            end = handle.seek(0, os.SEEK_END)
+            offset = committed
+            for message in pending:
+                length = _entry_length_at(handle, offset, end)
+                if length is None or not _entry_matches(handle, offset, length, message):
+                    break
+                completed.append(replace(message, mbox_offset=offset, mbox_length=length))
+                offset += length
+            handle.truncate(offset)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return Recovery(completed=completed, mbox_committed=offset)
+
+    def set_flags(self, local_path: str, message: StoredMessage, flags: tuple[str, ...]) -> StoredMessage:
+        return replace(message, flags=flags)  # an mbox keeps flags only in the state
+
+    def read(self, local_path: str, message: StoredMessage) -> bytes:
+        with open(self.mbox_path(local_path), "rb") as handle:
+            return _read_body(handle, message)
+
+    def iter_chunks(self, local_path: str, message: StoredMessage) -> Iterator[bytes]:
+        # Entries are unquoted whole; bounded by the largest message, which the
+        # engine already holds at most once in memory.
+        body = self.read(local_path, message)
+        for start in range(0, len(body), CHUNK):
+            yield body[start:start + CHUNK]
+        if not body:
+            yield b""
+
+
+def _read_body(handle: BinaryIO, message: StoredMessage) -> bytes:
+    if message.mbox_offset is None or message.mbox_length is None:
+        raise ValueError(f"UID {message.uid} has no recorded place in the mbox")
+    handle.seek(message.mbox_offset)
+    data = handle.read(message.mbox_length)
+    if len(data) != message.mbox_length:
+        raise ValueError(f"mbox is shorter than the entry of UID {message.uid}")
+    return mboxrd.body_from_entry(data, message.size)
+
+
+def _write_entry(handle: BinaryIO, message: StoredMessage, body: MessageBody) -> int:
+    written = handle.write(mboxrd.from_line(message.sender, message.internaldate))
+    last = b""
+    for piece in quote_stream(body.chunks()):
+        if piece:
+            written += handle.write(piece)
+            last = piece
+    tail = b"\n" if last.endswith(b"\n") else b"\n\n"
+    return written + handle.write(tail)
+
+
+def quote_stream(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """mboxrd-quote a body arriving in chunks, holding at most about one line.
+
+    Buffers handed to `mboxrd.quote` always begin at a line start; a line
+    longer than LONG_LINE is passed through in pieces once its start is known
+    not to be a ``>*From `` line."""
+    carry = b""
+    inside_line = False  # the next byte continues a line already emitted
+    for chunk in chunks:
+        data = carry + chunk
+        carry = b""
+        if inside_line:
+            newline = data.find(b"\n")
+            if newline < 0:
+                yield data
+                continue
+            yield data[: newline + 1]
+            data = data[newline + 1:]
+            inside_line = False
+        cut = data.rfind(b"\n")
+        if cut >= 0:
+            yield mboxrd.quote(data[: cut + 1])
+            data = data[cut + 1:]
+        if len(data) > LONG_LINE and data.strip(b">"):
+            yield mboxrd.quote(data)
+            inside_line = True
+        else:
+            carry = data
+    if carry:
+        yield carry if inside_line else mboxrd.quote(carry)
+
+
+def _entry_length_at(handle: BinaryIO, offset: int, end: int) -> int | None:
+    """Length of the entry starting at `offset`: up to the next ``\\nFrom `` or EOF."""
+    if offset >= end:
+        return None
+    handle.seek(offset)
+    if handle.read(5) != b"From ":
+        return None
+    position = offset + 5
+    tail = b""
+    while position < end:
+        handle.seek(position)
+        block = handle.read(CHUNK)
+        found = (tail + block).find(b"\nFrom ")
+        if found >= 0:
+            return position - len(tail) + found + 1 - offset
+        tail = block[-5:]
+        position += len(block)
+    return end - offset
+
+
+def _entry_matches(handle: BinaryIO, offset: int, length: int, message: StoredMessage) -> bool:
+    probe = replace(message, mbox_offset=offset, mbox_length=length)
+    try:
+        body = _read_body(handle, probe)
+    except ValueError:
+        return False
+    return len(body) == message.size and hashlib.sha256(body).hexdigest() == message.sha256
+
+
+def _truncate_quietly(path: Path, length: int) -> None:
+    try:
+        with open(path, "r+b") as handle:
+            handle.truncate(length)
+    except OSError:
+        pass  # the next run's recovery cuts the file back to the committed length
+
+
+class _locked:
+    """An exclusive OS lock on the mbox while we write (fcntl, or msvcrt on Windows)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+
+    def __enter__(self) -> None:
+        if sys.platform == "win32":
+            return  # Windows locks byte ranges; the archive lock already excludes other writers
+        import fcntl
+
+        fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        if sys.platform != "win32":
+            import fcntl
+
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,400 @@
+"""The backup engine: brings one account's archive up to date with its server.
+
+Per folder: one STATUS decides whether anything changed; if so EXAMINE,
+list UIDs, store what is new in batches, carry flag changes, mark what the
+server no longer has.  Write order per batch (see store/base.py): pending
+rows committed → mail bytes written and fsynced → messages committed.  A
+dropped connection is retried with backoff; a message the server fails on
+every time is isolated by splitting its batch and recorded as failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Protocol, TypeVar
+
+from mailbackup.errors import ConnectError, ConnectionLost, FolderError, Interrupted, ServerError
+from mailbackup.headers import summarize
+from mailbackup.imap.session import ImapSession
+from mailbackup.model import FetchedMessage, FolderInfo, FolderResult, MessageMeta, RunStats, StoredMessage
+from mailbackup.state.db import FolderRecord, now_iso
+from mailbackup.store.body import MessageBody, SpoolFile
+from mailbackup.store.naming import local_path_for, path_key, unique_local_path
+from mailbackup.sync import plan
+from mailbackup.sync.archive import Archive
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MEGABYTE = 1 << 20
+META_CHUNK = 2000
+
+
+@dataclass
+class BackupOptions:
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    batch_messages: int = 500
+    batch_bytes: int = 16 * MEGABYTE
+    large_message: int = 8 * MEGABYTE  # above this, fetched in ranges and spooled to disk
+    partial_chunk: int = 4 * MEGABYTE
+    dry_run: bool = False
+    refresh_flags: bool = False  # without CONDSTORE: re-read all flags even of unchanged folders
+    max_retries: int = 5
+    retry_delay: float = 1.0  # first backoff; doubles per try
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+class Progress(Protocol):
+    def folder_start(self, name: str, messages: int, size: int) -> None: ...
+    def saved(self, messages: int, size: int) -> None: ...
+    def folder_done(self, result: FolderResult) -> None: ...
+    def warn(self, text: str) -> None: ...
+
+
+class NoProgress:
+    def folder_start(self, name: str, messages: int, size: int) -> None:
+        pass
+
+    def saved(self, messages: int, size: int) -> None:
+        pass
+
+    def folder_done(self, result: FolderResult) -> None:
+        pass
+
+    def warn(self, text: str) -> None:
+        log.warning("%s", text)
+
+
+@dataclass
+class FolderRun:
+    """Everything known about the folder being synced."""
+
+    info: FolderInfo
+    record: FolderRecord
+    result: FolderResult
+    uidvalidity: int = 0
+    new_generation: bool = False
+    committed: int = 0  # mbox length covered by the state
+
+
+class BackupEngine:
+    def __init__(self, session: ImapSession, archive: Archive, options: BackupOptions,
+                 progress: Progress | None = None) -> None:
+        self.session = session
+        self.archive = archive
+        self.state = archive.state
+        self.store = archive.store
+        self.options = options
+        self.progress = progress or NoProgress()
+
+    # -- the run ------------------------------------------------------
+    def run(self) -> RunStats:
+        started = time.monotonic()
+        stats = RunStats()
+        run_id = None if self.options.dry_run else self.state.start_run("backup")
+        try:
+            server_folders = self._call(None, self.session.list_folders)
+            self._note_vanished_folders(server_folders)
+            for info in plan.select_folders(server_folders, self.options.include, self.options.exclude):
+                if self.options.stop.is_set():
+                    break
+                result = FolderResult(name=info.name)
+                stats.folders.append(result)
+                try:
+                    self._sync_folder_safely(info, result)
+                except Interrupted:
+                    break
+            if self.options.stop.is_set():
+                stats.interrupted = True
+        finally:
+            stats.seconds = time.monotonic() - started
+            if run_id is not None:
+                status = "interrupted" if stats.interrupted else ("warnings" if stats.has_warnings else "ok")
+                self.state.finish_run(run_id, status, stats.messages, stats.bytes)
+        return stats
+
+    def _sync_folder_safely(self, info: FolderInfo, result: FolderResult) -> None:
+        try:
+            self._sync_folder(info, result)
+        except (FolderError, ServerError) as exc:
+            result.error = exc.message
+            self.progress.warn(f"folder {info.name!r}: {exc.message}")
+        finally:
+            self.progress.folder_done(result)
+
+    # -- one folder ---------------------------------------------------
+    def _sync_folder(self, info: FolderInfo, result: FolderResult) -> None:
+        record = self._folder_record(info)
+        run = FolderRun(info=info, record=record, result=result, committed=record.mbox_committed)
+        if not self.options.dry_run:
+            self.store.prepare(record.local_path)
+            self._recover(run)
+        status = self._call(None, lambda: self.session.status(info.name))
+        has_failures = bool(record.id and self.state.failures(record.id))
+        if plan.is_unchanged(record, status, has_failures=has_failures) and not self.options.refresh_flags:
+            result.skipped_unchanged = True
+            return
+        selected = self._call(None, lambda: self.session.examine(info.name))
+        run.uidvalidity = selected.uidvalidity
+        run.new_generation = bool(record.uidvalidity and record.uidvalidity != selected.uidvalidity)
+        if run.new_generation:
+            self.progress.warn(f"folder {info.name!r}: UIDVALIDITY changed "
+                               f"({record.uidvalidity} → {selected.uidvalidity}); starting a new generation")
+        server_uids = self._call(run, lambda: self.session.search_uids(1)) if selected.exists else []
+        stored = self.state.stored_uids(record.id, run.uidvalidity) if record.id else set()
+        active = self.state.active_uids(record.id, run.uidvalidity) if record.id else set()
+        diff = plan.diff_uids(server_uids, stored, active)
+        self._warn_if_emptied(run, selected.exists)
+        if not run.new_generation and record.uidvalidity:
+            self._sync_flags(run, record, selected.highestmodseq, active)
+        metas = self._fetch_meta(run, diff.new)
+        self.progress.folder_start(info.name, len(metas), sum(meta.size for meta in metas))
+        if self.options.dry_run:
+            result.fetched, result.fetched_bytes = len(metas), sum(meta.size for meta in metas)
+            return
+        self._store_new(run, metas)
+        self._finish_folder(run, selected.uidnext, selected.highestmodseq, selected.exists, diff.gone)
+
+    def _folder_record(self, info: FolderInfo) -> FolderRecord:
+        record = self.state.folder(info.name)
+        if record is not None:
+            if record.gone_at:
+                self.state.update_folder(record.id, gone_at=None)
+            return record
+        wanted = local_path_for(info.name, info.delimiter)
+        local = unique_local_path(wanted, self.state.path_keys())
+        if self.options.dry_run:
+            return FolderRecord(0, info.name, info.delimiter, str(local), None, None, None, None, 0, 0, None, None)
+        return self.state.add_folder(info.name, info.delimiter, str(local), path_key(PurePosixPath(local)))
+
+    def _recover(self, run: FolderRun) -> None:
+        """Finish what a killed run left: keep whole writes, drop torn ones."""
+        pending = self.state.pending(run.record.id)
+        recovery = self.store.recover(run.record.local_path, pending, run.committed)
+        if not pending and recovery.mbox_committed in (None, run.committed):
+            return
+        with self.state.transaction():
+            self.state.insert_messages(m for m in recovery.completed
+                                       if not self.state.message(m.folder_id, m.uidvalidity, m.uid))
+            self.state.clear_pending(run.record.id)
+            if recovery.mbox_committed is not None:
+                self.state.update_folder(run.record.id, mbox_committed=recovery.mbox_committed)
+                run.committed = recovery.mbox_committed
+        if pending:
+            log.info("folder %r: recovered %d of %d messages from an interrupted run",
+                     run.info.name, len(recovery.completed), len(pending))
+
+    def _warn_if_emptied(self, run: FolderRun, exists: int) -> None:
+        if exists == 0 and run.record.id:
+            held = len(self.state.active_uids(run.record.id, run.record.uidvalidity or run.uidvalidity))
+            if held:
+                text = (f"folder {run.info.name!r} is EMPTY on the server but the archive holds {held} "
+                        "messages: they are kept and marked gone-from-server")
+                run.result.warnings.append(text)
+                self.progress.warn(text)
+
+    # -- flags --------------------------------------------------------
+    def _sync_flags(self, run: FolderRun, record: FolderRecord, modseq: int | None, active: set[int]) -> None:
+        if not active:
+            return
+        top = max(active)
+        if modseq is not None and record.highestmodseq is not None:
+            if modseq == record.highestmodseq:
+                return
+            server = self._call(run, lambda: self.session.fetch_flags(f"1:{top}", record.highestmodseq))
+        else:
+            server = self._call(run, lambda: self.session.fetch_flags(f"1:{top}"))
+        stored = self.state.flags_of(record.id, run.uidvalidity)
+        changes = plan.changed_flags(stored, server)
+        if not changes or self.options.dry_run:
+            return
+        with self.state.transaction():
+            for uid, flags in changes.items():
+                message = self.state.message(record.id, run.uidvalidity, uid)
+                if message is not None:
+                    self.store.set_flags(record.local_path, message, flags)
+                    self.state.set_flags(record.id, run.uidvalidity, uid, flags)
+        run.result.flags_updated += len(changes)
+
+    # -- new messages -------------------------------------------------
+    def _fetch_meta(self, run: FolderRun, uids: list[int]) -> list[MessageMeta]:
+        metas: list[MessageMeta] = []
+        for start in range(0, len(uids), META_CHUNK):
+            chunk = uids[start:start + META_CHUNK]
+            metas.extend(self._call(run, lambda chunk=chunk: self.session.fetch_meta(chunk)))  # type: ignore[misc]
+        return metas
+
+    def _store_new(self, run: FolderRun, metas: list[MessageMeta]) -> None:
+        small = [meta for meta in metas if meta.size <= self.options.large_message]
+        large = [meta for meta in metas if meta.size > self.options.large_message]
+        for batch in plan.batches(small, self.options.batch_messages, self.options.batch_bytes):
+            self._check_stop()
+            fetched = self._fetch_isolating(run, batch)
+            self._commit(run, [(message.meta, MessageBody.from_bytes(message.body)) for message in fetched])
+        for meta in large:
+            self._check_stop()
+            body = self._fetch_large(run, meta)
+            if body is not None:
+                self._commit(run, [(meta, body)])
+
+    def _check_stop(self) -> None:
+        if self.options.stop.is_set():
+            raise Interrupted("stopped by request after the last complete batch")
+
+    def _fetch_isolating(self, run: FolderRun, batch: list[MessageMeta]) -> list[FetchedMessage]:
+        """Fetch a batch; when the server drops us on it every time, halve it
+        until the message it fails on is alone, then record that one as failed."""
+        uids = [meta.uid for meta in batch]
+        try:
+            fetched = self._call(run, lambda: self.session.fetch_bodies(uids), tries=2)
+        except ConnectionLost as exc:
+            if len(batch) == 1:
+                self._record_failure(run, batch[0].uid, f"server fails on this message: {exc.message}")
+                return []
+            middle = len(batch) // 2
+            return self._fetch_isolating(run, batch[:middle]) + self._fetch_isolating(run, batch[middle:])
+        got = {message.meta.uid for message in fetched}
+        for meta in batch:
+            if meta.uid not in got:
+                self._record_failure(run, meta.uid, "server returned no body for this message")
+        return fetched
+
+    def _fetch_large(self, run: FolderRun, meta: MessageMeta) -> MessageBody | None:
+        spool = SpoolFile(self.archive.spool_dir, f"uid-{run.record.id}-{meta.uid}.part")
+        try:
+            step = self.options.partial_chunk
+            while True:
+                offset = spool.size
+                chunk = self._call(run, lambda: self.session.fetch_partial(meta.uid, offset, step))  # noqa: B023
+                spool.write(chunk)
+                if len(chunk) < step:
+                    break
+        except ConnectionLost as exc:
+            spool.abort()
+            self._record_failure(run, meta.uid, f"server fails on this message: {exc.message}")
+            return None
+        except BaseException:
+            spool.abort()
+            raise
+        return spool.finish()
+
+    def _record_failure(self, run: FolderRun, uid: int, error: str) -> None:
+        run.result.failed_uids.append(uid)
+        self.progress.warn(f"folder {run.info.name!r}: UID {uid} skipped: {error}")
+        with self.state.transaction():
+            self.state.record_failure(run.record.id, run.uidvalidity, uid, error)
+
+    def _commit(self, run: FolderRun, items: list[tuple[MessageMeta, MessageBody]]) -> None:
+        """pending → write + fsync → messages, in that order (crash safety)."""
+        if not items:
+            return
+        to_write: list[tuple[StoredMessage, MessageBody]] = []
+        matched: list[tuple[StoredMessage, MessageMeta]] = []
+        for meta, body in items:
+            message = self._describe(run, meta, body)
+            old = self.state.find_old_copy(run.record.id, run.uidvalidity, body.sha256, body.size,
+                                           message.message_id) if run.new_generation else None
+            if old is not None:
+                matched.append((old, meta))
+                body.discard()
+            else:
+                to_write.append((message, body))
+        planned = self.store.plan(run.record.local_path, [message for message, _ in to_write])
+        bodies = [body for _, body in to_write]
+        if planned:
+            with self.state.transaction():
+                self.state.add_pending(planned)
+        try:
+            stored = self.store.write(run.record.local_path, list(zip(planned, bodies, strict=True)), run.committed)
+        finally:
+            for body in bodies:
+                body.discard()
+        with self.state.transaction():
+            self.state.insert_messages(stored)
+            self.state.clear_pending(run.record.id)
+            for old, meta in matched:
+                self.store.set_flags(run.record.local_path, old, meta.flags)
+                self.state.move_to_generation(old, run.uidvalidity, meta.uid, meta.flags)
+            for message in stored:
+                self.state.clear_failure(run.record.id, run.uidvalidity, message.uid)
+            if stored and stored[-1].mbox_offset is not None:
+                last = stored[-1]
+                run.committed = (last.mbox_offset or 0) + (last.mbox_length or 0)
+                self.state.update_folder(run.record.id, mbox_committed=run.committed)
+        size = sum(message.size for message in stored)
+        run.result.fetched += len(stored)
+        run.result.fetched_bytes += size
+        run.result.matched += len(matched)
+        self.progress.saved(len(stored) + len(matched), size + sum(meta.size for _, meta in matched))
+
+    def _describe(self, run: FolderRun, meta: MessageMeta, body: MessageBody) -> StoredMessage:
+        headers = summarize(body.head())
+        return StoredMessage(
+            folder_id=run.record.id, uidvalidity=run.uidvalidity, uid=meta.uid, size=body.size,
+            sha256=body.sha256, internaldate=meta.internaldate, flags=meta.flags,
+            message_id=headers.message_id, subject=headers.subject, sender=headers.sender,
+            location=None, saved_at=now_iso(),
+        )
+
+    def _finish_folder(self, run: FolderRun, uidnext: int, modseq: int | None, exists: int, gone: list[int]) -> None:
+        when = now_iso()
+        with self.state.transaction():
+            if gone:
+                run.result.gone = self.state.mark_gone(run.record.id, run.uidvalidity, gone, when)
+            if run.new_generation:
+                self.state.mark_generation_gone(run.record.id, run.uidvalidity, when)
+            self.state.update_folder(
+                run.record.id, uidvalidity=run.uidvalidity, uidnext=uidnext, highestmodseq=modseq,
+                server_messages=exists, last_sync=when,
+                generation=run.record.generation + (1 if run.new_generation else 0),
+            )
+
+    def _note_vanished_folders(self, server_folders: list[FolderInfo]) -> None:
+        names = {folder.name for folder in server_folders}
+        for record in self.state.folders():
+            if record.name not in names and not record.gone_at and not self.options.dry_run:
+                held = self.state.count_messages(record.id)
+                self.progress.warn(f"folder {record.name!r} is no longer on the server; "
+                                   f"its {held} archived messages are kept")
+                with self.state.transaction():
+                    self.state.update_folder(record.id, gone_at=now_iso())
+
+    # -- retries ------------------------------------------------------
+    def _call(self, run: FolderRun | None, action: Callable[[], T], tries: int | None = None) -> T:
+        """Run an IMAP action; on a lost connection reconnect (with backoff),
+        re-select the folder and try again, `tries` times in all."""
+        attempts = tries or (self.options.max_retries + 1)
+        for attempt in range(1, attempts + 1):
+            try:
+                return action()
+            except ConnectionLost as exc:
+                if attempt == attempts:
+                    raise
+                log.info("connection lost (%s); reconnecting, try %d", exc.message, attempt)
+                self._reconnect(run)
+        raise AssertionError("unreachable")
+
+    def _reconnect(self, run: FolderRun | None) -> None:
+        delay = self.options.retry_delay
+        for attempt in range(1, self.options.max_retries + 1):
+            time.sleep(delay)
+            try:
+                self.session.reconnect()
+                if run is not None:
+                    self.session.examine(run.info.name)
+                return
+            except (ConnectionLost, ConnectError) as exc:
+                if attempt == self.options.max_retries:
+                    raise ConnectError(f"could not reconnect after {attempt} tries: {exc.message}") from None
+                delay = min(delay * 2, 60.0)
+
+
+def describe_stats_line(stats: RunStats) -> str:
+    return (f"{len(stats.folders)} folders, {stats.messages} messages, "
+            f"{stats.bytes / MEGABYTE:.1f} MB in {stats.seconds:.1f} s")
+
