@@ -76,7 +76,7 @@ def read_config(path: Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
+    if data is None or node is None:
         return {}
     problems = validate(node, path)
     if problems:

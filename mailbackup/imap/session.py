@@ -204,7 +204,11 @@ def _text(value: object) -> str:
 
 
 def _opt_int(value: object) -> int | None:
-    return int(value) if isinstance(value, (int, bytes, str)) and str(value).strip() else None  # type: ignore[arg-type]
+    if isinstance(value, int):
+        return value
+    if isinstance(value, (bytes, str)) and value.strip():
+        return int(value)
+    return None
 
 
 def _quietly_close(client: imapclient.IMAPClient, *, logout: bool = True) -> None:

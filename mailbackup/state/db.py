@@ -258,7 +258,8 @@ class StateDB:
         if status:
             sql += " AND status=?"
             params += (status,)
-        return self.db.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
+        row: sqlite3.Row | None = self.db.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
+        return row
 
 
 class _Transaction:

@@ -166,8 +166,11 @@ class BackupEngine:
             if record.gone_at:
                 self.state.update_folder(record.id, gone_at=None)
             return record
-        wanted = local_path_for(info.name, info.delimiter)
-        local = unique_local_path(wanted, self.state.path_keys())
+        try:
+            wanted = local_path_for(info.name, info.delimiter)
+            local = unique_local_path(wanted, self.state.path_keys())
+        except ValueError as exc:
+            raise FolderError(f"folder name cannot be stored safely: {exc}") from None
         if self.options.dry_run:
             return FolderRecord(0, info.name, info.delimiter, str(local), None, None, None, None, 0, 0, None, None)
         return self.state.add_folder(info.name, info.delimiter, str(local), path_key(PurePosixPath(local)))

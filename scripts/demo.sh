@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up, start a private demo Dovecot holding a sample Thai mailbox, and run
+# a real backup of it with mailbackup — no network needed.  Then verify it and
+# list what was saved.  The demo server stops when this script ends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+PY=.venv/bin/python
+DEMO_DIR=$(mktemp -d /tmp/mbdemo.XXXXXX)
+INFO="$DEMO_DIR/server.json"
+$PY scripts/dovecot_server.py --dir "$DEMO_DIR/server" --demo >"$INFO" &
+SERVER_PID=$!
+trap 'kill $SERVER_PID 2>/dev/null; wait $SERVER_PID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [ -s "$INFO" ] && break; sleep 0.2; done
+PORT=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["port"])' "$INFO")
+CAFILE=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["cafile"])' "$INFO")
+DEST=${DEST:-./mail-backup}
+export MAILBACKUP_PASSWORD='demo-รหัส'
+echo "== mailbackup folders (demo server localhost:$PORT)"
+.venv/bin/mailbackup folders demo@coj.go.th --server "localhost:$PORT" --cafile "$CAFILE"
+echo "== mailbackup backup"
+.venv/bin/mailbackup backup demo@coj.go.th --server "localhost:$PORT" --cafile "$CAFILE" --dest "$DEST" "$@"
+echo "== second run (incremental: nothing new)"
+.venv/bin/mailbackup backup demo@coj.go.th --server "localhost:$PORT" --cafile "$CAFILE" --dest "$DEST"
+echo "== archive: $DEST/demo@coj.go.th"
+find "$DEST/demo@coj.go.th/mail" -maxdepth 3 -type d | sort | head -40

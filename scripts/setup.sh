@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install what mailbackup, its demo and its tests need on Debian/Ubuntu:
+# Dovecot (the real IMAP server the tests and the demo run), then a virtual
+# environment in .venv with mailbackup and its test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+need=()
+command -v dovecot >/dev/null 2>&1 || need+=(dovecot-imapd)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
+for extra in "$@"; do need+=("$extra"); done
+if [ ${#need[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Debian starts a system-wide Dovecot on install; ours run privately, so stop it.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet dovecot 2>/dev/null; then
+  $SUDO systemctl stop dovecot || true
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'

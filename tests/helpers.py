@@ -1,0 +1,108 @@
+"""Test helpers: run the real CLI, read an archive back, read a mailbox
+from the server.  What a user would check, with nothing mocked."""
+
+from __future__ import annotations
+
+import mailbox
+import os
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from imapclient import IMAPClient
+
+from mailbackup.store.mboxrd import unquote
+from mailbackup.sync.archive import open_archive
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(args: list[str], *, password: str | None = None, env: dict[str, str] | None = None,
+            timeout: float = 300, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m mailbackup ARGS` in a subprocess, as a user runs it."""
+    environment = dict(os.environ)
+    environment.pop("MAILBACKUP_PASSWORD", None)
+    if password is not None:
+        environment["MAILBACKUP_PASSWORD"] = password
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-m", "mailbackup", *args], capture_output=True, text=True,
+                          env=environment, timeout=timeout, input=input, cwd=REPO)
+
+
+def server_args(user: Any) -> list[str]:
+    return ["--server", user.server_arg, "--cafile", str(user.cafile)]
+
+
+def backup(user: Any, dest: Path, *extra: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return run_cli(["backup", user.name, *server_args(user), "--dest", str(dest), *extra],
+                   password=user.password, **kwargs)
+
+
+@dataclass(frozen=True)
+class Stored:
+    uid: int
+    body: bytes
+    flags: tuple[str, ...]
+    internaldate: datetime
+    gone: bool
+
+
+def archive_contents(dest: Path, account: str) -> dict[str, dict[int, Stored]]:
+    """Every stored message, by folder name and UID, read through the stores."""
+    result: dict[str, dict[int, Stored]] = {}
+    with open_archive(dest, account, lock=False, create=False) as archive:
+        for folder in archive.state.folders():
+            messages = result.setdefault(folder.name, {})
+            for message in archive.state.messages(folder.id):
+                if message.uidvalidity != folder.uidvalidity:
+                    continue
+                body = archive.store.read(folder.local_path, message)
+                messages[message.uid] = Stored(message.uid, body, message.flags, message.internaldate,
+                                               message.gone_at is not None)
+    return result
+
+
+def state_rows(dest: Path, account: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    from mailbackup.sync.archive import account_dir
+
+    db = sqlite3.connect(account_dir(dest, account) / "state.sqlite3")
+    try:
+        return list(db.execute(sql, params))
+    finally:
+        db.close()
+
+
+def server_contents(client: IMAPClient, folder: str) -> dict[int, tuple[bytes, tuple[str, ...], datetime]]:
+    client.normalise_times = False
+    client.select_folder(folder, readonly=True)
+    uids = client.search("ALL")
+    if not uids:
+        return {}
+    data = client.fetch(uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
+    return {
+        uid: (values[b"BODY[]"], tuple(sorted(f.decode() for f in values[b"FLAGS"] if f != b"\\Recent")),
+              values[b"INTERNALDATE"])
+        for uid, values in data.items()
+    }
+
+
+def server_folders(client: IMAPClient) -> list[str]:
+    return [name for flags, _, name in client.list_folders() if b"\\Noselect" not in flags]
+
+
+def mbox_bodies(path: Path) -> list[bytes]:
+    """Read an mbox with Python's own reader, undoing mboxrd quoting."""
+    box = mailbox.mbox(str(path), create=False)
+    try:
+        return [unquote(box.get_bytes(key)) for key in box]
+    finally:
+        box.close()
+
+
+def maildir_bodies(path: Path) -> list[bytes]:
+    box = mailbox.Maildir(str(path), create=False)
+    return [box.get_bytes(key) for key in box]
