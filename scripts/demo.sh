@@ -7,11 +7,16 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 PY=.venv/bin/python
 DEMO_DIR=$(mktemp -d /tmp/mbdemo.XXXXXX)
+chmod 755 "$DEMO_DIR"  # Dovecot's mail processes run unprivileged and must reach the homes inside
 INFO="$DEMO_DIR/server.json"
 $PY scripts/dovecot_server.py --dir "$DEMO_DIR/server" --demo >"$INFO" &
 SERVER_PID=$!
 trap 'kill $SERVER_PID 2>/dev/null; wait $SERVER_PID 2>/dev/null || true' EXIT
-for _ in $(seq 100); do [ -s "$INFO" ] && break; sleep 0.2; done
+for _ in $(seq 150); do
+  [ -s "$INFO" ] && break
+  kill -0 $SERVER_PID 2>/dev/null || { echo "demo server failed to start" >&2; exit 1; }
+  sleep 0.2
+done
 PORT=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["port"])' "$INFO")
 CAFILE=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["cafile"])' "$INFO")
 DEST=${DEST:-./mail-backup}
@@ -23,4 +28,4 @@ echo "== mailbackup backup"
 echo "== second run (incremental: nothing new)"
 .venv/bin/mailbackup backup demo@coj.go.th --server "localhost:$PORT" --cafile "$CAFILE" --dest "$DEST"
 echo "== archive: $DEST/demo@coj.go.th"
-find "$DEST/demo@coj.go.th/mail" -maxdepth 3 -type d | sort | head -40
+find "$DEST/demo@coj.go.th/mail" -type d -name cur -printf "%h\n" | sort
