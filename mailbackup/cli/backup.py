@@ -31,18 +31,26 @@ from mailbackup.sync.engine import BackupEngine, BackupOptions
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip folders matching (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Show what would be fetched; write nothing.")
 @click.option("--refresh-flags", is_flag=True, help="Re-read flags of every folder (servers without CONDSTORE).")
+@click.option("--batch-size", type=click.IntRange(1, 10000), default=500, show_default=True,
+              help="Messages per FETCH (batches are also bounded to 16 MB).")
+@click.option("--retries", type=click.IntRange(0, 50), default=5, show_default=True,
+              help="Reconnect attempts after a dropped connection.")
+@click.option("--retry-delay", type=click.FloatRange(0, 600), default=1.0, show_default=True,
+              help="Seconds before the first reconnect; doubles each time.")
 @server_options
 @verbosity_options
 @handle_errors
 def backup(account: str, dest: str | None, format_: str | None, include: tuple[str, ...],
-           exclude: tuple[str, ...], dry_run: bool, refresh_flags: bool, **options: object) -> None:
+           exclude: tuple[str, ...], dry_run: bool, refresh_flags: bool, batch_size: int, retries: int,
+           retry_delay: float, **options: object) -> None:
     """Back up every folder of ACCOUNT, incrementally, into Maildir or mbox."""
     ctx = build_context(account, dest=dest, format=format_, include=include, exclude=exclude,
                         **options)  # type: ignore[arg-type]
     private_umask()
     settings = ctx.account
     engine_options = BackupOptions(include=settings.include, exclude=settings.exclude,
-                                   dry_run=dry_run, refresh_flags=refresh_flags)
+                                   dry_run=dry_run, refresh_flags=refresh_flags, batch_messages=batch_size,
+                                   max_retries=retries, retry_delay=retry_delay)
     progress = TqdmProgress(enabled=not dry_run, quiet=ctx.quiet)
     with _archive_for(ctx, dry_run) as archive, ctx.session() as session, _stop_on_ctrl_c(engine_options.stop):
         ctx.echo(f"Backing up {account} from {settings.connection.server} into {archive.root}", err=True)

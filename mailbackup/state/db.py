@@ -261,6 +261,22 @@ class StateDB:
         row: sqlite3.Row | None = self.db.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
         return row
 
+    # -- read-only queries for verify and report ----------------------
+    def last_run_in(self, command: str, statuses: Iterable[str]) -> sqlite3.Row | None:
+        """The latest finished run of `command` whose status is one of `statuses`."""
+        wanted = tuple(statuses)
+        marks = ", ".join("?" * len(wanted))
+        row: sqlite3.Row | None = self.db.execute(
+            f"SELECT * FROM runs WHERE command=? AND finished_at IS NOT NULL AND status IN ({marks}) "
+            "ORDER BY id DESC LIMIT 1", (command, *wanted),
+        ).fetchone()
+        return row
+
+    def stored_totals(self) -> tuple[int, int]:
+        """(messages, bytes) held in the archive, gone-from-server ones included."""
+        row = self.db.execute("SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
+        return int(row[0]), int(row[1])
+
 
 class _Transaction:
     """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Protocol, TypeVar
 
+from mailbackup import faults
 from mailbackup.errors import ConnectError, ConnectionLost, FolderError, Interrupted, ServerError
 from mailbackup.headers import summarize
 from mailbackup.imap.session import ImapSession
@@ -275,6 +276,8 @@ class BackupEngine:
                 offset = spool.size
                 chunk = self._call(run, lambda: self.session.fetch_partial(meta.uid, offset, step))  # noqa: B023
                 spool.write(chunk)
+                if spool.size >= meta.size // 2:
+                    faults.point("mid-large")
                 if len(chunk) < step:
                     break
         except ConnectionLost as exc:
@@ -312,11 +315,13 @@ class BackupEngine:
         if planned:
             with self.state.transaction():
                 self.state.add_pending(planned)
+            faults.point("after-pending")
         try:
             stored = self.store.write(run.record.local_path, list(zip(planned, bodies, strict=True)), run.committed)
         finally:
             for body in bodies:
                 body.discard()
+        faults.point("after-write")
         with self.state.transaction():
             self.state.insert_messages(stored)
             self.state.clear_pending(run.record.id)

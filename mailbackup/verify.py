@@ -1,0 +1,639 @@
+"""Verification: is every message of an account safely in its archive?
+
+Public API:
+
+* `verify_online(session, archive, options, progress)`: the server's folders,
+  UIDs and sizes against the archive, and every archived file against the
+  SHA-256 recorded when it was saved;
+* `verify_offline(archive, options, progress)`: the archive against its own
+  state only (files present, hashes, mbox entries where the state says,
+  Maildir names well formed, no stray files);
+* `failed_result(...)`: the result written when the server could not be reached;
+* `exit_code(result)`, and the dataclasses `VerifyResult`, `FolderReport`,
+  `MessageEntry`, `Totals` with the enums `Status` and `Mode`.
+
+Each message ends in one class: ok, missing (not in the archive, or its file
+is gone), size mismatch (server and archive disagree), corrupt (the file does
+not hash to what was recorded, or cannot be read) or only local (gone from
+the server: fine, listed).  Files are hashed in streams, least recently
+verified first, and `messages.verified_at` is set after each good check so
+`max_age` can skip recent ones.  Nothing here prints: progress goes through
+`VerifyProgress`, results come back as dataclasses (report.py writes them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from mailbackup import __version__
+from mailbackup.errors import ConnectionLost, ExitCode, FolderError, ServerError
+from mailbackup.headers import HeaderSummary, summarize
+from mailbackup.imap.session import ImapSession
+from mailbackup.model import MessageMeta, StoredMessage
+from mailbackup.state.db import FolderRecord, now_iso
+from mailbackup.store import mboxrd
+from mailbackup.store.maildir import INFO_SEPARATORS, MaildirStore
+from mailbackup.store.mbox import MboxStore
+from mailbackup.sync.archive import Archive
+from mailbackup.sync.plan import select_folders
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+META_CHUNK = 2000  # UIDs per FETCH of sizes
+HEADER_PROBE_BYTES = 16 * 1024  # enough of a message for its Subject and Message-ID
+HEADER_PROBE_LIMIT = 200  # per folder: one round trip each, so bounded
+VERIFIED_BATCH = 500  # verified_at updates per transaction
+RETRIES = 2  # reconnects per server action before giving up
+# Our Maildir names (store/maildir.py) and those of other tools:
+# <digits>.<unique>[<sep>2,<flags>]; no separators, slashes or spaces in the base.
+MAILDIR_NAME = re.compile(r"\d+\.[^:;!/\\\s]+(?:[:;!]2,[A-Za-z]*)?")
+
+
+class Status(StrEnum):
+    COMPLETE = "complete"
+    INCOMPLETE = "incomplete"
+    CORRUPT = "corrupt"
+    FAILED = "failed"
+
+
+class Mode(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True)
+class MessageEntry:
+    """One message worth naming in a report (missing, corrupt, ...)."""
+
+    uid: int
+    uidvalidity: int | None
+    size: int | None  # the server's size when known, else the recorded one
+    message_id: str | None = None
+    subject: str | None = None
+    date: str | None = None  # INTERNALDATE, ISO 8601
+    reason: str | None = None
+    local_size: int | None = None  # size mismatch: the size recorded in the archive
+
+
+@dataclass
+class FolderReport:
+    name: str
+    status: Status = Status.COMPLETE
+    server_messages: int | None = None  # None: not compared with a server
+    local_messages: int = 0
+    ok: int = 0
+    missing: list[MessageEntry] = field(default_factory=list)
+    corrupt: list[MessageEntry] = field(default_factory=list)
+    size_mismatch: list[MessageEntry] = field(default_factory=list)
+    only_local: list[MessageEntry] = field(default_factory=list)
+    bytes: int = 0  # archived bytes of this folder
+    checked: int = 0  # messages hashed in this run
+    bytes_checked: int = 0
+    skipped_recent: int = 0  # verified within max_age: not hashed again
+    problems: list[str] = field(default_factory=list)  # damage to the folder's files as a whole
+    stray_files: list[str] = field(default_factory=list)  # files the state does not know
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None  # the server would not let us read this folder
+
+    def settle_status(self) -> Status:
+        if self.error:
+            self.status = Status.FAILED
+        elif self.corrupt or self.problems:
+            self.status = Status.CORRUPT
+        elif self.missing or self.size_mismatch:
+            self.status = Status.INCOMPLETE
+        else:
+            self.status = Status.COMPLETE
+        return self.status
+
+
+@dataclass(frozen=True)
+class Totals:
+    server_messages: int | None
+    local_messages: int
+    ok: int
+    missing: int
+    corrupt: int
+    size_mismatch: int
+    only_local: int
+    bytes: int
+    checked: int
+    bytes_checked: int
+    skipped_recent: int
+    stray_files: int
+
+
+@dataclass
+class VerifyResult:
+    account: str
+    server: str
+    mode: Mode
+    generated_at: datetime  # when the verification ran (aware, local time)
+    folders: list[FolderReport] = field(default_factory=list)
+    deadline: date | None = None
+    tool_version: str = __version__
+    error: str | None = None  # set only when the whole verification failed
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> Status:
+        if self.error:
+            return Status.FAILED
+        statuses = {folder.status for folder in self.folders}
+        if Status.CORRUPT in statuses:
+            return Status.CORRUPT
+        if statuses & {Status.INCOMPLETE, Status.FAILED}:
+            return Status.INCOMPLETE
+        return Status.COMPLETE
+
+    @property
+    def has_warnings(self) -> bool:
+        return any(folder.warnings or folder.stray_files for folder in self.folders)
+
+    @property
+    def totals(self) -> Totals:
+        folders = self.folders
+        known = [folder.server_messages for folder in folders if folder.server_messages is not None]
+        return Totals(
+            server_messages=sum(known) if self.mode is Mode.ONLINE and not self.error else None,
+            local_messages=sum(f.local_messages for f in folders), ok=sum(f.ok for f in folders),
+            missing=sum(len(f.missing) for f in folders), corrupt=sum(len(f.corrupt) for f in folders),
+            size_mismatch=sum(len(f.size_mismatch) for f in folders),
+            only_local=sum(len(f.only_local) for f in folders), bytes=sum(f.bytes for f in folders),
+            checked=sum(f.checked for f in folders), bytes_checked=sum(f.bytes_checked for f in folders),
+            skipped_recent=sum(f.skipped_recent for f in folders),
+            stray_files=sum(len(f.stray_files) for f in folders),
+        )
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    account: str
+    server: str
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    deadline: date | None = None
+    max_age: timedelta | None = None  # skip files verified more recently than this
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now().astimezone())
+
+
+class VerifyProgress(Protocol):
+    def stage(self, text: str) -> None: ...
+    def start_hashing(self, messages: int, total_bytes: int) -> None: ...
+    def hashed(self, byte_count: int) -> None: ...
+
+
+class NoProgress:
+    def stage(self, text: str) -> None:
+        log.info("%s", text)
+
+    def start_hashing(self, messages: int, total_bytes: int) -> None:
+        pass
+
+    def hashed(self, byte_count: int) -> None:
+        pass
+
+
+def exit_code(result: VerifyResult) -> ExitCode:
+    """0 complete, 1 incomplete (or complete with warnings), 8 corrupt.  A
+    failed verification carries its error's own code, which the caller knows."""
+    status = result.status
+    if status is Status.CORRUPT:
+        return ExitCode.CORRUPT
+    if status is Status.FAILED:
+        return ExitCode.CONNECTION
+    if status is Status.INCOMPLETE or result.has_warnings:
+        return ExitCode.WARNINGS
+    return ExitCode.OK
+
+
+def failed_result(options: VerifyOptions, error: str) -> VerifyResult:
+    return VerifyResult(account=options.account, server=options.server, mode=Mode.ONLINE,
+                        generated_at=options.clock(), deadline=options.deadline, error=error)
+
+
+# ---------------------------------------------------------------------------
+# The server side
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class ServerFolder:
+    """What the server holds in one folder, as far as verification needs."""
+
+    name: str
+    uidvalidity: int = 0
+    metas: dict[int, MessageMeta] = field(default_factory=dict)
+    headers: dict[int, HeaderSummary] = field(default_factory=dict)  # of messages the archive lacks
+    error: str | None = None
+
+
+def verify_online(session: ImapSession, archive: Archive, options: VerifyOptions,
+                  progress: VerifyProgress | None = None) -> VerifyResult:
+    """Compare every folder on the server with the archive, message by message.
+
+    Raises ConnectError/AuthError/TLSError when the server cannot be reached
+    at all; one folder the server refuses becomes that folder's error."""
+    progress = progress or NoProgress()
+    started = options.clock()
+    listed = _retrying(session, None, session.list_folders)
+    server: dict[str, ServerFolder] = {}
+    for info in select_folders(listed, options.include, options.exclude):
+        progress.stage(f"reading folder {info.name}")
+        server[info.name] = _read_server_folder(session, archive, info.name)
+    excluded = {info.name for info in listed} - set(server)
+    return _Checker(archive, options, progress, Mode.ONLINE, started).run(server, excluded)
+
+
+def verify_offline(archive: Archive, options: VerifyOptions,
+                   progress: VerifyProgress | None = None) -> VerifyResult:
+    """Check the archive against its own state, with no server."""
+    progress = progress or NoProgress()
+    return _Checker(archive, options, progress, Mode.OFFLINE, options.clock()).run(None, set())
+
+
+def _read_server_folder(session: ImapSession, archive: Archive, name: str) -> ServerFolder:
+    folder = ServerFolder(name)
+    try:
+        selected = _retrying(session, None, lambda: session.examine(name))
+        folder.uidvalidity = selected.uidvalidity
+        uids = _retrying(session, name, lambda: session.search_uids(1)) if selected.exists else []
+        for start in range(0, len(uids), META_CHUNK):
+            chunk = uids[start:start + META_CHUNK]
+            metas = _retrying(session, name, lambda chunk=chunk: session.fetch_meta(chunk))  # type: ignore[misc]
+            folder.metas.update((meta.uid, meta) for meta in metas)
+    except (FolderError, ServerError) as exc:
+        folder.error = exc.message
+        return folder
+    record = archive.state.folder(name)
+    stored = archive.state.stored_uids(record.id, folder.uidvalidity) if record else set()
+    lacking = [uid for uid in sorted(folder.metas) if uid not in stored]
+    for uid in lacking[:HEADER_PROBE_LIMIT]:
+        summary = _probe_headers(session, name, uid)
+        if summary is not None:
+            folder.headers[uid] = summary
+    return folder
+
+
+def _probe_headers(session: ImapSession, folder: str, uid: int) -> HeaderSummary | None:
+    """Subject and Message-ID of a message the archive lacks, so a person can
+    recognise it.  A server that fails on the message costs only its name."""
+    try:
+        head = _retrying(session, folder, lambda: session.fetch_partial(uid, 0, HEADER_PROBE_BYTES))
+    except (ServerError, ConnectionLost) as exc:
+        log.info("folder %r UID %d: no headers (%s)", folder, uid, exc.message)
+        return None
+    return summarize(head)
+
+
+def _retrying(session: ImapSession, folder: str | None, action: Callable[[], T]) -> T:
+    """Run a server action; on a dropped connection reconnect, re-select and
+    try again.  A reconnect that fails raises ConnectError."""
+    for attempt in range(RETRIES + 1):
+        try:
+            return action()
+        except ConnectionLost as exc:
+            if attempt == RETRIES:
+                raise
+            log.info("connection lost (%s); reconnecting", exc.message)
+            session.reconnect()
+            if folder is not None:
+                session.examine(folder)
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------
+# The archive side
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What the local check found for one stored message."""
+
+    kind: str  # "ok", "missing", "corrupt", "skipped" (verified recently, file present)
+    reason: str | None = None
+
+
+OK = _Outcome("ok")
+SKIPPED = _Outcome("skipped")
+
+
+@dataclass
+class _FolderWork:
+    name: str
+    record: FolderRecord | None
+    server: ServerFolder | None
+    report: FolderReport
+    local: list[StoredMessage] = field(default_factory=list)
+    absent: dict[tuple[int, int], _Outcome] = field(default_factory=dict)  # known before hashing
+
+
+class _Checker:
+    def __init__(self, archive: Archive, options: VerifyOptions, progress: VerifyProgress,
+                 mode: Mode, started: datetime) -> None:
+        self.archive = archive
+        self.state = archive.state
+        self.store = archive.store
+        self.options = options
+        self.progress = progress
+        self.mode = mode
+        self.started = started
+        self.outcomes: dict[tuple[int, int, int], _Outcome] = {}
+
+    def run(self, server: dict[str, ServerFolder] | None, excluded: set[str]) -> VerifyResult:
+        works = [self._prepare(name, record, server, excluded) for name, record in self._folders(server)]
+        self._hash_all(works)
+        for work in works:
+            self._classify(work)
+        finished = self.options.clock()
+        return VerifyResult(
+            account=self.options.account, server=self.options.server, mode=self.mode,
+            generated_at=self.started, folders=[work.report for work in works], deadline=self.options.deadline,
+            seconds=max((finished - self.started).total_seconds(), 0.0),
+        )
+
+    def _folders(self, server: dict[str, ServerFolder] | None) -> list[tuple[str, FolderRecord | None]]:
+        """Server folders in server order, then archived folders the server lacks."""
+        records = {record.name: record for record in self.state.folders()}
+        names = list(server or {})
+        names += [name for name in records if name not in (server or {})]
+        return [(name, records.get(name)) for name in names]
+
+    def _prepare(self, name: str, record: FolderRecord | None, server: dict[str, ServerFolder] | None,
+                 excluded: set[str]) -> _FolderWork:
+        on_server = server.get(name) if server is not None else None
+        report = FolderReport(name=name)
+        work = _FolderWork(name=name, record=record, server=on_server, report=report)
+        if on_server is not None:
+            report.error = on_server.error
+            if not on_server.error:
+                report.server_messages = len(on_server.metas)
+        elif server is not None:
+            report.server_messages = None if name in excluded else 0
+            report.warnings.append("excluded from this verification by include/exclude" if name in excluded
+                                   else "no longer on the server; its archived messages are kept")
+        if record is None:
+            return work
+        self.progress.stage(f"checking archive of {name}")
+        work.local = list(self.state.messages(record.id))
+        report.local_messages = len(work.local)
+        report.bytes = sum(message.size for message in work.local)
+        if isinstance(self.store, MaildirStore):
+            _index_maildir(self.store, record, work)
+        elif isinstance(self.store, MboxStore):
+            _index_mbox(self.store, record, work, parse=self.mode is Mode.OFFLINE)
+        return work
+
+    # -- hashing ------------------------------------------------------
+    def _hash_all(self, works: list[_FolderWork]) -> None:
+        """Hash every present file, least recently verified first, so an
+        interrupted run is continued where it matters most next time."""
+        recent_since = self.started - self.options.max_age if self.options.max_age else None
+        queue: list[tuple[_FolderWork, StoredMessage]] = []
+        for work in works:
+            for message in work.local:
+                key = (message.folder_id, message.uidvalidity, message.uid)
+                absent = work.absent.get((message.uidvalidity, message.uid))
+                if absent is not None:
+                    self.outcomes[key] = absent
+                elif recent_since is not None and _verified_since(message, recent_since):
+                    self.outcomes[key] = SKIPPED
+                    work.report.skipped_recent += 1
+                else:
+                    queue.append((work, message))
+        queue.sort(key=lambda item: (item[1].verified_at or "", item[1].saved_at))
+        self.progress.start_hashing(len(queue), sum(message.size for _work, message in queue))
+        verified: list[StoredMessage] = []
+        for work, message in queue:
+            outcome = self._hash_one(work, message)
+            self.outcomes[(message.folder_id, message.uidvalidity, message.uid)] = outcome
+            if outcome is OK:
+                verified.append(message)
+                if len(verified) >= VERIFIED_BATCH:
+                    self._mark_verified(verified)
+        self._mark_verified(verified)
+
+    def _hash_one(self, work: _FolderWork, message: StoredMessage) -> _Outcome:
+        assert work.record is not None
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            for chunk in self.store.iter_chunks(work.record.local_path, message):
+                digest.update(chunk)
+                size += len(chunk)
+                self.progress.hashed(len(chunk))
+        except FileNotFoundError:
+            return _Outcome("missing", "message file not found")
+        except (OSError, ValueError) as exc:
+            return _Outcome("corrupt", f"cannot be read: {getattr(exc, 'strerror', None) or exc}")
+        finally:
+            work.report.checked += 1
+            work.report.bytes_checked += size
+        if size != message.size:
+            return _Outcome("corrupt", f"{size} bytes where {message.size} were saved")
+        if digest.hexdigest() != message.sha256:
+            return _Outcome("corrupt", "content differs from what was saved (SHA-256 mismatch)")
+        return OK
+
+    def _mark_verified(self, messages: list[StoredMessage]) -> None:
+        if not messages:
+            return
+        when = now_iso()
+        with self.state.transaction():
+            for message in messages:
+                self.state.set_verified(message.folder_id, message.uidvalidity, message.uid, when)
+        messages.clear()
+
+    # -- classes ------------------------------------------------------
+    def _classify(self, work: _FolderWork) -> None:
+        report, server = work.report, work.server
+        compared = server is not None and not server.error
+        current = {message.uid: message for message in work.local
+                   if compared and server is not None and message.uidvalidity == server.uidvalidity}
+        if compared and server is not None:
+            failures = self._failure_reasons(work.record, server.uidvalidity)
+            for uid, meta in sorted(server.metas.items()):
+                stored = current.get(uid)
+                if stored is None:
+                    report.missing.append(_server_entry(server, meta, failures.get(uid)))
+                else:
+                    self._file_local(report, stored, meta)
+        for message in work.local:
+            if compared and server is not None and message.uidvalidity == server.uidvalidity \
+                    and message.uid in server.metas:
+                continue
+            self._file_local(report, message, None, only_local=compared or message.gone_at is not None)
+        if not compared and work.record is not None and work.record.uidvalidity is not None:
+            self._add_known_failures(work)
+        report.settle_status()
+
+    def _file_local(self, report: FolderReport, message: StoredMessage, meta: MessageMeta | None, *,
+                    only_local: bool = False) -> None:
+        outcome = self.outcomes.get((message.folder_id, message.uidvalidity, message.uid), OK)
+        if outcome.kind == "corrupt":
+            report.corrupt.append(_stored_entry(message, outcome.reason))
+        elif outcome.kind == "missing":
+            reason = outcome.reason if not only_local else f"{outcome.reason}; no longer on the server either"
+            report.missing.append(_stored_entry(message, reason))
+        elif meta is not None and meta.size != message.size:
+            report.size_mismatch.append(_stored_entry(
+                message, "the server's size differs from the archived copy", size=meta.size,
+                local_size=message.size))
+        elif only_local:
+            report.only_local.append(_stored_entry(message, None))
+        else:
+            report.ok += 1
+
+    def _failure_reasons(self, record: FolderRecord | None, uidvalidity: int) -> dict[int, str]:
+        if record is None:
+            return {}
+        return {uid: f"the last backup could not fetch it: {error}"
+                for validity, uid, error in self.state.failures(record.id) if validity == uidvalidity}
+
+    def _add_known_failures(self, work: _FolderWork) -> None:
+        """Offline, the server is unknown; but the last backup's failures are not."""
+        assert work.record is not None
+        stored = {(message.uidvalidity, message.uid) for message in work.local}
+        for validity, uid, error in self.state.failures(work.record.id):
+            if validity == work.record.uidvalidity and (validity, uid) not in stored:
+                work.report.missing.append(MessageEntry(
+                    uid=uid, uidvalidity=validity, size=None,
+                    reason=f"the last backup could not fetch it: {error}"))
+
+
+def _verified_since(message: StoredMessage, since: datetime) -> bool:
+    if not message.verified_at:
+        return False
+    try:
+        when = datetime.fromisoformat(message.verified_at)
+    except ValueError:
+        return False
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)) >= since
+
+
+def _server_entry(server: ServerFolder, meta: MessageMeta, reason: str | None) -> MessageEntry:
+    headers = server.headers.get(meta.uid)
+    return MessageEntry(
+        uid=meta.uid, uidvalidity=server.uidvalidity, size=meta.size,
+        message_id=headers.message_id if headers else None, subject=headers.subject if headers else None,
+        date=meta.internaldate.isoformat(), reason=reason or "not in the archive",
+    )
+
+
+def _stored_entry(message: StoredMessage, reason: str | None, *, size: int | None = None,
+                  local_size: int | None = None) -> MessageEntry:
+    return MessageEntry(
+        uid=message.uid, uidvalidity=message.uidvalidity, size=message.size if size is None else size,
+        message_id=message.message_id, subject=message.subject, date=message.internaldate.isoformat(),
+        reason=reason, local_size=local_size,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Format checks: what is on disk besides the bytes of each message
+# ---------------------------------------------------------------------------
+
+
+def _index_maildir(store: MaildirStore, record: FolderRecord, work: _FolderWork) -> None:
+    """Which recorded files exist; stray, duplicate and malformed names."""
+    folder = store.resolve(record.local_path)
+    report = work.report
+    bases: dict[str, str] = {}
+    for sub in ("cur", "new"):
+        for name in _list_files(folder / sub):
+            relative = f"{sub}/{name}"
+            if not MAILDIR_NAME.fullmatch(name):
+                report.warnings.append(f"malformed Maildir file name {relative}")
+            base = _maildir_base(name)
+            if base in bases:
+                report.warnings.append(f"two files for one message: {bases[base]} and {relative}")
+            bases.setdefault(base, relative)
+    known = {message.location for message in work.local if message.location}
+    report.stray_files.extend(sorted(path for base, path in bases.items() if base not in known))
+    leftovers = _list_files(folder / "tmp")
+    if leftovers:
+        report.warnings.append(f"{len(leftovers)} files in tmp/ left by an interrupted backup "
+                               "(the next backup removes them)")
+    for message in work.local:
+        if not message.location:
+            work.absent[(message.uidvalidity, message.uid)] = _Outcome("corrupt", "no file name recorded")
+        elif message.location not in bases:
+            work.absent[(message.uidvalidity, message.uid)] = _Outcome("missing", "message file not found")
+
+
+def _maildir_base(name: str) -> str:
+    cut = min((index for index in (name.find(sep) for sep in INFO_SEPARATORS) if index >= 0), default=len(name))
+    return name[:cut]
+
+
+def _list_files(directory: Path) -> list[str]:
+    try:
+        return sorted(entry.name for entry in os.scandir(directory) if entry.is_file())
+    except FileNotFoundError:
+        return []
+
+
+def _index_mbox(store: MboxStore, record: FolderRecord, work: _FolderWork, *, parse: bool) -> None:
+    """Which recorded entries lie inside the file; offline, also whether the
+    file parses into exactly the recorded entries."""
+    path = store.mbox_path(record.local_path)
+    report = work.report
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        if work.local:
+            report.problems.append(f"mbox file {path.name} is missing")
+        for message in work.local:
+            work.absent[(message.uidvalidity, message.uid)] = _Outcome("missing", "mbox file not found")
+        return
+    committed = record.mbox_committed
+    if size < committed:
+        report.problems.append(f"mbox file is cut off: {size} bytes where {committed} were saved")
+    elif size > committed:
+        report.warnings.append(f"{size - committed} bytes after the last saved message "
+                               "(left by an interrupted backup; the next backup removes them)")
+    for message in work.local:
+        offset, length = message.mbox_offset, message.mbox_length
+        if offset is None or length is None:
+            work.absent[(message.uidvalidity, message.uid)] = _Outcome("corrupt", "no place in the mbox recorded")
+        elif offset >= size:
+            work.absent[(message.uidvalidity, message.uid)] = _Outcome("missing", "the mbox file ends before it")
+        elif offset + length > size:
+            work.absent[(message.uidvalidity, message.uid)] = _Outcome("corrupt", "the mbox file ends inside it")
+    if parse:
+        report.problems.extend(_mbox_structure(path, min(size, committed), work.local))
+
+
+def _mbox_structure(path: Path, committed: int, messages: Iterable[StoredMessage]) -> list[str]:
+    """Differences between the entries the file parses into (up to the saved
+    length) and the spans the state records."""
+    recorded = {(m.mbox_offset, m.mbox_length) for m in messages if m.mbox_offset is not None}
+    try:
+        with open(path, "rb") as handle:
+            parsed = {(span.offset, span.length) for span in mboxrd.iter_entries(handle)
+                      if span.offset < committed}
+    except ValueError as exc:
+        return [f"mbox file cannot be parsed: {exc}"]
+    except OSError as exc:
+        return [f"mbox file cannot be read: {exc.strerror or exc}"]
+    # The last entry before an uncommitted tail runs on into it when parsed.
+    parsed = {(offset, min(length, committed - offset)) for offset, length in parsed}
+    problems = []
+    if len(parsed) != len(recorded):
+        problems.append(f"mbox holds {len(parsed)} messages where the state records {len(recorded)}")
+    unexpected = sorted(parsed - recorded)
+    if unexpected:
+        shown = ", ".join(str(offset) for offset, _length in unexpected[:10])
+        problems.append(f"{len(unexpected)} mbox entries not where the state records any (at byte {shown})")
+    return problems

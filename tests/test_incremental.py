@@ -1,0 +1,158 @@
+"""Incremental runs against a real Dovecot: only what is new is fetched,
+flags follow the server, deletions never delete locally, a UIDVALIDITY change
+does not duplicate the archive, and the archive lock holds."""
+
+from __future__ import annotations
+
+import sample_mail
+from helpers import archive_contents, backup, server_contents, state_rows
+
+from mailbackup.errors import ExitCode
+from mailbackup.imap.session import ImapSession
+from mailbackup.model import ConnectionSettings, ServerAddress
+from mailbackup.state.lock import ArchiveLock
+from mailbackup.sync.archive import account_dir, open_archive
+from mailbackup.sync.engine import BackupEngine, BackupOptions
+
+
+def letters(count: int, start: int = 0) -> list[bytes]:
+    when = sample_mail._DEFAULT_DATE
+    return [sample_mail.thai_letter(start + index, when) for index in range(count)]
+
+
+def test_second_run_fetches_exactly_the_new_messages(imap_user, imap_client_factory, tmp_path):
+    client = imap_client_factory(imap_user)
+    sample_mail.fill_mailbox(client, {"INBOX": letters(5), "งานคดี": letters(3, 100)})
+    assert backup(imap_user, tmp_path).returncode == 0
+    for body in letters(2, 200):
+        client.append("INBOX", body)
+
+    again = backup(imap_user, tmp_path)
+
+    assert again.returncode == 0, again.stderr
+    assert "2 folders (1 changed), saved 2 messages" in again.stdout
+    stored = archive_contents(tmp_path, imap_user.name)
+    server = server_contents(client, "INBOX")
+    assert {uid: message.body for uid, message in stored["INBOX"].items()} == {
+        uid: body for uid, (body, _, _) in server.items()}
+
+
+def test_flag_changes_reach_the_archive(imap_user, imap_client_factory, tmp_path):
+    client = imap_client_factory(imap_user)
+    sample_mail.fill_mailbox(client, {"INBOX": letters(4)})
+    for fmt in ("maildir", "mbox"):
+        assert backup(imap_user, tmp_path / fmt, "--format", fmt).returncode == 0
+    client.select_folder("INBOX")
+    uids = client.search("ALL")
+    client.add_flags(uids[:2], [b"\\Flagged", b"\\Seen"])
+    client.remove_flags(uids[3:], [b"\\Seen"])
+    client.add_flags(uids[2:3], [b"$Important"])
+    expected = {uid: flags for uid, (_, flags, _) in server_contents(client, "INBOX").items()}
+    for fmt in ("maildir", "mbox"):
+        again = backup(imap_user, tmp_path / fmt)
+        assert again.returncode == 0, again.stderr
+        assert "3 flag changes" in again.stdout
+        stored = archive_contents(tmp_path / fmt, imap_user.name)["INBOX"]
+        assert {uid: message.flags for uid, message in stored.items()} == expected
+    cur = account_dir(tmp_path / "maildir", imap_user.name) / "mail" / "INBOX" / "cur"
+    assert sorted(path.name.rsplit(",", 1)[1] for path in cur.iterdir()) == ["", "", "FS", "FS"]
+
+
+def test_deleted_on_server_is_kept_and_marked(imap_user, imap_client_factory, tmp_path):
+    client = imap_client_factory(imap_user)
+    sample_mail.fill_mailbox(client, {"INBOX": letters(4), "Old": letters(2, 10)})
+    assert backup(imap_user, tmp_path).returncode == 0
+    client.select_folder("INBOX")
+    first = client.search("ALL")[0]
+    client.delete_messages([first])
+    client.expunge()
+    client.select_folder("Old")
+    client.delete_messages(client.search("ALL"))
+    client.expunge()
+
+    again = backup(imap_user, tmp_path)
+
+    assert again.returncode == 1, again.stderr  # an emptied folder is a warning to look at
+    assert "EMPTY on the server but the archive holds 2 messages" in again.stderr
+    assert "3 gone from server" in again.stdout
+    stored = archive_contents(tmp_path, imap_user.name)
+    assert len(stored["INBOX"]) == 4 and stored["INBOX"][first].gone
+    assert all(message.gone for message in stored["Old"].values())
+    (gone_at,) = state_rows(tmp_path, imap_user.name, "SELECT gone_at FROM messages WHERE uid=? AND folder_id="
+                            "(SELECT id FROM folders WHERE name='INBOX')", (first,))[0:1]
+    assert gone_at[0].startswith("20")
+
+
+def test_uidvalidity_change_does_not_duplicate(imap_user, imap_client_factory, tmp_path):
+    client = imap_client_factory(imap_user)
+    bodies = letters(6)
+    sample_mail.fill_mailbox(client, {"Cases": bodies})
+    for fmt in ("maildir", "mbox"):
+        assert backup(imap_user, tmp_path / fmt, "--format", fmt).returncode == 0
+    client.delete_folder("Cases")  # recreated: a new UIDVALIDITY, the same mail plus one
+    sample_mail.fill_mailbox(client, {"Cases": [*bodies, *letters(1, 50)]})
+
+    for fmt in ("maildir", "mbox"):
+        again = backup(imap_user, tmp_path / fmt)
+        assert again.returncode == 0, again.stderr
+        assert "UIDVALIDITY changed" in again.stderr
+        assert "saved 1 messages" in again.stdout and "6 matched after UIDVALIDITY change" in again.stdout
+        stored = archive_contents(tmp_path / fmt, imap_user.name)["Cases"]
+        assert sorted(message.body for message in stored.values()) == sorted(
+            body for body, _, _ in server_contents(client, "Cases").values())
+        total = state_rows(tmp_path / fmt, imap_user.name, "SELECT count(*) FROM messages")[0][0]
+        assert total == 7  # one copy each
+    cur = account_dir(tmp_path / "maildir", imap_user.name) / "mail" / "Cases" / "cur"
+    assert len(list(cur.iterdir())) == 7
+
+
+def test_unchanged_folders_cost_one_status_and_no_select(imap_user, imap_client_factory, tmp_path):
+    client = imap_client_factory(imap_user)
+    sample_mail.fill_mailbox(client, {"INBOX": letters(3), "A": letters(2, 10), "B": letters(1, 20)})
+    assert backup(imap_user, tmp_path).returncode == 0
+
+    class CountingSession(ImapSession):  # a real session that counts the commands it sends
+        calls: list[str] = []
+
+        def status(self, name):  # type: ignore[no-untyped-def]
+            self.calls.append("STATUS")
+            return super().status(name)
+
+        def examine(self, name):  # type: ignore[no-untyped-def]
+            self.calls.append("EXAMINE")
+            return super().examine(name)
+
+    settings = ConnectionSettings(ServerAddress.parse(imap_user.server_arg), cafile=str(imap_user.cafile))
+    with open_archive(tmp_path, imap_user.name) as archive, \
+            CountingSession(settings, imap_user.name, imap_user.password) as session:
+        stats = BackupEngine(session, archive, BackupOptions()).run()
+    assert stats.messages == 0
+    assert CountingSession.calls == ["STATUS"] * 3
+
+
+def test_second_backup_of_the_same_archive_is_refused(imap_user, imap_client_factory, tmp_path):
+    client = imap_client_factory(imap_user)
+    sample_mail.fill_mailbox(client, {"INBOX": letters(1)})
+    assert backup(imap_user, tmp_path).returncode == 0
+    root = account_dir(tmp_path, imap_user.name)
+    with ArchiveLock(root):
+        refused = backup(imap_user, tmp_path)
+    assert refused.returncode == ExitCode.LOCKED
+    assert "is in use by mailbackup pid" in refused.stderr
+    # a lock file left behind by a killed run (no process holds it) is simply taken over
+    assert (root / ".lock").exists()
+    assert backup(imap_user, tmp_path).returncode == 0
+
+
+def test_dry_run_writes_nothing(imap_user, imap_client_factory, tmp_path):
+    client = imap_client_factory(imap_user)
+    sample_mail.fill_mailbox(client, {"INBOX": letters(3), "งานคดี": letters(2, 10)})
+    result = backup(imap_user, tmp_path, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "would fetch 5 messages" in result.stdout and "งานคดี: 2 messages" in result.stdout
+    assert not tmp_path.joinpath(imap_user.name).exists()
+    assert backup(imap_user, tmp_path).returncode == 0
+    client.append("INBOX", letters(1, 99)[0])
+    result = backup(imap_user, tmp_path, "--dry-run")
+    assert "would fetch 1 messages" in result.stdout
+    assert len(archive_contents(tmp_path, imap_user.name)["INBOX"]) == 3
