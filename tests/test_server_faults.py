@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import sample_mail
-from helpers import archive_contents, backup, server_contents
+from helpers import archive_contents, backup, run_cli, server_contents
 
 from mailbackup.errors import ExitCode
 
@@ -42,3 +42,65 @@ def test_a_message_the_server_cannot_read_is_isolated(imap_user, imap_client_fac
     healed = backup(imap_user, tmp_path, "--retry-delay", "0.05")
     assert healed.returncode == 0, healed.stderr
     assert set(archive_contents(tmp_path, imap_user.name)["INBOX"]) == set(uids)
+
+
+def through(proxy, user) -> list[str]:
+    return ["--server", f"localhost:{proxy.port}", "--cafile", str(user.cafile)]
+
+
+def test_dropped_connections_are_resumed(imap_user, imap_client_factory, tmp_path):
+    from netproxy import Proxy
+
+    client = imap_client_factory(imap_user)
+    sample_mail.fill_mailbox(client, {"INBOX": letters(120), "งานคดี": letters(40, 500)})
+    expected = server_contents(client, "INBOX")
+    with Proxy("127.0.0.1", imap_user.port, cut_after_bytes=60_000, max_cuts=4) as proxy:
+        result = run_cli(["backup", imap_user.name, *through(proxy, imap_user), "--dest", str(tmp_path),
+                          "--batch-size", "15", "--retry-delay", "0.05"], password=imap_user.password)
+        cuts = proxy.cuts
+    assert cuts == 4  # the link really dropped, four times, mid-transfer
+    assert result.returncode == 0, result.stderr
+    stored = archive_contents(tmp_path, imap_user.name)
+    assert {uid: m.body for uid, m in stored["INBOX"].items()} == {uid: b for uid, (b, _, _) in expected.items()}
+    assert len(stored["งานคดี"]) == 40
+
+
+def test_a_stalled_server_is_abandoned_and_reconnected(imap_user, imap_client_factory, tmp_path):
+    from netproxy import Proxy
+
+    client = imap_client_factory(imap_user)
+    sample_mail.fill_mailbox(client, {"INBOX": letters(60)})
+    with Proxy("127.0.0.1", imap_user.port, stall_after_bytes=40_000, max_cuts=1) as proxy:
+        result = run_cli(["backup", imap_user.name, *through(proxy, imap_user), "--dest", str(tmp_path),
+                          "--timeout", "2", "--retry-delay", "0.05"], password=imap_user.password)
+        stalls = proxy.cuts
+    assert stalls == 1
+    assert result.returncode == 0, result.stderr
+    assert len(archive_contents(tmp_path, imap_user.name)["INBOX"]) == 60
+
+
+def test_a_link_that_drops_every_connection_early_is_a_connection_error(imap_user, imap_client_factory, tmp_path):
+    from netproxy import Proxy
+
+    client = imap_client_factory(imap_user)
+    sample_mail.fill_mailbox(client, {"INBOX": letters(5)})
+    with Proxy("127.0.0.1", imap_user.port, cut_after_bytes=1500) as proxy:  # dies inside the TLS handshake
+        result = run_cli(["backup", imap_user.name, *through(proxy, imap_user), "--dest", str(tmp_path),
+                          "--retries", "1", "--retry-delay", "0.05"], password=imap_user.password)
+    assert result.returncode == ExitCode.CONNECTION, result.stderr
+    assert "connection" in result.stderr and "lost" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1  # one line, no traceback
+
+
+def test_a_flaky_link_still_completes(imap_user, imap_client_factory, tmp_path):
+    """Every connection dies after 30 kB: the batches shrink until they fit, and all mail arrives."""
+    from netproxy import Proxy
+
+    client = imap_client_factory(imap_user)
+    sample_mail.fill_mailbox(client, {"INBOX": letters(40)})
+    with Proxy("127.0.0.1", imap_user.port, cut_after_bytes=30_000) as proxy:
+        result = run_cli(["backup", imap_user.name, *through(proxy, imap_user), "--dest", str(tmp_path),
+                          "--retry-delay", "0.01"], password=imap_user.password)
+        assert proxy.cuts >= 3
+    assert result.returncode == 0, result.stderr
+    assert len(archive_contents(tmp_path, imap_user.name)["INBOX"]) == 40

@@ -108,6 +108,8 @@ def translate_errors(settings: ConnectionSettings, *, account: str | None = None
                         hint="check the password; `mailbackup auth set` stores a new one") from None
     except ssl.SSLCertVerificationError as exc:
         raise TLSError(f"certificate of {server} not trusted: {exc.verify_message}", hint=TLS_HINT) from None
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError):
+        raise ConnectionLost(f"connection to {server} lost during the TLS exchange") from None
     except ssl.SSLError as exc:
         raise TLSError(f"TLS handshake with {server} failed: {exc.reason or exc}", hint=TLS_HINT) from None
     except socket.gaierror:
