@@ -1,0 +1,48 @@
+"""Bounded memory: a large message is fetched in ranges and streamed to disk,
+so peak memory does not grow with the size of a message."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import sample_mail
+from helpers import REPO, archive_contents, server_args
+
+MEASURE = (
+    "import json, resource, subprocess, sys\n"
+    "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode\n"
+    "print(json.dumps({'code': code, 'kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n"
+)
+
+
+def peak_kib(user, dest, fmt: str) -> int:
+    command = [sys.executable, "-m", "mailbackup", "backup", user.name, *server_args(user), "--dest", str(dest),
+               "--format", fmt]
+    env = {**os.environ, "MAILBACKUP_PASSWORD": user.password}
+    out = subprocess.run([sys.executable, "-c", MEASURE, *command], capture_output=True, text=True, env=env,
+                         cwd=REPO, check=True).stdout
+    result = json.loads(out)
+    assert result["code"] == 0
+    return int(result["kib"])
+
+
+@pytest.mark.parametrize("fmt", ["maildir", "mbox"])
+def test_peak_memory_does_not_grow_with_message_size(imap_user_factory, dovecot_server, imap_client_factory,
+                                                     tmp_path, fmt):
+    small_user = imap_user_factory(dovecot_server)
+    big_user = imap_user_factory(dovecot_server)
+    sample_mail.fill_mailbox(imap_client_factory(small_user), {"INBOX": [sample_mail.big_message(2 << 20)]})
+    big = sample_mail.big_message(50 << 20, seed=3)
+    sample_mail.fill_mailbox(imap_client_factory(big_user), {"INBOX": [big]})
+
+    baseline = peak_kib(small_user, tmp_path / "small", fmt)
+    with_big = peak_kib(big_user, tmp_path / "big", fmt)
+
+    print(f"{fmt}: peak RSS {baseline // 1024} MB with a 2 MB message, {with_big // 1024} MB with 50 MB")
+    assert with_big - baseline < 30 * 1024, (baseline, with_big)  # far less than the 50 MB message
+    (stored,) = archive_contents(tmp_path / "big", big_user.name)["INBOX"].values()
+    assert stored.body == big
