@@ -98,11 +98,11 @@ def mbox_bodies(path: Path) -> list[bytes]:
     """Read an mbox with Python's own reader, undoing mboxrd quoting."""
     box = mailbox.mbox(str(path), create=False)
     try:
-        return [unquote(box.get_bytes(key)) for key in box]
+        return [unquote(box.get_bytes(key)) for key in box.keys()]  # noqa: SIM118 - a Mailbox iterates messages
     finally:
         box.close()
 
 
 def maildir_bodies(path: Path) -> list[bytes]:
     box = mailbox.Maildir(str(path), create=False)
-    return [box.get_bytes(key) for key in box]
+    return [box.get_bytes(key) for key in box.keys()]  # noqa: SIM118 - a Mailbox iterates messages

@@ -1,0 +1,206 @@
+"""Report writers (JSON against its schema, CSV for Excel, HTML rendered in
+headless Chromium) and `mailbackup report` across accounts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import jsonschema
+import pytest
+import sample_mail  # scripts/ is put on sys.path by conftest
+from cli_run import SCHEMAS, backup, mailbackup, server_args, validated
+from conftest import ImapUser
+from dovecot_server import DovecotServer
+from imapclient import IMAPClient
+
+from mailbackup.report import (
+    deadline_status,
+    verify_csv,
+    verify_from_dict,
+    verify_html,
+    verify_to_dict,
+    write_verify_reports,
+)
+from mailbackup.sync.archive import account_dir
+from mailbackup.verify import FolderReport, MessageEntry, Mode, Status, VerifyResult
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+BKK = timezone(timedelta(hours=7))
+HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script> & ข้อความ'
+
+
+def incomplete_result() -> VerifyResult:
+    missing = MessageEntry(uid=4, uidvalidity=77, size=2048, message_id="<m4@coj.go.th>", subject=HOSTILE,
+                           date="2024-01-15T09:30:00+07:00", reason="not in the archive")
+    corrupt = MessageEntry(uid=9, uidvalidity=77, size=512, message_id=None, subject="หนังสือเวียน ฉบับที่ 7",
+                           date="2022-06-01T08:00:00+07:00", reason="content differs (SHA-256 mismatch)")
+    folders = [
+        FolderReport(name="INBOX", status=Status.INCOMPLETE, server_messages=3, local_messages=2, ok=2,
+                     missing=[missing], bytes=4096, checked=2, bytes_checked=4096),
+        FolderReport(name="งานคดี/2566/มกราคม", status=Status.CORRUPT, server_messages=1, local_messages=1,
+                     corrupt=[corrupt], bytes=512, checked=1, bytes_checked=512),
+        FolderReport(name="=HYPERLINK(\"http://evil\")", server_messages=0),
+        FolderReport(name="กล่องขาเข้า/สำคัญ", server_messages=0, local_messages=1, bytes=100,
+                     only_local=[MessageEntry(uid=1, uidvalidity=5, size=100, subject="เก่า")],
+                     stray_files=["cur/notes.txt"], notes=["no longer on the server"]),
+    ]
+    return VerifyResult(account="somchai.j@coj.go.th", server="imap.mail.go.th:993", mode=Mode.ONLINE,
+                        generated_at=datetime(2025, 11, 20, 14, 5, tzinfo=BKK), folders=folders,
+                        deadline=date(2025, 12, 31), seconds=1.5)
+
+
+# ------------------------------------------------------------------------ JSON
+def test_json_matches_schema_and_round_trips() -> None:
+    result = incomplete_result()
+    data = verify_to_dict(result, as_of=date(2025, 11, 21))
+    jsonschema.Draft202012Validator(SCHEMAS["verify"]).validate(data)
+    assert data["status"] == "corrupt" and data["days_left"] == 40 and data["overdue"] is False
+    assert data["totals"] == {
+        "server_messages": 4, "local_messages": 4, "ok": 2, "missing": 1, "corrupt": 1, "size_mismatch": 0,
+        "only_local": 1, "bytes": 4708, "checked": 3, "bytes_checked": 4608, "skipped_recent": 0, "stray_files": 1,
+    }
+    again = verify_from_dict(json.loads(json.dumps(data)))
+    assert again == result
+    offline = VerifyResult(account="a@coj.go.th", server="x:993", mode=Mode.OFFLINE,
+                           generated_at=datetime(2025, 1, 1, tzinfo=BKK), folders=[FolderReport(name="INBOX")])
+    jsonschema.Draft202012Validator(SCHEMAS["verify"]).validate(verify_to_dict(offline, date(2025, 1, 1)))
+
+
+def test_schema_rejects_what_it_should() -> None:
+    data = verify_to_dict(incomplete_result(), as_of=date(2025, 11, 21))
+    validator = jsonschema.Draft202012Validator(SCHEMAS["verify"])
+    for broken in ({**data, "status": "fine"}, {**data, "password": "x"},
+                   {key: value for key, value in data.items() if key != "totals"}):
+        assert not validator.is_valid(broken)
+
+
+@pytest.mark.parametrize(("as_of", "status", "expected"), [
+    (date(2025, 12, 30), "incomplete", (1, False)),
+    (date(2025, 12, 31), "incomplete", (0, False)),  # the deadline day still counts
+    (date(2026, 1, 2), "incomplete", (-2, True)),
+    (date(2026, 1, 2), "complete", (-2, False)),
+    (date(2026, 1, 2), "never_verified", (-2, True)),
+])
+def test_deadline_status(as_of: date, status: str, expected: tuple[int, bool]) -> None:
+    assert deadline_status(date(2025, 12, 31), status, as_of) == expected
+
+
+# ------------------------------------------------------------------------- CSV
+def test_csv_has_bom_one_row_per_folder_and_defused_formulas() -> None:
+    raw = verify_csv(incomplete_result())
+    assert raw.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
+    assert [row["folder"] for row in rows] == ["INBOX", "งานคดี/2566/มกราคม", "'=HYPERLINK(\"http://evil\")",
+                                               "กล่องขาเข้า/สำคัญ"]
+    assert rows[1]["status"] == "corrupt" and rows[1]["corrupt"] == "1" and rows[0]["missing"] == "1"
+    assert {row["account"] for row in rows} == {"somchai.j@coj.go.th"}
+    assert rows[0]["generated_at"] == "2025-11-20T14:05:00+07:00" and rows[0]["tool_version"]
+
+
+# ------------------------------------------------------------------------ HTML
+def test_html_is_self_contained_and_escaped() -> None:
+    page = verify_html(incomplete_result(), as_of=date(2026, 1, 5)).decode("utf-8")
+    assert '<meta charset="utf-8">' in page and "Noto Sans Thai" in page and "Tahoma" in page
+    for needle in ("<script", "<img", "<link", "url(", "@import", "https://"):  # nothing runs, nothing to fetch
+        assert needle not in page
+    assert "&lt;script&gt;document.title=&quot;pwned&quot;&lt;/script&gt; &amp; ข้อความ" in page
+    assert "OVERDUE" in page and "31 ธ.ค. 2568" in page
+
+
+def chromium() -> str:
+    found = shutil.which("chromium")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: scripts/setup.sh installs it")
+        pytest.skip("chromium not installed (apt-get install chromium)")
+    return found
+
+
+def render(page: Path, profile: Path, screenshot: Path | None = None) -> str:
+    """The page's DOM after headless Chromium loaded it (and a screenshot)."""
+    command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={profile}", "--window-size=1200,1600"]
+    if screenshot is not None:
+        done = subprocess.run([*command, f"--screenshot={screenshot}", page.as_uri()], capture_output=True,
+                              timeout=60, check=False)
+        assert done.returncode == 0 and screenshot.stat().st_size > 10_000, done.stderr[-2000:]
+    done = subprocess.run([*command, "--dump-dom", page.as_uri()], capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.decode("utf-8")
+
+
+def test_html_renders_in_chromium(tmp_path: Path) -> None:
+    chromium()
+    [_, _, html_path] = write_verify_reports(incomplete_result(), [tmp_path / "reports"], date(2026, 1, 5))
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "verify-report.png"
+    dom = render(html_path, tmp_path / "profile", shot)
+    assert "<title>ข้อมูลเสียหาย / CORRUPT: somchai.j@coj.go.th</title>" in dom  # no script changed it
+    assert 'id="status">ข้อมูลเสียหาย / CORRUPT' in dom and "OVERDUE" in dom
+    for thai in ("งานคดี/2566/มกราคม", "กล่องขาเข้า/สำคัญ", "หนังสือเวียน ฉบับที่ 7"):
+        assert thai in dom
+    assert "&lt;script&gt;document.title" in dom and "<script" not in dom
+
+
+# --------------------------------------------------------- `mailbackup report`
+@pytest.fixture
+def two_accounts(dovecot_server: DovecotServer, imap_user_factory: Callable[[DovecotServer], ImapUser],
+                 imap_client_factory: Callable[..., IMAPClient], tmp_path: Path) -> tuple[Path, ImapUser, ImapUser]:
+    """Two accounts backed up under one root: the first verified, the second not."""
+    dest = tmp_path / "archive"
+    users = [imap_user_factory(dovecot_server) for _ in range(2)]
+    for user in users:
+        sample_mail.fill_mailbox(imap_client_factory(user), {"INBOX": [sample_mail.thai_qp_message()],
+                                                             "งานคดี": [sample_mail.tis620_message()]})
+        backup(user, dest)
+    done = mailbackup("verify", users[0].name, *server_args(users[0]), "--dest", dest, password=users[0].password)
+    assert done.returncode == 0, done.stderr
+    return dest, users[0], users[1]
+
+
+def test_report_summarizes_all_accounts(two_accounts: tuple[Path, ImapUser, ImapUser], tmp_path: Path) -> None:
+    dest, verified, unverified = two_accounts
+    config = tmp_path / "mailbackup.yaml"
+    config.write_text(f"defaults:\n  dest: {dest}\n  deadline: 2020-01-31\naccounts:\n"
+                      f"  - account: {verified.name}\n  - account: newcomer@coj.go.th\n", encoding="utf-8")
+    reports = account_dir(dest, verified.name) / "reports"
+    (reports / "verify.html").unlink()
+    done = mailbackup("report", "--config", config)
+    assert done.returncode == 1, done.stderr  # two accounts never verified
+    summary = validated(dest / "reports" / "summary.json", "summary")
+    assert summary["totals"] == {"accounts": 3, "complete": 1, "incomplete": 0, "corrupt": 0, "failed": 0,
+                                 "never_verified": 2, "overdue": 2, "messages": 4,
+                                 "bytes": summary["totals"]["bytes"]}
+    rows = {row["account"]: row for row in summary["accounts"]}
+    assert rows[verified.name]["status"] == "complete" and rows[verified.name]["last_backup"]
+    assert rows[verified.name]["deadline"] == "2020-01-31" and not rows[verified.name]["overdue"]
+    assert rows[unverified.name]["status"] == "never_verified" and rows[unverified.name]["overdue"]
+    assert rows[unverified.name]["messages"] == 2 and rows[unverified.name]["last_backup"]
+    assert rows["newcomer@coj.go.th"]["archive"] is None and rows["newcomer@coj.go.th"]["messages"] == 0
+    # The verified account's reports are regenerated from its verify.json, with the config's deadline.
+    regenerated = validated(reports / "verify.json", "verify")
+    assert regenerated["deadline"] == "2020-01-31" and regenerated["status"] == "complete"
+    assert (reports / "verify.html").stat().st_mode & 0o777 == 0o600
+    raw = (dest / "reports" / "summary.csv").read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    table = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"), newline="")))
+    assert {row["account"]: row["status"] for row in table} == {
+        verified.name: "complete", unverified.name: "never_verified", "newcomer@coj.go.th": "never_verified"}
+    page = (dest / "reports" / "summary.html").read_text(encoding="utf-8")
+    assert "1 of 3 accounts complete" in page and "ยังไม่เคยตรวจสอบ" in page
+
+    out = tmp_path / "handed-in"
+    done = mailbackup("report", "--dest", dest, "--report-dir", out)
+    assert done.returncode == 1 and (out / "summary.html").is_file()
+    assert (account_dir(out, verified.name) / "verify.html").is_file()
+    assert validated(out / "summary.json", "summary")["totals"]["accounts"] == 2
