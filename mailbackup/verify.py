@@ -31,8 +31,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from mailbackup import __version__
 from mailbackup.errors import ConnectionLost, ExitCode, FolderError, ServerError
@@ -102,7 +103,8 @@ class FolderReport:
     skipped_recent: int = 0  # verified within max_age: not hashed again
     problems: list[str] = field(default_factory=list)  # damage to the folder's files as a whole
     stray_files: list[str] = field(default_factory=list)  # files the state does not know
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # worth a look; exit code 1
+    notes: list[str] = field(default_factory=list)  # for information only
     error: str | None = None  # the server would not let us read this folder
 
     def settle_status(self) -> Status:
@@ -270,7 +272,7 @@ def _read_server_folder(session: ImapSession, archive: Archive, name: str) -> Se
         uids = _retrying(session, name, lambda: session.search_uids(1)) if selected.exists else []
         for start in range(0, len(uids), META_CHUNK):
             chunk = uids[start:start + META_CHUNK]
-            metas = _retrying(session, name, lambda chunk=chunk: session.fetch_meta(chunk))  # type: ignore[misc]
+            metas = _retrying(session, name, partial(session.fetch_meta, chunk))
             folder.metas.update((meta.uid, meta) for meta in metas)
     except (FolderError, ServerError) as exc:
         folder.error = exc.message
@@ -321,7 +323,7 @@ def _retrying(session: ImapSession, folder: str | None, action: Callable[[], T])
 class _Outcome:
     """What the local check found for one stored message."""
 
-    kind: str  # "ok", "missing", "corrupt", "skipped" (verified recently, file present)
+    kind: Literal["ok", "missing", "corrupt", "skipped"]  # skipped: verified recently, file present
     reason: str | None = None
 
 
@@ -335,6 +337,9 @@ class _FolderWork:
     record: FolderRecord | None
     server: ServerFolder | None
     report: FolderReport
+    # "compared": the server's list is known; "gone": the folder is no longer on the
+    # server; "unknown": offline, excluded, or the server refused the folder.
+    server_view: Literal["compared", "gone", "unknown"] = "unknown"
     local: list[StoredMessage] = field(default_factory=list)
     absent: dict[tuple[int, int], _Outcome] = field(default_factory=dict)  # known before hashing
 
@@ -379,10 +384,13 @@ class _Checker:
             report.error = on_server.error
             if not on_server.error:
                 report.server_messages = len(on_server.metas)
+                work.server_view = "compared"
+        elif server is not None and name in excluded:
+            report.notes.append("excluded by include/exclude: archive checked, server not compared")
         elif server is not None:
-            report.server_messages = None if name in excluded else 0
-            report.warnings.append("excluded from this verification by include/exclude" if name in excluded
-                                   else "no longer on the server; its archived messages are kept")
+            report.server_messages = 0
+            work.server_view = "gone"
+            report.notes.append("no longer on the server; its archived messages are kept")
         if record is None:
             return work
         self.progress.stage(f"checking archive of {name}")
@@ -415,14 +423,16 @@ class _Checker:
         queue.sort(key=lambda item: (item[1].verified_at or "", item[1].saved_at))
         self.progress.start_hashing(len(queue), sum(message.size for _work, message in queue))
         verified: list[StoredMessage] = []
-        for work, message in queue:
-            outcome = self._hash_one(work, message)
-            self.outcomes[(message.folder_id, message.uidvalidity, message.uid)] = outcome
-            if outcome is OK:
-                verified.append(message)
-                if len(verified) >= VERIFIED_BATCH:
-                    self._mark_verified(verified)
-        self._mark_verified(verified)
+        try:
+            for work, message in queue:
+                outcome = self._hash_one(work, message)
+                self.outcomes[(message.folder_id, message.uidvalidity, message.uid)] = outcome
+                if outcome is OK:
+                    verified.append(message)
+                    if len(verified) >= VERIFIED_BATCH:
+                        self._mark_verified(verified)
+        finally:  # Ctrl-C included: what was verified stays verified
+            self._mark_verified(verified)
 
     def _hash_one(self, work: _FolderWork, message: StoredMessage) -> _Outcome:
         assert work.record is not None
@@ -458,28 +468,28 @@ class _Checker:
     # -- classes ------------------------------------------------------
     def _classify(self, work: _FolderWork) -> None:
         report, server = work.report, work.server
-        compared = server is not None and not server.error
-        current = {message.uid: message for message in work.local
-                   if compared and server is not None and message.uidvalidity == server.uidvalidity}
-        if compared and server is not None:
+        on_server: set[tuple[int, int]] = set()
+        if work.server_view == "compared" and server is not None:
+            current = {message.uid: message for message in work.local if message.uidvalidity == server.uidvalidity}
             failures = self._failure_reasons(work.record, server.uidvalidity)
             for uid, meta in sorted(server.metas.items()):
+                on_server.add((server.uidvalidity, uid))
                 stored = current.get(uid)
                 if stored is None:
                     report.missing.append(_server_entry(server, meta, failures.get(uid)))
                 else:
-                    self._file_local(report, stored, meta)
+                    self._file_local(report, stored, meta, only_local=False)
         for message in work.local:
-            if compared and server is not None and message.uidvalidity == server.uidvalidity \
-                    and message.uid in server.metas:
+            if (message.uidvalidity, message.uid) in on_server:
                 continue
-            self._file_local(report, message, None, only_local=compared or message.gone_at is not None)
-        if not compared and work.record is not None and work.record.uidvalidity is not None:
+            gone = work.server_view != "unknown" or message.gone_at is not None
+            self._file_local(report, message, None, only_local=gone)
+        if work.server_view == "unknown" and work.record is not None:
             self._add_known_failures(work)
         report.settle_status()
 
     def _file_local(self, report: FolderReport, message: StoredMessage, meta: MessageMeta | None, *,
-                    only_local: bool = False) -> None:
+                    only_local: bool) -> None:
         outcome = self.outcomes.get((message.folder_id, message.uidvalidity, message.uid), OK)
         if outcome.kind == "corrupt":
             report.corrupt.append(_stored_entry(message, outcome.reason))
@@ -636,4 +646,7 @@ def _mbox_structure(path: Path, committed: int, messages: Iterable[StoredMessage
     if unexpected:
         shown = ", ".join(str(offset) for offset, _length in unexpected[:10])
         problems.append(f"{len(unexpected)} mbox entries not where the state records any (at byte {shown})")
+    unmatched = len(recorded - parsed)
+    if unmatched:
+        problems.append(f"{unmatched} recorded messages do not parse as one entry at their recorded place")
     return problems

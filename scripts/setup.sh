@@ -11,6 +11,9 @@ need=()
 command -v dovecot >/dev/null 2>&1 || need+=(dovecot-imapd)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
+# The HTML report test renders the page in headless Chromium; Thai needs a Thai font.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+fc-list :lang=th 2>/dev/null | grep -q . || need+=(fonts-thai-tlwg)
 for extra in "$@"; do need+=("$extra"); done
 if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq

@@ -204,3 +204,5 @@ def test_report_summarizes_all_accounts(two_accounts: tuple[Path, ImapUser, Imap
     assert done.returncode == 1 and (out / "summary.html").is_file()
     assert (account_dir(out, verified.name) / "verify.html").is_file()
     assert validated(out / "summary.json", "summary")["totals"]["accounts"] == 2
+    done = mailbackup("report", "--dest", tmp_path / "typo")
+    assert done.returncode == 2 and not (tmp_path / "typo").exists()

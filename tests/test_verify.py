@@ -196,6 +196,9 @@ def test_unreachable_server_writes_failed_report(mail_user: ImapUser, copy_of: C
     assert report["server"] == "localhost:1" and report["folders"] == []
     html = (account_dir(dest, mail_user.name) / "reports" / "verify.html").read_text(encoding="utf-8")
     assert "FAILED" in html and "OVERDUE" in html
+    [row] = csv.DictReader(io.StringIO((account_dir(dest, mail_user.name) / "reports" / "verify.csv")
+                                       .read_text(encoding="utf-8-sig"), newline=""))
+    assert row["status"] == "failed" and "refused" in row["error"] and row["server"] == "localhost:1"
 
     done = mailbackup("verify", mail_user.name, *server_args(mail_user), "--dest", dest, password="wrong")
     assert done.returncode == 3, done.stderr

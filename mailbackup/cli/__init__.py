@@ -6,6 +6,8 @@ import click
 
 from mailbackup import __version__
 from mailbackup.cli import auth, backup, folders
+from mailbackup.cli import report as report_command
+from mailbackup.cli import verify as verify_command
 from mailbackup.cli.common import verbosity_options
 
 
@@ -22,6 +24,8 @@ def cli(verbose: int, quiet: bool) -> None:
 cli.add_command(auth.auth)
 cli.add_command(folders.folders)
 cli.add_command(backup.backup)
+cli.add_command(verify_command.verify)
+cli.add_command(report_command.report)
 
 
 def main() -> None:

@@ -166,6 +166,19 @@ class StateDB:
                               (folder_id, uidvalidity, uid)).fetchone()
         return _message(row) if row else None
 
+    def forget_mbox_tail(self, folder_id: int, length: int) -> tuple[int, int]:
+        """Drop the rows of entries that end beyond `length` (an mbox cut short
+        from outside) so they are fetched again; returns (rows dropped, new
+        committed length)."""
+        lost = "SELECT id FROM messages WHERE folder_id=? AND mbox_offset + mbox_length > ?"
+        self.db.execute(f"DELETE FROM uploads WHERE message_row IN ({lost})", (folder_id, length))
+        cursor = self.db.execute(
+            "DELETE FROM messages WHERE folder_id=? AND mbox_offset + mbox_length > ?", (folder_id, length))
+        end = self.db.execute("SELECT coalesce(max(mbox_offset + mbox_length), 0) FROM messages WHERE folder_id=?",
+                              (folder_id,)).fetchone()[0]
+        self.db.execute("UPDATE folders SET mbox_committed=?, uidnext=NULL WHERE id=?", (end, folder_id))
+        return cursor.rowcount, int(end)
+
     def insert_messages(self, messages: Iterable[StoredMessage]) -> None:
         self.db.executemany(_insert_sql("messages"), (_values(message) for message in messages))
 
@@ -277,6 +290,59 @@ class StateDB:
         row = self.db.execute("SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
         return int(row[0]), int(row[1])
 
+    # -- uploads (restore) --------------------------------------------
+    def restore_items(self, folder_id: int, target: UploadTarget, *, include_gone: bool = True) -> list[RestoreItem]:
+        """Every archived copy in a folder with what is known of its upload to `target`."""
+        sql = (
+            "SELECT m.id AS message_row, m.*, u.target_folder, u.target_uidvalidity, u.target_uid, "
+            "u.status AS upload_status, u.error AS upload_error, u.attempts AS upload_attempts, u.uploaded_at "
+            "FROM messages m LEFT JOIN uploads u "
+            "ON u.message_row = m.id AND u.target_server=? AND u.target_account=? WHERE m.folder_id=?"
+            + ("" if include_gone else " AND m.gone_at IS NULL") + " ORDER BY m.uidvalidity, m.uid"
+        )
+        rows = self.db.execute(sql, (target.server, target.account, folder_id))
+        return [RestoreItem(row["message_row"], _message(row), _upload(row)) for row in rows]
+
+    def mark_uploads_pending(self, items: Iterable[RestoreItem], target: UploadTarget, folder: str,
+                             uidvalidity: int) -> None:
+        """Record the intent before the APPEND goes out (commit before sending)."""
+        for item in items:
+            self._upsert_upload(item, target, folder, uidvalidity, None, UPLOAD_PENDING, None, attempt=True)
+
+    def mark_uploaded(self, item: RestoreItem, target: UploadTarget, folder: str, uidvalidity: int,
+                      uid: int | None) -> None:
+        self._upsert_upload(item, target, folder, uidvalidity, uid, UPLOAD_DONE, None)
+
+    def mark_upload_failed(self, item: RestoreItem, target: UploadTarget, folder: str, uidvalidity: int | None,
+                           error: str) -> None:
+        self._upsert_upload(item, target, folder, uidvalidity, None, UPLOAD_FAILED, error)
+
+    def upload_totals(self, target: UploadTarget) -> dict[str, int]:
+        """Rows per status (pending, uploaded, failed) for one target account."""
+        rows = self.db.execute(
+            "SELECT status, count(*) FROM uploads WHERE target_server=? AND target_account=? GROUP BY status",
+            (target.server, target.account),
+        )
+        return {row[0]: int(row[1]) for row in rows}
+
+    def _upsert_upload(self, item: RestoreItem, target: UploadTarget, folder: str, uidvalidity: int | None,
+                       uid: int | None, status: str, error: str | None, *, attempt: bool = False) -> None:
+        when = now_iso()
+        message = item.message
+        self.db.execute(
+            "INSERT INTO uploads (message_row, folder_id, uidvalidity, uid, target_server, target_account, "
+            "target_folder, target_uidvalidity, target_uid, status, error, attempts, uploaded_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (target_server, target_account, message_row) DO UPDATE SET "
+            "folder_id=excluded.folder_id, uidvalidity=excluded.uidvalidity, uid=excluded.uid, "
+            "target_folder=excluded.target_folder, target_uidvalidity=excluded.target_uidvalidity, "
+            "target_uid=excluded.target_uid, status=excluded.status, error=excluded.error, "
+            "attempts=attempts+excluded.attempts, uploaded_at=coalesce(excluded.uploaded_at, uploaded_at), "
+            "updated_at=excluded.updated_at",
+            (item.message_row, message.folder_id, message.uidvalidity, message.uid, target.server, target.account,
+             folder, uidvalidity, uid, status, error, int(attempt), when if status == UPLOAD_DONE else None, when),
+        )
+
 
 class _Transaction:
     """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
@@ -328,3 +394,47 @@ def _message(row: sqlite3.Row) -> StoredMessage:
 
 def _folder(row: sqlite3.Row) -> FolderRecord:
     return FolderRecord(**{key: row[key] for key in row.keys() if key != "path_key"})  # noqa: SIM118
+
+
+# -- uploads (restore) ------------------------------------------------
+UPLOAD_PENDING = "pending"  # APPEND about to be sent or sent: look on the target before sending again
+UPLOAD_DONE = "uploaded"
+UPLOAD_FAILED = "failed"  # the target refused it (quota, size, ...): tried again next run
+
+
+@dataclass(frozen=True)
+class UploadTarget:
+    """A target mailbox: ``host:port`` and account."""
+
+    server: str
+    account: str
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    target_folder: str
+    target_uidvalidity: int | None
+    target_uid: int | None
+    status: str
+    error: str | None
+    attempts: int
+    uploaded_at: str | None
+
+
+@dataclass(frozen=True)
+class RestoreItem:
+    """One archived copy (by its `messages` row id) and its upload, if any."""
+
+    message_row: int
+    message: StoredMessage
+    upload: UploadRecord | None
+
+
+def _upload(row: sqlite3.Row) -> UploadRecord | None:
+    if row["upload_status"] is None:
+        return None
+    return UploadRecord(
+        target_folder=row["target_folder"], target_uidvalidity=row["target_uidvalidity"],
+        target_uid=row["target_uid"], status=row["upload_status"], error=row["upload_error"],
+        attempts=row["upload_attempts"], uploaded_at=row["uploaded_at"],
+    )

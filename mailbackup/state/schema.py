@@ -5,11 +5,20 @@ One row per stored copy of a message, keyed by folder, UIDVALIDITY and UID.
 disk": its rows are committed before any mail file is written, so after a
 crash the next run can tell a finished write (file present, hash matches:
 promote the row) from a torn one (remove it, fetch again).
+
+Version 2 adds `uploads`: what a restore or migration put on which target
+server, account and folder (see migrate.py).  A row is written as `pending`
+before its APPEND is sent and becomes `uploaded` (with the target's UID when
+the server tells it) after, so a run killed in between knows which messages
+to look for on the target before sending anything again.  It is keyed by the
+archived copy's row id (`message_row`): the backup engine may move a copy to a
+new UIDVALIDITY generation (`move_to_generation`), which changes its UID but
+not its row.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MESSAGE_COLUMNS = """
     folder_id INTEGER NOT NULL REFERENCES folders(id),
@@ -77,5 +86,26 @@ MIGRATIONS: dict[int, str] = {
         bytes INTEGER NOT NULL DEFAULT 0,
         detail TEXT
     );
+    """,
+    2: """
+    CREATE TABLE uploads (
+        id INTEGER PRIMARY KEY,
+        message_row INTEGER NOT NULL REFERENCES messages(id),
+        folder_id INTEGER NOT NULL REFERENCES folders(id),
+        uidvalidity INTEGER NOT NULL,
+        uid INTEGER NOT NULL,
+        target_server TEXT NOT NULL,
+        target_account TEXT NOT NULL,
+        target_folder TEXT NOT NULL,
+        target_uidvalidity INTEGER,
+        target_uid INTEGER,
+        status TEXT NOT NULL,
+        error TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        uploaded_at TEXT,
+        updated_at TEXT NOT NULL,
+        UNIQUE (target_server, target_account, message_row)
+    );
+    CREATE INDEX uploads_by_folder ON uploads (target_server, target_account, folder_id);
     """,
 }

@@ -1,0 +1,106 @@
+"""`mailbackup report`: regenerate every account's reports from its last
+verification, and write one summary across all accounts of an archive root."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mailbackup.cli.common import handle_errors, setup_logging, verbosity_options
+from mailbackup.config import load_account, read_config
+from mailbackup.errors import ExitCode, UsageError
+from mailbackup.report import (
+    SUMMARY_DIR,
+    AccountSummary,
+    collect_accounts,
+    extra_report_dir,
+    write_summary,
+    write_verify_reports,
+)
+from mailbackup.sync.archive import private_umask
+from mailbackup.verify import Status
+
+
+@click.command()
+@click.option("--dest", type=click.Path(file_okay=False), default=None,
+              help="Archive root holding the accounts (default ./mail-backup).")
+@click.option("--report-dir", type=click.Path(file_okay=False), default=None,
+              help=f"Write the summary (and a copy of each account's reports) here, not in DEST/{SUMMARY_DIR}.")
+@click.option("--deadline", metavar="YYYY-MM-DD", default=None,
+              help="Cutover date for every account (default: the config's, else each account's last report).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="YAML config: its accounts without an archive are listed as never verified.")
+@verbosity_options
+@handle_errors
+def report(dest: str | None, report_dir: str | None, deadline: str | None, config_path: str | None,
+           verbose: int, quiet: bool) -> None:
+    """Regenerate the verification reports and write summary.json, summary.csv
+    and summary.html for all accounts under DEST.
+
+    Exit code: 0 when every account is verified complete, 1 when any is
+    incomplete, failed or never verified, 8 when any is corrupt."""
+    setup_logging(verbose, quiet)
+    private_umask()
+    config = Path(config_path) if config_path else None
+    root = load_account(config, "", {"dest": dest}).dest
+    if not root.is_dir():
+        raise UsageError(f"no archive root {root}", hint="give the --dest used for the backups")
+
+    def deadline_for(account: str) -> date | None:
+        return load_account(config, account, {"deadline": deadline}).deadline
+
+    accounts = collect_accounts(root, deadline_for=deadline_for, expected=_config_accounts(config, root))
+    today = date.today()
+    extra = Path(report_dir) if report_dir else None
+    for account in accounts:
+        _regenerate(account, extra, today)
+    summary_dir = extra or root / SUMMARY_DIR
+    written = write_summary(accounts, summary_dir, today, datetime.now().astimezone())
+    _print(accounts, quiet)
+    if not quiet:
+        click.echo(f"Summary: {written[2]}")
+    raise SystemExit(int(_exit_code(accounts)))
+
+
+def _config_accounts(config: Path | None, root: Path) -> list[str]:
+    """The config's accounts whose archive belongs under `root`."""
+    if config is None:
+        return []
+    entries: list[dict[str, Any]] = read_config(config).get("accounts") or []
+    names = [str(entry["account"]) for entry in entries if entry.get("account")]
+    return [name for name in names if load_account(config, name, {}).dest == root]
+
+
+def _regenerate(account: AccountSummary, extra: Path | None, today: date) -> None:
+    if account.verification is None or account.reports_dir is None:
+        return
+    directories = [account.reports_dir]
+    if extra is not None:
+        directories.append(extra_report_dir(extra, account.account))
+    write_verify_reports(account.verification, directories, today)
+
+
+def _print(accounts: list[AccountSummary], quiet: bool) -> None:
+    if quiet:
+        return
+    width = max([len(account.account) for account in accounts] + [7])
+    for account in accounts:
+        when = account.verification.generated_at.strftime("%Y-%m-%d %H:%M") if account.verification else "-"
+        click.echo(f"{account.account.ljust(width)}  {account.status:<14}  verified {when}  "
+                   f"last good backup {account.last_backup or '-'}")
+        for problem in account.problems:
+            click.echo(f"  warning: {problem}", err=True)
+    complete = sum(1 for account in accounts if account.status == Status.COMPLETE)
+    click.echo(f"{complete} of {len(accounts)} accounts verified complete.")
+
+
+def _exit_code(accounts: list[AccountSummary]) -> ExitCode:
+    statuses = {account.status for account in accounts}
+    if Status.CORRUPT.value in statuses:
+        return ExitCode.CORRUPT
+    if not accounts or statuses != {Status.COMPLETE.value}:
+        return ExitCode.WARNINGS
+    return ExitCode.OK

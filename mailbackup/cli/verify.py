@@ -1,0 +1,184 @@
+"""`mailbackup verify ACCOUNT`: prove, message by message, that the archive
+holds everything on the server, and write the reports an officer hands in."""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from mailbackup.cli.common import Context, build_context, handle_errors, server_options, verbosity_options
+from mailbackup.cli.format import duration, human_bytes
+from mailbackup.errors import AuthError, ConnectError, ExitCode, ServerError, TLSError, UsageError
+from mailbackup.report import extra_report_dir, write_verify_reports
+from mailbackup.sync.archive import Archive, open_archive, private_umask
+from mailbackup.verify import (
+    FolderReport,
+    Mode,
+    Status,
+    VerifyOptions,
+    VerifyResult,
+    exit_code,
+    failed_result,
+    verify_offline,
+    verify_online,
+)
+
+DURATION_PART = re.compile(r"(\d+)\s*([smhdw])")
+DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+SHOWN_PER_FOLDER = 5
+
+
+def parse_duration(text: str) -> timedelta:
+    """``7d``, ``12h``, ``1d12h``, ``30m``, ``2w``, ``90s`` → timedelta."""
+    compact = text.strip().lower()
+    parts = DURATION_PART.findall(compact)
+    if not parts or "".join(f"{number}{unit}" for number, unit in parts) != compact.replace(" ", ""):
+        raise UsageError(f"cannot read duration {text!r}", hint="use a number and a unit, e.g. 7d, 12h, 30m")
+    total = timedelta()
+    for number, unit in parts:
+        total += timedelta(**{DURATION_UNITS[unit]: int(number)})
+    return total
+
+
+class TqdmVerifyProgress:
+    """A bytes bar while files are hashed; off when not on a terminal or with --quiet."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        self.enabled = sys.stderr.isatty() and not quiet
+        self.bar: Any = None
+
+    def stage(self, text: str) -> None:
+        if self.bar is None and self.enabled:
+            click.echo(f"\r\033[K{text[:70]}", nl=False, err=True)
+
+    def start_hashing(self, messages: int, total_bytes: int) -> None:
+        if not self.enabled:
+            return
+        click.echo("\r\033[K", nl=False, err=True)
+        if total_bytes:
+            self.bar = tqdm(desc=f"checking {messages} files", total=total_bytes, unit="B", unit_scale=True,
+                            unit_divisor=1024, file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    def hashed(self, byte_count: int) -> None:
+        if self.bar is not None:
+            self.bar.update(byte_count)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@click.command()
+@click.argument("account")
+@click.option("--dest", type=click.Path(file_okay=False), default=None,
+              help="Archive root holding ACCOUNT's backup (default ./mail-backup).")
+@click.option("--offline", is_flag=True, help="Check the archive against its own records only; no server needed.")
+@click.option("--max-age", metavar="DURATION", default=None,
+              help="Skip files verified within DURATION (e.g. 7d, 12h); the oldest-verified go first.")
+@click.option("--deadline", metavar="YYYY-MM-DD", default=None,
+              help="Cutover date shown in the reports with the days left.")
+@click.option("--report-dir", type=click.Path(file_okay=False), default=None,
+              help="Also write the reports here, in a subdirectory per account.")
+@server_options
+@verbosity_options
+@handle_errors
+def verify(account: str, dest: str | None, offline: bool, max_age: str | None, deadline: str | None,
+           report_dir: str | None, **options: Any) -> None:
+    """Compare ACCOUNT's server with its archive, message by message, and check
+    every archived file against the hash recorded when it was saved.
+
+    Writes verify.json, verify.csv and verify.html into the archive's reports/
+    directory.  Exit code: 0 complete, 1 incomplete or warnings, 8 corrupt,
+    3/4/5 when the server could not be reached (a `failed` report is written)."""
+    ctx = build_context(account, dest=dest, deadline=deadline, **options)
+    private_umask()
+    settings = ctx.account
+    verify_options = VerifyOptions(
+        account=settings.account, server=str(settings.connection.server), include=settings.include,
+        exclude=settings.exclude, deadline=settings.deadline,
+        max_age=parse_duration(max_age) if max_age else None,
+    )
+    with open_archive(settings.dest, settings.account, lock=True, create=False) as archive:
+        result, failure_code = _run_recorded(ctx, archive, verify_options, offline)
+        directories = [archive.reports_dir]
+        if report_dir:
+            directories.append(extra_report_dir(Path(report_dir), settings.account))
+        written = write_verify_reports(result, directories, date.today())
+    _summarize(ctx, result, written[2])
+    raise SystemExit(int(failure_code or exit_code(result)))
+
+
+def _run_recorded(ctx: Context, archive: Archive, options: VerifyOptions,
+                  offline: bool) -> tuple[VerifyResult, ExitCode | None]:
+    """Run the verification, kept in the state's `runs` table like a backup."""
+    run_id = archive.state.start_run("verify")
+    progress = TqdmVerifyProgress(quiet=ctx.quiet)
+    result: VerifyResult | None = None
+    try:
+        if offline:
+            result, code = verify_offline(archive, options, progress), None
+        else:
+            result, code = _verify_with_server(ctx, archive, options, progress)
+        return result, code
+    finally:
+        progress.close()
+        if result is None:
+            archive.state.finish_run(run_id, "interrupted", 0, 0)
+        else:
+            archive.state.finish_run(run_id, result.status.value, result.totals.checked,
+                                     result.totals.bytes_checked, result.mode.value)
+
+
+def _verify_with_server(ctx: Context, archive: Archive, options: VerifyOptions,
+                        progress: TqdmVerifyProgress) -> tuple[VerifyResult, ExitCode | None]:
+    """Online verification; a server we cannot reach or log in to still gets
+    a `failed` report, and the exit code of its error."""
+    try:
+        with ctx.session() as session:
+            ctx.echo(f"Verifying {options.account} on {options.server} against {archive.root}", err=True)
+            return verify_online(session, archive, options, progress), None
+    except (ConnectError, AuthError, TLSError, ServerError) as exc:
+        return failed_result(options, str(exc)), exc.exit_code
+
+
+def _summarize(ctx: Context, result: VerifyResult, html_report: Path) -> None:
+    totals = result.totals
+    ctx.echo(f"{result.status.value.upper()}: {result.account} ({result.mode.value}, {duration(result.seconds)})")
+    if result.error:
+        ctx.echo(f"  could not verify: {result.error}", err=True)
+    else:
+        if result.mode is Mode.ONLINE:
+            ctx.echo(f"  {totals.server_messages} messages on the server, {totals.local_messages} in the archive "
+                     f"({human_bytes(totals.bytes)})")
+        else:
+            ctx.echo(f"  {totals.local_messages} messages in the archive ({human_bytes(totals.bytes)})")
+        ctx.echo(f"  {totals.checked} files checked ({human_bytes(totals.bytes_checked)}), "
+                 f"{totals.skipped_recent} skipped as recently verified")
+        for folder in result.folders:
+            _summarize_folder(ctx, folder)
+    if result.deadline:
+        days = (result.deadline - date.today()).days
+        late = " OVERDUE" if days < 0 and result.status is not Status.COMPLETE else ""
+        ctx.echo(f"  deadline {result.deadline.isoformat()}: {days} days left{late}")
+    ctx.echo(f"Report: {html_report}")
+
+
+def _summarize_folder(ctx: Context, folder: FolderReport) -> None:
+    if folder.status is not Status.COMPLETE:
+        counts = [f"{len(items)} {label}" for items, label in ((folder.missing, "missing"),
+                                                              (folder.corrupt, "corrupt"),
+                                                              (folder.size_mismatch, "size mismatch")) if items]
+        ctx.echo(f"  {folder.status.value.upper()} {folder.name}: {', '.join(counts) or folder.error or ''}")
+        for entry in (folder.missing + folder.corrupt + folder.size_mismatch)[:SHOWN_PER_FOLDER]:
+            ctx.echo(f"    UID {entry.uid}: {entry.subject or '(no subject)'} - {entry.reason or ''}")
+    for line in folder.problems:
+        ctx.echo(f"  damage {folder.name}: {line}", err=True)
+    for line in [f"stray file {name}" for name in folder.stray_files] + folder.warnings:
+        ctx.echo(f"  warning {folder.name}: {line}", err=True)
