@@ -51,7 +51,7 @@ class ConnectionSettings:
     cafile: str | None = None
     insecure: bool = False  # skip certificate and host-name checks (still encrypted)
     timeout: float = 60.0
-    compress: bool = True  # COMPRESS=DEFLATE when the server offers it
+    compress: str = "auto"  # COMPRESS=DEFLATE: "auto" (when offered, not on loopback), "always", "never"
 
 
 @dataclass(frozen=True)

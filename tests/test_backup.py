@@ -324,3 +324,21 @@ def test_config_errors_name_the_line(tmp_path):
     assert result.returncode == ExitCode.USAGE
     assert f"{config}:3: unknown key 'colour'" in result.stderr
     assert f"{config}:6: passwords do not belong in the config" in result.stderr
+
+
+def test_compress_deflate(filled_user, tmp_path):
+    """COMPRESS=DEFLATE (forced on, since auto leaves it off on loopback) carries every byte."""
+    from mailbackup.imap.session import ImapSession
+    from mailbackup.model import ConnectionSettings, ServerAddress
+
+    user, client = filled_user
+    settings = ConnectionSettings(ServerAddress.parse(user.server_arg), cafile=str(user.cafile), compress="always")
+    with ImapSession(settings, user.name, user.password) as session:
+        assert session.compressed
+        assert next(folder.name for folder in session.list_folders()) == "INBOX"
+    before = snapshot(client)
+    result = backup(user, tmp_path, "--compress", "always")
+    assert result.returncode == 0, result.stderr
+    stored = archive_contents(tmp_path, user.name)
+    for folder, messages in before.items():
+        assert {uid: m.body for uid, m in stored[folder].items()} == {uid: b for uid, (b, _, _) in messages.items()}

@@ -148,3 +148,69 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("MAILBACKUP_FAULTS", None)
     return env
+
+
+def test_an_mbox_cut_short_from_outside_is_repaired_from_the_server(imap_user, imap_client_factory, tmp_path):
+    client = imap_client_factory(imap_user)
+    sample_mail.fill_mailbox(client, {"INBOX": [sample_mail.thai_letter(i, sample_mail._DEFAULT_DATE)
+                                                for i in range(10)]})
+    assert backup(imap_user, tmp_path, "--format", "mbox").returncode == 0
+    mbox = account_dir(tmp_path, imap_user.name) / "mail" / "INBOX.mbox"
+    data = mbox.read_bytes()
+    mbox.write_bytes(data[:-100])  # a disk problem or another program cut the last message
+
+    again = backup(imap_user, tmp_path)
+
+    assert again.returncode == 1, again.stderr  # a warning the officer must see
+    assert "shorter than recorded; 1 messages were lost locally and are fetched again" in again.stderr
+    assert b"\x00" not in mbox.read_bytes()  # never padded
+    assert_consistent(tmp_path, imap_user.name)
+    stored = archive_contents(tmp_path, imap_user.name)["INBOX"]
+    assert {uid: m.body for uid, m in stored.items()} == {
+        uid: body for uid, (body, _, _) in server_contents(client, "INBOX").items()}
+
+
+@pytest.mark.parametrize("fmt", ["maildir", "mbox"])
+def test_repair_fetches_damaged_copies_again(imap_user, imap_client_factory, tmp_path, fmt):
+    client = imap_client_factory(imap_user)
+    sample_mail.fill_mailbox(client, {"INBOX": [sample_mail.thai_letter(i, sample_mail._DEFAULT_DATE)
+                                                for i in range(8)]})
+    assert backup(imap_user, tmp_path, "--format", fmt).returncode == 0
+    with open_archive(tmp_path, imap_user.name, lock=False, create=False) as archive:
+        folder = archive.state.folder("INBOX")
+        assert folder is not None
+        rows = list(archive.state.messages(folder.id))
+        if fmt == "maildir":
+            archive.store.find(folder.local_path, rows[2]).unlink()  # type: ignore[attr-defined]
+            damaged = archive.store.find(folder.local_path, rows[5])  # type: ignore[attr-defined]
+            damaged.write_bytes(damaged.read_bytes().replace(b"Subject", b"Subjekt", 1))
+        else:
+            path = archive.store.mbox_path(folder.local_path)  # type: ignore[attr-defined]
+            data = bytearray(path.read_bytes())
+            for row in (rows[2], rows[5]):
+                data[row.mbox_offset + row.mbox_length - 30] ^= 0x20  # a flipped bit inside the entry
+            path.write_bytes(bytes(data))
+
+    repaired = backup(imap_user, tmp_path, "--repair")
+
+    assert repaired.returncode == 1, repaired.stderr  # damage was found: worth a look
+    assert "2 damaged copies found; 2 fetched again" in repaired.stderr
+    assert "saved 2 messages" in repaired.stdout
+    assert_consistent(tmp_path, imap_user.name)
+    assert_exactly_once_in(tmp_path, imap_user, client, "INBOX")
+    assert backup(imap_user, tmp_path, "--repair").returncode == 0  # nothing left to repair
+
+
+def assert_exactly_once_in(dest: Path, user, client, folder: str) -> None:
+    stored = archive_contents(dest, user.name)[folder]
+    server = server_contents(client, folder)
+    assert {uid: m.body for uid, m in stored.items()} == {uid: b for uid, (b, _, _) in server.items()}
+    with open_archive(dest, user.name, lock=False, create=False) as archive:
+        record = archive.state.folder(folder)
+        assert record is not None
+        if archive.store.format == "mbox":
+            path = archive.store.mbox_path(record.local_path)  # type: ignore[attr-defined]
+            with open(path, "rb") as handle:
+                assert len(list(mboxrd.iter_entries(handle))) == len(server)
+        else:
+            assert len(list((archive.store.resolve(record.local_path) / "cur").iterdir())) == len(server)

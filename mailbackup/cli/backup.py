@@ -30,6 +30,8 @@ from mailbackup.sync.engine import BackupEngine, BackupOptions
 @click.option("--include", multiple=True, metavar="GLOB", help="Only folders matching (repeatable).")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip folders matching (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Show what would be fetched; write nothing.")
+@click.option("--repair", is_flag=True,
+              help="Re-check every stored copy and fetch damaged or missing ones again (after verify found damage).")
 @click.option("--refresh-flags", is_flag=True, help="Re-read flags of every folder (servers without CONDSTORE).")
 @click.option("--batch-size", type=click.IntRange(1, 10000), default=500, show_default=True,
               help="Messages per FETCH (batches are also bounded to 16 MB).")
@@ -41,15 +43,15 @@ from mailbackup.sync.engine import BackupEngine, BackupOptions
 @verbosity_options
 @handle_errors
 def backup(account: str, dest: str | None, format_: str | None, include: tuple[str, ...],
-           exclude: tuple[str, ...], dry_run: bool, refresh_flags: bool, batch_size: int, retries: int,
+           exclude: tuple[str, ...], dry_run: bool, repair: bool, refresh_flags: bool, batch_size: int, retries: int,
            retry_delay: float, **options: object) -> None:
     """Back up every folder of ACCOUNT, incrementally, into Maildir or mbox."""
     ctx = build_context(account, dest=dest, format=format_, include=include, exclude=exclude,
                         **options)  # type: ignore[arg-type]
     private_umask()
     settings = ctx.account
-    engine_options = BackupOptions(include=settings.include, exclude=settings.exclude,
-                                   dry_run=dry_run, refresh_flags=refresh_flags, batch_messages=batch_size,
+    engine_options = BackupOptions(include=settings.include, exclude=settings.exclude, dry_run=dry_run,
+                                   repair=repair, refresh_flags=refresh_flags, batch_messages=batch_size,
                                    max_retries=retries, retry_delay=retry_delay)
     progress = TqdmProgress(enabled=not dry_run, quiet=ctx.quiet)
     with _archive_for(ctx, dry_run) as archive, ctx.session() as session, _stop_on_ctrl_c(engine_options.stop):

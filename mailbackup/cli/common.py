@@ -39,6 +39,8 @@ def server_options(func: F) -> F:
         click.option("--insecure", is_flag=True, default=None,
                      help="Do not verify the server certificate (still encrypted)."),
         click.option("--timeout", type=float, default=None, help="Seconds to wait for the server (default 60)."),
+        click.option("--compress", type=click.Choice(["auto", "always", "never"]), default=None,
+                     help="COMPRESS=DEFLATE: auto (default) uses it when offered, except on this machine."),
         click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
                      help="YAML config with defaults and accounts."),
     ]

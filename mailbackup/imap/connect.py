@@ -29,6 +29,7 @@ from mailbackup.errors import (
     TLSError,
 )
 from mailbackup.model import ConnectionSettings, TLSMode
+from mailbackup.throttle import busy_error
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,10 @@ def translate_errors(settings: ConnectionSettings, *, account: str | None = None
     except MailbackupError:
         raise
     except imap_exceptions.LoginError as exc:
-        raise AuthError(f"login refused for {account} on {server}: {_server_text(exc)}",
-                        hint="check the password; `mailbackup auth set` stores a new one") from None
+        # Pushback (NO [LIMIT] too many connections, [UNAVAILABLE], throttled) is not a wrong password.
+        raise busy_error(str(server), _server_text(exc)) or AuthError(
+            f"login refused for {account} on {server}: {_server_text(exc)}",
+            hint="check the password; `mailbackup auth set` stores a new one") from None
     except ssl.SSLCertVerificationError as exc:
         raise TLSError(f"certificate of {server} not trusted: {exc.verify_message}", hint=TLS_HINT) from None
     except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError):
@@ -119,9 +122,11 @@ def translate_errors(settings: ConnectionSettings, *, account: str | None = None
     except TimeoutError:
         raise ConnectionLost(f"{server} did not answer within {settings.timeout:g} seconds") from None
     except imaplib.IMAP4.abort as exc:
-        raise ConnectionLost(f"connection to {server} lost: {_server_text(exc)}") from None
+        raise busy_error(str(server), _server_text(exc)) or ConnectionLost(
+            f"connection to {server} lost: {_server_text(exc)}") from None
     except (imap_exceptions.IMAPClientError, imaplib.IMAP4.error) as exc:
-        raise ServerError(f"{server} refused: {_server_text(exc)}") from None
+        raise busy_error(str(server), _server_text(exc)) or ServerError(
+            f"{server} refused: {_server_text(exc)}") from None
     except OSError as exc:
         if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
             raise ConnectError(f"cannot reach {server}: {exc.strerror}") from None

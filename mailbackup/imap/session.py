@@ -8,20 +8,23 @@ re-select, and try again.
 
 from __future__ import annotations
 
+import imaplib
 import logging
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import imapclient
 from imapclient.response_parser import parse_fetch_response
 
-from mailbackup.errors import FolderError, MessageFetchError, ServerError
+from mailbackup.errors import FolderError, ServerError
+from mailbackup.imap import compress, utf7
 from mailbackup.imap.connect import login, open_client, translate_errors
+from mailbackup.imap.fetchstream import MAX_LITERAL, BatchResult, FetchPipeline
 from mailbackup.imap.uidset import to_sequence_set
 from mailbackup.model import (
     ConnectionSettings,
-    FetchedMessage,
     FolderInfo,
     FolderStatus,
     MessageMeta,
@@ -31,7 +34,20 @@ from mailbackup.model import (
 log = logging.getLogger(__name__)
 
 META_ITEMS = ("UID", "RFC822.SIZE", "FLAGS", "INTERNALDATE")
-BODY_ITEMS = ("UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "BODY.PEEK[]")
+_IMAPLIB_READ = imaplib.IMAP4.read
+
+
+def _bounded_read(self: imaplib.IMAP4, size: int) -> bytes:
+    """imaplib reads a literal with one ``file.read(size)`` of the size the
+    server announced: ``{99999999999}`` in a greeting, LIST or STATUS answer
+    would allocate 93 GB.  Refused here, for every connection, greeting
+    included (so it is patched on the class, before any connection exists)."""
+    if size > MAX_LITERAL:
+        raise ServerError(f"server announced a literal of {size} bytes; refusing")
+    return _IMAPLIB_READ(self, size)
+
+
+imaplib.IMAP4.read = _bounded_read  # type: ignore[method-assign]
 
 
 class ImapSession:
@@ -40,19 +56,32 @@ class ImapSession:
         self.account = account
         self._password = password
         self._client: imapclient.IMAPClient | None = None
+        self.compressed = False
         self.selected: str | None = None
+        # Names from LIST that cannot be sent back as the server sent them: name → raw bytes.
+        self.unusable_names: dict[str, bytes] = {}
 
     # -- connection ---------------------------------------------------
     def connect(self) -> ImapSession:
         client = open_client(self.settings)
         try:
             login(client, self.settings, self.account, self._password)
+            self.compressed = self._maybe_compress(client)
         except BaseException:
             _quietly_close(client)
             raise
         self._client = client
         self.selected = None
         return self
+
+    def _maybe_compress(self, client: imapclient.IMAPClient) -> bool:
+        mode = self.settings.compress
+        if not compress.worth_compressing(self.settings.server.host, mode):
+            return False
+        with translate_errors(self.settings):
+            if not client.has_capability("COMPRESS=DEFLATE"):
+                return False
+            return compress.start(client._imap)
 
     def reconnect(self) -> None:
         self.close(logout=False)
@@ -85,16 +114,38 @@ class ImapSession:
 
     # -- folders ------------------------------------------------------
     def list_folders(self) -> list[FolderInfo]:
-        with translate_errors(self.settings):
-            entries = self.client.list_folders()
-        folders = [
-            FolderInfo(name=_text(name), delimiter=_text(delim) if delim else None,
-                       flags=tuple(_text(flag) for flag in flags))
-            for flags, delim, name in entries
-        ]
+        client = self.client
+        client.folder_encode = False  # raw names: decoded below, where a bad one is caught
+        try:
+            with translate_errors(self.settings):
+                entries = client.list_folders()
+        except (ValueError, TypeError):  # imapclient unpacks entries without checking them
+            raise ServerError(f"{self.settings.server} sent a malformed LIST response") from None
+        finally:
+            client.folder_encode = True
+        folders = []
+        unusable: dict[str, bytes] = {}
+        usable: set[str] = set()
+        for flags, delimiter, raw in entries:
+            try:
+                name = utf7.decode(raw) if isinstance(raw, bytes) else _text(raw)
+                usable.add(name)
+            except ValueError:
+                name = raw.decode("utf-8", "backslashreplace")
+                unusable[name] = raw
+            folders.append(FolderInfo(name=name, delimiter=_text(delimiter) if delimiter else None,
+                                      flags=tuple(_text(flag) for flag in flags) if isinstance(flags, tuple) else ()))
+        self.unusable_names = {name: raw for name, raw in unusable.items() if name not in usable}
         return sorted(folders, key=lambda folder: (folder.name != "INBOX", folder.name))
 
+    def _check_usable(self, name: str) -> None:
+        raw = self.unusable_names.get(name)
+        if raw is not None:
+            raise FolderError(f"the server sent the folder name {raw!r}, which is not modified UTF-7 "
+                              "(RFC 3501 5.1.3): it cannot be named back to the server; skipped")
+
     def status(self, name: str) -> FolderStatus:
+        self._check_usable(name)
         items = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"]
         if self.condstore:
             items.append("HIGHESTMODSEQ")
@@ -114,6 +165,7 @@ class ImapSession:
 
     def examine(self, name: str) -> SelectedFolder:
         """Select read-only (EXAMINE): a backup must never change the server."""
+        self._check_usable(name)
         try:
             with translate_errors(self.settings):
                 response = self.client.select_folder(name, readonly=True)
@@ -136,32 +188,35 @@ class ImapSession:
         return sorted(uid for uid in found if uid >= first_uid)
 
     def fetch_meta(self, uids: Iterable[int] | str) -> list[MessageMeta]:
+        if not isinstance(uids, str):
+            uids = list(uids)
         rows = self._fetch(uids, META_ITEMS)
-        return [_meta(uid, data) for uid, data in sorted(rows.items()) if b"RFC822.SIZE" in data]
+        # A UID we did not ask for is not ours to fetch (a buggy or hostile server).
+        wanted = None if isinstance(uids, str) else set(uids)
+        return [_meta(uid, data) for uid, data in sorted(rows.items())
+                if b"RFC822.SIZE" in data and (wanted is None or uid in wanted)]
 
     def fetch_flags(self, uid_range: str, changed_since: int | None = None) -> dict[int, tuple[str, ...]]:
         modifiers = [f"CHANGEDSINCE {changed_since}"] if changed_since is not None else None
         rows = self._fetch(uid_range, ("UID", "FLAGS"), modifiers)
         return {uid: _flags(data) for uid, data in rows.items() if b"FLAGS" in data}
 
-    def fetch_bodies(self, uids: Iterable[int]) -> list[FetchedMessage]:
-        wanted = sorted(set(uids))
-        rows = self._fetch(wanted, BODY_ITEMS)
-        fetched = []
-        for uid in wanted:
-            data = rows.get(uid)
-            if data is None or not isinstance(data.get(b"BODY[]"), bytes):
-                continue  # gone meanwhile, or server could not read it: the caller decides
-            fetched.append(FetchedMessage(meta=_meta(uid, data), body=data[b"BODY[]"]))
-        return fetched
+    def stream_bodies(self, batches: Iterable[list[int]], *, spool_dir: Path, spool_above: int,
+                      depth: int = 3) -> Generator[BatchResult, None, None]:
+        """Whole messages, batch by batch, with `depth` FETCH commands in flight
+        (see fetchstream.py); bodies above `spool_above` bytes go to files."""
+        imap = self.client._imap
+        pipeline = FetchPipeline(imap.file, imap.send, spool_dir=spool_dir, spool_above=spool_above, depth=depth)
+        with translate_errors(self.settings):
+            yield from pipeline.run(batches)
 
     def fetch_partial(self, uid: int, offset: int, length: int) -> bytes:
+        """Bytes `offset`…`offset+length` of a message (``BODY.PEEK[]<o.l>``)."""
         key = f"BODY[]<{offset}>".encode()
         rows = self._fetch([uid], ("UID", f"BODY.PEEK[]<{offset}.{length}>"))
-        data = rows.get(uid, {})
-        chunk = data.get(key)
+        chunk = rows.get(uid, {}).get(key)
         if not isinstance(chunk, bytes):
-            raise MessageFetchError(f"server returned no data for UID {uid} at byte {offset}")
+            raise ServerError(f"server returned no data for UID {uid} at byte {offset}")
         return chunk
 
     def _fetch(self, uids: Iterable[int] | str, items: Iterable[str],

@@ -100,6 +100,9 @@ class StateDB:
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
+    def delete_meta(self, key: str) -> None:
+        self.db.execute("DELETE FROM meta WHERE key=?", (key,))
+
     # -- folders ------------------------------------------------------
     def folders(self) -> list[FolderRecord]:
         return [_folder(row) for row in self.db.execute("SELECT * FROM folders ORDER BY name")]
@@ -179,6 +182,20 @@ class StateDB:
         self.db.execute("UPDATE folders SET mbox_committed=?, uidnext=NULL WHERE id=?", (end, folder_id))
         return cursor.rowcount, int(end)
 
+    def forget_messages(self, messages: Iterable[StoredMessage]) -> None:
+        """Drop rows whose local copy was damaged, so the server's copy is fetched again."""
+        keys = [(m.folder_id, m.uidvalidity, m.uid) for m in messages]
+        self.db.executemany("DELETE FROM uploads WHERE message_row IN (SELECT id FROM messages "
+                            "WHERE folder_id=? AND uidvalidity=? AND uid=?)", keys)
+        self.db.executemany("DELETE FROM messages WHERE folder_id=? AND uidvalidity=? AND uid=?", keys)
+        for folder_id in {key[0] for key in keys}:
+            self.db.execute("UPDATE folders SET uidnext=NULL WHERE id=?", (folder_id,))
+
+    def set_mbox_places(self, messages: Iterable[StoredMessage]) -> None:
+        self.db.executemany(
+            "UPDATE messages SET mbox_offset=?, mbox_length=? WHERE folder_id=? AND uidvalidity=? AND uid=?",
+            ((m.mbox_offset, m.mbox_length, m.folder_id, m.uidvalidity, m.uid) for m in messages))
+
     def insert_messages(self, messages: Iterable[StoredMessage]) -> None:
         self.db.executemany(_insert_sql("messages"), (_values(message) for message in messages))
 
@@ -198,6 +215,11 @@ class StateDB:
             "UPDATE messages SET gone_at=? WHERE folder_id=? AND uidvalidity<>? AND gone_at IS NULL",
             (when, folder_id, current_uidvalidity),
         )
+
+    def has_other_generation(self, folder_id: int, uidvalidity: int) -> bool:
+        row = self.db.execute("SELECT 1 FROM messages WHERE folder_id=? AND uidvalidity<>? AND gone_at IS NULL "
+                              "LIMIT 1", (folder_id, uidvalidity)).fetchone()
+        return row is not None
 
     def find_old_copy(self, folder_id: int, uidvalidity: int, sha256: str, size: int,
                       message_id: str | None) -> StoredMessage | None:
@@ -404,7 +426,8 @@ UPLOAD_FAILED = "failed"  # the target refused it (quota, size, ...): tried agai
 
 @dataclass(frozen=True)
 class UploadTarget:
-    """A target mailbox: ``host:port`` and account."""
+    """A target mailbox: host name (lower case, no port: 993 and 143 reach the
+    same mail) and account."""
 
     server: str
     account: str

@@ -12,9 +12,12 @@ order that makes crashes harmless:
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import os
+import sys
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -28,6 +31,7 @@ from mailbackup.store.naming import is_safe_relative
 class Recovery:
     completed: list[StoredMessage]  # pending writes found whole on disk
     mbox_committed: int | None = None  # new committed length of an mbox file
+    shorter_than_committed: int | None = None  # an mbox found cut below its committed length: its length
 
 
 class MailStore(ABC):
@@ -60,6 +64,33 @@ class MailStore(ABC):
     def recover(self, local_path: str, pending: list[StoredMessage], committed: int) -> Recovery:
         """Keep whole pending writes, remove torn ones and temporary leftovers."""
 
+    def is_damaged(self, local_path: str, message: StoredMessage) -> bool:
+        """True when the stored copy is missing, unreadable or no longer hashes
+        to what was recorded when it was saved."""
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            for chunk in self.iter_chunks(local_path, message):
+                digest.update(chunk)
+                size += len(chunk)
+        except (OSError, ValueError):
+            return True
+        return size != message.size or digest.hexdigest() != message.sha256
+
+    @abstractmethod
+    def discard(self, local_path: str, damaged: list[StoredMessage], kept: list[StoredMessage]) -> list[StoredMessage]:
+        """Remove damaged copies so fresh ones can be fetched; return `kept` as
+        stored afterwards (an mbox is rewritten, so offsets change)."""
+
+    @abstractmethod
+    def settle_rewrite(self, local_path: str, *, committed: bool) -> None:
+        """After `discard()`: put the rewritten file in place when the state
+        committed it, or throw it away when it did not (crash in between)."""
+
+    @abstractmethod
+    def cut_back(self, local_path: str, length: int) -> None:
+        """Cut a damaged folder file back to `length` bytes (a format with one file per folder)."""
+
     @abstractmethod
     def set_flags(self, local_path: str, message: StoredMessage, flags: tuple[str, ...]) -> StoredMessage:
         """Reflect new flags where the format can (a Maildir file name)."""
@@ -75,6 +106,40 @@ class MailStore(ABC):
 
 def make_private_dirs(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_SYNCFS = _load_syncfs()
+
+
+def make_durable(files: list[Path], directory: Path) -> None:
+    """Flush a batch of freshly written files to disk with one call.
+
+    One fsync per message caps a Maildir near 1,000 messages/s on an ordinary
+    disk; Linux's syncfs() flushes the whole batch at once.  Elsewhere each
+    file is fsynced."""
+    if _SYNCFS is not None and files:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            if _SYNCFS(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for path in files:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def fsync_directory(path: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mailbackup.errors import StorageError
 from mailbackup.model import StoredMessage
-from mailbackup.store.base import MailStore, Recovery, fsync_directory, make_private_dirs
+from mailbackup.store.base import MailStore, Recovery, fsync_directory, make_durable, make_private_dirs
 from mailbackup.store.body import CHUNK, MessageBody, sha256_of_file
 
 FLAG_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S", "\\Deleted": "T"}
@@ -66,6 +66,7 @@ class MaildirStore(MailStore):
               committed: int) -> list[StoredMessage]:
         folder = self.resolve(local_path)
         staged = [self._write_tmp(folder / "tmp", message, body) for message, body in items]
+        make_durable(staged, folder / "tmp")  # bytes on disk before any name appears in cur/
         for (message, _body), tmp_path in zip(items, staged, strict=True):
             os.replace(tmp_path, folder / "cur" / self._file_name(message, message.flags))
         fsync_directory(folder / "cur")
@@ -80,8 +81,6 @@ class MaildirStore(MailStore):
             with os.fdopen(fd, "wb") as handle:
                 for chunk in body.chunks():
                     handle.write(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
         except OSError as exc:
             path.unlink(missing_ok=True)
             raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
@@ -110,6 +109,19 @@ class MaildirStore(MailStore):
                 if name == base or (name.startswith(base) and name[len(base)] in INFO_SEPARATORS):
                     return folder / sub / name
         return None
+
+    def discard(self, local_path: str, damaged: list[StoredMessage], kept: list[StoredMessage]) -> list[StoredMessage]:
+        for message in damaged:
+            path = self.find(local_path, message)
+            if path is not None:
+                path.unlink()
+        return kept
+
+    def settle_rewrite(self, local_path: str, *, committed: bool) -> None:
+        pass  # nothing is rewritten: damaged files are simply removed
+
+    def cut_back(self, local_path: str, length: int) -> None:
+        pass  # one file per message: there is no folder file to cut
 
     def set_flags(self, local_path: str, message: StoredMessage, flags: tuple[str, ...]) -> StoredMessage:
         updated = replace(message, flags=flags)

@@ -71,6 +71,8 @@ class MboxStore(MailStore):
             return Recovery(completed=[], mbox_committed=0)
         with open(path, "r+b") as handle, _locked(handle):
             end = handle.seek(0, os.SEEK_END)
+            if end < committed:  # damaged from outside: never pad it; the engine re-fetches what is lost
+                return Recovery(completed=[], shorter_than_committed=end)
             offset = committed
             for message in pending:
                 length = _entry_length_at(handle, offset, end)
@@ -82,6 +84,44 @@ class MboxStore(MailStore):
             handle.flush()
             os.fsync(handle.fileno())
         return Recovery(completed=completed, mbox_committed=offset)
+
+    def discard(self, local_path: str, damaged: list[StoredMessage], kept: list[StoredMessage]) -> list[StoredMessage]:
+        """Rewrite the folder file with only the good entries, into ``.mbox.new``.
+
+        The caller commits the new offsets, then calls `settle_rewrite()`; a
+        crash in between is settled by `recover()`: the state is the judge."""
+        path = self.mbox_path(local_path)
+        rewritten = []
+        offset = 0
+        with open(path, "rb") as source, open(self._new_path(local_path), "wb") as target:
+            for message in sorted(kept, key=lambda m: m.mbox_offset or 0):
+                assert message.mbox_offset is not None and message.mbox_length is not None
+                source.seek(message.mbox_offset)
+                target.write(source.read(message.mbox_length))
+                rewritten.append(replace(message, mbox_offset=offset))
+                offset += message.mbox_length
+            target.flush()
+            os.fsync(target.fileno())
+        return rewritten
+
+    def settle_rewrite(self, local_path: str, *, committed: bool) -> None:
+        new = self._new_path(local_path)
+        if new.exists():
+            if committed:
+                os.replace(new, self.mbox_path(local_path))
+            else:
+                new.unlink()
+
+    def _new_path(self, local_path: str) -> Path:
+        path = self.mbox_path(local_path)
+        return path.with_name(path.name + ".new")
+
+    def cut_back(self, local_path: str, length: int) -> None:
+        path = self.mbox_path(local_path)
+        with open(path, "r+b") as handle, _locked(handle):
+            if handle.seek(0, os.SEEK_END) > length:
+                handle.truncate(length)
+                os.fsync(handle.fileno())
 
     def set_flags(self, local_path: str, message: StoredMessage, flags: tuple[str, ...]) -> StoredMessage:
         return replace(message, flags=flags)  # an mbox keeps flags only in the state

@@ -13,21 +13,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Protocol, TypeVar
 
 from mailbackup import faults
-from mailbackup.errors import ConnectError, ConnectionLost, FolderError, Interrupted, ServerError
+from mailbackup.errors import ConnectError, ConnectionLost, FolderError, Interrupted, ServerBusy, ServerError
 from mailbackup.headers import summarize
+from mailbackup.imap.fetchstream import BatchResult
 from mailbackup.imap.session import ImapSession
-from mailbackup.model import FetchedMessage, FolderInfo, FolderResult, MessageMeta, RunStats, StoredMessage
+from mailbackup.model import FolderInfo, FolderResult, MessageMeta, RunStats, StoredMessage
 from mailbackup.state.db import FolderRecord, now_iso
-from mailbackup.store.body import MessageBody, SpoolFile
+from mailbackup.store.body import MessageBody
 from mailbackup.store.naming import local_path_for, path_key, unique_local_path
 from mailbackup.sync import plan
 from mailbackup.sync.archive import Archive
+from mailbackup.throttle import WaitBudget
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,13 +44,16 @@ class BackupOptions:
     exclude: tuple[str, ...] = ()
     batch_messages: int = 500
     batch_bytes: int = 16 * MEGABYTE
-    large_message: int = 8 * MEGABYTE  # above this, fetched in ranges and spooled to disk
-    partial_chunk: int = 4 * MEGABYTE
+    large_message: int = 8 * MEGABYTE  # above this, a body is streamed to a file, not held in memory
+    pipeline_depth: int = 3  # FETCH commands in flight: hides round trips on slow links
     dry_run: bool = False
+    repair: bool = False  # re-hash every stored copy; fetch damaged ones again from the server
     refresh_flags: bool = False  # without CONDSTORE: re-read all flags even of unchanged folders
     max_retries: int = 5
     retry_delay: float = 1.0  # first backoff; doubles per try
     stop: threading.Event = field(default_factory=threading.Event)
+    # Waits a busy server (throttled, too many connections) may cost this run in all.
+    busy_wait: WaitBudget = field(default_factory=WaitBudget)
 
 
 class Progress(Protocol):
@@ -135,6 +141,9 @@ class BackupEngine:
         if not self.options.dry_run:
             self.store.prepare(record.local_path)
             self._recover(run)
+            if self.options.repair:
+                self._repair(run)
+            record = run.record
         status = self._call(None, lambda: self.session.status(info.name))
         has_failures = bool(record.id and self.state.failures(record.id))
         if plan.is_unchanged(record, status, has_failures=has_failures) and not self.options.refresh_flags:
@@ -142,10 +151,12 @@ class BackupEngine:
             return
         selected = self._call(None, lambda: self.session.examine(info.name))
         run.uidvalidity = selected.uidvalidity
-        run.new_generation = bool(record.uidvalidity and record.uidvalidity != selected.uidvalidity)
+        # Judged from the stored rows, not the folder record: a first run killed
+        # before it finished never recorded a UIDVALIDITY, yet stored mail.
+        run.new_generation = bool(record.id) and self.state.has_other_generation(record.id, selected.uidvalidity)
         if run.new_generation:
-            self.progress.warn(f"folder {info.name!r}: UIDVALIDITY changed "
-                               f"({record.uidvalidity} → {selected.uidvalidity}); starting a new generation")
+            self.progress.warn(f"folder {info.name!r}: UIDVALIDITY changed (now {selected.uidvalidity}); "
+                               "starting a new generation, matching what is already stored")
         server_uids = self._call(run, lambda: self.session.search_uids(1)) if selected.exists else []
         stored = self.state.stored_uids(record.id, run.uidvalidity) if record.id else set()
         active = self.state.active_uids(record.id, run.uidvalidity) if record.id else set()
@@ -178,8 +189,12 @@ class BackupEngine:
 
     def _recover(self, run: FolderRun) -> None:
         """Finish what a killed run left: keep whole writes, drop torn ones."""
+        self._settle_rewrite(run)
         pending = self.state.pending(run.record.id)
         recovery = self.store.recover(run.record.local_path, pending, run.committed)
+        if recovery.shorter_than_committed is not None:
+            self._forget_lost_tail(run, recovery.shorter_than_committed)
+            return
         if not pending and recovery.mbox_committed in (None, run.committed):
             return
         with self.state.transaction():
@@ -192,6 +207,59 @@ class BackupEngine:
         if pending:
             log.info("folder %r: recovered %d of %d messages from an interrupted run",
                      run.info.name, len(recovery.completed), len(pending))
+
+    def _repair(self, run: FolderRun) -> None:
+        """Re-hash every stored copy; remove the damaged ones that the server
+        still has so this run fetches them again.  Copies of mail the server
+        no longer holds are kept (verify keeps naming them)."""
+        rows = list(self.state.messages(run.record.id))
+        damaged = [row for row in rows if self.store.is_damaged(run.record.local_path, row)]
+        fixable = [row for row in damaged if row.gone_at is None]
+        if fixable:
+            gone = {(row.uidvalidity, row.uid) for row in fixable}
+            kept = [row for row in rows if (row.uidvalidity, row.uid) not in gone]
+            rewritten = self.store.discard(run.record.local_path, fixable, kept)
+            rewrite_key = f"rewrite:{run.record.id}"
+            with self.state.transaction():
+                self.state.forget_messages(fixable)
+                if self.store.format == "mbox":
+                    self.state.set_mbox_places(rewritten)
+                    run.committed = sum(row.mbox_length or 0 for row in rewritten)
+                    self.state.update_folder(run.record.id, mbox_committed=run.committed)
+                    self.state.set_meta(rewrite_key, "1")
+            self._settle_rewrite(run)
+            run.record = self.state.folder_by_id(run.record.id)
+        if damaged:
+            text = (f"folder {run.info.name!r}: {len(damaged)} damaged copies found; {len(fixable)} fetched again"
+                    + (f", {len(damaged) - len(fixable)} no longer on the server (kept as they are)"
+                       if len(damaged) > len(fixable) else ""))
+            run.result.warnings.append(text)
+            self.progress.warn(text)
+
+    def _settle_rewrite(self, run: FolderRun) -> None:
+        """An mbox rewrite (repair) is in place once the state says so: the
+        state is committed first, the file renamed after."""
+        key = f"rewrite:{run.record.id}"
+        committed = self.state.get_meta(key) is not None
+        self.store.settle_rewrite(run.record.local_path, committed=committed)
+        if committed:
+            with self.state.transaction():
+                self.state.delete_meta(key)
+
+    def _forget_lost_tail(self, run: FolderRun, length: int) -> None:
+        """The folder's mbox was cut short by something else (a disk problem, a
+        mail client): forget the lost entries so the server's copies are fetched
+        again, and cut the file back to its last whole entry."""
+        with self.state.transaction():
+            self.state.clear_pending(run.record.id)
+            dropped, committed = self.state.forget_mbox_tail(run.record.id, length)
+        self.store.cut_back(run.record.local_path, committed)
+        run.committed = committed
+        run.record = self.state.folder_by_id(run.record.id)
+        text = (f"folder {run.info.name!r}: the mbox file was shorter than recorded; {dropped} messages "
+                "were lost locally and are fetched again from the server")
+        run.result.warnings.append(text)
+        self.progress.warn(text)
 
     def _warn_if_emptied(self, run: FolderRun, exists: int) -> None:
         if exists == 0 and run.record.id:
@@ -234,60 +302,84 @@ class BackupEngine:
         return metas
 
     def _store_new(self, run: FolderRun, metas: list[MessageMeta]) -> None:
-        small = [meta for meta in metas if meta.size <= self.options.large_message]
-        large = [meta for meta in metas if meta.size > self.options.large_message]
-        for batch in plan.batches(small, self.options.batch_messages, self.options.batch_bytes):
+        """Stream the batches with several FETCHes in flight; after a lost
+        connection, the batch at the head is isolated, then streaming resumes."""
+        by_uid = {meta.uid: meta for meta in metas}
+        remaining = deque(plan.batches(metas, self.options.batch_messages, self.options.batch_bytes))
+        while remaining:
             self._check_stop()
-            fetched = self._fetch_isolating(run, batch)
-            self._commit(run, [(message.meta, MessageBody.from_bytes(message.body)) for message in fetched])
-        for meta in large:
-            self._check_stop()
-            body = self._fetch_large(run, meta)
-            if body is not None:
-                self._commit(run, [(meta, body)])
+            try:
+                self._stream(run, remaining, by_uid)
+            except ConnectionLost as exc:
+                log.info("connection lost while fetching (%s); isolating the batch in flight", exc.message)
+                self._reconnect(run)
+                self._commit(run, self._fetch_isolating(run, remaining.popleft(), by_uid))
+
+    def _stream(self, run: FolderRun, remaining: deque[list[MessageMeta]], by_uid: dict[int, MessageMeta]) -> None:
+        results = self.session.stream_bodies(
+            [[meta.uid for meta in batch] for batch in list(remaining)], spool_dir=self.archive.spool_dir,
+            spool_above=self.options.large_message, depth=self.options.pipeline_depth)
+        try:
+            for result in results:
+                batch = remaining.popleft()
+                fetched = self._received(result, by_uid)
+                missing = [meta for meta in batch if meta.uid not in {got.uid for got, _ in fetched}]
+                if missing:  # refused or skipped by the server: try them alone, then give up on them
+                    fetched += self._fetch_isolating(run, missing, by_uid)
+                self._commit(run, fetched)
+                if self.options.stop.is_set():
+                    break
+        finally:
+            results.close()
+        self._check_stop()
+
+    def _received(self, result: BatchResult, by_uid: dict[int, MessageMeta]) -> list[tuple[MessageMeta, MessageBody]]:
+        received = []
+        seen: set[int] = set()
+        for message in result.messages:
+            if message.uid in seen:  # a server that answers twice for one UID: keep the first
+                message.body.discard()
+                continue
+            seen.add(message.uid)
+            known = by_uid[message.uid]
+            meta = MessageMeta(uid=message.uid, size=message.size, flags=message.flags,
+                               internaldate=message.internaldate or known.internaldate)
+            received.append((meta, message.body))
+        return received
 
     def _check_stop(self) -> None:
         if self.options.stop.is_set():
             raise Interrupted("stopped by request after the last complete batch")
 
-    def _fetch_isolating(self, run: FolderRun, batch: list[MessageMeta]) -> list[FetchedMessage]:
-        """Fetch a batch; when the server drops us on it every time, halve it
-        until the message it fails on is alone, then record that one as failed."""
+    def _fetch_isolating(self, run: FolderRun, batch: list[MessageMeta],
+                         by_uid: dict[int, MessageMeta]) -> list[tuple[MessageMeta, MessageBody]]:
+        """Fetch a batch alone; when the server drops us on it every time, halve
+        it until the message it fails on is alone, then record that one as failed."""
         uids = [meta.uid for meta in batch]
         try:
-            fetched = self._call(run, lambda: self.session.fetch_bodies(uids), tries=2)
+            result = self._call(run, lambda: self._fetch_alone(uids), tries=2)
         except ConnectionLost as exc:
             if len(batch) == 1:
                 self._record_failure(run, batch[0].uid, f"server fails on this message: {exc.message}")
                 return []
             middle = len(batch) // 2
-            return self._fetch_isolating(run, batch[:middle]) + self._fetch_isolating(run, batch[middle:])
-        got = {message.meta.uid for message in fetched}
+            return (self._fetch_isolating(run, batch[:middle], by_uid)
+                    + self._fetch_isolating(run, batch[middle:], by_uid))
+        fetched = self._received(result, by_uid)
+        got = {meta.uid for meta, _ in fetched}
         for meta in batch:
             if meta.uid not in got:
-                self._record_failure(run, meta.uid, "server returned no body for this message")
+                reason = result.text if result.status != "OK" else "server returned no body for this message"
+                self._record_failure(run, meta.uid, reason)
         return fetched
 
-    def _fetch_large(self, run: FolderRun, meta: MessageMeta) -> MessageBody | None:
-        spool = SpoolFile(self.archive.spool_dir, f"uid-{run.record.id}-{meta.uid}.part")
+    def _fetch_alone(self, uids: list[int]) -> BatchResult:
+        results = self.session.stream_bodies([uids], spool_dir=self.archive.spool_dir,
+                                             spool_above=self.options.large_message, depth=1)
         try:
-            step = self.options.partial_chunk
-            while True:
-                offset = spool.size
-                chunk = self._call(run, lambda: self.session.fetch_partial(meta.uid, offset, step))  # noqa: B023
-                spool.write(chunk)
-                if spool.size >= meta.size // 2:
-                    faults.point("mid-large")
-                if len(chunk) < step:
-                    break
-        except ConnectionLost as exc:
-            spool.abort()
-            self._record_failure(run, meta.uid, f"server fails on this message: {exc.message}")
-            return None
-        except BaseException:
-            spool.abort()
-            raise
-        return spool.finish()
+            return next(results)
+        finally:
+            results.close()
 
     def _record_failure(self, run: FolderRun, uid: int, error: str) -> None:
         run.result.failed_uids.append(uid)
@@ -375,31 +467,45 @@ class BackupEngine:
     # -- retries ------------------------------------------------------
     def _call(self, run: FolderRun | None, action: Callable[[], T], tries: int | None = None) -> T:
         """Run an IMAP action; on a lost connection reconnect (with backoff),
-        re-select the folder and try again, `tries` times in all."""
+        re-select the folder and try again, `tries` times in all.  A server
+        that says it is busy is waited for as it asks (not counted as a try),
+        within `options.busy_wait`."""
         attempts = tries or (self.options.max_retries + 1)
-        for attempt in range(1, attempts + 1):
+        attempt = busy_tries = 0
+        while True:
             try:
                 return action()
             except ConnectionLost as exc:
+                attempt += 1
                 if attempt == attempts:
                     raise
                 log.info("connection lost (%s); reconnecting, try %d", exc.message, attempt)
                 self._reconnect(run)
-        raise AssertionError("unreachable")
+            except (ServerBusy, FolderError) as exc:
+                busy_tries += 1
+                self.options.busy_wait.wait_or_raise(exc, tries=busy_tries, first_delay=self.options.retry_delay,
+                                                     stop=self.options.stop)
 
     def _reconnect(self, run: FolderRun | None) -> None:
         delay = self.options.retry_delay
-        for attempt in range(1, self.options.max_retries + 1):
-            time.sleep(delay)
+        attempt = busy_tries = 0
+        time.sleep(delay)
+        while True:
             try:
                 self.session.reconnect()
                 if run is not None:
                     self.session.examine(run.info.name)
                 return
             except (ConnectionLost, ConnectError) as exc:
-                if attempt == self.options.max_retries:
+                attempt += 1
+                if attempt >= self.options.max_retries:
                     raise ConnectError(f"could not reconnect after {attempt} tries: {exc.message}") from None
                 delay = min(delay * 2, 60.0)
+                time.sleep(delay)
+            except (ServerBusy, FolderError) as exc:  # e.g. NO [LIMIT] too many connections at login
+                busy_tries += 1
+                self.options.busy_wait.wait_or_raise(exc, tries=busy_tries, first_delay=self.options.retry_delay,
+                                                     stop=self.options.stop)
 
 
 def describe_stats_line(stats: RunStats) -> str:

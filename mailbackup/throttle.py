@@ -1,0 +1,285 @@
+"""Server pushback and pacing: recognising a server that says "not now",
+waiting as told within a bound, and sharing a server's connections and
+bandwidth between the accounts of a sweep.
+
+Public API:
+
+* `recognise(text)`: a `Pushback` (why, and how long the server asked us to
+  wait) when a NO/BAD/BYE text means throttling, over-quota, unavailable or
+  too many connections; None otherwise.  `imap/connect.py` turns such
+  answers into `ServerBusy`.
+* `pushback_of(exc)`: the `ServerBusy` behind an error (also when a folder
+  operation wrapped it into a `FolderError`).
+* `WaitBudget`: the total a run (or one account of a sweep) may spend waiting
+  on a busy server; `wait_or_raise` waits as told or backs off
+  exponentially, and gives up once the total would pass the bound.
+* `TokenBucket`: a bytes/second limit shared by threads.
+* `ServerLimits`: per server host, a connection semaphore
+  (``max_connections_per_server``) and a shared `TokenBucket`
+  (``max_bytes_per_second``).
+
+Only errors.py is imported: every layer may use this module.  Nothing here
+prints; waits are logged at INFO.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mailbackup.errors import FolderError, Interrupted, MailbackupError, ServerBusy
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BUSY_WAIT = 300.0  # seconds a busy server may cost one run (or one account of a sweep) in all
+MAX_BACKOFF = 60.0  # longest single wait when the server does not say how long
+MIN_BACKOFF = 0.05
+LONGEST_TOLD_WAIT = 3600.0  # a server asking for more is read as asking for this
+
+# RFC 5530 response codes that mean "temporarily refused", and the texts real
+# servers send (FIELD-NOTES.md):
+#   Office 365  NO Request is throttled. Suggested Backoff Time: 1500 milliseconds
+#   Dovecot     NO [LIMIT] Maximum number of connections from user+IP exceeded (mail_max_userip_connections=10)
+#   Dovecot     NO [UNAVAILABLE] Temporary authentication failure.
+#   Gmail       NO [OVERQUOTA] Account exceeded command or bandwidth limits.
+#   Gmail       * BYE [ALERT] Too many simultaneous connections.
+#   others      * BYE Too many connections / server busy, try again later
+PUSHBACK_CODES = {"UNAVAILABLE": "unavailable", "OVERQUOTA": "over quota", "LIMIT": "limit reached",
+                  "INUSE": "in use", "THROTTLED": "throttled"}
+PUSHBACK_TEXTS = (
+    (re.compile(r"throttl", re.I), "throttled"),
+    (re.compile(r"too many (?:simultaneous |concurrent |open |parallel )?"
+                r"(?:connections|sessions|logins|login attempts|requests|commands|users)", re.I),
+     "too many connections"),
+    (re.compile(r"maximum number of (?:connections|sessions)", re.I), "too many connections"),
+    (re.compile(r"\b(?:rate|bandwidth|command|connection) limit", re.I), "limit reached"),
+    (re.compile(r"exceeded (?:\w+ )*(?:limits?|quota)", re.I), "limit reached"),
+    (re.compile(r"\bover ?quota\b", re.I), "over quota"),
+    (re.compile(r"try (?:again )?later|temporar(?:il)?y (?:unavailable|busy|failure|refused)", re.I), "unavailable"),
+    (re.compile(r"server (?:is )?(?:busy|overloaded)", re.I), "server busy"),
+)
+CODE = re.compile(r"\[([A-Z-]+)(?:[ \]])")
+TOLD_WAIT = (
+    re.compile(r"backoff time:?\s*(\d+(?:\.\d+)?)\s*(milliseconds|millisecond|msec|ms|seconds|second|secs|sec|s)\b",
+               re.I),
+    re.compile(r"(?:retry|try again|wait)(?: after| in| for)?\s+(\d+(?:\.\d+)?)\s*"
+               r"(milliseconds|millisecond|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min)\b", re.I),
+)
+UNIT_SECONDS = {"ms": 0.001, "msec": 0.001, "millisecond": 0.001, "milliseconds": 0.001, "s": 1.0, "sec": 1.0,
+                "secs": 1.0, "second": 1.0, "seconds": 1.0, "min": 60.0, "mins": 60.0, "minute": 60.0,
+                "minutes": 60.0}
+
+
+@dataclass(frozen=True)
+class Pushback:
+    reason: str  # "throttled", "too many connections", "over quota", ...
+    wait_seconds: float | None  # what the server asked for, when it said
+
+
+def recognise(text: str) -> Pushback | None:
+    """Does this server text ask us to slow down?  Response codes first
+    (``[UNAVAILABLE]``, ``[OVERQUOTA]``, ``[LIMIT]``, ``[INUSE]``), then
+    the wordings real servers use."""
+    reason = next((PUSHBACK_CODES[code] for code in CODE.findall(text) if code in PUSHBACK_CODES), None)
+    if reason is None:
+        reason = next((name for pattern, name in PUSHBACK_TEXTS if pattern.search(text)), None)
+    if reason is None:
+        return None
+    return Pushback(reason, told_wait(text))
+
+
+def told_wait(text: str) -> float | None:
+    """Seconds the server asked us to wait ("Suggested Backoff Time: 200
+    milliseconds", "try again in 30 seconds"), if it said."""
+    for pattern in TOLD_WAIT:
+        match = pattern.search(text)
+        if match:
+            seconds = float(match.group(1)) * UNIT_SECONDS[match.group(2).lower()]
+            return min(seconds, LONGEST_TOLD_WAIT)
+    return None
+
+
+def busy_error(where: str, text: str) -> ServerBusy | None:
+    """The ServerBusy for a server's answer, or None when it is not pushback."""
+    pushback = recognise(text)
+    if pushback is None:
+        return None
+    return ServerBusy(f"{where} is busy ({pushback.reason}): {text}", wait_seconds=pushback.wait_seconds)
+
+
+def pushback_of(exc: BaseException) -> ServerBusy | None:
+    """The ServerBusy behind `exc`: itself, or the one a FolderError replaced
+    (session.py re-raises SELECT/STATUS refusals as FolderError ``from None``,
+    which keeps the original as ``__context__``)."""
+    seen: BaseException | None = exc
+    for _ in range(3):
+        if seen is None:
+            return None
+        if isinstance(seen, ServerBusy):
+            return seen
+        if not isinstance(seen, FolderError):
+            return None
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def backoff_delay(tries: int, first_delay: float) -> float:
+    """1, 2, 4, ... times `first_delay` (at least MIN_BACKOFF), at most MAX_BACKOFF."""
+    return min(max(first_delay, MIN_BACKOFF) * 2.0 ** max(tries - 1, 0), MAX_BACKOFF)
+
+
+@dataclass
+class WaitBudget:
+    """Seconds a busy server may cost, in all, shared by every wait of a run.
+
+    `in_place_limit`: a single wait longer than this is not sat out holding
+    the connection; the caller gives up at once and `deferred` records how
+    long the server wanted, so a sweep can requeue the account and serve
+    others meanwhile.  A plain backup waits everything in place.
+    """
+
+    limit: float = DEFAULT_MAX_BUSY_WAIT
+    in_place_limit: float | None = None  # None: the whole limit
+    spent: float = 0.0
+    deferred: float | None = None
+    last: ServerBusy | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def remaining(self) -> float:
+        return max(self.limit - self.spent, 0.0)
+
+    def delay_for(self, busy: ServerBusy, tries: int, first_delay: float) -> float:
+        if busy.wait_seconds is not None:
+            return max(busy.wait_seconds, MIN_BACKOFF)
+        return backoff_delay(tries, first_delay)
+
+    def reserve(self, seconds: float) -> bool:
+        """Charge a wait the caller does elsewhere (a requeued account); False when over the bound."""
+        with self._lock:
+            if self.spent + seconds > self.limit:
+                return False
+            self.spent += seconds
+            return True
+
+    def wait_or_raise(self, exc: MailbackupError, *, tries: int, first_delay: float,
+                      stop: threading.Event | None = None, sleep: Callable[[float], object] | None = None) -> None:
+        """Wait before retrying when `exc` is pushback; otherwise, or when the
+        total would pass the bound, raise `exc` again.  Call it from the
+        ``except`` clause that caught `exc`."""
+        busy = pushback_of(exc)
+        if busy is None:
+            raise exc
+        self.last = busy
+        delay = self.delay_for(busy, tries, first_delay)
+        in_place = self.limit if self.in_place_limit is None else self.in_place_limit
+        if delay > in_place:
+            self.deferred = max(self.deferred or 0.0, delay)
+            raise exc
+        if not self.reserve(delay):
+            raise exc
+        log.info("server busy (%s); waiting %.1f s before trying again", busy.message, delay)
+        if stop is not None:
+            if stop.wait(delay):
+                raise Interrupted("stopped while waiting for a busy server")
+        else:
+            (sleep or time.sleep)(delay)
+
+
+class TokenBucket:
+    """At most `rate` bytes per second on average, shared by threads.
+
+    `take(n)` charges n bytes after they arrived and sleeps off any debt, so
+    a burst of one FETCH is followed by a pause; `burst` bytes may pass
+    without waiting.
+    """
+
+    def __init__(self, rate: float, *, burst: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be > 0 bytes per second")
+        self.rate = float(rate)
+        self.burst = float(burst if burst is not None else rate)
+        self._clock = clock
+        self._tokens = self.burst
+        self._stamp = clock()
+        self._lock = threading.Lock()
+
+    def charge(self, amount: int) -> float:
+        """Take `amount` bytes; the seconds to wait before going on."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            self._tokens -= amount
+            return -self._tokens / self.rate if self._tokens < 0 else 0.0
+
+    def take(self, amount: int, stop: threading.Event | None = None) -> float:
+        """Charge and sleep off the debt (cut short when `stop` is set); the seconds waited."""
+        delay = self.charge(amount)
+        if delay > 0:
+            if stop is not None:
+                stop.wait(delay)
+            else:
+                time.sleep(delay)
+        return delay
+
+
+def server_key(host: str) -> str:
+    """One server, whatever the port or the letter case of its name."""
+    return host.strip().strip("[]").lower()
+
+
+class ServerLimits:
+    """Per server host: at most `max_connections` at once, and one shared
+    bandwidth limit (None: unlimited)."""
+
+    def __init__(self, max_connections: int, max_bytes_per_second: int | None = None) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
+        self.max_connections = max_connections
+        self.max_bytes_per_second = max_bytes_per_second
+        self._lock = threading.Lock()
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._active: dict[str, int] = {}
+        self.peak: dict[str, int] = {}  # most connections held at once, per server
+
+    def _slot(self, key: str) -> threading.BoundedSemaphore:
+        with self._lock:
+            if key not in self._slots:
+                self._slots[key] = threading.BoundedSemaphore(self.max_connections)
+            return self._slots[key]
+
+    def try_acquire(self, host: str) -> bool:
+        """Take a connection slot toward `host` if one is free, without waiting."""
+        key = server_key(host)
+        if not self._slot(key).acquire(blocking=False):
+            return False
+        with self._lock:
+            self._active[key] = self._active.get(key, 0) + 1
+            self.peak[key] = max(self.peak.get(key, 0), self._active[key])
+        return True
+
+    def release(self, host: str) -> None:
+        key = server_key(host)
+        with self._lock:
+            self._active[key] -= 1
+        self._slot(key).release()
+
+    def active(self, host: str) -> int:
+        with self._lock:
+            return self._active.get(server_key(host), 0)
+
+    def bucket(self, host: str) -> TokenBucket | None:
+        if not self.max_bytes_per_second:
+            return None
+        key = server_key(host)
+        with self._lock:
+            if key not in self._buckets:
+                self._buckets[key] = TokenBucket(self.max_bytes_per_second)
+            return self._buckets[key]
