@@ -92,3 +92,24 @@ def lookup(account: str, host: str, *, password_command: str | None = None,
         f"no password for {account}",
         hint=f"run `mailbackup auth set {account}`, or set {ENV_VARIABLE} or a password_command",
     )
+
+
+TARGET_ENV_VARIABLE = "MAILBACKUP_TARGET_PASSWORD"
+
+
+def lookup_target(account: str, host: str, *, prompt: Prompt | None = None) -> str:
+    """The password of the target account of a restore or migration:
+    ``MAILBACKUP_TARGET_PASSWORD``, then the keyring entry for the target
+    host (``mailbackup auth set ACCOUNT --server HOST``), then a prompt on a
+    terminal.  ``MAILBACKUP_PASSWORD`` belongs to the source and is never used."""
+    if os.environ.get(TARGET_ENV_VARIABLE):
+        return os.environ[TARGET_ENV_VARIABLE]
+    stored = from_keyring(host, account)
+    if stored:
+        return stored
+    if prompt is not None and sys.stdin.isatty():
+        return prompt(account)
+    raise PasswordUnavailable(
+        f"no password for the target account {account} on {host}",
+        hint=f"set {TARGET_ENV_VARIABLE}, or run `mailbackup auth set {account} --server {host}`",
+    )

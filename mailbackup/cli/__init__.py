@@ -6,9 +6,15 @@ import click
 
 from mailbackup import __version__
 from mailbackup.cli import auth, backup, folders
+from mailbackup.cli import export as export_command
+from mailbackup.cli import migrate as migrate_command
 from mailbackup.cli import report as report_command
+from mailbackup.cli import restore as restore_command
 from mailbackup.cli import verify as verify_command
+from mailbackup.cli.check import check
 from mailbackup.cli.common import verbosity_options
+from mailbackup.cli.schedule import schedule
+from mailbackup.cli.sweep import sweep
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -26,6 +32,12 @@ cli.add_command(folders.folders)
 cli.add_command(backup.backup)
 cli.add_command(verify_command.verify)
 cli.add_command(report_command.report)
+cli.add_command(sweep)
+cli.add_command(check)
+cli.add_command(schedule)
+cli.add_command(restore_command.restore)
+cli.add_command(migrate_command.migrate)
+cli.add_command(export_command.export)
 
 
 def main() -> None:

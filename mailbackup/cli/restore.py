@@ -1,0 +1,222 @@
+"""`mailbackup restore ACCOUNT --to TARGET`: put an archive back on a server,
+then check that it is all there (``reports/restore-verify.json``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import click
+
+from mailbackup import secrets
+from mailbackup.cli.backup import _stop_on_ctrl_c
+from mailbackup.cli.common import Context, build_context, handle_errors, prompt_password, verbosity_options
+from mailbackup.cli.format import duration, human_bytes
+from mailbackup.cli.progress import TqdmProgress
+from mailbackup.errors import ExitCode
+from mailbackup.imap.append import TargetMailbox
+from mailbackup.imap.session import ImapSession
+from mailbackup.migrate import (
+    FolderRestoreResult,
+    RestoreEngine,
+    RestoreOptions,
+    RestoreStats,
+    TargetCheck,
+    check_target,
+    write_check_report,
+)
+from mailbackup.model import ConnectionSettings, FolderResult, ServerAddress, TLSMode
+from mailbackup.state.db import UploadTarget
+from mailbackup.sync.archive import Archive, open_archive, private_umask
+
+F = TypeVar("F", bound=Callable[..., Any])
+FAILURES_SHOWN = 20  # per folder; restore-verify.json lists them all
+
+
+def target_options(func: F) -> F:
+    """--to and the target server's connection options (restore and migrate)."""
+    options = [
+        click.option("--to", "to_account", required=True, metavar="TARGET_ACCOUNT",
+                     help="Account to restore into (its password: MAILBACKUP_TARGET_PASSWORD, the keyring, "
+                          "or a prompt)."),
+        click.option("--to-server", metavar="HOST[:PORT]", default=None,
+                     help="Target IMAP server (default: the account's own server)."),
+        click.option("--to-cafile", type=click.Path(dir_okay=False), default=None,
+                     help="Trust the certificate authority in this PEM file for the target."),
+        click.option("--to-starttls", is_flag=True, default=False, help="Target: plain connect, then STARTTLS."),
+        click.option("--to-insecure", is_flag=True, default=False,
+                     help="Do not verify the target's certificate (still encrypted)."),
+        click.option("--batch-size", type=click.IntRange(1, 1000), default=100, show_default=True,
+                     help="Messages per MULTIAPPEND (batches are also bounded to 8 MB)."),
+        click.option("--skip-deleted", is_flag=True,
+                     help="Leave out messages the archive marks as gone from the server."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def target_connection(ctx: Context, to_server: str | None, to_cafile: str | None, to_starttls: bool,
+                      to_insecure: bool) -> ConnectionSettings:
+    """The target's settings: --to-server and its options, or else the
+    account's own server (a new account on the same service)."""
+    base = ctx.connection
+    if to_server is None:
+        return replace(base, cafile=to_cafile or base.cafile, insecure=to_insecure or base.insecure,
+                       tls_mode=TLSMode.STARTTLS if to_starttls else base.tls_mode)
+    return ConnectionSettings(
+        server=ServerAddress.parse(to_server, starttls=to_starttls),
+        tls_mode=TLSMode.STARTTLS if to_starttls else TLSMode.IMPLICIT,
+        cafile=to_cafile, insecure=to_insecure, timeout=base.timeout, compress=base.compress,
+    )
+
+
+def target_session(settings: ConnectionSettings, account: str) -> ImapSession:
+    if settings.insecure:
+        click.echo("warning: --to-insecure: the target's certificate is NOT checked", err=True)
+    password = secrets.lookup_target(account, settings.server.host, prompt=prompt_password)
+    return ImapSession(settings, account, password)
+
+
+class TqdmRestoreProgress:
+    """The backup's progress bars, fed by the restore engine."""
+
+    def __init__(self, *, enabled: bool, quiet: bool) -> None:
+        self.bars = TqdmProgress(enabled=enabled, quiet=quiet)
+
+    def folder_start(self, name: str, messages: int, size: int) -> None:
+        self.bars.folder_start(name, messages, size)
+
+    def uploaded(self, messages: int, size: int) -> None:
+        self.bars.saved(messages, size)
+
+    def folder_done(self, result: FolderRestoreResult) -> None:
+        self.bars.folder_done(FolderResult(name=result.source))
+
+    def warn(self, text: str) -> None:
+        self.bars.warn(text)
+
+    def close(self) -> None:
+        self.bars.close()
+
+
+@click.command()
+@click.argument("account")
+@target_options
+@click.option("--dest", type=click.Path(file_okay=False), default=None,
+              help="Archive root holding ACCOUNT's backup (default ./mail-backup).")
+@click.option("--include", multiple=True, metavar="GLOB", help="Only folders matching (repeatable).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip folders matching (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Show which folders and how many messages would go where.")
+@click.option("--verify-only", is_flag=True, help="Upload nothing; only check the target against the archive.")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="After uploading, check every message on the target (size, flags, date).")
+@click.option("--timeout", type=float, default=None, help="Seconds to wait for the server (default 60).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="YAML config with defaults and accounts.")
+@verbosity_options
+@handle_errors
+def restore(account: str, to_account: str, to_server: str | None, to_cafile: str | None, to_starttls: bool,
+            to_insecure: bool, batch_size: int, skip_deleted: bool, dest: str | None, include: tuple[str, ...],
+            exclude: tuple[str, ...], dry_run: bool, verify_only: bool, check: bool, **options: Any) -> None:
+    """Upload ACCOUNT's archive to TARGET_ACCOUNT, into the same folders, with
+    read/flagged marks and original dates; then check it is all there.
+
+    Safe to run again: messages already uploaded are skipped, and after an
+    interruption the ones in flight are looked for on the target first.
+    Exit code: 0 all there, 1 some messages or folders could not be restored
+    (listed, and in reports/restore-verify.json), 3/4/5 login or connection."""
+    ctx = build_context(account, dest=dest, include=include, exclude=exclude, **options)
+    private_umask()
+    settings = target_connection(ctx, to_server, to_cafile, to_starttls, to_insecure)
+    restore_options = RestoreOptions(
+        target=UploadTarget(settings.server.host.lower(), to_account), include=ctx.account.include,
+        exclude=ctx.account.exclude, skip_deleted=skip_deleted, dry_run=dry_run, batch_messages=batch_size,
+    )
+    with open_archive(ctx.account.dest, account, lock=True, create=False) as archive:
+        code = run_restore(ctx, archive, settings, restore_options, check=check, verify_only=verify_only)
+    raise SystemExit(int(code))
+
+
+def run_restore(ctx: Context, archive: Archive, settings: ConnectionSettings, options: RestoreOptions, *,
+                check: bool = True, verify_only: bool = False) -> ExitCode:
+    """Restore (or only check) into the target; print what happened; the exit code."""
+    target_account = options.target.account
+    with target_session(settings, target_account) as session, _stop_on_ctrl_c(options.stop):
+        target = TargetMailbox(session)
+        if verify_only:
+            return _check(ctx, archive, target, options)
+        verb = "Dry run: restoring" if options.dry_run else "Restoring"
+        ctx.echo(f"{verb} {archive.state.get_meta('account') or ctx.account.account} from {archive.root} "
+                 f"to {target_account} on {settings.server}", err=True)
+        progress = TqdmRestoreProgress(enabled=not options.dry_run, quiet=ctx.quiet)
+        try:
+            stats = RestoreEngine(archive, target, options, progress).run()
+        finally:
+            progress.close()
+        summarize(ctx, stats)
+        if stats.interrupted:
+            return ExitCode.INTERRUPTED
+        code = ExitCode.WARNINGS if stats.has_warnings else ExitCode.OK
+        if check and not options.dry_run:
+            code = max(code, _check(ctx, archive, target, options))
+        return code
+
+
+def _check(ctx: Context, archive: Archive, target: TargetMailbox, options: RestoreOptions) -> ExitCode:
+    result = check_target(archive, target, options, ctx.account.account)
+    path = write_check_report(result, archive.reports_dir)
+    summarize_check(ctx, result, str(path))
+    return ExitCode.OK if result.complete else ExitCode.WARNINGS
+
+
+def summarize(ctx: Context, stats: RestoreStats) -> None:
+    for folder in stats.folders:
+        arrow = f"{folder.source} → {folder.target}"
+        if folder.error:
+            ctx.echo(f"  FAILED  {arrow}: {folder.error}", err=True)
+        elif stats.dry_run:
+            new = " (new folder)" if folder.created else ""
+            ctx.echo(f"  {arrow}{new}: would upload {folder.uploaded} messages, "
+                     f"{human_bytes(folder.uploaded_bytes)}; {folder.already} already uploaded")
+        if folder.failed:
+            ctx.echo(f"  PARTIAL {arrow}: {len(folder.failed)} messages not uploaded:", err=True)
+            for failure in folder.failed[:FAILURES_SHOWN]:
+                subject = f" {failure.subject!r}" if failure.subject else ""
+                ctx.echo(f"      UID {failure.uid} ({human_bytes(failure.size)}){subject}: {failure.error}", err=True)
+            if len(folder.failed) > FAILURES_SHOWN:
+                ctx.echo(f"      … and {len(folder.failed) - FAILURES_SHOWN} more", err=True)
+    found = sum(folder.found for folder in stats.folders)
+    already = sum(folder.already for folder in stats.folders)
+    created = sum(1 for folder in stats.folders if folder.created)
+    rate = stats.uploaded / stats.seconds if stats.seconds > 0 else 0.0
+    verb = "would upload" if stats.dry_run else "uploaded"
+    line = (f"{'Dry run: ' if stats.dry_run else ''}{len(stats.folders)} folders "
+            f"({created} {'to create' if stats.dry_run else 'created'}), {verb} {stats.uploaded} messages, "
+            f"{human_bytes(stats.bytes)} in {duration(stats.seconds)} ({rate:.0f} messages/s)")
+    extras = [text for count, text in ((already, f"{already} uploaded before"),
+                                       (found, f"{found} found already on the target"),
+                                       (stats.failures, f"{stats.failures} refused")) if count]
+    ctx.echo(line + (f"; {', '.join(extras)}" if extras else "") + ".")
+    if stats.interrupted:
+        ctx.echo("Interrupted: run the same command again to continue; nothing will be uploaded twice.", err=True)
+
+
+def summarize_check(ctx: Context, check: TargetCheck, report: str) -> None:
+    totals = check.totals()
+    if check.complete:
+        ctx.echo(f"Check: all {totals['messages']} messages are on the target with the same size, flags and "
+                 f"date ({report}).")
+        return
+    for folder in check.folders:
+        if folder.status != "ok":
+            problems = ", ".join(f"{len(getattr(folder, kind))} {kind.replace('_', ' ')}"
+                                 for kind in ("missing", "size_mismatch", "flags_mismatch", "date_mismatch")
+                                 if getattr(folder, kind))
+            detail = folder.error or problems
+            ctx.echo(f"  CHECK   {folder.source} → {folder.target}: {detail}", err=True)
+    ctx.echo(f"Check: {totals['present']} of {totals['messages']} messages are on the target as archived; "
+             f"{totals['missing']} missing, {totals['size_mismatch']} with another size, "
+             f"{totals['flags_mismatch']} with other flags, {totals['date_mismatch']} with another date "
+             f"(details: {report}).")

@@ -1,0 +1,822 @@
+"""Restore an archive to an IMAP server, and check a server against an archive.
+
+Public API:
+
+* `plan_folders(...)`, `source_path(...)`, `target_name(...)`,
+  `source_prefix_of(state)`: where each archived folder goes on a target
+  (pure; export.py shares `source_path`);
+* `RestoreEngine(archive, target, options, progress).run()` → `RestoreStats`:
+  uploads every archived copy once, with its flags and INTERNALDATE;
+* `check_target(archive, target, options)` → `TargetCheck`, and
+  `write_check_report(check, directory)` (``restore-verify.json``): is each
+  archived message on the target, with the same size, flags and date?
+
+Nothing here prints: progress goes through `RestoreProgress`, results come
+back as dataclasses.  `mailbackup migrate` is the backup engine followed by
+this engine, so every migration leaves its copy on disk.
+
+Idempotence.  The state's `uploads` table (state/schema.py, version 2) holds
+per archived copy and target account: folder, UIDVALIDITY, UID, status.  A
+batch is recorded `pending` (committed) before its APPEND is sent and
+`uploaded` after, with the UID from UIDPLUS's ``[APPENDUID v uids]``; without
+UIDPLUS the new UIDs are found by Message-ID and size among the UIDs from the
+folder's UIDNEXT before the APPEND.  Before a folder is uploaded to, rows that
+are `pending`, lack a UID, or belong to an older UIDVALIDITY of the target
+folder are looked for on the target (Message-ID and size; same size and same
+bytes when there is no Message-ID), so a killed run never leads to a message
+being appended twice.  Matching reads the target folder once (one FETCH of
+sizes and Message-ID headers per 500 messages) rather than one SEARCH per
+message.
+
+Folder names.  An archived folder's name is split on its own delimiter
+(`store.naming.split_folder`), an ``INBOX.``-style prefix of the source is
+dropped (recorded by `migrate`, otherwise detected), and the parts are
+joined with the target's delimiter under its personal namespace prefix
+(NAMESPACE); INBOX stays INBOX.  A part holding the target's delimiter has it
+replaced by ``_`` (a warning names the folder).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from mailbackup import __version__, faults
+from mailbackup.errors import ConnectError, ConnectionLost, FolderError, Interrupted, ServerError
+from mailbackup.headers import summarize
+from mailbackup.imap.append import AppendItem, AppendResponse, Namespace, TargetFolder, TargetMailbox, TargetMessage
+from mailbackup.model import FolderInfo, StoredMessage
+from mailbackup.report import atomic_write
+from mailbackup.state.db import (
+    UPLOAD_DONE,
+    UPLOAD_FAILED,
+    UPLOAD_PENDING,
+    FolderRecord,
+    RestoreItem,
+    StateDB,
+    UploadTarget,
+    now_iso,
+)
+from mailbackup.store.naming import split_folder
+from mailbackup.sync.archive import Archive
+from mailbackup.sync.plan import select_folders
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MEGABYTE = 1 << 20
+SOURCE_PREFIX_META = "source_namespace_prefix"  # set by `migrate`, which can ask the source
+CHECK_REPORT = "restore-verify.json"
+DELIMITER_STANDIN = "_"
+LINE_ENDS = re.compile(rb"\r?\n")
+
+
+# ---------------------------------------------------------------------------
+# Folder names
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FolderPlan:
+    record: FolderRecord
+    target: str  # the folder's name on the target
+    warnings: tuple[str, ...] = ()
+
+
+def source_prefix_of(state: StateDB) -> str:
+    """The source's personal namespace prefix: as `migrate` recorded it, else
+    ``INBOX<delim>`` when every other folder lives under INBOX (Courier, Cyrus)."""
+    recorded = state.get_meta(SOURCE_PREFIX_META)
+    if recorded is not None:
+        return recorded
+    return detect_source_prefix(state.folders())
+
+
+def detect_source_prefix(records: Sequence[FolderRecord]) -> str:
+    others = [record for record in records if record.name.upper() != "INBOX"]
+    delimiters = {record.delimiter for record in others}
+    if not others or len(delimiters) != 1:
+        return ""
+    delimiter = delimiters.pop()
+    if delimiter is None:
+        return ""
+    prefix = "INBOX" + delimiter
+    under_inbox = all(record.name.upper().startswith(prefix.upper()) for record in others)
+    return prefix if under_inbox else ""
+
+
+def source_path(name: str, delimiter: str | None, prefix: str) -> tuple[str, ...]:
+    """A folder's path components, without the source's namespace prefix."""
+    if name.upper() == "INBOX":
+        return ("INBOX",)
+    if prefix and name.upper().startswith(prefix.upper()) and len(name) > len(prefix):
+        name = name[len(prefix):]
+    return split_folder(name, delimiter)
+
+
+def target_name(path: tuple[str, ...], namespace: Namespace) -> tuple[str, bool]:
+    """(name on the target, whether a part had to change to fit its delimiter)."""
+    delimiter = namespace.delimiter
+    parts = [part.replace(delimiter, DELIMITER_STANDIN) if delimiter else part for part in path]
+    changed = parts != list(path)
+    joiner = delimiter or "/"  # a flat server: the parts stay in one name
+    if parts[0].upper() == "INBOX":
+        return joiner.join(["INBOX", *parts[1:]]), changed
+    return namespace.prefix + joiner.join(parts), changed
+
+
+def plan_folders(records: Iterable[FolderRecord], source_prefix: str, namespace: Namespace,
+                 include: Sequence[str], exclude: Sequence[str]) -> list[FolderPlan]:
+    """Archived folders chosen by the globs (on their archived names), parents
+    first, each with its target name."""
+    by_name = {record.name: record for record in records}
+    infos = [FolderInfo(name=record.name, delimiter=record.delimiter) for record in by_name.values()]
+    plans: list[FolderPlan] = []
+    taken: dict[str, str] = {}
+    for info in select_folders(infos, include, exclude):
+        record = by_name[info.name]
+        path = source_path(record.name, record.delimiter, source_prefix)
+        name, changed = target_name(path, namespace)
+        warnings = []
+        if changed:
+            warnings.append(f"folder {record.name!r} becomes {name!r} on the target: "
+                            f"{namespace.delimiter!r} separates folders there")
+        if name in taken:
+            warnings.append(f"folders {taken[name]!r} and {record.name!r} both go to {name!r}")
+        taken.setdefault(name, record.name)
+        plans.append(FolderPlan(record, name, tuple(warnings)))
+    return sorted(plans, key=lambda plan: (plan.target.upper() != "INBOX", path_sort_key(plan)))
+
+
+def path_sort_key(plan: FolderPlan) -> tuple[str, ...]:
+    return split_folder(plan.record.name, plan.record.delimiter)
+
+
+# ---------------------------------------------------------------------------
+# Results and progress
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MessageFailure:
+    uid: int
+    uidvalidity: int
+    size: int
+    subject: str | None
+    error: str
+
+
+@dataclass
+class FolderRestoreResult:
+    source: str
+    target: str
+    messages: int = 0  # archived copies in scope
+    uploaded: int = 0  # appended by this run (with --dry-run: would be)
+    uploaded_bytes: int = 0
+    found: int = 0  # found already on the target (an interrupted run had sent them)
+    already: int = 0  # recorded as uploaded by an earlier run
+    created: bool = False
+    failed: list[MessageFailure] = field(default_factory=list)
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RestoreStats:
+    folders: list[FolderRestoreResult] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+    dry_run: bool = False
+
+    @property
+    def uploaded(self) -> int:
+        return sum(folder.uploaded for folder in self.folders)
+
+    @property
+    def bytes(self) -> int:
+        return sum(folder.uploaded_bytes for folder in self.folders)
+
+    @property
+    def failures(self) -> int:
+        return sum(len(folder.failed) for folder in self.folders)
+
+    @property
+    def has_warnings(self) -> bool:
+        return any(folder.error or folder.failed or folder.warnings for folder in self.folders)
+
+
+class RestoreProgress(Protocol):
+    def folder_start(self, name: str, messages: int, size: int) -> None: ...
+    def uploaded(self, messages: int, size: int) -> None: ...
+    def folder_done(self, result: FolderRestoreResult) -> None: ...
+    def warn(self, text: str) -> None: ...
+
+
+class NoRestoreProgress:
+    def folder_start(self, name: str, messages: int, size: int) -> None:
+        pass
+
+    def uploaded(self, messages: int, size: int) -> None:
+        pass
+
+    def folder_done(self, result: FolderRestoreResult) -> None:
+        pass
+
+    def warn(self, text: str) -> None:
+        log.warning("%s", text)
+
+
+@dataclass
+class RestoreOptions:
+    target: UploadTarget
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    skip_deleted: bool = False  # leave out messages marked gone-from-server
+    dry_run: bool = False
+    batch_messages: int = 100
+    batch_bytes: int = 8 * MEGABYTE
+    max_retries: int = 5
+    retry_delay: float = 1.0  # first backoff after a lost connection; doubles per try
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+# ---------------------------------------------------------------------------
+# Matching archived copies with messages on the target
+# ---------------------------------------------------------------------------
+
+
+def crlf_normalized(body: bytes) -> bytes:
+    """What a server that stores mail with CRLF line ends serves back (Dovecot does)."""
+    return LINE_ENDS.sub(b"\r\n", body)
+
+
+class ArchivedBody:
+    """An archived message's bytes, read only when a match needs them."""
+
+    def __init__(self, read: Callable[[], bytes]) -> None:
+        self._read = read
+        self._normalized: bytes | None = None
+
+    def normalized(self) -> bytes:
+        if self._normalized is None:
+            self._normalized = crlf_normalized(self._read())
+        return self._normalized
+
+
+class TargetIndex:
+    """The messages of one target folder; each can be claimed by one archived copy."""
+
+    def __init__(self, messages: Iterable[TargetMessage], claimed: set[int],
+                 fetch_body: Callable[[int], bytes | None]) -> None:
+        self.claimed = claimed  # shared with the caller: UIDs already paired
+        self.by_uid = {message.uid: message for message in messages}
+        self.by_message_id: dict[str | None, list[TargetMessage]] = {}
+        for message in self.by_uid.values():
+            key = summarize(message.header).message_id if message.header else None
+            self.by_message_id.setdefault(key, []).append(message)
+        self._fetch_body = fetch_body
+
+    def claim(self, message: StoredMessage, body: ArchivedBody) -> TargetMessage | None:
+        """The first unclaimed target message with the same Message-ID and size
+        (and, without a Message-ID, the same bytes); claimed when found."""
+        candidates = [m for m in self.by_message_id.get(message.message_id, []) if m.uid not in self.claimed]
+        same_size = [m for m in candidates if m.size == message.size]
+        if not same_size and candidates:
+            wire_size = len(body.normalized())
+            same_size = [m for m in candidates if m.size == wire_size]
+        if message.message_id is None:  # the size alone proves nothing: compare the bytes
+            match = next((m for m in same_size if self._same_bytes(m.uid, message, body)), None)
+        else:
+            match = same_size[0] if same_size else None
+        if match is not None:
+            self.claimed.add(match.uid)
+        return match
+
+    def _same_bytes(self, uid: int, message: StoredMessage, body: ArchivedBody) -> bool:
+        on_target = self._fetch_body(uid)
+        if on_target is None:
+            return False
+        digest = hashlib.sha256(on_target).hexdigest()
+        return digest == message.sha256 or on_target == body.normalized()
+
+    def size_matches(self, found: TargetMessage, message: StoredMessage, body: ArchivedBody) -> bool:
+        return found.size == message.size or found.size == len(body.normalized())
+
+
+def upload_flags(flags: Iterable[str], folder: TargetFolder) -> tuple[str, ...]:
+    """The flags to APPEND with: never \\Recent, only what the folder keeps
+    (keywords only with ``\\*`` or listed in PERMANENTFLAGS)."""
+    return tuple(sorted(flag for flag in flags if flag.lower() != "\\recent" and folder.keeps(flag)))
+
+
+# ---------------------------------------------------------------------------
+# Talking to the target with reconnects
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class FolderRun:
+    """The target folder being worked on."""
+
+    plan: FolderPlan
+    folder: TargetFolder
+    claimed: set[int] = field(default_factory=set)
+    uidnext: int = 1
+
+    @property
+    def name(self) -> str:
+        return self.plan.target
+
+
+class _TargetWork:
+    """What restoring and checking share: the plan, and calls that survive a
+    dropped connection (reconnect with backoff, re-select, try again)."""
+
+    def __init__(self, archive: Archive, target: TargetMailbox, options: RestoreOptions) -> None:
+        self.archive = archive
+        self.state = archive.state
+        self.store = archive.store
+        self.target = target
+        self.options = options
+
+    def plans(self) -> list[FolderPlan]:
+        namespace = self._call(None, self.target.namespace)
+        return plan_folders(self.state.folders(), source_prefix_of(self.state), namespace,
+                            self.options.include, self.options.exclude)
+
+    def existing_folders(self) -> dict[str, FolderInfo]:
+        return {info.name: info for info in self._call(None, self.target.list_folders)}
+
+    def items(self, plan: FolderPlan) -> list[RestoreItem]:
+        return self.state.restore_items(plan.record.id, self.options.target,
+                                        include_gone=not self.options.skip_deleted)
+
+    def body_of(self, plan: FolderPlan, message: StoredMessage) -> ArchivedBody:
+        return ArchivedBody(lambda: self.store.read(plan.record.local_path, message))
+
+    def index(self, run: FolderRun, first_uid: int = 1) -> TargetIndex:
+        messages = self._call(run, lambda: self.target.index(first_uid))
+        return TargetIndex(messages, run.claimed, lambda uid: self._call(run, lambda: self.target.fetch_body(uid)))
+
+    def _call(self, run: FolderRun | None, action: Callable[[], T]) -> T:
+        for attempt in range(1, self.options.max_retries + 2):
+            try:
+                return action()
+            except ConnectionLost as exc:
+                if attempt > self.options.max_retries:
+                    raise
+                log.info("target connection lost (%s); reconnecting, try %d", exc.message, attempt)
+                self._reconnect(run)
+        raise AssertionError("unreachable")
+
+    def _reconnect(self, run: FolderRun | None) -> None:
+        delay = self.options.retry_delay
+        for attempt in range(1, self.options.max_retries + 1):
+            time.sleep(delay)
+            try:
+                self.target.reconnect()
+                if run is not None:
+                    run.folder = self.target.select(run.name)
+                return
+            except (ConnectionLost, ConnectError) as exc:
+                if attempt == self.options.max_retries:
+                    raise ConnectError(f"could not reconnect to the target after {attempt} tries: "
+                                       f"{exc.message}") from None
+                delay = min(delay * 2, 60.0)
+
+
+# ---------------------------------------------------------------------------
+# Restore
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Check:
+    item: RestoreItem
+    upload_if_missing: bool  # False: recorded as uploaded, only its UID is unknown
+
+
+class RestoreEngine(_TargetWork):
+    def __init__(self, archive: Archive, target: TargetMailbox, options: RestoreOptions,
+                 progress: RestoreProgress | None = None) -> None:
+        super().__init__(archive, target, options)
+        self.progress = progress or NoRestoreProgress()
+
+    def run(self) -> RestoreStats:
+        started = time.monotonic()
+        stats = RestoreStats(dry_run=self.options.dry_run)
+        run_id = None if self.options.dry_run else self.state.start_run("restore")
+        try:
+            plans = self.plans()
+            existing = self.existing_folders()
+            for plan in plans:
+                if self.options.stop.is_set():
+                    stats.interrupted = True
+                    break
+                result = FolderRestoreResult(source=plan.record.name, target=plan.target,
+                                             warnings=list(plan.warnings))
+                stats.folders.append(result)
+                for text in plan.warnings:
+                    self.progress.warn(text)
+                try:
+                    self._restore_folder_safely(plan, existing, result)
+                except Interrupted:
+                    stats.interrupted = True
+                    break
+        finally:
+            stats.seconds = time.monotonic() - started
+            if run_id is not None:
+                status = "interrupted" if stats.interrupted else ("warnings" if stats.has_warnings else "ok")
+                self.state.finish_run(run_id, status, stats.uploaded, stats.bytes,
+                                      f"{self.options.target.account} on {self.options.target.server}")
+        return stats
+
+    def _restore_folder_safely(self, plan: FolderPlan, existing: dict[str, FolderInfo],
+                               result: FolderRestoreResult) -> None:
+        try:
+            self._restore_folder(plan, existing, result)
+        except (FolderError, ServerError) as exc:
+            result.error = exc.message
+            self.progress.warn(f"folder {plan.record.name!r}: {exc.message}")
+        finally:
+            self.progress.folder_done(result)
+
+    def _restore_folder(self, plan: FolderPlan, existing: dict[str, FolderInfo],
+                        result: FolderRestoreResult) -> None:
+        items = self.items(plan)
+        result.messages = len(items)
+        if self.options.dry_run:
+            self._dry_run(plan, existing, items, result)
+            return
+        if plan.target not in existing or not existing[plan.target].selectable:
+            self._call(None, lambda: self.target.create(plan.target))
+            result.created = plan.target not in existing
+        folder = self._call(None, lambda: self.target.select(plan.target))
+        run = FolderRun(plan=plan, folder=folder, uidnext=max(folder.uidnext, 1))
+        to_upload, checks = self._classify(run, items, result)
+        if checks:
+            to_upload += self._settle(run, checks, result)
+            to_upload.sort(key=lambda item: (item.message.uidvalidity, item.message.uid))
+        self.progress.folder_start(plan.record.name, len(to_upload), sum(i.message.size for i in to_upload))
+        for group in batches(to_upload, self.options.batch_messages, self.options.batch_bytes,
+                             lambda item: item.message.size):
+            if self.options.stop.is_set():
+                raise Interrupted("stopped by request after the last complete batch")
+            self._upload(run, group, result)
+
+    def _dry_run(self, plan: FolderPlan, existing: dict[str, FolderInfo], items: list[RestoreItem],
+                 result: FolderRestoreResult) -> None:
+        waiting = [item for item in items if item.upload is None or item.upload.status != UPLOAD_DONE]
+        result.created = plan.target not in existing
+        result.already = len(items) - len(waiting)
+        result.uploaded = len(waiting)
+        result.uploaded_bytes = sum(item.message.size for item in waiting)
+        self.progress.folder_start(plan.record.name, len(waiting), result.uploaded_bytes)
+
+    def _classify(self, run: FolderRun, items: list[RestoreItem],
+                  result: FolderRestoreResult) -> tuple[list[RestoreItem], list[_Check]]:
+        """Split into: to upload, to look for on the target first, done.
+
+        Whatever is not known to be in this folder's current incarnation is
+        looked for before it is sent, unless the folder is empty: a batch in
+        flight when a run died, a message refused last time, mail copied
+        there by other means or by a run that named the server differently."""
+        to_upload: list[RestoreItem] = []
+        checks: list[_Check] = []
+        for item in items:
+            upload = item.upload
+            if upload is not None and upload.status == UPLOAD_DONE:
+                if upload.target_folder != run.name:
+                    result.already += 1  # restored into another folder name earlier: never twice
+                    continue
+                if upload.target_uidvalidity == run.folder.uidvalidity:
+                    if upload.target_uid is not None:
+                        run.claimed.add(upload.target_uid)
+                        result.already += 1
+                    else:
+                        checks.append(_Check(item, upload_if_missing=False))  # only its UID is unknown
+                    continue
+            if run.folder.exists:
+                checks.append(_Check(item, upload_if_missing=True))
+            else:
+                to_upload.append(item)
+        return to_upload, checks
+
+    def _settle(self, run: FolderRun, checks: list[_Check], result: FolderRestoreResult,
+                first_uid: int = 1) -> list[RestoreItem]:
+        """Look on the target for messages whose upload is unsure; record the
+        ones found, return the ones still to send."""
+        index = self.index(run, first_uid)
+        missing: list[RestoreItem] = []
+        with self.state.transaction():
+            for check in checks:
+                found = index.claim(check.item.message, self.body_of(run.plan, check.item.message))
+                if found is not None:
+                    self.state.mark_uploaded(check.item, self.options.target, run.name, run.folder.uidvalidity,
+                                             found.uid)
+                    result.found += 1
+                elif check.upload_if_missing:
+                    missing.append(check.item)
+                else:
+                    result.already += 1
+        if index.by_uid:
+            run.uidnext = max(run.uidnext, max(index.by_uid) + 1)
+        return missing
+
+    def _upload(self, run: FolderRun, group: list[RestoreItem], result: FolderRestoreResult) -> None:
+        with self.state.transaction():
+            self.state.mark_uploads_pending(group, self.options.target, run.name, run.folder.uidvalidity)
+        faults.point("restore-after-pending")
+        prepared = [pair for item in group if (pair := self._prepare(run, item, result)) is not None]
+        if not prepared:
+            return
+        if len(prepared) > 1 and self.target.can_multiappend:
+            self._append(run, prepared, result)
+        else:
+            for pair in prepared:
+                self._append(run, [pair], result)
+
+    def _prepare(self, run: FolderRun, item: RestoreItem,
+                 result: FolderRestoreResult) -> tuple[RestoreItem, AppendItem] | None:
+        message = item.message
+        limit = self.target.append_limit
+        if limit is not None and message.size > limit:
+            self._fail(run, item, f"larger than the target accepts (APPENDLIMIT {limit} bytes)", result)
+            return None
+        try:
+            body = self.store.read(run.plan.record.local_path, message)
+        except (OSError, ValueError) as exc:
+            self._fail(run, item, f"cannot read the archived copy: {exc}", result)
+            return None
+        flags = upload_flags(message.flags, run.folder)
+        return item, AppendItem(body=body, flags=flags, internaldate=message.internaldate)
+
+    def _append(self, run: FolderRun, chunk: list[tuple[RestoreItem, AppendItem]], result: FolderRestoreResult,
+                tries_left: int | None = None) -> None:
+        tries_left = self.options.max_retries if tries_left is None else tries_left
+        before = run.uidnext
+        try:
+            response = self.target.append(run.name, [append_item for _, append_item in chunk])
+        except ConnectionLost:
+            if tries_left <= 0:
+                raise
+            self._reconnect(run)  # then find out which of the chunk made it before the drop
+            sent = self._settle(run, [_Check(item, True) for item, _ in chunk], result, first_uid=before)
+            rest = [pair for pair in chunk if pair[0] in sent]
+            if rest:
+                self._append(run, rest, result, tries_left - 1)
+            return
+        faults.point("restore-after-append")
+        if response.ok:
+            self._record(run, chunk, response, before, result)
+        elif response.code == "TRYCREATE" and tries_left > 0:  # the folder was deleted meanwhile
+            self._call(None, lambda: self.target.create(run.name))
+            run.folder = self._call(None, lambda: self.target.select(run.name))
+            self._append(run, chunk, result, tries_left - 1)
+        elif len(chunk) > 1:
+            for pair in chunk:  # MULTIAPPEND is all or nothing: find the one(s) refused
+                self._append(run, [pair], result, tries_left)
+        else:
+            self._fail(run, chunk[0][0], describe_refusal(response), result)
+
+    def _record(self, run: FolderRun, chunk: list[tuple[RestoreItem, AppendItem]], response: AppendResponse,
+                before: int, result: FolderRestoreResult) -> None:
+        uidvalidity = response.uidvalidity or run.folder.uidvalidity
+        if len(response.uids) == len(chunk):
+            uids: list[int | None] = list(response.uids)
+            run.claimed.update(response.uids)
+        else:  # no UIDPLUS: the new messages are among the UIDs from the old UIDNEXT on
+            index = self.index(run, before)
+            uids = [self._claim_uid(index, run, item) for item, _ in chunk]
+        with self.state.transaction():
+            for (item, _), uid in zip(chunk, uids, strict=True):
+                self.state.mark_uploaded(item, self.options.target, run.name, uidvalidity, uid)
+        known = [uid for uid in uids if uid is not None]
+        if known:
+            run.uidnext = max(run.uidnext, max(known) + 1)
+        size = sum(len(append_item.body) for _, append_item in chunk)
+        result.uploaded += len(chunk)
+        result.uploaded_bytes += size
+        self.progress.uploaded(len(chunk), size)
+
+    def _claim_uid(self, index: TargetIndex, run: FolderRun, item: RestoreItem) -> int | None:
+        found = index.claim(item.message, self.body_of(run.plan, item.message))
+        return found.uid if found else None
+
+    def _fail(self, run: FolderRun, item: RestoreItem, error: str, result: FolderRestoreResult) -> None:
+        message = item.message
+        with self.state.transaction():
+            self.state.mark_upload_failed(item, self.options.target, run.name, run.folder.uidvalidity, error)
+        result.failed.append(MessageFailure(message.uid, message.uidvalidity, message.size, message.subject, error))
+
+
+def describe_refusal(response: AppendResponse) -> str:
+    known = {"OVERQUOTA": "the target mailbox is full", "TOOBIG": "the message is too large for the target",
+             "LIMIT": "the target refused it for exceeding a limit"}
+    reason = known.get(response.code or "")
+    return f"{reason}: {response.text}" if reason else f"refused by the target: {response.text}"
+
+
+def batches(items: Sequence[T], max_count: int, max_bytes: int, size_of: Callable[[T], int]) -> list[list[T]]:
+    """Consecutive groups bounded by count and total size; a larger item travels alone."""
+    groups: list[list[T]] = []
+    current: list[T] = []
+    size = 0
+    for item in items:
+        if current and (len(current) >= max_count or size + size_of(item) > max_bytes):
+            groups.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += size_of(item)
+    if current:
+        groups.append(current)
+    return groups
+
+
+# ---------------------------------------------------------------------------
+# Checking the target
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckEntry:
+    """One archived message the check has something to say about."""
+
+    uid: int
+    uidvalidity: int
+    size: int
+    message_id: str | None
+    subject: str | None
+    reason: str
+    target_uid: int | None = None
+    target_size: int | None = None
+    flags: tuple[str, ...] = ()
+    target_flags: tuple[str, ...] = ()
+
+
+@dataclass
+class FolderCheck:
+    source: str
+    target: str
+    messages: int = 0
+    present: int = 0  # on the target with the same size, flags and date
+    missing: list[CheckEntry] = field(default_factory=list)
+    size_mismatch: list[CheckEntry] = field(default_factory=list)
+    flags_mismatch: list[CheckEntry] = field(default_factory=list)
+    date_mismatch: list[CheckEntry] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "error"
+        problems = self.missing or self.size_mismatch or self.flags_mismatch or self.date_mismatch
+        return "incomplete" if problems else "ok"
+
+
+@dataclass
+class TargetCheck:
+    account: str
+    target: UploadTarget
+    started_at: str
+    finished_at: str = ""
+    folders: list[FolderCheck] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return all(folder.status == "ok" for folder in self.folders)
+
+    def totals(self) -> dict[str, int]:
+        def total(pick: Callable[[FolderCheck], int]) -> int:
+            return sum(pick(folder) for folder in self.folders)
+
+        return {
+            "folders": len(self.folders),
+            "folders_with_errors": sum(1 for folder in self.folders if folder.error),
+            "messages": total(lambda f: f.messages),
+            "present": total(lambda f: f.present),
+            "missing": total(lambda f: len(f.missing)),
+            "size_mismatch": total(lambda f: len(f.size_mismatch)),
+            "flags_mismatch": total(lambda f: len(f.flags_mismatch)),
+            "date_mismatch": total(lambda f: len(f.date_mismatch)),
+        }
+
+
+class _Checker(_TargetWork):
+    def run(self, account: str) -> TargetCheck:
+        check = TargetCheck(account=account, target=self.options.target, started_at=now_iso())
+        existing = self.existing_folders()
+        for plan in self.plans():
+            folder_check = FolderCheck(source=plan.record.name, target=plan.target)
+            check.folders.append(folder_check)
+            try:
+                self._check_folder(plan, existing, folder_check)
+            except (FolderError, ServerError) as exc:
+                folder_check.error = exc.message
+        check.finished_at = now_iso()
+        return check
+
+    def _check_folder(self, plan: FolderPlan, existing: dict[str, FolderInfo], result: FolderCheck) -> None:
+        items = self.items(plan)
+        result.messages = len(items)
+        if plan.target not in existing or not existing[plan.target].selectable:
+            result.error = "folder is not on the target"
+            result.missing = [_entry(item, "folder is not on the target") for item in items]
+            return
+        folder = self._call(None, lambda: self.target.select(plan.target))
+        run = FolderRun(plan=plan, folder=folder)
+        index = self.index(run)
+        pairs: list[tuple[RestoreItem, TargetMessage | None]] = []
+        unsure: list[RestoreItem] = []
+        for item in items:  # first the UIDs the uploads recorded, then match the rest
+            upload = item.upload
+            recorded = (upload is not None and upload.status == UPLOAD_DONE and upload.target_folder == plan.target
+                        and upload.target_uidvalidity == folder.uidvalidity and upload.target_uid is not None
+                        and upload.target_uid in index.by_uid and upload.target_uid not in run.claimed)
+            if recorded and upload is not None and upload.target_uid is not None:
+                run.claimed.add(upload.target_uid)
+                pairs.append((item, index.by_uid[upload.target_uid]))
+            else:
+                unsure.append(item)
+        for item in unsure:
+            pairs.append((item, index.claim(item.message, self.body_of(plan, item.message))))
+        for item, found in pairs:
+            self._compare(plan, folder, index, item, found, result)
+
+    def _compare(self, plan: FolderPlan, folder: TargetFolder, index: TargetIndex, item: RestoreItem,
+                 found: TargetMessage | None, result: FolderCheck) -> None:
+        message = item.message
+        if found is None:
+            result.missing.append(_entry(item, _missing_reason(item)))
+            return
+        expected = upload_flags(message.flags, folder)
+        details = {"target_uid": found.uid, "target_size": found.size, "flags": expected,
+                   "target_flags": found.flags}
+        if not index.size_matches(found, message, self.body_of(plan, message)):
+            result.size_mismatch.append(_entry(item, "a different size on the target", **details))
+        elif tuple(sorted(found.flags)) != expected:
+            result.flags_mismatch.append(_entry(item, "different flags on the target", **details))
+        elif found.internaldate is not None and found.internaldate != message.internaldate:
+            result.date_mismatch.append(_entry(item, f"arrival date on the target is {found.internaldate.isoformat()}",
+                                               **details))
+        else:
+            result.present += 1
+
+
+def check_target(archive: Archive, target: TargetMailbox, options: RestoreOptions, account: str) -> TargetCheck:
+    """Is every archived message (in the chosen folders) on the target, in the
+    folder a restore puts it, with the same size, flags and arrival date?"""
+    return _Checker(archive, target, options).run(account)
+
+
+def _entry(item: RestoreItem, reason: str, **details: Any) -> CheckEntry:
+    message = item.message
+    return CheckEntry(uid=message.uid, uidvalidity=message.uidvalidity, size=message.size,
+                      message_id=message.message_id, subject=message.subject, reason=reason, **details)
+
+
+def _missing_reason(item: RestoreItem) -> str:
+    upload = item.upload
+    if upload is None:
+        return "not uploaded yet"
+    if upload.status == UPLOAD_FAILED:
+        return f"upload failed: {upload.error}"
+    if upload.status == UPLOAD_PENDING:
+        return "upload was interrupted; run the restore again"
+    return f"uploaded {upload.uploaded_at or ''} but no longer in the folder".replace("  ", " ")
+
+
+def check_to_dict(check: TargetCheck) -> dict[str, Any]:
+    return {
+        "report": "restore-verify",
+        "mailbackup_version": __version__,
+        "account": check.account,
+        "target": {"server": check.target.server, "account": check.target.account},
+        "started_at": check.started_at,
+        "finished_at": check.finished_at,
+        "status": "complete" if check.complete else "incomplete",
+        "checked": ["present", "size", "flags", "internaldate"],
+        "totals": check.totals(),
+        "folders": [
+            {"source": folder.source, "target": folder.target, "status": folder.status, "error": folder.error,
+             "messages": folder.messages, "present": folder.present,
+             **{kind: [asdict(entry) for entry in getattr(folder, kind)]
+                for kind in ("missing", "size_mismatch", "flags_mismatch", "date_mismatch")}}
+            for folder in check.folders
+        ],
+    }
+
+
+def write_check_report(check: TargetCheck, directory: Path) -> Path:
+    """``restore-verify.json`` in `directory` (written whole or not at all, 0600)."""
+    path = directory / CHECK_REPORT
+    data = json.dumps(check_to_dict(check), ensure_ascii=False, indent=2) + "\n"
+    atomic_write(path, data.encode("utf-8"))
+    return path
