@@ -5,6 +5,8 @@ everything it can, names what it could not, and completes when it can."""
 from __future__ import annotations
 
 import re
+import threading
+import time
 
 import sample_mail
 from helpers import archive_contents, backup, run_cli, server_contents
@@ -104,3 +106,35 @@ def test_a_flaky_link_still_completes(imap_user, imap_client_factory, tmp_path):
         assert proxy.cuts >= 3
     assert result.returncode == 0, result.stderr
     assert len(archive_contents(tmp_path, imap_user.name)["INBOX"]) == 40
+
+
+def test_a_run_that_dies_is_recorded_as_failed_not_ok(imap_user, imap_client_factory, tmp_path):
+    """Reports read the runs table for the last good backup: a failed run must not look like one."""
+    from helpers import state_rows
+    from netproxy import Proxy
+
+    client = imap_client_factory(imap_user)
+    sample_mail.fill_mailbox(client, {"INBOX": letters(30)})
+    assert backup(imap_user, tmp_path).returncode == 0
+    for body in letters(10, 900):
+        client.append("INBOX", body)
+    proxy = Proxy("127.0.0.1", imap_user.port, cut_after_bytes=12_000).start()
+
+    def take_the_server_away() -> None:  # after the first drop, the server is gone for good
+        while proxy.cuts == 0 and not stopped.is_set():
+            time.sleep(0.01)
+        proxy.stop()
+
+    stopped = threading.Event()
+    watcher = threading.Thread(target=take_the_server_away, daemon=True)
+    watcher.start()
+    try:
+        result = run_cli(["backup", imap_user.name, *through(proxy, imap_user), "--dest", str(tmp_path),
+                          "--retries", "1", "--retry-delay", "0.3"], password=imap_user.password)
+    finally:
+        stopped.set()
+        watcher.join()
+        proxy.stop()
+    assert result.returncode == ExitCode.CONNECTION, result.stderr
+    statuses = [row[0] for row in state_rows(tmp_path, imap_user.name, "SELECT status FROM runs ORDER BY id")]
+    assert statuses == ["ok", "failed"]

@@ -18,7 +18,7 @@ from typing import Any
 import imapclient
 from imapclient.response_parser import parse_fetch_response
 
-from mailbackup.errors import FolderError, ServerError
+from mailbackup.errors import FolderError, ServerBusy, ServerError
 from mailbackup.imap import compress, utf7
 from mailbackup.imap.connect import login, open_client, translate_errors
 from mailbackup.imap.fetchstream import MAX_LITERAL, BatchResult, FetchPipeline
@@ -154,6 +154,8 @@ class ImapSession:
         try:
             with translate_errors(self.settings):
                 data = self.client.folder_status(name, items)
+        except ServerBusy:
+            raise  # pushback is waited out by the caller, not a broken folder
         except ServerError as exc:
             raise FolderError(f"cannot read status of folder {name!r}: {exc.message}") from None
         values = {_text(key).upper(): value for key, value in data.items()}
@@ -169,6 +171,8 @@ class ImapSession:
         try:
             with translate_errors(self.settings):
                 response = self.client.select_folder(name, readonly=True)
+        except ServerBusy:
+            raise  # pushback is waited out by the caller, not a broken folder
         except ServerError as exc:
             raise FolderError(f"cannot open folder {name!r}: {exc.message}") from None
         self.selected = name

@@ -30,7 +30,7 @@ from mailbackup.store.body import MessageBody
 from mailbackup.store.naming import local_path_for, path_key, unique_local_path
 from mailbackup.sync import plan
 from mailbackup.sync.archive import Archive
-from mailbackup.throttle import WaitBudget
+from mailbackup.throttle import WaitBudget, busy_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,12 +118,20 @@ class BackupEngine:
                     break
             if self.options.stop.is_set():
                 stats.interrupted = True
-        finally:
-            stats.seconds = time.monotonic() - started
-            if run_id is not None:
-                status = "interrupted" if stats.interrupted else ("warnings" if stats.has_warnings else "ok")
-                self.state.finish_run(run_id, status, stats.messages, stats.bytes)
+        except BaseException:
+            # A run that ended in an error must never count as the last good backup.
+            self._finish_run(run_id, stats, started, "failed")
+            raise
+        self._finish_run(run_id, stats, started, None)
         return stats
+
+    def _finish_run(self, run_id: int | None, stats: RunStats, started: float, status: str | None) -> None:
+        stats.seconds = time.monotonic() - started
+        if run_id is None:
+            return
+        if status is None:
+            status = "interrupted" if stats.interrupted else ("warnings" if stats.has_warnings else "ok")
+        self.state.finish_run(run_id, status, stats.messages, stats.bytes)
 
     def _sync_folder_safely(self, info: FolderInfo, result: FolderResult) -> None:
         try:
@@ -377,9 +385,14 @@ class BackupEngine:
         results = self.session.stream_bodies([uids], spool_dir=self.archive.spool_dir,
                                              spool_above=self.options.large_message, depth=1)
         try:
-            return next(results)
+            result = next(results)
         finally:
             results.close()
+        if result.status != "OK" and (busy := busy_error(str(self.session.settings.server), result.text)):
+            for message in result.messages:
+                message.body.discard()
+            raise busy  # waited out by _call, like any other pushback
+        return result
 
     def _record_failure(self, run: FolderRun, uid: int, error: str) -> None:
         run.result.failed_uids.append(uid)
