@@ -39,7 +39,7 @@ from mailbackup import __version__
 from mailbackup.errors import ConnectionLost, ExitCode, FolderError, ServerError
 from mailbackup.headers import HeaderSummary, summarize
 from mailbackup.imap.session import ImapSession
-from mailbackup.model import MessageMeta, StoredMessage
+from mailbackup.model import FolderInfo, MessageMeta, StoredMessage
 from mailbackup.state.db import FolderRecord, now_iso
 from mailbackup.store import mboxrd
 from mailbackup.store.maildir import INFO_SEPARATORS, MaildirStore
@@ -253,6 +253,13 @@ def verify_online(session: ImapSession, archive: Archive, options: VerifyOptions
     for info in select_folders(listed, options.include, options.exclude):
         progress.stage(f"reading folder {info.name}")
         server[info.name] = _read_server_folder(session, archive, info.name)
+    archived = {record.name for record in archive.state.folders()}
+    for info in listed:
+        # A folder we hold that the server now lists but will not open (\Noselect after an
+        # access error) was not compared: it must not pass as complete.
+        if not info.selectable and info.name in archived and select_folders(
+                [FolderInfo(info.name, info.delimiter)], options.include, options.exclude):
+            server[info.name] = ServerFolder(info.name, error="the server lists this folder but will not open it")
     excluded = {info.name for info in listed} - set(server)
     return _Checker(archive, options, progress, Mode.ONLINE, started).run(server, excluded)
 

@@ -186,6 +186,24 @@ def test_new_mail_is_missing_until_the_next_backup(imap_user: ImapUser, imap_cli
     assert (code, report["status"], report["totals"]["server_messages"]) == (0, "complete", 2)
 
 
+def test_a_folder_the_server_will_not_open_is_not_complete(imap_user: ImapUser,
+                                                           imap_client_factory: Callable[..., IMAPClient],
+                                                           tmp_path: Path) -> None:
+    client = imap_client_factory(imap_user)
+    sample_mail.fill_mailbox(client, {"INBOX": [sample_mail.thai_qp_message()],
+                                      "Locked": [sample_mail.tis620_message()]})
+    backup(imap_user, tmp_path)
+    locked = imap_user.server.folder_dir(imap_user.name, "Locked")
+    os.chmod(locked, 0)  # Dovecot then lists it \Noselect
+    try:
+        code, report = verify(imap_user, tmp_path)
+    finally:
+        os.chmod(locked, 0o700)
+    assert code != 0 and report["status"] != "complete"
+    assert folder(report, "Locked")["status"] == "failed"
+    assert folder(report, "INBOX")["status"] == "complete"
+
+
 def test_unreachable_server_writes_failed_report(mail_user: ImapUser, copy_of: Callable[[str], Path]) -> None:
     dest = copy_of("maildir")
     done = mailbackup("verify", mail_user.name, "--server", "localhost:1", "--dest", dest, "--deadline", "2000-01-01",
