@@ -194,8 +194,9 @@ def test_a_folder_the_server_will_not_open_is_not_complete(imap_user: ImapUser,
                                       "Locked": [sample_mail.tis620_message()]})
     backup(imap_user, tmp_path)
     locked = imap_user.server.folder_dir(imap_user.name, "Locked")
-    os.chmod(locked, 0)  # Dovecot then lists it \Noselect
+    os.chmod(locked, 0)  # after one failed access Dovecot lists it \Noselect
     try:
+        mailbackup("backup", imap_user.name, *server_args(imap_user), "--dest", tmp_path, password=imap_user.password)
         code, report = verify(imap_user, tmp_path)
     finally:
         os.chmod(locked, 0o700)
