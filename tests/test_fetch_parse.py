@@ -1,0 +1,30 @@
+"""The fast path for Dovecot's FETCH shape must read exactly what the general
+parser reads, for any UID, flags and date."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailbackup.imap.fetchstream import COMMON_SHAPE, _parse_general, _parse_items
+from mailbackup.store.body import MessageBody
+
+ATOM = st.text(alphabet=st.sampled_from("abcdefXYZ$_-\\0123456789"), min_size=1, max_size=12)
+DATE = st.builds(lambda d, h: f"{d:02d}-Jan-2024 {h:02d}:03:31 +0700", st.integers(1, 28), st.integers(0, 23))
+
+
+@given(st.integers(1, 2**32 - 1), st.lists(ATOM, max_size=6), DATE, st.integers(0, 10**9))
+def test_fast_path_agrees_with_the_general_parser(uid, flags, date, size):
+    text = (f'(UID {uid} FLAGS ({" ".join(flags)}) INTERNALDATE "{date}" RFC822.SIZE {size} BODY[] ').encode() \
+        + b"\x000\x00)"
+    literals = [MessageBody.from_bytes(b"body")]
+    assert COMMON_SHAPE.match(text)
+    assert _parse_items(text, literals) == _parse_general(text, literals)
+
+
+def test_other_orders_take_the_general_path():
+    text = b'(BODY[] \x000\x00 UID 7 FLAGS (\\Seen) RFC822.SIZE 4 INTERNALDATE "05-Jan-2024 09:03:07 +0700")'
+    literals = [MessageBody.from_bytes(b"body")]
+    assert not COMMON_SHAPE.match(text)
+    items = _parse_items(text, literals)
+    assert items["UID"] == 7 and items["FLAGS"] == ("\\Seen",) and items["BODY[]"] is literals[0]
