@@ -40,6 +40,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from mailbackup.errors import ConfigError, UsageError
+from mailbackup.i18n import N_, _
 from mailbackup.model import DEFAULT_SERVER, ConnectionSettings, ServerAddress, TLSMode
 
 DEFAULT_DEST = "mail-backup"
@@ -55,7 +56,7 @@ ACCOUNT_PLACEHOLDER = "{account}"
 
 @dataclass(frozen=True)
 class Key:
-    expected: str  # "HOST or HOST:PORT": said in every error about this key
+    expected: str  # "HOST or HOST:PORT": said in every error about this key (marked with N_, shown with _)
     accepts: Callable[[Any], bool]
 
 
@@ -118,28 +119,28 @@ def _compress_mode(value: Any) -> str:
 
 
 ACCOUNT_KEYS: dict[str, Key] = {
-    "server": Key("HOST or HOST:PORT (e.g. imap.mail.go.th:993)", _server),
-    "cafile": Key("the path of a PEM file", _text),
-    "starttls": Key("true or false", _flag),
-    "insecure": Key("true or false", _flag),
-    "compress": Key("auto, always or never (true = always, false = never)",
+    "server": Key(N_("HOST or HOST:PORT (e.g. imap.mail.go.th:993)"), _server),
+    "cafile": Key(N_("the path of a PEM file"), _text),
+    "starttls": Key(N_("true or false"), _flag),
+    "insecure": Key(N_("true or false"), _flag),
+    "compress": Key(N_("auto, always or never (true = always, false = never)"),
                     lambda value: _flag(value) or value in COMPRESS_MODES),
-    "timeout": Key("a number of seconds above 0", _seconds),
-    "dest": Key("a directory path", _text),
-    "format": Key(" or ".join(FORMATS), lambda value: value in FORMATS),
-    "deadline": Key("a date YYYY-MM-DD", _date),
-    "include": Key("a folder glob or a list of them", _globs),
-    "exclude": Key("a folder glob or a list of them", _globs),
-    "password_command": Key("a command that prints the password", _text),
+    "timeout": Key(N_("a number of seconds above 0"), _seconds),
+    "dest": Key(N_("a directory path"), _text),
+    "format": Key(N_("maildir or mbox"), lambda value: value in FORMATS),
+    "deadline": Key(N_("a date YYYY-MM-DD"), _date),
+    "include": Key(N_("a folder glob or a list of them"), _globs),
+    "exclude": Key(N_("a folder glob or a list of them"), _globs),
+    "password_command": Key(N_("a command that prints the password"), _text),
 }
 SWEEP_KEYS: dict[str, Key] = {
-    "jobs": Key("a whole number of accounts at once, 1 or more", _count),
-    "max_connections_per_server": Key("a whole number, 1 or more", _count),
-    "max_bytes_per_second": Key("a whole number of bytes per second, 1 or more (e.g. 2000000)", _count),
+    "jobs": Key(N_("a whole number of accounts at once, 1 or more"), _count),
+    "max_connections_per_server": Key(N_("a whole number, 1 or more"), _count),
+    "max_bytes_per_second": Key(N_("a whole number of bytes per second, 1 or more (e.g. 2000000)"), _count),
 }
 ENTRY_KEYS: dict[str, Key] = {
-    "account": Key("the IMAP login, e.g. somchai.j@coj.go.th (no spaces or quotes)", _account_name),
-    **{key: Key("text (quote numbers)", _text) for key in STAFF_KEYS},
+    "account": Key(N_("the IMAP login, e.g. somchai.j@coj.go.th (no spaces or quotes)"), _account_name),
+    **{key: Key(N_("text (quote numbers)"), _text) for key in STAFF_KEYS},
 }
 DEFAULTS_ALLOWED = {**ACCOUNT_KEYS, **SWEEP_KEYS, "unit": ENTRY_KEYS["unit"]}
 ENTRY_ALLOWED = {**ACCOUNT_KEYS, **ENTRY_KEYS}
@@ -198,13 +199,13 @@ def load_sweep(path: Path) -> SweepSettings:
     defaults = document.get("defaults") or {}
     entries = _entries(document)
     if not entries:
-        raise ConfigError(f"{path}: no accounts to work on",
-                          hint="add `accounts:` with one `- account: NAME` line per mailbox")
+        raise ConfigError(_("{path}: no accounts to work on").format(path=path),
+                          hint=_("add `accounts:` with one `- account: NAME` line per mailbox"))
     accounts = []
     for entry in entries:
         values, metadata = _merge(defaults, entry, path)
         accounts.append(_settings(str(entry["account"]), values, metadata))
-    base, _ = _merge(defaults, {}, path)
+    base, _staff = _merge(defaults, {}, path)
     return SweepSettings(
         path=path.resolve(), accounts=tuple(accounts), dest=Path(base.get("dest") or DEFAULT_DEST),
         jobs=int(defaults.get("jobs") or DEFAULT_JOBS),
@@ -266,7 +267,7 @@ def _as_date(value: Any) -> dt.date | None:
     try:
         return dt.date.fromisoformat(str(value).strip())
     except ValueError:
-        raise ConfigError(f"deadline {value!r} is not a date (expected YYYY-MM-DD)") from None
+        raise ConfigError(_("deadline {value!r} is not a date (expected YYYY-MM-DD)").format(value=value)) from None
 
 
 # ---------------------------------------------------------------------------
@@ -280,13 +281,15 @@ def read_config(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        raise ConfigError(_("cannot read config {path}: {error}").format(path=path, error=exc.strerror or exc)) \
+            from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path}:{line}: not UTF-8 text", hint="save the file as UTF-8 (not TIS-620 or "
-                          "Windows-874); Notepad: Save as, Encoding UTF-8") from None
+        raise ConfigError(_("{path}:{line}: not UTF-8 text").format(path=path, line=line),
+                          hint=_("save the file as UTF-8 (not TIS-620 or Windows-874); Notepad: Save as, "
+                                 "Encoding UTF-8")) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -297,7 +300,8 @@ def read_config(path: Path) -> dict[str, Any]:
     problems = validate(node, path)
     if problems:
         raise ConfigError(problems[0] if len(problems) == 1
-                          else "\n".join([f"{len(problems)} problems in the config:", *problems]))
+                          else "\n".join([_("{count} problems in the config:").format(count=len(problems)),
+                                          *problems]))
     if data.get("accounts"):
         data["accounts"] = _entries(data)
     return data  # type: ignore[no-any-return]
@@ -308,15 +312,16 @@ def _yaml_problem(exc: yaml.YAMLError, path: Path, text: str) -> str:
     where = f"{path}:{mark.line + 1}" if mark else str(path)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     line = text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else ""
-    hint = " (indent with spaces, not tabs)" if "\t" in line[: len(line) - len(line.lstrip())] or "'\\t'" in str(
+    hint = _(" (indent with spaces, not tabs)") if "\t" in line[: len(line) - len(line.lstrip())] or "'\\t'" in str(
         problem) else ""
-    return f"{where}: not valid YAML: {problem}{hint}"
+    return _("{where}: not valid YAML: {problem}{hint}").format(where=where, problem=problem, hint=hint)
 
 
 def validate(node: yaml.Node, path: Path) -> list[str]:
     """Every problem in the document, each as ``file:line: what is expected``, in line order."""
     if not isinstance(node, yaml.MappingNode):
-        return [f"{path}:{_line(node)}: expected a mapping with `defaults:` and `accounts:`"]
+        return [_("{path}:{line}: expected a mapping with `defaults:` and `accounts:`").format(
+            path=path, line=_line(node))]
     problems: list[tuple[int, str]] = []
     for key_node, value_node in _pairs(node, path, problems):
         key = key_node.value
@@ -325,8 +330,9 @@ def validate(node: yaml.Node, path: Path) -> list[str]:
         elif key == "accounts":
             problems += _check_accounts(value_node, path)
         else:
-            problems.append((_line(key_node), f"unknown key {key!r} at the top{_suggest(key, ['defaults', 'accounts'])}"
-                                              " (expected defaults or accounts)"))
+            problems.append((_line(key_node), _("unknown key {key!r} at the top{suggestion} (expected defaults or "
+                                                "accounts)").format(
+                key=key, suggestion=_suggest(key, ["defaults", "accounts"]))))
     return [f"{path}:{line}: {text}" for line, text in sorted(problems, key=lambda item: item[0])]
 
 
@@ -345,11 +351,12 @@ def _pairs(node: yaml.MappingNode, path: Path, problems: list[tuple[int, str]]) 
     pairs: list[tuple[yaml.Node, yaml.Node]] = []
     for key_node, value_node in node.value:
         if not isinstance(key_node, yaml.ScalarNode):
-            problems.append((_line(key_node), "a key must be a plain word"))
+            problems.append((_line(key_node), _("a key must be a plain word")))
             continue
         key = str(key_node.value)
         if key in seen:
-            problems.append((_line(key_node), f"{key} given twice in one mapping (first on line {seen[key]})"))
+            problems.append((_line(key_node), _("{key} given twice in one mapping (first on line {first})").format(
+                key=key, first=seen[key])))
             continue
         seen[key] = _line(key_node)
         pairs.append((key_node, value_node))
@@ -360,7 +367,7 @@ def _check_accounts(node: yaml.Node, path: Path) -> list[tuple[int, str]]:
     if not isinstance(node, yaml.SequenceNode):
         if isinstance(node, yaml.ScalarNode) and node.value in ("", "~", "null"):
             return []
-        return [(_line(node), "accounts must be a list: one `- account: NAME` entry per mailbox")]
+        return [(_line(node), _("accounts must be a list: one `- account: NAME` entry per mailbox"))]
     problems: list[tuple[int, str]] = []
     seen: dict[str, int] = {}
     for item in node.value:
@@ -369,19 +376,20 @@ def _check_accounts(node: yaml.Node, path: Path) -> list[tuple[int, str]]:
             name = _construct(item)
             problems += _check_value("account", name, ENTRY_KEYS["account"], line)
         elif isinstance(item, yaml.MappingNode):
-            problems += _check_mapping(item, path, ENTRY_ALLOWED, "an account entry")
+            problems += _check_mapping(item, path, ENTRY_ALLOWED, N_("an account entry"))
             keys = {key.value: value for key, value in item.value if isinstance(key, yaml.ScalarNode)}
             if "account" not in keys:
-                problems.append((line, "account entry without `account:` (expected `- account: NAME`)"))
+                problems.append((line, _("account entry without `account:` (expected `- account: NAME`)")))
                 continue
             name = _construct(keys["account"])
         else:
-            problems.append((line, "an account entry must be a mapping (`- account: NAME`) or an account name"))
+            problems.append((line, _("an account entry must be a mapping (`- account: NAME`) or an account name")))
             continue
         if isinstance(name, str) and name.strip():
             folded = name.strip().casefold()
             if folded in seen:
-                problems.append((line, f"account {name} listed twice (first on line {seen[folded]})"))
+                problems.append((line, _("account {account} listed twice (first on line {first})").format(
+                    account=name, first=seen[folded])))
             seen.setdefault(folded, line)
     return problems
 
@@ -390,13 +398,13 @@ def _check_mapping(node: yaml.Node, path: Path, allowed: dict[str, Key], what: s
     if not isinstance(node, yaml.MappingNode):
         if what == "defaults" and isinstance(node, yaml.ScalarNode) and node.value in ("", "~", "null"):
             return []
-        return [(_line(node), f"{what} must be a mapping of `key: value` lines")]
+        return [(_line(node), _("{what} must be a mapping of `key: value` lines").format(what=_(what)))]
     problems: list[tuple[int, str]] = []
     for key_node, value_node in _pairs(node, path, problems):
         key, line = str(key_node.value), _line(key_node)
         if key.lower() in FORBIDDEN:
-            problems.append((line, "passwords do not belong in the config; use `mailbackup auth set`, "
-                                   "`mailbackup auth import` or password_command"))
+            problems.append((line, _("passwords do not belong in the config; use `mailbackup auth set`, "
+                                     "`mailbackup auth import` or password_command")))
         elif key not in allowed:
             problems.append((line, _misplaced(key, allowed, what)))
         else:
@@ -407,31 +415,34 @@ def _check_mapping(node: yaml.Node, path: Path, allowed: dict[str, Key], what: s
 
 def _misplaced(key: str, allowed: dict[str, Key], what: str) -> str:
     if key in SWEEP_KEYS:
-        return f"{key} applies to the whole sweep: put it under `defaults:`"
+        return _("{key} applies to the whole sweep: put it under `defaults:`").format(key=key)
     if key in ENTRY_KEYS:
-        return f"{key} belongs to one account: put it in the account's entry under `accounts:`"
-    return f"unknown key {key!r} in {what}{_suggest(key, list(allowed))} (expected one of {', '.join(sorted(allowed))})"
+        return _("{key} belongs to one account: put it in the account's entry under `accounts:`").format(key=key)
+    return _("unknown key {key!r} in {what}{suggestion} (expected one of {keys})").format(
+        key=key, what=_(what), suggestion=_suggest(key, list(allowed)), keys=", ".join(sorted(allowed)))
 
 
 def _suggest(key: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(key.lower(), choices, n=1, cutoff=0.75)
-    return f"; did you mean {close[0]}?" if close else ""
+    return _("; did you mean {key}?").format(key=close[0]) if close else ""
 
 
 def _check_value(key: str, value: Any, spec: Key, line: int, *, base: Path | None = None) -> list[tuple[int, str]]:
     if value is None:
-        return [(line, f"{key} has no value (expected {spec.expected})")]
+        return [(line, _("{key} has no value (expected {expected})").format(key=key, expected=_(spec.expected)))]
     if not spec.accepts(value):
-        return [(line, f"{key} must be {spec.expected}, not {_shown(key, value)}")]
+        return [(line, _("{key} must be {expected}, not {value}").format(
+            key=key, expected=_(spec.expected), value=_shown(key, value)))]
     if key == "cafile" and base is not None:
         cafile = base / Path(str(value)).expanduser()
         if not cafile.is_file():
-            return [(line, f"cafile {cafile} does not exist (expected {spec.expected})")]
+            return [(line, _("cafile {path} does not exist (expected {expected})").format(
+                path=cafile, expected=_(spec.expected)))]
     return []
 
 
 def _shown(key: str, value: Any) -> str:
     if key == "password_command" or not isinstance(value, str | int | float | bool | dt.date):
-        return f"a {type(value).__name__}" if not isinstance(value, list) else "a list"
+        return _("a {type}").format(type=type(value).__name__) if not isinstance(value, list) else _("a list")
     text = repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mailbackup.errors import StorageError, UsageError
+from mailbackup.i18n import _
 from mailbackup.migrate import batches, source_path, source_prefix_of
 from mailbackup.model import FolderInfo, StoredMessage
 from mailbackup.state.db import FolderRecord
@@ -220,7 +221,8 @@ class NoExportProgress:
 
 def export_archive(archive: Archive, options: ExportOptions, progress: ExportProgress | None = None) -> ExportStats:
     if options.kind not in KINDS:
-        raise UsageError(f"unknown export kind {options.kind!r}", hint=f"use one of {', '.join(KINDS)}")
+        raise UsageError(_("unknown export kind {kind!r}").format(kind=options.kind),
+                         hint=_("use one of {kinds}").format(kinds=", ".join(KINDS)))
     _prepare_output(options.out_dir)
     started = time.monotonic()
     exporter = _Exporter(archive, options, progress or NoExportProgress())
@@ -233,10 +235,12 @@ def _prepare_output(out_dir: Path) -> None:
     """A new or empty directory: an export never mixes with older files."""
     try:
         if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-            raise UsageError(f"{out_dir} already exists and is not empty", hint="export into a new directory")
+            raise UsageError(_("{path} already exists and is not empty").format(path=out_dir),
+                             hint=_("export into a new directory"))
         make_private_dirs(out_dir)
     except OSError as exc:
-        raise StorageError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
+        raise StorageError(_("cannot create {path}: {error}").format(path=out_dir, error=exc.strerror or exc)) \
+            from None
 
 
 class _Exporter:
@@ -262,7 +266,8 @@ class _Exporter:
         try:
             return self.archive.store.read(record.local_path, message)
         except (OSError, ValueError) as exc:
-            text = f"folder {record.name!r}: UID {message.uid} not exported: cannot read the archived copy: {exc}"
+            text = _("folder {folder!r}: UID {uid} not exported: cannot read the archived copy: {error}").format(
+                folder=record.name, uid=message.uid, error=exc)
             result.failed.append(text)
             self.progress.warn(text)
             return None
@@ -306,7 +311,8 @@ class _Exporter:
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as exc:
-            raise StorageError(f"cannot write {target}: {exc.strerror or exc}") from None
+            raise StorageError(_("cannot write {path}: {error}").format(path=target, error=exc.strerror or exc)) \
+                from None
 
     # -- mbox <-> Maildir ---------------------------------------------
     def _other_layout(self) -> ExportStats:

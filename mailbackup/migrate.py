@@ -52,6 +52,7 @@ from typing import Any, Protocol, TypeVar
 from mailbackup import __version__, faults
 from mailbackup.errors import ConnectError, ConnectionLost, FolderError, Interrupted, ServerError
 from mailbackup.headers import summarize
+from mailbackup.i18n import _
 from mailbackup.imap.append import AppendItem, AppendResponse, Namespace, TargetFolder, TargetMailbox, TargetMessage
 from mailbackup.model import FolderInfo, StoredMessage
 from mailbackup.report import atomic_write
@@ -146,10 +147,11 @@ def plan_folders(records: Iterable[FolderRecord], source_prefix: str, namespace:
         name, changed = target_name(path, namespace)
         warnings = []
         if changed:
-            warnings.append(f"folder {record.name!r} becomes {name!r} on the target: "
-                            f"{namespace.delimiter!r} separates folders there")
+            warnings.append(_("folder {folder!r} becomes {target!r} on the target: {delimiter!r} separates folders "
+                              "there").format(folder=record.name, target=name, delimiter=namespace.delimiter))
         if name in taken:
-            warnings.append(f"folders {taken[name]!r} and {record.name!r} both go to {name!r}")
+            warnings.append(_("folders {first!r} and {second!r} both go to {target!r}").format(
+                first=taken[name], second=record.name, target=name))
         taken.setdefault(name, record.name)
         plans.append(FolderPlan(record, name, tuple(warnings)))
     return sorted(plans, key=lambda plan: (plan.target.upper() != "INBOX", path_sort_key(plan)))
@@ -387,8 +389,8 @@ class _TargetWork:
                 return
             except (ConnectionLost, ConnectError) as exc:
                 if attempt == self.options.max_retries:
-                    raise ConnectError(f"could not reconnect to the target after {attempt} tries: "
-                                       f"{exc.message}") from None
+                    raise ConnectError(_("could not reconnect to the target after {count} tries: {error}").format(
+                        count=attempt, error=exc.message)) from None
                 delay = min(delay * 2, 60.0)
 
 
@@ -444,7 +446,7 @@ class RestoreEngine(_TargetWork):
             self._restore_folder(plan, existing, result)
         except (FolderError, ServerError) as exc:
             result.error = exc.message
-            self.progress.warn(f"folder {plan.record.name!r}: {exc.message}")
+            self.progress.warn(_("folder {folder!r}: {error}").format(folder=plan.record.name, error=exc.message))
         finally:
             self.progress.folder_done(result)
 
@@ -468,7 +470,7 @@ class RestoreEngine(_TargetWork):
         for group in batches(to_upload, self.options.batch_messages, self.options.batch_bytes,
                              lambda item: item.message.size):
             if self.options.stop.is_set():
-                raise Interrupted("stopped by request after the last complete batch")
+                raise Interrupted(_("stopped by request after the last complete batch"))
             self._upload(run, group, result)
 
     def _dry_run(self, plan: FolderPlan, existing: dict[str, FolderInfo], items: list[RestoreItem],
@@ -548,12 +550,13 @@ class RestoreEngine(_TargetWork):
         message = item.message
         limit = self.target.append_limit
         if limit is not None and message.size > limit:
-            self._fail(run, item, f"larger than the target accepts (APPENDLIMIT {limit} bytes)", result)
+            self._fail(run, item, _("larger than the target accepts (APPENDLIMIT {limit} bytes)").format(limit=limit),
+                       result)
             return None
         try:
             body = self.store.read(run.plan.record.local_path, message)
         except (OSError, ValueError) as exc:
-            self._fail(run, item, f"cannot read the archived copy: {exc}", result)
+            self._fail(run, item, _("cannot read the archived copy: {error}").format(error=exc), result)
             return None
         flags = upload_flags(message.flags, run.folder)
         return item, AppendItem(body=body, flags=flags, internaldate=message.internaldate)
@@ -618,10 +621,12 @@ class RestoreEngine(_TargetWork):
 
 
 def describe_refusal(response: AppendResponse) -> str:
-    known = {"OVERQUOTA": "the target mailbox is full", "TOOBIG": "the message is too large for the target",
-             "LIMIT": "the target refused it for exceeding a limit"}
+    known = {"OVERQUOTA": _("the target mailbox is full"), "TOOBIG": _("the message is too large for the target"),
+             "LIMIT": _("the target refused it for exceeding a limit")}
     reason = known.get(response.code or "")
-    return f"{reason}: {response.text}" if reason else f"refused by the target: {response.text}"
+    if reason:
+        return f"{reason}: {response.text}"
+    return _("refused by the target: {reply}").format(reply=response.text)
 
 
 def batches(items: Sequence[T], max_count: int, max_bytes: int, size_of: Callable[[T], int]) -> list[list[T]]:
@@ -727,8 +732,8 @@ class _Checker(_TargetWork):
         items = self.items(plan)
         result.messages = len(items)
         if plan.target not in existing or not existing[plan.target].selectable:
-            result.error = "folder is not on the target"
-            result.missing = [_entry(item, "folder is not on the target") for item in items]
+            result.error = _("folder is not on the target")
+            result.missing = [_entry(item, _("folder is not on the target")) for item in items]
             return
         folder = self._call(None, lambda: self.target.select(plan.target))
         run = FolderRun(plan=plan, folder=folder)
@@ -760,12 +765,12 @@ class _Checker(_TargetWork):
         details = {"target_uid": found.uid, "target_size": found.size, "flags": expected,
                    "target_flags": found.flags}
         if not index.size_matches(found, message, self.body_of(plan, message)):
-            result.size_mismatch.append(_entry(item, "a different size on the target", **details))
+            result.size_mismatch.append(_entry(item, _("a different size on the target"), **details))
         elif tuple(sorted(found.flags)) != expected:
-            result.flags_mismatch.append(_entry(item, "different flags on the target", **details))
+            result.flags_mismatch.append(_entry(item, _("different flags on the target"), **details))
         elif found.internaldate is not None and found.internaldate != message.internaldate:
-            result.date_mismatch.append(_entry(item, f"arrival date on the target is {found.internaldate.isoformat()}",
-                                               **details))
+            result.date_mismatch.append(_entry(item, _("arrival date on the target is {date}").format(
+                date=found.internaldate.isoformat()), **details))
         else:
             result.present += 1
 
@@ -785,12 +790,12 @@ def _entry(item: RestoreItem, reason: str, **details: Any) -> CheckEntry:
 def _missing_reason(item: RestoreItem) -> str:
     upload = item.upload
     if upload is None:
-        return "not uploaded yet"
+        return _("not uploaded yet")
     if upload.status == UPLOAD_FAILED:
-        return f"upload failed: {upload.error}"
+        return _("upload failed: {error}").format(error=upload.error)
     if upload.status == UPLOAD_PENDING:
-        return "upload was interrupted; run the restore again"
-    return f"uploaded {upload.uploaded_at or ''} but no longer in the folder".replace("  ", " ")
+        return _("upload was interrupted; run the restore again")
+    return _("uploaded {when} but no longer in the folder").format(when=upload.uploaded_at or "").replace("  ", " ")
 
 
 def check_to_dict(check: TargetCheck) -> dict[str, Any]:

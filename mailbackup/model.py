@@ -9,6 +9,7 @@ from datetime import datetime
 from enum import Enum
 
 from mailbackup.errors import UsageError
+from mailbackup.i18n import _
 
 DEFAULT_SERVER = "imap.mail.go.th:993"
 IMAPS_PORT = 993
@@ -26,12 +27,13 @@ class ServerAddress:
         default_port = IMAP_PORT if starttls else IMAPS_PORT
         match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?|([^:\s\[\]]+)(?::(\d+))?", text.strip())
         if not match:
-            raise UsageError(f"cannot read server address {text!r}", hint="expected HOST or HOST:PORT")
+            raise UsageError(_("cannot read server address {text!r}").format(text=text),
+                             hint=_("expected HOST or HOST:PORT"))
         host = match.group(1) or match.group(3)
         port_text = match.group(2) or match.group(4)
         port = int(port_text) if port_text else default_port
         if not 0 < port < 65536:
-            raise UsageError(f"port {port} is out of range in {text!r}")
+            raise UsageError(_("port {port} is out of range in {text!r}").format(port=port, text=text))
         return cls(host, port)
 
     def __str__(self) -> str:

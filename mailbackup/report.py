@@ -31,8 +31,9 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from mailbackup import __version__
+from mailbackup import __version__, i18n
 from mailbackup.errors import StorageError
+from mailbackup.i18n import N_, _
 from mailbackup.state.db import STATE_FILE, StateDB
 from mailbackup.sync.archive import account_dir, open_archive
 from mailbackup.verify import FolderReport, MessageEntry, Mode, Status, VerifyResult
@@ -136,10 +137,10 @@ def load_verify(path: Path) -> VerifyResult:
     try:
         return verify_from_dict(json.loads(path.read_text(encoding="utf-8")))
     except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise StorageError(_("cannot read {path}: {error}").format(path=path, error=exc.strerror or exc)) from None
     except (ValueError, KeyError, TypeError) as exc:
-        raise StorageError(f"{path} is not a verification report mailbackup can read: {exc}",
-                           hint="run `mailbackup verify` again to write a new one") from None
+        raise StorageError(_("{path} is not a verification report mailbackup can read: {error}").format(
+            path=path, error=exc), hint=_("run `mailbackup verify` again to write a new one")) from None
 
 
 def _json_bytes(data: dict[str, Any]) -> bytes:
@@ -158,15 +159,39 @@ VERIFY_CSV_COLUMNS = (
 )
 
 
+# Thai CSV files get Thai column names and status words (Excel users read
+# them); English ones keep the names above, which scripts may rely on.
+CSV_HEADINGS = {
+    "folder": N_("Folder"), "status": N_("Status"), "server_messages": N_("On server"),
+    "local_messages": N_("In archive"), "ok": N_("Undamaged"), "missing": N_("Missing"), "corrupt": N_("Corrupt"),
+    "size_mismatch": N_("Size mismatch"), "only_local": N_("Only in archive"), "bytes": N_("Size (bytes)"),
+    "stray_files": N_("Stray files"), "error": N_("Error"), "account": N_("Account"), "server": N_("Server"),
+    "generated_at": N_("Verified at"), "mode": N_("Mode"), "tool_version": N_("Tool version"),
+    "deadline": N_("Deadline"), "overdue": N_("Overdue"), "days_left": N_("Days left"), "messages": N_("Messages"),
+    "last_backup": N_("Last good backup"), "verified_at": N_("Last verified"), "archive": N_("Archive"),
+}
+
+
+def _csv_header(columns: Iterable[str]) -> list[str]:
+    return [_(CSV_HEADINGS.get(column, column)) if _thai_report() else column for column in columns]
+
+
+def _csv_word(value: str) -> str:
+    """A status or mode as a Thai CSV shows it; English CSVs keep the value."""
+    if not _thai_report():
+        return value
+    return status_label(value) if value in STATUS_WORDS else mode_label(value)
+
+
 def verify_csv(result: VerifyResult) -> bytes:
-    stamp = [result.account, result.server, result.generated_at.isoformat(timespec="seconds"), result.mode.value,
-             result.tool_version, result.deadline.isoformat() if result.deadline else ""]
-    rows = [[folder.name, folder.status.value, _blank(folder.server_messages), folder.local_messages, folder.ok,
-             len(folder.missing), len(folder.corrupt), len(folder.size_mismatch), len(folder.only_local),
+    stamp = [result.account, result.server, result.generated_at.isoformat(timespec="seconds"),
+             _csv_word(result.mode.value), result.tool_version, result.deadline.isoformat() if result.deadline else ""]
+    rows = [[folder.name, _csv_word(folder.status.value), _blank(folder.server_messages), folder.local_messages,
+             folder.ok, len(folder.missing), len(folder.corrupt), len(folder.size_mismatch), len(folder.only_local),
              folder.bytes, len(folder.stray_files), folder.error or "", *stamp] for folder in result.folders]
     if result.error:  # no folders were read: one row still says so
-        rows.append(["", result.status.value, "", "", "", "", "", "", "", "", "", result.error, *stamp])
-    return _csv_bytes(VERIFY_CSV_COLUMNS, rows)
+        rows.append(["", _csv_word(result.status.value), "", "", "", "", "", "", "", "", "", result.error, *stamp])
+    return _csv_bytes(_csv_header(VERIFY_CSV_COLUMNS), rows)
 
 
 def _csv_bytes(header: Iterable[str], rows: Iterable[Iterable[object]]) -> bytes:
@@ -231,20 +256,53 @@ $body
 </html>
 """)
 
+# The words of a status; the catalogue gives the Thai ones.
 STATUS_WORDS = {
-    "complete": ("ครบถ้วน", "COMPLETE"),
-    "incomplete": ("ไม่ครบถ้วน", "INCOMPLETE"),
-    "corrupt": ("ข้อมูลเสียหาย", "CORRUPT"),
-    "failed": ("ตรวจสอบไม่สำเร็จ", "FAILED"),
-    NEVER_VERIFIED: ("ยังไม่เคยตรวจสอบ", "NEVER VERIFIED"),
+    "complete": N_("COMPLETE"),
+    "incomplete": N_("INCOMPLETE"),
+    "corrupt": N_("CORRUPT"),
+    "failed": N_("FAILED"),
+    NEVER_VERIFIED: N_("NEVER VERIFIED"),
 }
 STATUS_EXPLAINED = {
-    "complete": "Every message on the server is in the archive and its copy is undamaged.",
-    "incomplete": "Some messages are not (yet) in the archive: run the backup again, then verify.",
-    "corrupt": "Archived copies are damaged: keep this archive, run the backup into a new --dest and verify it.",
-    "failed": "The server could not be reached, so nothing could be proven.",
+    "complete": N_("Every message on the server is in the archive and its copy is undamaged."),
+    "incomplete": N_("Some messages are not (yet) in the archive: run the backup again, then verify."),
+    "corrupt": N_("Archived copies are damaged: keep this archive, run the backup into a new --dest and verify it."),
+    "failed": N_("The server could not be reached, so nothing could be proven."),
 }
+MODE_WORDS = {Mode.ONLINE.value: N_("online"), Mode.OFFLINE.value: N_("offline")}
 THAI_MONTHS = ("ม.ค.", "ก.พ.", "มี.ค.", "เม.ย.", "พ.ค.", "มิ.ย.", "ก.ค.", "ส.ค.", "ก.ย.", "ต.ค.", "พ.ย.", "ธ.ค.")
+
+
+def status_label(status: str) -> str:
+    """COMPLETE, CORRUPT, ... in the chosen language (for the command line)."""
+    word = STATUS_WORDS.get(status)
+    return _(word) if word else status.upper()
+
+
+def mode_label(mode: str) -> str:
+    word = MODE_WORDS.get(mode)
+    return _(word) if word else mode
+
+
+def _thai_report() -> bool:
+    return i18n.language() == "th"
+
+
+def _label(msgid: str, **values: object) -> str:
+    """A report's words.  Thai reports are in Thai; English ones keep the Thai
+    beside the English ("ครบถ้วน / COMPLETE"), for they are handed in to a
+    Thai office.  The Thai always comes from the catalogue."""
+    thai = i18n.translations("th").gettext(msgid).format(**values)
+    english = msgid.format(**values)
+    if _thai_report():
+        return thai
+    return english if thai == english else f"{thai} / {english}"
+
+
+def _heading(msgid: str) -> str:
+    thai = i18n.translations("th").gettext(msgid)
+    return f"<h1>{_e(thai)}</h1>" if _thai_report() else f"<h1>{_e(thai)}<small>{_e(msgid)}</small></h1>"
 
 
 def _e(value: object) -> str:
@@ -257,8 +315,8 @@ def _page(title: str, body: str) -> bytes:
 
 
 def _status_label(status: str) -> str:
-    thai, english = STATUS_WORDS.get(status, (status, status.upper()))
-    return f"{thai} / {english}"
+    word = STATUS_WORDS.get(status)
+    return _label(word) if word else status.upper()
 
 
 def _status_cell(status: str) -> str:
@@ -267,24 +325,30 @@ def _status_cell(status: str) -> str:
 
 
 def _thai_date(day: date) -> str:
-    """2026-01-31 (31 ม.ค. 2569): ISO, then the Thai civil date in the Buddhist era."""
-    return f"{day.isoformat()} ({day.day} {THAI_MONTHS[day.month - 1]} {day.year + 543})"
+    """Thai reports: 31 มกราคม 2569, the Thai civil date in the Buddhist era.
+    English ones: 2026-01-31 (31 ม.ค. 2569), ISO, then the Thai date."""
+    if _thai_report():
+        return i18n.thai_date(day)
+    return f"{day.isoformat()} ({day.day} {THAI_MONTHS[day.month - 1]} {day.year + i18n.BUDDHIST_ERA_OFFSET})"
 
 
 def _when(stamp: datetime) -> str:
-    return f"{_thai_date(stamp.date())} {stamp.strftime('%H:%M')} (UTC{stamp.strftime('%z')[:3]})"
+    zone = f"UTC{stamp.strftime('%z')[:3]}"
+    if _thai_report():
+        return f"{i18n.local_datetime(stamp)} ({zone})"
+    return f"{_thai_date(stamp.date())} {stamp.strftime('%H:%M')} ({zone})"
 
 
 def _deadline_text(deadline: date | None, days_left: int | None, overdue: bool) -> str:
     if deadline is None or days_left is None:
         return "-"
     if days_left > 0:
-        left = f"เหลืออีก {days_left} วัน / {days_left} days left"
+        left = _label(N_("{days} days left"), days=days_left)
     elif days_left == 0:
-        left = "ครบกำหนดวันนี้ / due today"
+        left = _label(N_("due today"))
     else:
-        left = f"เลยกำหนด {-days_left} วัน / {-days_left} days past"
-    flag = ' <span class="overdue">เลยกำหนดแล้ว / OVERDUE</span>' if overdue else ""
+        left = _label(N_("{days} days past"), days=-days_left)
+    flag = f' <span class="overdue">{_e(_label(N_("OVERDUE")))}</span>' if overdue else ""
     return f"{_e(_thai_date(deadline))}, {_e(left)}{flag}"
 
 
@@ -317,32 +381,33 @@ def verify_html(result: VerifyResult, as_of: date) -> bytes:
     status = result.status.value
     days_left, overdue = deadline_status(result.deadline, status, as_of)
     totals = result.totals
-    mode = ("เทียบกับเซิร์ฟเวอร์ / server compared with archive" if result.mode is Mode.ONLINE
-            else "ตรวจเฉพาะที่เก็บสำรอง / archive checked on its own (offline)")
+    mode = (_label(N_("server compared with archive")) if result.mode is Mode.ONLINE
+            else _label(N_("archive checked on its own (offline)")))
     facts = [
-        ("บัญชี / Account", _e(result.account)),
-        ("เซิร์ฟเวอร์ / Server", _e(result.server)),
-        ("ตรวจสอบเมื่อ / Verified at", _e(_when(result.generated_at))),
-        ("วิธีตรวจสอบ / Mode", _e(mode)),
-        ("วันครบกำหนด / Deadline", _deadline_text(result.deadline, days_left, overdue)),
-        ("รุ่นโปรแกรม / Tool version", _e(f"mailbackup {result.tool_version}")),
+        (_label(N_("Account")), _e(result.account)),
+        (_label(N_("Server")), _e(result.server)),
+        (_label(N_("Verified at")), _e(_when(result.generated_at))),
+        (_label(N_("Mode")), _e(mode)),
+        (_label(N_("Deadline")), _deadline_text(result.deadline, days_left, overdue)),
+        (_label(N_("Tool version")), _e(f"mailbackup {result.tool_version}")),
     ]
+    explained = STATUS_EXPLAINED.get(status)
     parts = [
-        "<header><h1>รายงานผลการตรวจสอบการสำรองข้อมูลอีเมล<small>Mail backup verification report</small></h1>",
+        "<header>" + _heading(N_("Mail backup verification report")),
         f'<div class="status {"good" if status == Status.COMPLETE else "bad"}" id="status">'
-        f"{_e(_status_label(status))}<small>{_e(STATUS_EXPLAINED.get(status, ''))}</small></div>",
+        f"{_e(_status_label(status))}<small>{_e(_(explained) if explained else '')}</small></div>",
         '<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in facts) + "</dl></header>",
     ]
     if result.error:
-        parts.append(f"<h2>ข้อผิดพลาด / Error</h2><p>{_e(result.error)}</p>")
-    parts.append("<h2>สรุป / Totals</h2>" + _table(
-        ["บนเซิร์ฟเวอร์ / On server", "ในที่เก็บสำรอง / In archive", "ขาดหาย / Missing", "เสียหาย / Corrupt",
-         "ขนาดไม่ตรง / Size mismatch", "มีเฉพาะในที่เก็บสำรอง / Only in archive", "ขนาด / Size"],
+        parts.append(f"<h2>{_e(_label(N_('Error')))}</h2><p>{_e(result.error)}</p>")
+    parts.append(f"<h2>{_e(_label(N_('Totals')))}</h2>" + _table(
+        [_label(N_("On server")), _label(N_("In archive")), _label(N_("Missing")), _label(N_("Corrupt")),
+         _label(N_("Size mismatch")), _label(N_("Only in archive")), _label(N_("Size"))],
         ["<tr>" + "".join(_num(value) for value in (
             totals.server_messages, totals.local_messages, totals.missing, totals.corrupt, totals.size_mismatch,
             totals.only_local)) + _num(_size(totals.bytes)) + "</tr>"]))
     if result.folders:
-        parts.append("<h2>โฟลเดอร์ / Folders</h2>" + _folder_table(result.folders))
+        parts.append(f"<h2>{_e(_label(N_('Folders')))}</h2>" + _folder_table(result.folders))
     parts.extend(_message_sections(result.folders))
     parts.append(_issue_section(result.folders))
     title = f"{_status_label(status)}: {result.account}"
@@ -358,16 +423,16 @@ def _folder_table(folders: list[FolderReport]) -> str:
         + _num(_size(folder.bytes)) + "</tr>"
         for folder in folders
     ]
-    return _table(["โฟลเดอร์ / Folder", "สถานะ / Status", "บนเซิร์ฟเวอร์ / On server",
-                   "ในที่เก็บสำรอง / In archive", "ขาดหาย / Missing", "เสียหาย / Corrupt",
-                   "ขนาดไม่ตรง / Size mismatch", "มีเฉพาะในที่เก็บสำรอง / Only in archive", "ขนาด / Size"], rows)
+    return _table([_label(N_("Folder")), _label(N_("Status")), _label(N_("On server")), _label(N_("In archive")),
+                   _label(N_("Missing")), _label(N_("Corrupt")), _label(N_("Size mismatch")),
+                   _label(N_("Only in archive")), _label(N_("Size"))], rows)
 
 
 MESSAGE_KINDS = (
-    ("missing", "ข้อความที่ขาดหาย / Missing messages"),
-    ("corrupt", "ข้อความที่เสียหาย / Corrupt messages"),
-    ("size_mismatch", "ขนาดไม่ตรงกับเซิร์ฟเวอร์ / Size differs from the server"),
-    ("only_local", "มีเฉพาะในที่เก็บสำรอง (ลบจากเซิร์ฟเวอร์แล้ว) / Only in the archive (gone from the server)"),
+    ("missing", N_("Missing messages")),
+    ("corrupt", N_("Corrupt messages")),
+    ("size_mismatch", N_("Size differs from the server")),
+    ("only_local", N_("Only in the archive (gone from the server)")),
 )
 
 
@@ -376,7 +441,7 @@ def _message_sections(folders: list[FolderReport]) -> Iterator[str]:
         listed = [(folder, getattr(folder, kind)) for folder in folders if getattr(folder, kind)]
         if not listed:
             continue
-        yield f'<h2 id="{kind}">{_e(heading)}</h2>'
+        yield f'<h2 id="{kind}">{_e(_label(heading))}</h2>'
         for folder, entries in listed:
             yield f"<h3>{_e(folder.name)} ({len(entries)})</h3>" + _message_table(entries)
 
@@ -384,39 +449,40 @@ def _message_sections(folders: list[FolderReport]) -> Iterator[str]:
 def _message_table(entries: list[MessageEntry]) -> str:
     rows = []
     for entry in entries[:HTML_LIST_LIMIT]:
-        subject = _e(entry.subject) if entry.subject else "<i>(ไม่มีหัวเรื่อง / no subject)</i>"
+        subject = _e(entry.subject) if entry.subject else f"<i>({_e(_label(N_('no subject')))})</i>"
         message_id = f'<div class="mid">{_e(entry.message_id)}</div>' if entry.message_id else ""
         size = _size(entry.size) + (f" / {_size(entry.local_size)}" if entry.local_size is not None else "")
         rows.append(f"<tr>{_num(entry.uid)}<td>{_e(_entry_date(entry.date))}</td>"
                     f'<td class="subject">{subject}{message_id}</td>{_num(size)}<td>{_e(entry.reason or "")}</td></tr>')
     more = len(entries) - HTML_LIST_LIMIT
     if more > 0:
-        rows.append(f'<tr><td colspan="5">… {more} more in verify.json</td></tr>')
-    return _table(["UID", "วันที่ / Date", "หัวเรื่อง / Subject", "ขนาด / Size", "สาเหตุ / Reason"], rows)
+        rows.append(f'<tr><td colspan="5">{_e(_("… {count} more in verify.json").format(count=more))}</td></tr>')
+    return _table(["UID", _label(N_("Date")), _label(N_("Subject")), _label(N_("Size")), _label(N_("Reason"))], rows)
 
 
 def _entry_date(text: str | None) -> str:
     if not text:
         return "-"
     try:
-        return datetime.fromisoformat(text).strftime("%Y-%m-%d %H:%M")
+        stamp = datetime.fromisoformat(text)
     except ValueError:
         return text
+    return i18n.local_datetime(stamp) if _thai_report() else stamp.strftime("%Y-%m-%d %H:%M")
 
 
 def _issue_section(folders: list[FolderReport]) -> str:
     items: list[str] = []
     for folder in folders:
-        lines = [f"ผิดปกติ / damage: {text}" for text in folder.problems]
+        lines = [f"{_label(N_('damage'))}: {text}" for text in folder.problems]
         if folder.error:
-            lines.append(f"ข้อผิดพลาด / error: {folder.error}")
-        lines += [f"ไฟล์แปลกปลอม / stray file: {name}" for name in folder.stray_files]
-        lines += [f"คำเตือน / warning: {text}" for text in folder.warnings]
-        lines += [f"หมายเหตุ / note: {text}" for text in folder.notes]
+            lines.append(f"{_label(N_('error'))}: {folder.error}")
+        lines += [f"{_label(N_('stray file'))}: {name}" for name in folder.stray_files]
+        lines += [f"{_label(N_('warning'))}: {text}" for text in folder.warnings]
+        lines += [f"{_label(N_('note'))}: {text}" for text in folder.notes]
         items += [f"<li><b>{_e(folder.name)}</b>: {_e(line)}</li>" for line in lines]
     if not items:
         return ""
-    return '<h2>ปัญหาและข้อสังเกต / Problems and notes</h2><ul class="issues">' + "".join(items) + "</ul>"
+    return f'<h2>{_e(_label(N_("Problems and notes")))}</h2><ul class="issues">' + "".join(items) + "</ul>"
 
 
 # ---------------------------------------------------------------------------
@@ -437,7 +503,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.replace(temporary, path)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
-        raise StorageError(f"cannot write report {path}: {exc.strerror or exc}") from None
+        raise StorageError(_("cannot write report {path}: {error}").format(
+            path=path, error=exc.strerror or exc)) from None
 
 
 def write_verify_reports(result: VerifyResult, directories: Iterable[Path], as_of: date) -> list[Path]:
@@ -506,7 +573,8 @@ def _account_summary(dest: Path, directory: Path, deadline_for: Callable[[str], 
         state.close()
     summary = AccountSummary(account=account, archive=directory, deadline=deadline_for(account))
     if account_dir(dest, account) != directory:
-        summary.problems.append(f"archive directory {directory.name} does not match account {account}")
+        summary.problems.append(_("archive directory {directory} does not match account {account}").format(
+            directory=directory.name, account=account))
         return summary
     with open_archive(dest, account, lock=False, create=False) as archive:
         summary.messages, summary.bytes = archive.state.stored_totals()
@@ -570,34 +638,41 @@ SUMMARY_CSV_COLUMNS = ("account", "status", "overdue", "deadline", "days_left", 
 
 
 def summary_csv(data: dict[str, Any]) -> bytes:
-    rows = [[_blank(row[column]) if column != "overdue" else ("yes" if row["overdue"] else "no")
-             for column in SUMMARY_CSV_COLUMNS] for row in data["accounts"]]
-    return _csv_bytes(SUMMARY_CSV_COLUMNS, rows)
+    def cell(row: dict[str, Any], column: str) -> object:
+        if column == "overdue":
+            return _("yes") if row["overdue"] else _("no")
+        if column in ("status", "mode") and row[column]:
+            return _csv_word(row[column])
+        return _blank(row[column])
+
+    rows = [[cell(row, column) for column in SUMMARY_CSV_COLUMNS] for row in data["accounts"]]
+    return _csv_bytes(_csv_header(SUMMARY_CSV_COLUMNS), rows)
 
 
 def summary_html(data: dict[str, Any]) -> bytes:
     totals = data["totals"]
     all_good = totals["accounts"] > 0 and totals["complete"] == totals["accounts"]
-    headline = (f"ครบถ้วน {totals['complete']} จาก {totals['accounts']} บัญชี / "
-                f"{totals['complete']} of {totals['accounts']} accounts complete")
+    headline = _label(N_("{complete} of {accounts} accounts complete"), complete=totals["complete"],
+                      accounts=totals["accounts"])
     counts = "".join(_num(totals[key]) for key in ("accounts", "complete", "incomplete", "corrupt", "failed",
                                                    NEVER_VERIFIED, "overdue"))
     rows = [_summary_html_row(row) for row in data["accounts"]]
     body = "\n".join([
-        "<header><h1>สรุปผลการสำรองข้อมูลอีเมลทุกบัญชี<small>Mail backup summary, all accounts</small></h1>",
+        "<header>" + _heading(N_("Mail backup summary, all accounts")),
         f'<div class="status {"good" if all_good else "bad"}" id="status">{_e(headline)}</div>',
-        f'<dl class="facts"><dt>สร้างเมื่อ / Generated</dt><dd>{_e(_when(datetime.fromisoformat(data["generated_at"])))}'
-        f"</dd><dt>รุ่นโปรแกรม / Tool version</dt><dd>mailbackup {_e(data['tool_version'])}</dd></dl></header>",
-        "<h2>สรุป / Totals</h2>" + _table(
-            ["บัญชี / Accounts", "ครบถ้วน / Complete", "ไม่ครบถ้วน / Incomplete", "เสียหาย / Corrupt",
-             "ไม่สำเร็จ / Failed", "ยังไม่เคยตรวจสอบ / Never verified", "เลยกำหนด / Overdue"],
-            [f"<tr>{counts}</tr>"]) + f"<p>ขนาดรวม / Total size: {_e(_size(totals['bytes']))}</p>",
-        "<h2>บัญชี / Accounts</h2>" + _table(
-            ["บัญชี / Account", "สถานะ / Status", "วันครบกำหนด / Deadline", "ข้อความ / Messages", "ขนาด / Size",
-             "สำรองสำเร็จล่าสุด / Last good backup", "ตรวจสอบล่าสุด / Last verified", "ขาดหาย / Missing",
-             "เสียหาย / Corrupt"], rows),
+        f'<dl class="facts"><dt>{_e(_label(N_("Generated")))}</dt>'
+        f'<dd>{_e(_when(datetime.fromisoformat(data["generated_at"])))}</dd>'
+        f"<dt>{_e(_label(N_('Tool version')))}</dt><dd>mailbackup {_e(data['tool_version'])}</dd></dl></header>",
+        f"<h2>{_e(_label(N_('Totals')))}</h2>" + _table(
+            [_label(N_("Accounts")), _label(N_("Complete")), _label(N_("Incomplete")), _label(N_("Corrupt")),
+             _label(N_("Failed")), _label(N_("Never verified")), _label(N_("Overdue"))],
+            [f"<tr>{counts}</tr>"]) + f"<p>{_e(_label(N_('Total size')))}: {_e(_size(totals['bytes']))}</p>",
+        f"<h2>{_e(_label(N_('Accounts')))}</h2>" + _table(
+            [_label(N_("Account")), _label(N_("Status")), _label(N_("Deadline")), _label(N_("Messages")),
+             _label(N_("Size")), _label(N_("Last good backup")), _label(N_("Last verified")), _label(N_("Missing")),
+             _label(N_("Corrupt"))], rows),
     ])
-    return _page("Mail backup summary", body)
+    return _page(_("Mail backup summary"), body)
 
 
 def _summary_html_row(row: dict[str, Any]) -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
 from mailbackup.errors import UsageError
+from mailbackup.i18n import _
 
 DEFAULT_AT = "01:30"
 SCHTASKS_TR_LIMIT = 261  # characters Task Scheduler accepts in /TR
@@ -41,7 +42,8 @@ def parse_at(text: str) -> tuple[int, int]:
     """``HH:MM`` (24-hour) → (hour, minute)."""
     match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*", text)
     if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
-        raise UsageError(f"cannot read time {text!r}", hint="use HH:MM on a 24-hour clock, e.g. 01:30 or 22:00")
+        raise UsageError(_("cannot read time {text!r}").format(text=text),
+                         hint=_("use HH:MM on a 24-hour clock, e.g. 01:30 or 22:00"))
     return int(match.group(1)), int(match.group(2))
 
 

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 
 from mailbackup.errors import AuthError, PasswordUnavailable, UsageError
+from mailbackup.i18n import _
 
 ENV_VARIABLE = "MAILBACKUP_PASSWORD"
 Prompt = Callable[[str], str]
@@ -31,12 +32,14 @@ def from_command(command: str, account: str) -> str:
         args = shlex.split(command, posix=os.name != "nt")
         completed = subprocess.run(args, capture_output=True, timeout=60, check=False)
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
-        raise AuthError(f"password_command for {account} could not run: {type(exc).__name__}") from None
+        raise AuthError(_("password_command for {account} could not run: {error}").format(
+            account=account, error=type(exc).__name__)) from None
     if completed.returncode != 0:
-        raise AuthError(f"password_command for {account} failed with exit code {completed.returncode}")
+        raise AuthError(_("password_command for {account} failed with exit code {code}").format(
+            account=account, code=completed.returncode))
     lines = completed.stdout.decode("utf-8", "replace").splitlines()
     if not lines or not lines[0]:
-        raise AuthError(f"password_command for {account} printed no password")
+        raise AuthError(_("password_command for {account} printed no password").format(account=account))
     return lines[0]
 
 
@@ -58,8 +61,8 @@ def store_in_keyring(host: str, account: str, password: str) -> None:
         keyring.set_password(service_name(host), account, password)
     except (KeyringError, RuntimeError) as exc:
         raise UsageError(
-            f"no usable keyring on this machine ({type(exc).__name__})",
-            hint=f"set {ENV_VARIABLE} or a password_command instead",
+            _("no usable keyring on this machine ({error})").format(error=type(exc).__name__),
+            hint=_("set {variable} or a password_command instead").format(variable=ENV_VARIABLE),
         ) from None
 
 
@@ -73,7 +76,7 @@ def delete_from_keyring(host: str, account: str) -> bool:
     except PasswordDeleteError:
         return False
     except (KeyringError, RuntimeError) as exc:
-        raise UsageError(f"no usable keyring on this machine ({type(exc).__name__})") from None
+        raise UsageError(_("no usable keyring on this machine ({error})").format(error=type(exc).__name__)) from None
 
 
 def lookup(account: str, host: str, *, password_command: str | None = None,
@@ -89,8 +92,9 @@ def lookup(account: str, host: str, *, password_command: str | None = None,
     if prompt is not None and sys.stdin.isatty():
         return prompt(account)
     raise PasswordUnavailable(
-        f"no password for {account}",
-        hint=f"run `mailbackup auth set {account}`, or set {ENV_VARIABLE} or a password_command",
+        _("no password for {account}").format(account=account),
+        hint=_("run `mailbackup auth set {account}`, or set {variable} or a password_command").format(
+            account=account, variable=ENV_VARIABLE),
     )
 
 
@@ -110,6 +114,7 @@ def lookup_target(account: str, host: str, *, prompt: Prompt | None = None) -> s
     if prompt is not None and sys.stdin.isatty():
         return prompt(account)
     raise PasswordUnavailable(
-        f"no password for the target account {account} on {host}",
-        hint=f"set {TARGET_ENV_VARIABLE}, or run `mailbackup auth set {account} --server {host}`",
+        _("no password for the target account {account} on {host}").format(account=account, host=host),
+        hint=_("set {variable}, or run `mailbackup auth set {account} --server {host}`").format(
+            variable=TARGET_ENV_VARIABLE, account=account, host=host),
     )

@@ -60,6 +60,7 @@ from mailbackup.errors import (
     TLSError,
     UsageError,
 )
+from mailbackup.i18n import N_, _, language
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderResult, RunStats
 from mailbackup.report import (
@@ -125,10 +126,12 @@ class Shard:
     def parse(cls, text: str) -> Shard:
         parts = text.strip().split("/")
         if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
-            raise UsageError(f"cannot read shard {text!r}", hint="use I/N, e.g. 1/3 for the first of three machines")
+            raise UsageError(_("cannot read shard {text!r}").format(text=text),
+                             hint=_("use I/N, e.g. 1/3 for the first of three machines"))
         index, count = int(parts[0]), int(parts[1])
         if count < 1 or not 1 <= index <= count:
-            raise UsageError(f"shard {text!r} does not exist", hint=f"I runs from 1 to N, e.g. 1/{max(count, 1)}")
+            raise UsageError(_("shard {text!r} does not exist").format(text=text),
+                             hint=_("I runs from 1 to N, e.g. 1/{count}").format(count=max(count, 1)))
         return cls(index, count)
 
     def holds(self, account: str) -> bool:
@@ -151,7 +154,8 @@ def sweep_lock(settings: SweepSettings, shard: Shard | None) -> ArchiveLock:
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise StorageError(f"cannot create {directory}: {exc.strerror or exc}") from None
+        raise StorageError(_("cannot create {path}: {error}").format(path=directory, error=exc.strerror or exc)) \
+            from None
     return ArchiveLock(directory)
 
 
@@ -160,9 +164,11 @@ def take_sweep_lock(settings: SweepSettings, shard: Shard | None) -> ArchiveLock
     try:
         return lock.acquire()
     except ArchiveLocked:
-        holder = lock.path.read_text(encoding="utf-8", errors="replace").strip() or "another process"
-        raise ArchiveLocked(f"another sweep of {settings.path}{f' (shard {shard})' if shard else ''} "
-                            f"is running ({holder})", hint="it will finish on its own; try again later") from None
+        holder = lock.path.read_text(encoding="utf-8", errors="replace").strip() or _("another process")
+        which = _(" (shard {shard})").format(shard=shard) if shard else ""
+        raise ArchiveLocked(_("another sweep of {config}{shard} is running ({holder})").format(
+            config=settings.path, shard=which, holder=holder),
+            hint=_("it will finish on its own; try again later")) from None
 
 
 # ---------------------------------------------------------------------------
@@ -247,15 +253,17 @@ class AccountOutcome:
         self.codes["verify"] = code
         self.verify_problems = []
         if result.error:
-            self.verify_problems.append(f"verification failed: {result.error}")
+            self.verify_problems.append(_("verification failed: {error}").format(error=result.error))
             return
         totals = result.totals
-        found = [f"{count} {label}" for count, label in ((totals.missing, "missing"), (totals.corrupt, "corrupt"),
-                                                         (totals.size_mismatch, "size mismatch")) if count]
+        found = [text.format(count=count) for count, text in (
+            (totals.missing, _("{count} missing")), (totals.corrupt, _("{count} corrupt")),
+            (totals.size_mismatch, _("{count} size mismatch"))) if count]
         if found:
-            self.verify_problems.append(f"verification {result.status.value}: {', '.join(found)}")
-        self.verify_problems += [f"verification: folder {folder.name!r}: {folder.error}"
-                                 for folder in result.folders if folder.error]
+            self.verify_problems.append(_("verification {status}: {found}").format(
+                status=_(STAGE_WORDS.get(result.status.value, result.status.value)), found=", ".join(found)))
+        self.verify_problems += [_("verification: folder {folder!r}: {error}").format(
+            folder=folder.name, error=folder.error) for folder in result.folders if folder.error]
 
     def fail(self, stage: str, error: MailbackupError) -> None:
         if stage == "backup":
@@ -273,11 +281,25 @@ def backup_exit_code(stats: RunStats) -> ExitCode:
 
 
 def folder_problems(folder: FolderResult) -> list[str]:
-    problems = [f"folder {folder.name!r}: {folder.error}"] if folder.error else []
+    problems = [_("folder {folder!r}: {error}").format(folder=folder.name, error=folder.error)] if folder.error else []
     if folder.failed_uids:
-        problems.append(f"folder {folder.name!r}: {len(folder.failed_uids)} messages not saved "
-                        f"(UIDs {', '.join(map(str, folder.failed_uids[:20]))})")
-    return problems + [f"folder {folder.name!r}: {text}" for text in folder.warnings]
+        problems.append(_("folder {folder!r}: {count} messages not saved (UIDs {uids})").format(
+            folder=folder.name, count=len(folder.failed_uids), uids=", ".join(map(str, folder.failed_uids[:20]))))
+    return problems + [_("folder {folder!r}: {error}").format(folder=folder.name, error=text)
+                       for text in folder.warnings]
+
+
+# The words of sweep.json's backup/verify fields and of the stages, for people.
+STAGE_WORDS = {
+    "backup": N_("backup"), "verify": N_("verify"), "login": N_("login"), "ok": N_("ok"),
+    "warnings": N_("warnings"), "failed": N_("failed"), "interrupted": N_("interrupted"), "not run": N_("not run"),
+    "complete": N_("complete"), "incomplete": N_("incomplete"), "corrupt": N_("corrupt"), "skipped": N_("skipped"),
+}
+
+
+def stage_word(value: str) -> str:
+    word = STAGE_WORDS.get(value)
+    return _(word) if word else value
 
 
 @dataclass
@@ -312,10 +334,12 @@ class LogProgress:
     """Every event as a log line (the CLI adds time stamps)."""
 
     def sweep_start(self, accounts: int) -> None:
-        log.info("sweep of %d accounts started", accounts)
+        log.info("%s", _("sweep of {count} accounts started").format(count=accounts))
 
     def account_start(self, account: str, stage: str, attempt: int) -> None:
-        log.info("%s: %s started%s", account, stage, f" (try {attempt})" if attempt > 1 else "")
+        again = _(" (try {attempt})").format(attempt=attempt) if attempt > 1 else ""
+        log.info("%s", _("{account}: {stage} started{again}").format(account=account, stage=stage_word(stage),
+                                                                    again=again))
 
     def folder_start(self, account: str, folder: str, messages: int, size: int) -> None:
         log.debug("%s: folder %r: %d new messages, %d bytes", account, folder, messages, size)
@@ -327,7 +351,8 @@ class LogProgress:
         log.warning("%s: %s", account, text)
 
     def account_waiting(self, account: str, seconds: float, reason: str) -> None:
-        log.warning("%s: %s; back in the queue for %.1f s", account, reason, seconds)
+        log.warning("%s", _("{account}: {reason}; back in the queue for {seconds:.1f} s").format(
+            account=account, reason=reason, seconds=seconds))
 
     def account_done(self, account: str, exit_code: ExitCode, summary: str) -> None:
         log.log(logging.INFO if exit_code is ExitCode.OK else logging.WARNING, "%s: %s", account, summary)
@@ -335,11 +360,12 @@ class LogProgress:
 
 def describe(outcome: AccountOutcome) -> str:
     """One line for logs and the final table."""
-    parts = [f"backup {outcome.backup}"]
+    parts = [_("backup {status}").format(status=stage_word(outcome.backup))]
     if outcome.messages or outcome.backup in ("ok", "warnings"):
-        parts.append(f"{outcome.messages} new messages ({outcome.bytes / MEGABYTE:.1f} MB)")
-    parts.append(f"verify {outcome.verify}")
-    line = ", ".join(parts) + f" [exit {int(outcome.exit_code)}]"
+        parts.append(_("{count} new messages ({megabytes:.1f} MB)").format(
+            count=outcome.messages, megabytes=outcome.bytes / MEGABYTE))
+    parts.append(_("verify {status}").format(status=stage_word(outcome.verify)))
+    line = ", ".join(parts) + _(" [exit {code}]").format(code=int(outcome.exit_code))
     if outcome.error:
         line += f": {outcome.error}"
     return line
@@ -483,7 +509,10 @@ def _again(job: _Job, busy: ServerBusy | None, delay: float | None, options: Swe
         delay = job.budget.delay_for(busy, job.busy_tries, options.retry_delay)
     if options.stop.is_set() or not job.budget.reserve(delay):
         return None
-    reason = f"server busy ({busy.message})" if busy is not None else "server asked for a pause"
+    if busy is not None:
+        reason = _("server busy ({reply})").format(reply=busy.message)
+    else:
+        reason = _("server asked for a pause")
     return _Again(delay, reason)
 
 
@@ -555,10 +584,11 @@ class _SweepWorker:
             if again is None:
                 outcome.fail(job.stage, _gave_up(exc, job.budget))
         except (OSError, sqlite3.Error) as exc:
-            outcome.fail(job.stage, StorageError(f"local storage: {exc}"))
+            outcome.fail(job.stage, StorageError(_("local storage: {error}").format(error=exc)))
         except Exception as exc:  # a bug: report it on this account, keep the sweep going
             log.exception("%s: unexpected error", job.settings.account)
-            outcome.fail(job.stage, MailbackupError(f"unexpected error (please report): {type(exc).__name__}: {exc}"))
+            outcome.fail(job.stage, MailbackupError(_("unexpected error (please report): {kind}: {error}").format(
+                kind=type(exc).__name__, error=exc)))
         finally:
             outcome.seconds += time.monotonic() - started
             outcome.waited = job.budget.spent
@@ -570,7 +600,7 @@ class _SweepWorker:
         """Never started (or not started again) because the sweep was stopped."""
         outcome = self.outcomes[id(job.settings)]
         outcome.codes["stopped"] = ExitCode.INTERRUPTED
-        outcome.verify_problems.append("not done: the sweep was stopped")
+        outcome.verify_problems.append(_("not done: the sweep was stopped"))
         self.progress.account_done(outcome.account, outcome.exit_code, describe(outcome))
 
     def _pushback(self, job: _Job, exc: MailbackupError) -> _Again | None:
@@ -657,8 +687,8 @@ def verify_recorded(session: ImapSession, archive: Archive, options: VerifyOptio
 
 def _gave_up(exc: MailbackupError, budget: WaitBudget) -> MailbackupError:
     if isinstance(exc, ServerBusy) and budget.spent:
-        return ServerBusy(f"{exc.message}; gave up after waiting {budget.spent:.0f} s in all "
-                          f"(max_busy_wait {budget.limit:g} s)")
+        return ServerBusy(_("{error}; gave up after waiting {spent:.0f} s in all (max_busy_wait {limit:g} s)").format(
+            error=exc.message, spent=budget.spent, limit=budget.limit))
     return exc
 
 
@@ -674,7 +704,8 @@ class LoginProblem:
     english: str
 
     def __str__(self) -> str:
-        return f"{self.thai} / {self.english}"
+        # The list goes to the mail administrator: English runs keep the Thai too.
+        return self.thai if language() == "th" else f"{self.thai} / {self.english}"
 
 
 # In the words of the survey the mail administrator asks units for (circular
@@ -751,12 +782,13 @@ def check_logins(settings: SweepSettings, options: SweepOptions, progress: Sweep
                 return again
             check.problem, check.detail, check.exit_code = login_problem(exc), str(exc), exc.exit_code
         sink.account_done(job.settings.account, check.exit_code,
-                          "can log in" if check.ok else f"cannot log in: {check.problem}: {check.detail}")
+                          _("can log in") if check.ok else _("cannot log in: {problem}: {detail}").format(
+                              problem=check.problem, detail=check.detail))
         return None
 
     def skipped(job: _Job) -> None:
         check = checks[id(job.settings)]
-        check.problem, check.detail, check.exit_code = LOGIN_PROBLEMS["local"], "not checked: stopped", \
+        check.problem, check.detail, check.exit_code = LOGIN_PROBLEMS["local"], _("not checked: stopped"), \
             ExitCode.INTERRUPTED
 
     sink.sweep_start(len(accounts))

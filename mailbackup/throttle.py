@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mailbackup.errors import FolderError, Interrupted, MailbackupError, ServerBusy
+from mailbackup.i18n import N_, _
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +49,20 @@ LONGEST_TOLD_WAIT = 3600.0  # a server asking for more is read as asking for thi
 #   Gmail       NO [OVERQUOTA] Account exceeded command or bandwidth limits.
 #   Gmail       * BYE [ALERT] Too many simultaneous connections.
 #   others      * BYE Too many connections / server busy, try again later
-PUSHBACK_CODES = {"UNAVAILABLE": "unavailable", "OVERQUOTA": "over quota", "LIMIT": "limit reached",
-                  "INUSE": "in use", "THROTTLED": "throttled"}
+# The reasons are data (English); N_ puts them in the catalogue for the messages.
+PUSHBACK_CODES = {"UNAVAILABLE": N_("unavailable"), "OVERQUOTA": N_("over quota"), "LIMIT": N_("limit reached"),
+                  "INUSE": N_("in use"), "THROTTLED": N_("throttled")}
 PUSHBACK_TEXTS = (
     (re.compile(r"throttl", re.I), "throttled"),
     (re.compile(r"too many (?:simultaneous |concurrent |open |parallel )?"
                 r"(?:connections|sessions|logins|login attempts|requests|commands|users)", re.I),
-     "too many connections"),
+     N_("too many connections")),
     (re.compile(r"maximum number of (?:connections|sessions)", re.I), "too many connections"),
     (re.compile(r"\b(?:rate|bandwidth|command|connection) limit", re.I), "limit reached"),
     (re.compile(r"exceeded (?:\w+ )*(?:limits?|quota)", re.I), "limit reached"),
     (re.compile(r"\bover ?quota\b", re.I), "over quota"),
     (re.compile(r"try (?:again )?later|temporar(?:il)?y (?:unavailable|busy|failure|refused)", re.I), "unavailable"),
-    (re.compile(r"server (?:is )?(?:busy|overloaded)", re.I), "server busy"),
+    (re.compile(r"server (?:is )?(?:busy|overloaded)", re.I), N_("server busy")),
 )
 CODE = re.compile(r"\[([A-Z-]+)(?:[ \]])")
 TOLD_WAIT = (
@@ -108,7 +110,8 @@ def busy_error(where: str, text: str) -> ServerBusy | None:
     pushback = recognise(text)
     if pushback is None:
         return None
-    return ServerBusy(f"{where} is busy ({pushback.reason}): {text}", wait_seconds=pushback.wait_seconds)
+    return ServerBusy(_("{server} is busy ({reason}): {reply}").format(
+        server=where, reason=_(pushback.reason), reply=text), wait_seconds=pushback.wait_seconds)
 
 
 def pushback_of(exc: BaseException) -> ServerBusy | None:
@@ -116,7 +119,7 @@ def pushback_of(exc: BaseException) -> ServerBusy | None:
     (session.py re-raises SELECT/STATUS refusals as FolderError ``from None``,
     which keeps the original as ``__context__``)."""
     seen: BaseException | None = exc
-    for _ in range(3):
+    for _depth in range(3):
         if seen is None:
             return None
         if isinstance(seen, ServerBusy):
@@ -185,7 +188,7 @@ class WaitBudget:
         log.info("server busy (%s); waiting %.1f s before trying again", busy.message, delay)
         if stop is not None:
             if stop.wait(delay):
-                raise Interrupted("stopped while waiting for a busy server")
+                raise Interrupted(_("stopped while waiting for a busy server"))
         else:
             (sleep or time.sleep)(delay)
 

@@ -38,6 +38,7 @@ from typing import Literal, Protocol, TypeVar
 from mailbackup import __version__
 from mailbackup.errors import ConnectionLost, ExitCode, FolderError, ServerError
 from mailbackup.headers import HeaderSummary, summarize
+from mailbackup.i18n import _
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, MessageMeta, StoredMessage
 from mailbackup.state.db import FolderRecord, now_iso
@@ -251,7 +252,7 @@ def verify_online(session: ImapSession, archive: Archive, options: VerifyOptions
     listed = _retrying(session, None, session.list_folders)
     server: dict[str, ServerFolder] = {}
     for info in select_folders(listed, options.include, options.exclude):
-        progress.stage(f"reading folder {info.name}")
+        progress.stage(_("reading folder {folder}").format(folder=info.name))
         server[info.name] = _read_server_folder(session, archive, info.name)
     archived = {record.name for record in archive.state.folders()}
     for info in listed:
@@ -393,14 +394,14 @@ class _Checker:
                 report.server_messages = len(on_server.metas)
                 work.server_view = "compared"
         elif server is not None and name in excluded:
-            report.notes.append("excluded by include/exclude: archive checked, server not compared")
+            report.notes.append(_("excluded by include/exclude: archive checked, server not compared"))
         elif server is not None:
             report.server_messages = 0
             work.server_view = "gone"
-            report.notes.append("no longer on the server; its archived messages are kept")
+            report.notes.append(_("no longer on the server; its archived messages are kept"))
         if record is None:
             return work
-        self.progress.stage(f"checking archive of {name}")
+        self.progress.stage(_("checking archive of {folder}").format(folder=name))
         work.local = list(self.state.messages(record.id))
         report.local_messages = len(work.local)
         report.bytes = sum(message.size for message in work.local)
@@ -451,16 +452,16 @@ class _Checker:
                 size += len(chunk)
                 self.progress.hashed(len(chunk))
         except FileNotFoundError:
-            return _Outcome("missing", "message file not found")
+            return _Outcome("missing", _("message file not found"))
         except (OSError, ValueError) as exc:
-            return _Outcome("corrupt", f"cannot be read: {getattr(exc, 'strerror', None) or exc}")
+            return _Outcome("corrupt", _("cannot be read: {error}").format(error=getattr(exc, "strerror", None) or exc))
         finally:
             work.report.checked += 1
             work.report.bytes_checked += size
         if size != message.size:
-            return _Outcome("corrupt", f"{size} bytes where {message.size} were saved")
+            return _Outcome("corrupt", _("{size} bytes where {saved} were saved").format(size=size, saved=message.size))
         if digest.hexdigest() != message.sha256:
-            return _Outcome("corrupt", "content differs from what was saved (SHA-256 mismatch)")
+            return _Outcome("corrupt", _("content differs from what was saved (SHA-256 mismatch)"))
         return OK
 
     def _mark_verified(self, messages: list[StoredMessage]) -> None:
@@ -501,11 +502,12 @@ class _Checker:
         if outcome.kind == "corrupt":
             report.corrupt.append(_stored_entry(message, outcome.reason))
         elif outcome.kind == "missing":
-            reason = outcome.reason if not only_local else f"{outcome.reason}; no longer on the server either"
+            reason = outcome.reason if not only_local else _("{reason}; no longer on the server either").format(
+                reason=outcome.reason)
             report.missing.append(_stored_entry(message, reason))
         elif meta is not None and meta.size != message.size:
             report.size_mismatch.append(_stored_entry(
-                message, "the server's size differs from the archived copy", size=meta.size,
+                message, _("the server's size differs from the archived copy"), size=meta.size,
                 local_size=message.size))
         elif only_local:
             report.only_local.append(_stored_entry(message, None))
@@ -515,7 +517,7 @@ class _Checker:
     def _failure_reasons(self, record: FolderRecord | None, uidvalidity: int) -> dict[int, str]:
         if record is None:
             return {}
-        return {uid: f"the last backup could not fetch it: {error}"
+        return {uid: _("the last backup could not fetch it: {error}").format(error=error)
                 for validity, uid, error in self.state.failures(record.id) if validity == uidvalidity}
 
     def _add_known_failures(self, work: _FolderWork) -> None:
@@ -526,7 +528,7 @@ class _Checker:
             if validity == work.record.uidvalidity and (validity, uid) not in stored:
                 work.report.missing.append(MessageEntry(
                     uid=uid, uidvalidity=validity, size=None,
-                    reason=f"the last backup could not fetch it: {error}"))
+                    reason=_("the last backup could not fetch it: {error}").format(error=error)))
 
 
 def _verified_since(message: StoredMessage, since: datetime) -> bool:
@@ -544,7 +546,7 @@ def _server_entry(server: ServerFolder, meta: MessageMeta, reason: str | None) -
     return MessageEntry(
         uid=meta.uid, uidvalidity=server.uidvalidity, size=meta.size,
         message_id=headers.message_id if headers else None, subject=headers.subject if headers else None,
-        date=meta.internaldate.isoformat(), reason=reason or "not in the archive",
+        date=meta.internaldate.isoformat(), reason=reason or _("not in the archive"),
     )
 
 
@@ -571,22 +573,23 @@ def _index_maildir(store: MaildirStore, record: FolderRecord, work: _FolderWork)
         for name in _list_files(folder / sub):
             relative = f"{sub}/{name}"
             if not MAILDIR_NAME.fullmatch(name):
-                report.warnings.append(f"malformed Maildir file name {relative}")
+                report.warnings.append(_("malformed Maildir file name {name}").format(name=relative))
             base = _maildir_base(name)
             if base in bases:
-                report.warnings.append(f"two files for one message: {bases[base]} and {relative}")
+                report.warnings.append(_("two files for one message: {first} and {second}").format(
+                    first=bases[base], second=relative))
             bases.setdefault(base, relative)
     known = {message.location for message in work.local if message.location}
     report.stray_files.extend(sorted(path for base, path in bases.items() if base not in known))
     leftovers = _list_files(folder / "tmp")
     if leftovers:
-        report.warnings.append(f"{len(leftovers)} files in tmp/ left by an interrupted backup "
-                               "(the next backup removes them)")
+        report.warnings.append(_("{count} files in tmp/ left by an interrupted backup (the next backup removes them)")
+                               .format(count=len(leftovers)))
     for message in work.local:
         if not message.location:
-            work.absent[(message.uidvalidity, message.uid)] = _Outcome("corrupt", "no file name recorded")
+            work.absent[(message.uidvalidity, message.uid)] = _Outcome("corrupt", _("no file name recorded"))
         elif message.location not in bases:
-            work.absent[(message.uidvalidity, message.uid)] = _Outcome("missing", "message file not found")
+            work.absent[(message.uidvalidity, message.uid)] = _Outcome("missing", _("message file not found"))
 
 
 def _maildir_base(name: str) -> str:
@@ -610,24 +613,25 @@ def _index_mbox(store: MboxStore, record: FolderRecord, work: _FolderWork, *, pa
         size = path.stat().st_size
     except FileNotFoundError:
         if work.local:
-            report.problems.append(f"mbox file {path.name} is missing")
+            report.problems.append(_("mbox file {name} is missing").format(name=path.name))
         for message in work.local:
-            work.absent[(message.uidvalidity, message.uid)] = _Outcome("missing", "mbox file not found")
+            work.absent[(message.uidvalidity, message.uid)] = _Outcome("missing", _("mbox file not found"))
         return
     committed = record.mbox_committed
     if size < committed:
-        report.problems.append(f"mbox file is cut off: {size} bytes where {committed} were saved")
+        report.problems.append(_("mbox file is cut off: {size} bytes where {saved} were saved").format(
+            size=size, saved=committed))
     elif size > committed:
-        report.warnings.append(f"{size - committed} bytes after the last saved message "
-                               "(left by an interrupted backup; the next backup removes them)")
+        report.warnings.append(_("{count} bytes after the last saved message (left by an interrupted backup; the "
+                                 "next backup removes them)").format(count=size - committed))
     for message in work.local:
         offset, length = message.mbox_offset, message.mbox_length
         if offset is None or length is None:
-            work.absent[(message.uidvalidity, message.uid)] = _Outcome("corrupt", "no place in the mbox recorded")
+            work.absent[(message.uidvalidity, message.uid)] = _Outcome("corrupt", _("no place in the mbox recorded"))
         elif offset >= size:
-            work.absent[(message.uidvalidity, message.uid)] = _Outcome("missing", "the mbox file ends before it")
+            work.absent[(message.uidvalidity, message.uid)] = _Outcome("missing", _("the mbox file ends before it"))
         elif offset + length > size:
-            work.absent[(message.uidvalidity, message.uid)] = _Outcome("corrupt", "the mbox file ends inside it")
+            work.absent[(message.uidvalidity, message.uid)] = _Outcome("corrupt", _("the mbox file ends inside it"))
     if parse:
         report.problems.extend(_mbox_structure(path, min(size, committed), work.local))
 
@@ -641,19 +645,22 @@ def _mbox_structure(path: Path, committed: int, messages: Iterable[StoredMessage
             parsed = {(span.offset, span.length) for span in mboxrd.iter_entries(handle)
                       if span.offset < committed}
     except ValueError as exc:
-        return [f"mbox file cannot be parsed: {exc}"]
+        return [_("mbox file cannot be parsed: {error}").format(error=exc)]
     except OSError as exc:
-        return [f"mbox file cannot be read: {exc.strerror or exc}"]
+        return [_("mbox file cannot be read: {error}").format(error=exc.strerror or exc)]
     # The last entry before an uncommitted tail runs on into it when parsed.
     parsed = {(offset, min(length, committed - offset)) for offset, length in parsed}
     problems = []
     if len(parsed) != len(recorded):
-        problems.append(f"mbox holds {len(parsed)} messages where the state records {len(recorded)}")
+        problems.append(_("mbox holds {count} messages where the state records {recorded}").format(
+            count=len(parsed), recorded=len(recorded)))
     unexpected = sorted(parsed - recorded)
     if unexpected:
         shown = ", ".join(str(offset) for offset, _length in unexpected[:10])
-        problems.append(f"{len(unexpected)} mbox entries not where the state records any (at byte {shown})")
+        problems.append(_("{count} mbox entries not where the state records any (at byte {offsets})").format(
+            count=len(unexpected), offsets=shown))
     unmatched = len(recorded - parsed)
     if unmatched:
-        problems.append(f"{unmatched} recorded messages do not parse as one entry at their recorded place")
+        problems.append(_("{count} recorded messages do not parse as one entry at their recorded place").format(
+            count=unmatched))
     return problems

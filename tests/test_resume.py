@@ -81,6 +81,8 @@ def assert_exactly_once(dest: Path, user, client) -> None:
                 with open(path, "rb") as handle:
                     assert len(list(mboxrd.iter_entries(handle))) == archive.state.count_messages(folder.id)
     assert state_rows(dest, user.name, "SELECT count(*) FROM pending")[0][0] == 0
+    spool = account_dir(dest, user.name) / "tmp"  # large bodies half-received when a run was killed
+    assert not spool.exists() or not list(spool.iterdir())
 
 
 @pytest.mark.parametrize("fmt", ["maildir", "mbox"])

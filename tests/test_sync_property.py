@@ -102,7 +102,7 @@ def test_archive_ends_with_everything_the_server_ever_held(dovecot_server, imap_
     settings_ = ConnectionSettings(ServerAddress.parse(user.server_arg), cafile=str(user.cafile))
 
     def run(stop_after: int | None) -> None:
-        options = BackupOptions(batch_messages=2, retry_delay=0.01)
+        options = BackupOptions(batch_messages=2, new_slice=3, retry_delay=0.01)
         progress = StopAfter(options, stop_after) if stop_after else None
         with open_archive(dest, user.name, format=fmt) as archive, \
                 ImapSession(settings_, user.name, user.password) as session:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -15,37 +16,45 @@ import click
 from mailbackup.cli.common import Context, build_context, handle_errors, server_options, verbosity_options
 from mailbackup.cli.format import duration, human_bytes
 from mailbackup.cli.progress import TqdmProgress
+from mailbackup.cli.verify import options_for, run_verification
 from mailbackup.errors import ExitCode
+from mailbackup.i18n import _
 from mailbackup.model import RunStats
 from mailbackup.sync.archive import FORMATS, open_archive, private_umask
 from mailbackup.sync.engine import BackupEngine, BackupOptions
+from mailbackup.verify import Status, VerifyResult
 
 
-@click.command()
+@click.command(help=_(
+    "Back up every folder of ACCOUNT, incrementally, into Maildir or mbox.\n\n"
+    "Run it again at any time: it fetches only what is new.  At a terminal it then checks the backup against "
+    "the server, message by message, and ends with a summary and the path of the report (verify.html)."))
 @click.argument("account")
 @click.option("--dest", type=click.Path(file_okay=False), default=None,
-              help="Archive root; the account gets its own directory inside (default ./mail-backup).")
+              help=_("Archive root; the account gets its own directory inside (default ./mail-backup)."))
 @click.option("--format", "format_", type=click.Choice(FORMATS), default=None,
-              help="Maildir (default) or mbox; fixed by the archive's first run.")
-@click.option("--include", multiple=True, metavar="GLOB", help="Only folders matching (repeatable).")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip folders matching (repeatable).")
-@click.option("--dry-run", is_flag=True, help="Show what would be fetched; write nothing.")
+              help=_("Maildir (default) or mbox; fixed by the archive's first run."))
+@click.option("--include", multiple=True, metavar="GLOB", help=_("Only folders matching (repeatable)."))
+@click.option("--exclude", multiple=True, metavar="GLOB", help=_("Skip folders matching (repeatable)."))
+@click.option("--dry-run", is_flag=True, help=_("Show what would be fetched; write nothing."))
 @click.option("--repair", is_flag=True,
-              help="Re-check every stored copy and fetch damaged or missing ones again (after verify found damage).")
-@click.option("--refresh-flags", is_flag=True, help="Re-read flags of every folder (servers without CONDSTORE).")
+              help=_("Re-check every stored copy and fetch damaged or missing ones again (after verify found damage)."))
+@click.option("--refresh-flags", is_flag=True, help=_("Re-read flags of every folder (servers without CONDSTORE)."))
+@click.option("--verify/--no-verify", "verify", default=None,
+              help=_("Afterwards, check the backup against the server and write the report "
+                     "(default: when run at a terminal)."))
 @click.option("--batch-size", type=click.IntRange(1, 10000), default=500, show_default=True,
-              help="Messages per FETCH (batches are also bounded to 16 MB).")
+              help=_("Messages per FETCH (batches are also bounded to 16 MB)."))
 @click.option("--retries", type=click.IntRange(0, 50), default=5, show_default=True,
-              help="Reconnect attempts after a dropped connection.")
+              help=_("Reconnect attempts after a dropped connection."))
 @click.option("--retry-delay", type=click.FloatRange(0, 600), default=1.0, show_default=True,
-              help="Seconds before the first reconnect; doubles each time.")
+              help=_("Seconds before the first reconnect; doubles each time."))
 @server_options
 @verbosity_options
 @handle_errors
 def backup(account: str, dest: str | None, format_: str | None, include: tuple[str, ...],
-           exclude: tuple[str, ...], dry_run: bool, repair: bool, refresh_flags: bool, batch_size: int, retries: int,
-           retry_delay: float, **options: object) -> None:
-    """Back up every folder of ACCOUNT, incrementally, into Maildir or mbox."""
+           exclude: tuple[str, ...], dry_run: bool, repair: bool, refresh_flags: bool, verify: bool | None,
+           batch_size: int, retries: int, retry_delay: float, **options: object) -> None:
     ctx = build_context(account, dest=dest, format=format_, include=include, exclude=exclude,
                         **options)  # type: ignore[arg-type]
     private_umask()
@@ -55,13 +64,53 @@ def backup(account: str, dest: str | None, format_: str | None, include: tuple[s
                                    max_retries=retries, retry_delay=retry_delay)
     progress = TqdmProgress(enabled=not dry_run, quiet=ctx.quiet)
     with _archive_for(ctx, dry_run) as archive, ctx.session() as session, _stop_on_ctrl_c(engine_options.stop):
-        ctx.echo(f"Backing up {account} from {settings.connection.server} into {archive.root}", err=True)
+        ctx.echo(_("Backing up {account} from {server} into {archive}").format(
+            account=account, server=settings.connection.server, archive=archive.root), err=True)
         try:
             stats = BackupEngine(session, archive, engine_options, progress).run()
         finally:
             progress.close()
+        root = archive.root
     _summarize(ctx, stats, dry_run)
-    raise SystemExit(int(_exit_code(stats)))
+    code = _exit_code(stats)
+    if code is not ExitCode.INTERRUPTED and not dry_run and _wants_verification(verify, ctx):
+        result, verify_code, html_report = run_verification(ctx, options_for(settings))
+        explain(ctx, result, root, html_report)
+        code = max(code, verify_code)
+    raise SystemExit(int(code))
+
+
+def _wants_verification(verify: bool | None, ctx: Context) -> bool:
+    """--verify/--no-verify, else: when a person is at the terminal to read the summary."""
+    if verify is not None:
+        return verify
+    return not ctx.quiet and sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def explain(ctx: Context, result: VerifyResult, root: Path, html_report: Path) -> None:
+    """The end of a backup for the person who started it: is the mail safe,
+    what to do if not, where the backup and its report are."""
+    totals, account = result.totals, result.account
+    if result.status is Status.COMPLETE:
+        ctx.echo(_("Done: all {count} messages of {account} are in the backup, and every copy has been checked.")
+                 .format(count=totals.server_messages, account=account))
+        if totals.only_local:
+            ctx.echo(_("The backup also keeps {count} messages that are no longer on the server.").format(
+                count=totals.only_local))
+    elif result.status is Status.INCOMPLETE:
+        ctx.echo(_("Not finished: {missing} of {count} messages are not in the backup yet. Run the same command "
+                   "again; if they are still missing, show the report to your unit's computer officer.").format(
+                     missing=totals.missing + totals.size_mismatch, count=totals.server_messages))
+    elif result.status is Status.CORRUPT:
+        ctx.echo(_("Warning: {count} copies in the backup are damaged. Run `mailbackup backup --repair {account}`, "
+                   "and show the report to your unit's computer officer.").format(
+                     count=totals.corrupt, account=account))
+    else:
+        ctx.echo(_("The backup is saved, but it could not be checked against the server: {error}").format(
+            error=result.error))
+        ctx.echo(_("Check it later with `mailbackup verify {account}`.").format(account=account))
+    ctx.echo(_("Your backup: {path}").format(path=root.resolve()))
+    ctx.echo(_("Report (open it in a web browser): {path}").format(path=html_report.resolve()))
 
 
 @contextmanager
@@ -99,7 +148,7 @@ def _stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        click.echo("\nStopping after the current batch (Ctrl-C again to stop at once)...", err=True)
+        click.echo("\n" + _("Stopping after the current batch (Ctrl-C again to stop at once)..."), err=True)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
@@ -109,26 +158,31 @@ def _stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
 
 
 def _summarize(ctx: Context, stats: RunStats, dry_run: bool) -> None:
-    verb = "would fetch" if dry_run else "saved"
     for folder in stats.folders:
         if folder.error:
-            ctx.echo(f"  FAILED  {folder.name}: {folder.error}", err=True)
+            ctx.echo(_("  FAILED  {folder}: {error}").format(folder=folder.name, error=folder.error), err=True)
         elif folder.failed_uids:
-            ctx.echo(f"  PARTIAL {folder.name}: UIDs not saved: {', '.join(map(str, folder.failed_uids))}", err=True)
+            ctx.echo(_("  PARTIAL {folder}: UIDs not saved: {uids}").format(
+                folder=folder.name, uids=", ".join(map(str, folder.failed_uids))), err=True)
         elif dry_run and folder.fetched:
-            ctx.echo(f"  {folder.name}: {folder.fetched} messages, {human_bytes(folder.fetched_bytes)}")
+            ctx.echo(_("  {folder}: {count} messages, {size}").format(
+                folder=folder.name, count=folder.fetched, size=human_bytes(folder.fetched_bytes)))
     changed = sum(1 for folder in stats.folders if not folder.skipped_unchanged)
     matched = sum(folder.matched for folder in stats.folders)
     gone = sum(folder.gone for folder in stats.folders)
     flags = sum(folder.flags_updated for folder in stats.folders)
-    line = (f"{'Dry run: ' if dry_run else ''}{len(stats.folders)} folders ({changed} changed), "
-            f"{verb} {stats.messages} messages, {human_bytes(stats.bytes)} in {duration(stats.seconds)}")
-    extras = [text for count, text in ((matched, f"{matched} matched after UIDVALIDITY change"),
-                                       (flags, f"{flags} flag changes"), (gone, f"{gone} gone from server"))
-              if count]
-    ctx.echo(line + (f"; {', '.join(extras)}" if extras else "") + ".")
+    line = (_("Dry run: {folders} folders ({changed} changed), would fetch {count} messages, {size} in {duration}")
+            if dry_run else
+            _("{folders} folders ({changed} changed), saved {count} messages, {size} in {duration}")).format(
+        folders=len(stats.folders), changed=changed, count=stats.messages, size=human_bytes(stats.bytes),
+        duration=duration(stats.seconds))
+    extras = [text for count, text in (
+        (matched, _("{count} matched after UIDVALIDITY change").format(count=matched)),
+        (flags, _("{count} flag changes").format(count=flags)),
+        (gone, _("{count} gone from server").format(count=gone))) if count]
+    ctx.echo(_("{summary}.").format(summary=line + (f"; {', '.join(extras)}" if extras else "")))
     if stats.interrupted:
-        ctx.echo("Interrupted: everything listed above is saved; run the same command to continue.", err=True)
+        ctx.echo(_("Interrupted: everything listed above is saved; run the same command to continue."), err=True)
 
 
 def _exit_code(stats: RunStats) -> ExitCode:

@@ -4,13 +4,14 @@ who cannot, shaped for the request form a unit sends to the mail administrator."
 from __future__ import annotations
 
 import logging
-import unicodedata
 from pathlib import Path
 
 import click
 
 from mailbackup.cli.common import handle_errors, setup_logging, verbosity_options
+from mailbackup.cli.format import display_width
 from mailbackup.config import load_sweep
+from mailbackup.i18n import _
 from mailbackup.report import atomic_write
 from mailbackup.sweep import (
     CHECK_COLUMNS,
@@ -26,29 +27,26 @@ from mailbackup.sync.archive import private_umask
 SHOWN_COLUMNS = 6  # title, name, surname, position, account, problem: the form's columns
 
 
-@click.command()
+@click.command(help=_(
+    "Log in to every account in CONFIG and list those that cannot: wrong password or account gone, locked, "
+    "expired, no password stored, server down.  Nothing is downloaded.\n\n"
+    "Columns as in the survey the mail administrator asks for (คำนำหน้า, ชื่อ, นามสกุล, ตำแหน่ง, บัญชี, ปัญหา), "
+    "filled from each account's title/name/surname/position in the config.  The form also asks for the national "
+    "ID number, which mailbackup never holds: add it by hand.\n\n"
+    "Exit code: 0 when every account can log in, otherwise the worst account's (3 password, 4 server down, "
+    "5 TLS, ...; the order is the sweep's)."))
 @click.argument("config", type=click.Path(dir_okay=False, exists=True))
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write the list as CSV (UTF-8 with BOM, opens in Excel) for the request form.")
-@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None, help="Logins at once (default: the config's).")
-@click.option("--shard", metavar="I/N", default=None, help="Only this machine's share of the accounts.")
+              help=_("Also write the list as CSV (UTF-8 with BOM, opens in Excel) for the request form."))
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None,
+              help=_("Logins at once (default: the config's)."))
+@click.option("--shard", metavar="I/N", default=None, help=_("Only this machine's share of the accounts."))
 @click.option("--max-busy-wait", type=click.FloatRange(0), default=None,
-              help="Seconds to keep trying an account whose server says it is busy (default 300).")
+              help=_("Seconds to keep trying an account whose server says it is busy (default 300)."))
 @verbosity_options
 @handle_errors
 def check(config: str, csv_path: str | None, jobs: int | None, shard: str | None, max_busy_wait: float | None,
           verbose: int, quiet: bool) -> None:
-    """Log in to every account in CONFIG and list those that cannot: wrong
-    password or account gone, locked, expired, no password stored, server
-    down.  Nothing is downloaded.
-
-    Columns as in the survey the mail administrator asks for (คำนำหน้า,
-    ชื่อ, นามสกุล, ตำแหน่ง, บัญชี, ปัญหา), filled from each account's
-    title/name/surname/position in the config.  The form also asks for the
-    national ID number, which mailbackup never holds: add it by hand.
-
-    Exit code: 0 when every account can log in, otherwise the worst account's
-    (3 password, 4 server down, 5 TLS, ...; the order is the sweep's)."""
     setup_logging(verbose, quiet)
     if not verbose:
         logging.getLogger("mailbackup.sweep").setLevel(logging.ERROR)  # the table says it all
@@ -63,19 +61,10 @@ def check(config: str, csv_path: str | None, jobs: int | None, shard: str | None
         if rows:
             _print_table([list(CHECK_COLUMNS[:SHOWN_COLUMNS])] + [row[:SHOWN_COLUMNS] for row in rows])
         able = sum(1 for check_ in checks if check_.ok)
-        listed = f" List: {csv_path}" if csv_path and rows else ""
-        click.echo(f"{able} of {len(checks)} accounts can log in.{listed}")
+        click.echo(_("{able} of {total} accounts can log in.").format(able=able, total=len(checks)))
+        if csv_path and rows:
+            click.echo(_("List: {path}").format(path=csv_path))
     raise SystemExit(int(worst_exit_code(check_.exit_code for check_ in checks)))
-
-
-def display_width(text: str) -> int:
-    """Terminal columns: Thai vowel and tone marks above or below take none."""
-    width = 0
-    for char in text:
-        if unicodedata.category(char) in ("Mn", "Me", "Cf"):
-            continue
-        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
-    return width
 
 
 def _print_table(rows: list[list[str]]) -> None:

@@ -3,19 +3,24 @@ prompt, logging, and the one place where errors become exit codes."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import sqlite3
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from mailbackup import secrets
+from mailbackup import i18n, secrets
+from mailbackup.cli import clicktext  # noqa: F401 - click's own words in our language, before any command exists
 from mailbackup.config import AccountSettings, load_account
-from mailbackup.errors import ExitCode, MailbackupError
+from mailbackup.errors import ExitCode, MailbackupError, StateError, StorageError, UsageError
+from mailbackup.i18n import _
+from mailbackup.imap.fetchstream import printable
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import DEFAULT_SERVER, ConnectionSettings
 
@@ -23,26 +28,42 @@ F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("mailbackup")
 
 
+def _use_language(context: click.Context, parameter: click.Parameter, value: str | None) -> None:
+    # i18n already chose it from sys.argv before the help texts were made; this
+    # keeps an in-process call (click's test runner) in the language asked for.
+    if value:
+        i18n.set_language(value)
+
+
+def language_option(func: F) -> F:
+    """--lang th|en, accepted by the group and by every command."""
+    return click.option("--lang", type=click.Choice(i18n.LANGUAGES), expose_value=False, is_eager=True,
+                        callback=_use_language,
+                        help=_("Language of messages and reports: th (Thai) or en (English); "
+                               "default: MAILBACKUP_LANG, else the locale (LANG)."))(func)
+
+
 def verbosity_options(func: F) -> F:
-    func = click.option("-v", "--verbose", count=True, help="More detail (-vv for debug).")(func)
-    func = click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")(func)
-    return func
+    func = click.option("-v", "--verbose", count=True, help=_("More detail (-vv for debug)."))(func)
+    func = click.option("-q", "--quiet", is_flag=True, help=_("Print nothing but errors."))(func)
+    return language_option(func)
 
 
 def server_options(func: F) -> F:
     options = [
         click.option("--server", metavar="HOST[:PORT]", default=None,
-                     help=f"IMAP server (default {DEFAULT_SERVER}; port 993 TLS, 143 with --starttls)."),
+                     help=_("IMAP server (default {server}; port 993 TLS, 143 with --starttls).").format(
+                         server=DEFAULT_SERVER)),
         click.option("--cafile", type=click.Path(dir_okay=False), default=None,
-                     help="Trust the certificate authority in this PEM file."),
-        click.option("--starttls", is_flag=True, default=None, help="Connect in plain text, then STARTTLS."),
+                     help=_("Trust the certificate authority in this PEM file.")),
+        click.option("--starttls", is_flag=True, default=None, help=_("Connect in plain text, then STARTTLS.")),
         click.option("--insecure", is_flag=True, default=None,
-                     help="Do not verify the server certificate (still encrypted)."),
-        click.option("--timeout", type=float, default=None, help="Seconds to wait for the server (default 60)."),
+                     help=_("Do not verify the server certificate (still encrypted).")),
+        click.option("--timeout", type=float, default=None, help=_("Seconds to wait for the server (default 60).")),
         click.option("--compress", type=click.Choice(["auto", "always", "never"]), default=None,
-                     help="COMPRESS=DEFLATE: auto (default) uses it when offered, except on this machine."),
+                     help=_("COMPRESS=DEFLATE: auto (default) uses it when offered, except on this machine.")),
         click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
-                     help="YAML config with defaults and accounts."),
+                     help=_("YAML config with defaults and accounts.")),
     ]
     for option in reversed(options):
         func = option(func)
@@ -65,6 +86,11 @@ class Context:
     account: AccountSettings
     quiet: bool
     verbose: int
+    # Looked up once per run: a backup that then verifies asks at most once.
+    _password: str | None = field(default=None, repr=False)
+    # The password was typed at the prompt and its owner wants it kept: it
+    # goes into the keyring once it has logged in (a typo is never kept).
+    remember: bool = False
 
     @property
     def connection(self) -> ConnectionSettings:
@@ -72,20 +98,44 @@ class Context:
 
     def echo(self, text: str = "", *, err: bool = False) -> None:
         if not self.quiet:
-            click.echo(text, err=err)
+            click.echo(printable(text), err=err)
 
     def password(self) -> str:
-        return secrets.lookup(self.account.account, self.connection.server.host,
-                              password_command=self.account.password_command, prompt=prompt_password)
+        if self._password is None:
+            self._password = secrets.lookup(self.account.account, self.connection.server.host,
+                                            password_command=self.account.password_command, prompt=self._ask)
+        return self._password
+
+    def _ask(self, account: str) -> str:
+        """The first run of someone who only knows their address: ask for the
+        password, and whether to keep it so that the next run asks nothing."""
+        password = prompt_password(account)
+        self.remember = bool(click.confirm(_("Remember the password on this computer?"), default=True, err=True))
+        return password
 
     def session(self) -> ImapSession:
         if self.connection.insecure:
-            click.echo("warning: --insecure: the server's certificate is NOT checked", err=True)
-        return ImapSession(self.connection, self.account.account, self.password())
+            click.echo(_("warning: --insecure: the server's certificate is NOT checked"), err=True)
+        session = ImapSession(self.connection, self.account.account, self.password())
+        if self.remember:
+            session.connect()  # `with session` then uses this connection
+            self._keep_password()
+        return session
+
+    def _keep_password(self) -> None:
+        self.remember = False
+        try:
+            secrets.store_in_keyring(self.connection.server.host, self.account.account, self.password())
+        except UsageError as exc:
+            click.echo(_("warning: the password could not be remembered ({error}); "
+                         "it will be asked for again next time").format(error=exc), err=True)
+            return
+        self.echo(_("The password is kept in this computer's keyring: the next run will not ask for it."),
+                  err=True)
 
 
 def prompt_password(account: str) -> str:
-    return str(click.prompt(f"Password for {account}", hide_input=True, err=True))
+    return str(click.prompt(_("Password for {account}").format(account=account), hide_input=True, err=True))
 
 
 def build_context(account: str, *, quiet: bool, verbose: int, config_path: str | None,
@@ -96,17 +146,49 @@ def build_context(account: str, *, quiet: bool, verbose: int, config_path: str |
 
 
 def handle_errors(func: F) -> F:
-    """Turn any MailbackupError into its one line on stderr and its exit code."""
+    """Turn any MailbackupError into its one line on stderr and its exit code;
+    a local disk or state-database failure that reached us untranslated
+    (a full disk in the middle of a commit, a read-only archive) too."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            try:
+                return func(*args, **kwargs)
+            except (sqlite3.Error, OSError) as exc:
+                local = local_error(exc)
+                if local is None:
+                    raise
+                raise local from None
         except MailbackupError as exc:
-            click.echo(f"mailbackup: error: {exc}", err=True)
+            click.echo(printable(_("mailbackup: error: {error}").format(error=exc)), err=True)
             sys.exit(int(exc.exit_code))
         except KeyboardInterrupt:
-            click.echo("mailbackup: interrupted", err=True)
+            click.echo(_("mailbackup: interrupted"), err=True)
             sys.exit(int(ExitCode.INTERRUPTED))
 
     return wrapper  # type: ignore[return-value]
+
+
+# errno values that mean the local disk, not the network.
+LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG,
+                errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.EMLINK}
+
+
+def local_error(exc: BaseException) -> StorageError | None:
+    """The one-line StorageError for a raw local failure, or None when it is not one."""
+    if isinstance(exc, sqlite3.Error):
+        if getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+            return StateError(_("the state file of the archive is damaged: {error}").format(error=exc),
+                              hint=_("rename the account directory (its mail files stay readable) and run the "
+                                     "backup again, which builds a new archive"))
+        return StorageError(_("cannot write the state file of the archive: {error}").format(error=exc),
+                            hint=_("free some space or fix the permissions of the archive, then run the same "
+                                   "command again: what was saved stays saved"))
+    if isinstance(exc, OSError) and exc.errno in LOCAL_ERRNOS:
+        error = exc.strerror or exc
+        text = (_("cannot write {path}: {error}").format(path=exc.filename, error=error) if exc.filename
+                else _("cannot write: {error}").format(error=error))
+        return StorageError(text, hint=_("free some space or fix the permissions of the archive, then run the same "
+                                         "command again: what was saved stays saved"))
+    return None

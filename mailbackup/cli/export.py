@@ -12,6 +12,7 @@ from mailbackup.cli.common import build_context, handle_errors, verbosity_option
 from mailbackup.cli.format import duration, human_bytes
 from mailbackup.errors import ExitCode, UsageError
 from mailbackup.export import ExportOptions, export_archive
+from mailbackup.i18n import _
 from mailbackup.sync.archive import open_archive, private_umask
 
 
@@ -25,38 +26,36 @@ class EchoExportProgress:
         pass
 
     def warn(self, text: str) -> None:
-        click.echo(f"warning: {text}", err=True)
+        click.echo(_("warning: {text}").format(text=text), err=True)
 
 
-@click.command()
+@click.command(help=_(
+    "Export ACCOUNT's archive for Thunderbird, or convert it to mbox or Maildir.\n\n"
+    "OUT_DIR must be new or empty.  Messages are written byte for byte as archived.  For Thunderbird, see "
+    "docs/thunderbird.md for where to copy the tree."))
 @click.argument("account")
 @click.option("--dest", type=click.Path(file_okay=False), default=None,
-              help="Archive root holding ACCOUNT's backup (default ./mail-backup).")
+              help=_("Archive root holding ACCOUNT's backup (default ./mail-backup)."))
 @click.option("--thunderbird", "thunderbird_dir", type=click.Path(file_okay=False), default=None, metavar="OUT_DIR",
-              help="Write a Thunderbird Local Folders tree (mbox files, .sbd subfolders) into OUT_DIR.")
+              help=_("Write a Thunderbird Local Folders tree (mbox files, .sbd subfolders) into OUT_DIR."))
 @click.option("--mbox", "mbox_dir", type=click.Path(file_okay=False), default=None, metavar="OUT_DIR",
-              help="Write the archive as mbox files (the layout of an mbox archive's mail/ directory).")
+              help=_("Write the archive as mbox files (the layout of an mbox archive's mail/ directory)."))
 @click.option("--maildir", "maildir_dir", type=click.Path(file_okay=False), default=None, metavar="OUT_DIR",
-              help="Write the archive as Maildir folders (the layout of a Maildir archive's mail/ directory).")
-@click.option("--include", multiple=True, metavar="GLOB", help="Only folders matching (repeatable).")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip folders matching (repeatable).")
-@click.option("--skip-deleted", is_flag=True, help="Leave out messages the archive marks as gone from the server.")
+              help=_("Write the archive as Maildir folders (the layout of a Maildir archive's mail/ directory)."))
+@click.option("--include", multiple=True, metavar="GLOB", help=_("Only folders matching (repeatable)."))
+@click.option("--exclude", multiple=True, metavar="GLOB", help=_("Skip folders matching (repeatable)."))
+@click.option("--skip-deleted", is_flag=True, help=_("Leave out messages the archive marks as gone from the server."))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="YAML config with defaults and accounts.")
+              help=_("YAML config with defaults and accounts."))
 @verbosity_options
 @handle_errors
 def export(account: str, dest: str | None, thunderbird_dir: str | None, mbox_dir: str | None,
            maildir_dir: str | None, include: tuple[str, ...], exclude: tuple[str, ...], skip_deleted: bool,
            **options: Any) -> None:
-    """Export ACCOUNT's archive for Thunderbird, or convert it to mbox or Maildir.
-
-    OUT_DIR must be new or empty.  Messages are written byte for byte as
-    archived.  For Thunderbird, see docs/thunderbird.md for where to copy
-    the tree."""
     chosen = [(kind, path) for kind, path in (("thunderbird", thunderbird_dir), ("mbox", mbox_dir),
                                               ("maildir", maildir_dir)) if path]
     if len(chosen) != 1:
-        raise UsageError("choose exactly one of --thunderbird, --mbox or --maildir")
+        raise UsageError(_("choose exactly one of --thunderbird, --mbox or --maildir"))
     kind, out_dir = chosen[0]
     ctx = build_context(account, dest=dest, include=include, exclude=exclude, **options)
     private_umask()
@@ -64,8 +63,9 @@ def export(account: str, dest: str | None, thunderbird_dir: str | None, mbox_dir
                                    exclude=ctx.account.exclude, skip_deleted=skip_deleted)
     with open_archive(ctx.account.dest, account, lock=True, create=False) as archive:
         stats = export_archive(archive, export_options, EchoExportProgress())
-    ctx.echo(f"Exported {len(stats.folders)} folders, {stats.messages} messages, {human_bytes(stats.bytes)} "
-             f"into {out_dir} ({kind}) in {duration(stats.seconds)}.")
+    ctx.echo(_("Exported {folders} folders, {count} messages, {size} into {path} ({kind}) in {duration}.").format(
+        folders=len(stats.folders), count=stats.messages, size=human_bytes(stats.bytes), path=out_dir, kind=kind,
+        duration=duration(stats.seconds)))
     if kind == "thunderbird":
-        ctx.echo("Copy it into Thunderbird as docs/thunderbird.md describes (Thunderbird closed).")
+        ctx.echo(_("Copy it into Thunderbird as docs/thunderbird.md describes (Thunderbird closed)."))
     raise SystemExit(int(ExitCode.WARNINGS if stats.has_warnings else ExitCode.OK))

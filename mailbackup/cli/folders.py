@@ -5,16 +5,16 @@ from __future__ import annotations
 import click
 
 from mailbackup.cli.common import build_context, handle_errors, server_options, verbosity_options
-from mailbackup.cli.format import human_bytes
+from mailbackup.cli.format import display_width, human_bytes, pad
+from mailbackup.i18n import _
 
 
-@click.command()
+@click.command(help=_("List ACCOUNT's folders with message counts and sizes (one STATUS each)."))
 @click.argument("account")
 @server_options
 @verbosity_options
 @handle_errors
 def folders(account: str, **options: object) -> None:
-    """List ACCOUNT's folders with message counts and sizes (one STATUS each)."""
     ctx = build_context(account, **options)  # type: ignore[arg-type]
     total_messages = total_bytes = 0
     with ctx.session() as session:
@@ -27,8 +27,9 @@ def folders(account: str, **options: object) -> None:
             total_messages += status.messages
             total_bytes += status.size or 0
             rows.append((info.name, str(status.messages), human_bytes(status.size) if status.size is not None else "?"))
-    width = max([len(name) for name, _, _ in rows] + [6])
-    click.echo(f"{'Folder'.ljust(width)}  {'Messages':>9}  {'Size':>9}")
+    heading, total = _("Folder"), _("Total")
+    width = max([display_width(name) for name, _count, _size in rows] + [display_width(heading), 6])
+    click.echo(f"{pad(heading, width)}  {pad(_('Messages'), 9, right=True)}  {pad(_('Size'), 9, right=True)}")
     for name, count, size in rows:
-        click.echo(f"{name.ljust(width)}  {count:>9}  {size:>9}")
-    click.echo(f"{'Total'.ljust(width)}  {total_messages:>9}  {human_bytes(total_bytes):>9}")
+        click.echo(f"{pad(name, width)}  {count:>9}  {size:>9}")
+    click.echo(f"{pad(total, width)}  {total_messages:>9}  {human_bytes(total_bytes):>9}")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import unicodedata
+
+from mailbackup.i18n import _
+
 
 def human_bytes(count: int | None) -> str:
     if count is None:
@@ -16,7 +20,25 @@ def human_bytes(count: int | None) -> str:
 
 def duration(seconds: float) -> str:
     if seconds < 60:
-        return f"{seconds:.1f} s"
+        return _("{seconds:.1f} s").format(seconds=seconds)
     minutes, rest = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min {rest} s"
+    if hours:
+        return _("{hours} h {minutes} min").format(hours=hours, minutes=minutes)
+    return _("{minutes} min {seconds} s").format(minutes=minutes, seconds=rest)
+
+
+def display_width(text: str) -> int:
+    """Terminal columns: Thai vowel and tone marks above or below take none."""
+    width = 0
+    for char in text:
+        if unicodedata.category(char) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return width
+
+
+def pad(text: str, width: int, *, right: bool = False) -> str:
+    """`text` filled with spaces to `width` terminal columns (Thai marks take none)."""
+    fill = " " * max(width - display_width(text), 0)
+    return fill + text if right else text + fill

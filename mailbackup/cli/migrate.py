@@ -15,6 +15,7 @@ from mailbackup.cli.common import build_context, handle_errors, server_options, 
 from mailbackup.cli.progress import TqdmProgress
 from mailbackup.cli.restore import run_restore, target_connection, target_options
 from mailbackup.errors import ExitCode
+from mailbackup.i18n import _
 from mailbackup.imap.append import read_namespace
 from mailbackup.migrate import SOURCE_PREFIX_META, RestoreOptions
 from mailbackup.state.db import UploadTarget
@@ -22,29 +23,27 @@ from mailbackup.sync.archive import FORMATS, open_archive, private_umask
 from mailbackup.sync.engine import BackupEngine, BackupOptions
 
 
-@click.command()
+@click.command(help=_(
+    "Copy ACCOUNT (--server ...) to TARGET_ACCOUNT (--to-server ...): back up every folder into the archive, "
+    "then restore the archive into the target.\n\n"
+    "Run it again at any time (e.g. once more at the cutover): both steps continue where they stopped and copy "
+    "only what is new.  Exit code: the worse of the backup's and the restore's."))
 @click.argument("account")
 @target_options
 @click.option("--dest", type=click.Path(file_okay=False), default=None,
-              help="Archive root; the account gets its own directory inside (default ./mail-backup).")
+              help=_("Archive root; the account gets its own directory inside (default ./mail-backup)."))
 @click.option("--format", "format_", type=click.Choice(FORMATS), default=None,
-              help="Archive format, Maildir (default) or mbox; fixed by the archive's first run.")
-@click.option("--include", multiple=True, metavar="GLOB", help="Only folders matching (repeatable).")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip folders matching (repeatable).")
+              help=_("Archive format, Maildir (default) or mbox; fixed by the archive's first run."))
+@click.option("--include", multiple=True, metavar="GLOB", help=_("Only folders matching (repeatable)."))
+@click.option("--exclude", multiple=True, metavar="GLOB", help=_("Skip folders matching (repeatable)."))
 @click.option("--check/--no-check", default=True, show_default=True,
-              help="After uploading, check every message on the target (size, flags, date).")
+              help=_("After uploading, check every message on the target (size, flags, date)."))
 @server_options
 @verbosity_options
 @handle_errors
 def migrate(account: str, to_account: str, to_server: str | None, to_cafile: str | None, to_starttls: bool,
             to_insecure: bool, batch_size: int, skip_deleted: bool, dest: str | None, format_: str | None,
             include: tuple[str, ...], exclude: tuple[str, ...], check: bool, **options: Any) -> None:
-    """Copy ACCOUNT (--server ...) to TARGET_ACCOUNT (--to-server ...): back up
-    every folder into the archive, then restore the archive into the target.
-
-    Run it again at any time (e.g. once more at the cutover): both steps
-    continue where they stopped and copy only what is new.  Exit code: the
-    worse of the backup's and the restore's."""
     ctx = build_context(account, dest=dest, format=format_, include=include, exclude=exclude, **options)
     private_umask()
     settings = ctx.account
@@ -56,7 +55,8 @@ def migrate(account: str, to_account: str, to_server: str | None, to_cafile: str
     )
     with open_archive(settings.dest, settings.account, format=settings.format) as archive:
         with ctx.session() as source, _stop_on_ctrl_c(backup_options.stop):
-            ctx.echo(f"Backing up {account} from {settings.connection.server} into {archive.root}", err=True)
+            ctx.echo(_("Backing up {account} from {server} into {archive}").format(
+                account=account, server=settings.connection.server, archive=archive.root), err=True)
             progress = TqdmProgress(enabled=True, quiet=ctx.quiet)
             try:
                 stats = BackupEngine(source, archive, backup_options, progress).run()

@@ -9,6 +9,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from mailbackup.i18n import _
 from mailbackup.model import FolderResult
 
 
@@ -23,7 +24,8 @@ class TqdmProgress:
         if not self.enabled or not messages:
             return
         if self.overall is None:
-            self.overall = tqdm(desc="all folders", unit="msg", position=0, file=sys.stderr, dynamic_ncols=True)
+            self.overall = tqdm(desc=_("all folders"), unit=_("msg"), position=0, file=sys.stderr,
+                                dynamic_ncols=True)
         self.overall.total = (self.overall.total or 0) + messages
         self.overall.refresh()
         self._close_folder()
@@ -40,10 +42,11 @@ class TqdmProgress:
         self._close_folder()
 
     def warn(self, text: str) -> None:
+        line = _("warning: {text}").format(text=text)
         if self.enabled:
-            tqdm.write(f"warning: {text}", file=sys.stderr)
+            tqdm.write(line, file=sys.stderr)
         else:
-            click.echo(f"warning: {text}", err=True)
+            click.echo(line, err=True)
 
     def close(self) -> None:
         self._close_folder()

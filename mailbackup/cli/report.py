@@ -10,13 +10,16 @@ from typing import Any
 import click
 
 from mailbackup.cli.common import handle_errors, setup_logging, verbosity_options
+from mailbackup.cli.format import pad
 from mailbackup.config import load_account, read_config
 from mailbackup.errors import ExitCode, UsageError
+from mailbackup.i18n import _, language, local_datetime
 from mailbackup.report import (
     SUMMARY_DIR,
     AccountSummary,
     collect_accounts,
     extra_report_dir,
+    status_label,
     write_summary,
     write_verify_reports,
 )
@@ -24,30 +27,30 @@ from mailbackup.sync.archive import private_umask
 from mailbackup.verify import Status
 
 
-@click.command()
+@click.command(help=_(
+    "Regenerate the verification reports and write summary.json, summary.csv and summary.html for all accounts "
+    "under DEST.\n\n"
+    "Exit code: 0 when every account is verified complete, 1 when any is incomplete, failed or never verified, "
+    "8 when any is corrupt."))
 @click.option("--dest", type=click.Path(file_okay=False), default=None,
-              help="Archive root holding the accounts (default ./mail-backup).")
+              help=_("Archive root holding the accounts (default ./mail-backup)."))
 @click.option("--report-dir", type=click.Path(file_okay=False), default=None,
-              help=f"Write the summary (and a copy of each account's reports) here, not in DEST/{SUMMARY_DIR}.")
+              help=_("Write the summary (and a copy of each account's reports) here, not in DEST/{directory}.").format(
+                  directory=SUMMARY_DIR))
 @click.option("--deadline", metavar="YYYY-MM-DD", default=None,
-              help="Cutover date for every account (default: the config's, else each account's last report).")
+              help=_("Cutover date for every account (default: the config's, else each account's last report)."))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="YAML config: its accounts without an archive are listed as never verified.")
+              help=_("YAML config: its accounts without an archive are listed as never verified."))
 @verbosity_options
 @handle_errors
 def report(dest: str | None, report_dir: str | None, deadline: str | None, config_path: str | None,
            verbose: int, quiet: bool) -> None:
-    """Regenerate the verification reports and write summary.json, summary.csv
-    and summary.html for all accounts under DEST.
-
-    Exit code: 0 when every account is verified complete, 1 when any is
-    incomplete, failed or never verified, 8 when any is corrupt."""
     setup_logging(verbose, quiet)
     private_umask()
     config = Path(config_path) if config_path else None
     root = load_account(config, "", {"dest": dest}).dest
     if not root.is_dir():
-        raise UsageError(f"no archive root {root}", hint="give the --dest used for the backups")
+        raise UsageError(_("no archive root {root}").format(root=root), hint=_("give the --dest used for the backups"))
 
     def deadline_for(account: str) -> date | None:
         return load_account(config, account, {"deadline": deadline}).deadline
@@ -61,7 +64,7 @@ def report(dest: str | None, report_dir: str | None, deadline: str | None, confi
     written = write_summary(accounts, summary_dir, today, datetime.now().astimezone())
     _print(accounts, quiet)
     if not quiet:
-        click.echo(f"Summary: {written[2]}")
+        click.echo(_("Summary: {path}").format(path=written[2]))
     raise SystemExit(int(_exit_code(accounts)))
 
 
@@ -88,13 +91,15 @@ def _print(accounts: list[AccountSummary], quiet: bool) -> None:
         return
     width = max([len(account.account) for account in accounts] + [7])
     for account in accounts:
-        when = account.verification.generated_at.strftime("%Y-%m-%d %H:%M") if account.verification else "-"
-        click.echo(f"{account.account.ljust(width)}  {account.status:<14}  verified {when}  "
-                   f"last good backup {account.last_backup or '-'}")
+        when = local_datetime(account.verification.generated_at) if account.verification else "-"
+        status = status_label(account.status) if language() == "th" else account.status
+        click.echo(_("{account}  {status}  verified {when}  last good backup {backup}").format(
+            account=account.account.ljust(width), status=pad(status, 14), when=when,
+            backup=account.last_backup or "-"))
         for problem in account.problems:
-            click.echo(f"  warning: {problem}", err=True)
+            click.echo(_("  warning: {problem}").format(problem=problem), err=True)
     complete = sum(1 for account in accounts if account.status == Status.COMPLETE)
-    click.echo(f"{complete} of {len(accounts)} accounts verified complete.")
+    click.echo(_("{complete} of {total} accounts verified complete.").format(complete=complete, total=len(accounts)))
 
 
 def _exit_code(accounts: list[AccountSummary]) -> ExitCode:

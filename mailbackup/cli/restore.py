@@ -15,6 +15,7 @@ from mailbackup.cli.common import Context, build_context, handle_errors, prompt_
 from mailbackup.cli.format import duration, human_bytes
 from mailbackup.cli.progress import TqdmProgress
 from mailbackup.errors import ExitCode
+from mailbackup.i18n import _
 from mailbackup.imap.append import TargetMailbox
 from mailbackup.imap.session import ImapSession
 from mailbackup.migrate import (
@@ -38,19 +39,19 @@ def target_options(func: F) -> F:
     """--to and the target server's connection options (restore and migrate)."""
     options = [
         click.option("--to", "to_account", required=True, metavar="TARGET_ACCOUNT",
-                     help="Account to restore into (its password: MAILBACKUP_TARGET_PASSWORD, the keyring, "
-                          "or a prompt)."),
+                     help=_("Account to restore into (its password: MAILBACKUP_TARGET_PASSWORD, the keyring, "
+                            "or a prompt).")),
         click.option("--to-server", metavar="HOST[:PORT]", default=None,
-                     help="Target IMAP server (default: the account's own server)."),
+                     help=_("Target IMAP server (default: the account's own server).")),
         click.option("--to-cafile", type=click.Path(dir_okay=False), default=None,
-                     help="Trust the certificate authority in this PEM file for the target."),
-        click.option("--to-starttls", is_flag=True, default=False, help="Target: plain connect, then STARTTLS."),
+                     help=_("Trust the certificate authority in this PEM file for the target.")),
+        click.option("--to-starttls", is_flag=True, default=False, help=_("Target: plain connect, then STARTTLS.")),
         click.option("--to-insecure", is_flag=True, default=False,
-                     help="Do not verify the target's certificate (still encrypted)."),
+                     help=_("Do not verify the target's certificate (still encrypted).")),
         click.option("--batch-size", type=click.IntRange(1, 1000), default=100, show_default=True,
-                     help="Messages per MULTIAPPEND (batches are also bounded to 8 MB)."),
+                     help=_("Messages per MULTIAPPEND (batches are also bounded to 8 MB).")),
         click.option("--skip-deleted", is_flag=True,
-                     help="Leave out messages the archive marks as gone from the server."),
+                     help=_("Leave out messages the archive marks as gone from the server.")),
     ]
     for option in reversed(options):
         func = option(func)
@@ -74,7 +75,7 @@ def target_connection(ctx: Context, to_server: str | None, to_cafile: str | None
 
 def target_session(settings: ConnectionSettings, account: str) -> ImapSession:
     if settings.insecure:
-        click.echo("warning: --to-insecure: the target's certificate is NOT checked", err=True)
+        click.echo(_("warning: --to-insecure: the target's certificate is NOT checked"), err=True)
     password = secrets.lookup_target(account, settings.server.host, prompt=prompt_password)
     return ImapSession(settings, account, password)
 
@@ -101,32 +102,30 @@ class TqdmRestoreProgress:
         self.bars.close()
 
 
-@click.command()
+@click.command(help=_(
+    "Upload ACCOUNT's archive to TARGET_ACCOUNT, into the same folders, with read/flagged marks and original "
+    "dates; then check it is all there.\n\n"
+    "Safe to run again: messages already uploaded are skipped, and after an interruption the ones in flight are "
+    "looked for on the target first.  Exit code: 0 all there, 1 some messages or folders could not be restored "
+    "(listed, and in reports/restore-verify.json), 3/4/5 login or connection."))
 @click.argument("account")
 @target_options
 @click.option("--dest", type=click.Path(file_okay=False), default=None,
-              help="Archive root holding ACCOUNT's backup (default ./mail-backup).")
-@click.option("--include", multiple=True, metavar="GLOB", help="Only folders matching (repeatable).")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip folders matching (repeatable).")
-@click.option("--dry-run", is_flag=True, help="Show which folders and how many messages would go where.")
-@click.option("--verify-only", is_flag=True, help="Upload nothing; only check the target against the archive.")
+              help=_("Archive root holding ACCOUNT's backup (default ./mail-backup)."))
+@click.option("--include", multiple=True, metavar="GLOB", help=_("Only folders matching (repeatable)."))
+@click.option("--exclude", multiple=True, metavar="GLOB", help=_("Skip folders matching (repeatable)."))
+@click.option("--dry-run", is_flag=True, help=_("Show which folders and how many messages would go where."))
+@click.option("--verify-only", is_flag=True, help=_("Upload nothing; only check the target against the archive."))
 @click.option("--check/--no-check", default=True, show_default=True,
-              help="After uploading, check every message on the target (size, flags, date).")
-@click.option("--timeout", type=float, default=None, help="Seconds to wait for the server (default 60).")
+              help=_("After uploading, check every message on the target (size, flags, date)."))
+@click.option("--timeout", type=float, default=None, help=_("Seconds to wait for the server (default 60)."))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="YAML config with defaults and accounts.")
+              help=_("YAML config with defaults and accounts."))
 @verbosity_options
 @handle_errors
 def restore(account: str, to_account: str, to_server: str | None, to_cafile: str | None, to_starttls: bool,
             to_insecure: bool, batch_size: int, skip_deleted: bool, dest: str | None, include: tuple[str, ...],
             exclude: tuple[str, ...], dry_run: bool, verify_only: bool, check: bool, **options: Any) -> None:
-    """Upload ACCOUNT's archive to TARGET_ACCOUNT, into the same folders, with
-    read/flagged marks and original dates; then check it is all there.
-
-    Safe to run again: messages already uploaded are skipped, and after an
-    interruption the ones in flight are looked for on the target first.
-    Exit code: 0 all there, 1 some messages or folders could not be restored
-    (listed, and in reports/restore-verify.json), 3/4/5 login or connection."""
     ctx = build_context(account, dest=dest, include=include, exclude=exclude, **options)
     private_umask()
     settings = target_connection(ctx, to_server, to_cafile, to_starttls, to_insecure)
@@ -147,9 +146,10 @@ def run_restore(ctx: Context, archive: Archive, settings: ConnectionSettings, op
         target = TargetMailbox(session)
         if verify_only:
             return _check(ctx, archive, target, options)
-        verb = "Dry run: restoring" if options.dry_run else "Restoring"
-        ctx.echo(f"{verb} {archive.state.get_meta('account') or ctx.account.account} from {archive.root} "
-                 f"to {target_account} on {settings.server}", err=True)
+        text = (_("Dry run: restoring {account} from {archive} to {target} on {server}") if options.dry_run
+                else _("Restoring {account} from {archive} to {target} on {server}"))
+        ctx.echo(text.format(account=archive.state.get_meta("account") or ctx.account.account, archive=archive.root,
+                             target=target_account, server=settings.server), err=True)
         progress = TqdmRestoreProgress(enabled=not options.dry_run, quiet=ctx.quiet)
         try:
             stats = RestoreEngine(archive, target, options, progress).run()
@@ -175,48 +175,56 @@ def summarize(ctx: Context, stats: RestoreStats) -> None:
     for folder in stats.folders:
         arrow = f"{folder.source} → {folder.target}"
         if folder.error:
-            ctx.echo(f"  FAILED  {arrow}: {folder.error}", err=True)
+            ctx.echo(_("  FAILED  {folders}: {error}").format(folders=arrow, error=folder.error), err=True)
         elif stats.dry_run:
-            new = " (new folder)" if folder.created else ""
-            ctx.echo(f"  {arrow}{new}: would upload {folder.uploaded} messages, "
-                     f"{human_bytes(folder.uploaded_bytes)}; {folder.already} already uploaded")
+            new = _(" (new folder)") if folder.created else ""
+            ctx.echo(_("  {folders}{new}: would upload {count} messages, {size}; {already} already uploaded").format(
+                folders=arrow, new=new, count=folder.uploaded, size=human_bytes(folder.uploaded_bytes),
+                already=folder.already))
         if folder.failed:
-            ctx.echo(f"  PARTIAL {arrow}: {len(folder.failed)} messages not uploaded:", err=True)
+            ctx.echo(_("  PARTIAL {folders}: {count} messages not uploaded:").format(
+                folders=arrow, count=len(folder.failed)), err=True)
             for failure in folder.failed[:FAILURES_SHOWN]:
                 subject = f" {failure.subject!r}" if failure.subject else ""
                 ctx.echo(f"      UID {failure.uid} ({human_bytes(failure.size)}){subject}: {failure.error}", err=True)
             if len(folder.failed) > FAILURES_SHOWN:
-                ctx.echo(f"      … and {len(folder.failed) - FAILURES_SHOWN} more", err=True)
+                ctx.echo(_("      … and {count} more").format(count=len(folder.failed) - FAILURES_SHOWN), err=True)
     found = sum(folder.found for folder in stats.folders)
     already = sum(folder.already for folder in stats.folders)
     created = sum(1 for folder in stats.folders if folder.created)
     rate = stats.uploaded / stats.seconds if stats.seconds > 0 else 0.0
-    verb = "would upload" if stats.dry_run else "uploaded"
-    line = (f"{'Dry run: ' if stats.dry_run else ''}{len(stats.folders)} folders "
-            f"({created} {'to create' if stats.dry_run else 'created'}), {verb} {stats.uploaded} messages, "
-            f"{human_bytes(stats.bytes)} in {duration(stats.seconds)} ({rate:.0f} messages/s)")
-    extras = [text for count, text in ((already, f"{already} uploaded before"),
-                                       (found, f"{found} found already on the target"),
-                                       (stats.failures, f"{stats.failures} refused")) if count]
-    ctx.echo(line + (f"; {', '.join(extras)}" if extras else "") + ".")
+    line = (_("Dry run: {folders} folders ({created} to create), would upload {count} messages, {size} in "
+              "{duration} ({rate:.0f} messages/s)") if stats.dry_run else
+            _("{folders} folders ({created} created), uploaded {count} messages, {size} in {duration} "
+              "({rate:.0f} messages/s)")).format(
+        folders=len(stats.folders), created=created, count=stats.uploaded, size=human_bytes(stats.bytes),
+        duration=duration(stats.seconds), rate=rate)
+    extras = [text for count, text in ((already, _("{count} uploaded before").format(count=already)),
+                                       (found, _("{count} found already on the target").format(count=found)),
+                                       (stats.failures, _("{count} refused").format(count=stats.failures))) if count]
+    ctx.echo(_("{summary}.").format(summary=line + (f"; {', '.join(extras)}" if extras else "")))
     if stats.interrupted:
-        ctx.echo("Interrupted: run the same command again to continue; nothing will be uploaded twice.", err=True)
+        ctx.echo(_("Interrupted: run the same command again to continue; nothing will be uploaded twice."), err=True)
 
 
 def summarize_check(ctx: Context, check: TargetCheck, report: str) -> None:
     totals = check.totals()
     if check.complete:
-        ctx.echo(f"Check: all {totals['messages']} messages are on the target with the same size, flags and "
-                 f"date ({report}).")
+        ctx.echo(_("Check: all {count} messages are on the target with the same size, flags and date ({report}).")
+                 .format(count=totals["messages"], report=report))
         return
     for folder in check.folders:
         if folder.status != "ok":
-            problems = ", ".join(f"{len(getattr(folder, kind))} {kind.replace('_', ' ')}"
-                                 for kind in ("missing", "size_mismatch", "flags_mismatch", "date_mismatch")
-                                 if getattr(folder, kind))
+            problems = ", ".join(text.format(count=len(getattr(folder, kind))) for kind, text in (
+                ("missing", _("{count} missing")), ("size_mismatch", _("{count} size mismatch")),
+                ("flags_mismatch", _("{count} flags mismatch")), ("date_mismatch", _("{count} date mismatch")))
+                if getattr(folder, kind))
             detail = folder.error or problems
-            ctx.echo(f"  CHECK   {folder.source} → {folder.target}: {detail}", err=True)
-    ctx.echo(f"Check: {totals['present']} of {totals['messages']} messages are on the target as archived; "
-             f"{totals['missing']} missing, {totals['size_mismatch']} with another size, "
-             f"{totals['flags_mismatch']} with other flags, {totals['date_mismatch']} with another date "
-             f"(details: {report}).")
+            ctx.echo(_("  CHECK   {source} → {target}: {detail}").format(
+                source=folder.source, target=folder.target, detail=detail), err=True)
+    ctx.echo(_("Check: {present} of {count} messages are on the target as archived; {missing} missing, "
+               "{size_mismatch} with another size, {flags_mismatch} with other flags, {date_mismatch} with another "
+               "date (details: {report}).").format(
+        present=totals["present"], count=totals["messages"], missing=totals["missing"],
+        size_mismatch=totals["size_mismatch"], flags_mismatch=totals["flags_mismatch"],
+        date_mismatch=totals["date_mismatch"], report=report))

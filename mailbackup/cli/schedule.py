@@ -11,6 +11,7 @@ import click
 from mailbackup.cli.common import handle_errors, setup_logging, verbosity_options
 from mailbackup.config import load_sweep
 from mailbackup.errors import StorageError, UsageError
+from mailbackup.i18n import N_, _
 from mailbackup.schedule import (
     DEFAULT_AT,
     ScheduleSpec,
@@ -23,33 +24,33 @@ from mailbackup.schedule import (
 )
 from mailbackup.sweep import Shard
 
-PASSWORD_NOTE = ("A scheduled run has no desktop session: the OS keyring may be locked or absent. "
-                 "Give each account a password_command, or use a file keyring (keyrings.alt).")
+PASSWORD_NOTE = N_("A scheduled run has no desktop session: the OS keyring may be locked or absent. "
+                   "Give each account a password_command, or use a file keyring (keyrings.alt).")
 
 
-@click.command()
+@click.command(help=_(
+    "Print a schedule that runs `mailbackup sweep CONFIG` every night.\n\n"
+    "Two runs never overlap: a sweep that starts while the previous one is still running finds the sweep lock "
+    "taken and exits with code 6."))
 @click.argument("config", type=click.Path(dir_okay=False, exists=True))
-@click.option("--cron", "kind", flag_value="cron", help="A crontab line (add it with `crontab -e`).")
-@click.option("--systemd", "kind", flag_value="systemd", help="A systemd service and timer.")
-@click.option("--windows", "kind", flag_value="windows", help="A Windows Task Scheduler command.")
-@click.option("--at", "at", default=DEFAULT_AT, show_default=True, metavar="HH:MM", help="Time of day, 24-hour clock.")
-@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None, help="Passed on to the sweep.")
-@click.option("--shard", metavar="I/N", default=None, help="Passed on to the sweep: this machine's share.")
+@click.option("--cron", "kind", flag_value="cron", help=_("A crontab line (add it with `crontab -e`)."))
+@click.option("--systemd", "kind", flag_value="systemd", help=_("A systemd service and timer."))
+@click.option("--windows", "kind", flag_value="windows", help=_("A Windows Task Scheduler command."))
+@click.option("--at", "at", default=DEFAULT_AT, show_default=True, metavar="HH:MM",
+              help=_("Time of day, 24-hour clock."))
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None, help=_("Passed on to the sweep."))
+@click.option("--shard", metavar="I/N", default=None, help=_("Passed on to the sweep: this machine's share."))
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None,
-              help="The sweep's log (default DEST/reports/sweep.log).")
+              help=_("The sweep's log (default DEST/reports/sweep.log)."))
 @click.option("--output-dir", type=click.Path(file_okay=False), default=None,
-              help="--systemd: write the two unit files into this directory instead of printing them.")
+              help=_("--systemd: write the two unit files into this directory instead of printing them."))
 @verbosity_options
 @handle_errors
 def schedule(config: str, kind: str | None, at: str, jobs: int | None, shard: str | None, log_file: str | None,
              output_dir: str | None, verbose: int, quiet: bool) -> None:
-    """Print a schedule that runs `mailbackup sweep CONFIG` every night.
-
-    Two runs never overlap: a sweep that starts while the previous one is
-    still running finds the sweep lock taken and exits with code 6."""
     setup_logging(verbose, quiet)
     if kind is None:
-        raise UsageError("say which scheduler", hint="add --cron, --systemd or --windows")
+        raise UsageError(_("say which scheduler"), hint=_("add --cron, --systemd or --windows"))
     hour, minute = parse_at(at)
     config_path = Path(config).resolve()
     settings = load_sweep(config_path)  # a broken config fails now, not at 01:30
@@ -64,8 +65,8 @@ def schedule(config: str, kind: str | None, at: str, jobs: int | None, shard: st
     spec = ScheduleSpec(python=str(Path(sys.executable).absolute()), config=config_path, hour=hour, minute=minute,
                         sweep_args=tuple(args), name=name)
     if not settings.dest.is_absolute():
-        click.echo(f"warning: {config_path} sets no absolute dest; a scheduled run writes into its working "
-                   "directory. Add `dest:` under `defaults:`.", err=True)
+        click.echo(_("warning: {config} sets no absolute dest; a scheduled run writes into its working "
+                     "directory. Add `dest:` under `defaults:`.").format(config=config_path), err=True)
     if kind == "cron":
         _print_cron(spec)
     elif kind == "systemd":
@@ -75,8 +76,9 @@ def schedule(config: str, kind: str | None, at: str, jobs: int | None, shard: st
 
 
 def _print_cron(spec: ScheduleSpec) -> None:
-    click.echo(f"# mailbackup: nightly sweep at {spec.hour:02d}:{spec.minute:02d}. Add with `crontab -e`.")
-    click.echo(f"# {PASSWORD_NOTE}")
+    click.echo("# " + _("mailbackup: nightly sweep at {time}. Add with `crontab -e`.").format(
+        time=f"{spec.hour:02d}:{spec.minute:02d}"))
+    click.echo(f"# {_(PASSWORD_NOTE)}")
     click.echo(crontab_line(spec))
 
 
@@ -88,22 +90,24 @@ def _systemd(spec: ScheduleSpec, output_dir: Path | None) -> None:
             for name, text in units.items():
                 (output_dir / name).write_text(text, encoding="utf-8")
         except OSError as exc:
-            raise StorageError(f"cannot write the units into {output_dir}: {exc.strerror or exc}") from None
-        click.echo(f"Wrote {', '.join(str(output_dir / name) for name in units)}.")
+            raise StorageError(_("cannot write the units into {directory}: {error}").format(
+                directory=output_dir, error=exc.strerror or exc)) from None
+        click.echo(_("Wrote {files}.").format(files=", ".join(str(output_dir / name) for name in units)))
     else:
         for name, text in units.items():
             click.echo(f"# ---- {name} ----")
             click.echo(text)
-    click.echo(f"# Install as your user: copy both files to ~/.config/systemd/user/, then\n"
+    click.echo("# " + _("Install as your user: copy both files to ~/.config/systemd/user/, then") + "\n"
                f"#   systemctl --user daemon-reload && systemctl --user enable --now {spec.name}.timer\n"
-               f"#   loginctl enable-linger $USER    # so it runs while nobody is logged in\n"
-               f"# {PASSWORD_NOTE}")
+               "#   loginctl enable-linger $USER    # " + _("so it runs while nobody is logged in") + "\n"
+               f"# {_(PASSWORD_NOTE)}")
 
 
 def _print_windows(spec: ScheduleSpec) -> None:
-    click.echo(f"REM mailbackup: nightly sweep at {spec.hour:02d}:{spec.minute:02d}. Run in a Command Prompt.")
-    click.echo("REM Add /RU %USERNAME% /RP to run while you are logged off (asks for your Windows password).")
+    click.echo("REM " + _("mailbackup: nightly sweep at {time}. Run in a Command Prompt.").format(
+        time=f"{spec.hour:02d}:{spec.minute:02d}"))
+    click.echo("REM " + _("Add /RU %USERNAME% /RP to run while you are logged off (asks for your Windows password)."))
     click.echo(schtasks_command(spec))
     if schtasks_too_long(spec):
-        click.echo("warning: the command is longer than Task Scheduler accepts (261 characters); put it in a "
-                   ".cmd file and schedule that file instead.", err=True)
+        click.echo(_("warning: the command is longer than Task Scheduler accepts (261 characters); put it in a "
+                     ".cmd file and schedule that file instead."), err=True)

@@ -18,10 +18,11 @@ import click
 from tqdm import tqdm
 
 from mailbackup.cli.common import handle_errors, verbosity_options
-from mailbackup.cli.format import duration, human_bytes
+from mailbackup.cli.format import display_width, duration, human_bytes, pad
 from mailbackup.cli.verify import parse_duration
 from mailbackup.config import load_sweep
 from mailbackup.errors import ExitCode, StorageError
+from mailbackup.i18n import N_, _
 from mailbackup.sweep import (
     SEVERITY,
     AccountOutcome,
@@ -33,6 +34,7 @@ from mailbackup.sweep import (
     describe,
     report_directory,
     run_sweep,
+    stage_word,
     take_sweep_lock,
     write_reports,
 )
@@ -46,45 +48,41 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 NOISY_LOGGERS = ("imapclient", "imaplib")
 
 
-@click.command()
+@click.command(help=_(
+    "Back up, then verify, every account in CONFIG, several at once.\n\n"
+    "One failing account never stops the others.  Passwords come from each account's password_command or the "
+    "keyring (`mailbackup auth set`, `mailbackup auth import`); nobody is asked.  Writes summary.json/.csv/.html "
+    "and sweep.json/.csv into DEST/reports (per shard: DEST/reports/shard-I-of-N).\n\n"
+    "Exit code: the worst account's, in this order (worst last): 0 ok, 1 warnings, 6 archive in use, 9 server "
+    "error, 4 connection, 5 TLS, 3 password, 2 config, 7 local storage, 8 corrupt, 130 interrupted."))
 @click.argument("config", type=click.Path(dir_okay=False, exists=True))
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None,
-              help="Accounts at once, one thread each (default: the config's jobs, else 4).")
+              help=_("Accounts at once, one thread each (default: the config's jobs, else 4)."))
 @click.option("--shard", metavar="I/N", default=None,
-              help="Only this machine's share: shard I (1 to N) of N, by a stable hash of the account name.")
-@click.option("--no-verify", is_flag=True, help="Back up only; do not verify.")
+              help=_("Only this machine's share: shard I (1 to N) of N, by a stable hash of the account name."))
+@click.option("--no-verify", is_flag=True, help=_("Back up only; do not verify."))
 @click.option("--verify-max-age", metavar="DURATION", default=None,
-              help="Skip files verified within DURATION (e.g. 7d): a nightly sweep re-reads only what is due.")
+              help=_("Skip files verified within DURATION (e.g. 7d): a nightly sweep re-reads only what is due."))
 @click.option("--report-dir", type=click.Path(file_okay=False), default=None,
-              help="Write the combined report here (default DEST/reports), and a copy of each account's.")
+              help=_("Write the combined report here (default DEST/reports), and a copy of each account's."))
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None,
-              help="Also log to this file (time stamps; rotated at 5 MB, 5 kept).")
+              help=_("Also log to this file (time stamps; rotated at 5 MB, 5 kept)."))
 @click.option("--max-connections-per-server", type=click.IntRange(1, 100), default=None,
-              help="Connections at once toward one server (default: the config's, else 4).")
+              help=_("Connections at once toward one server (default: the config's, else 4)."))
 @click.option("--max-bytes-per-second", type=click.IntRange(1), default=None,
-              help="Bandwidth limit per server, shared by its accounts (default: the config's, else none).")
+              help=_("Bandwidth limit per server, shared by its accounts (default: the config's, else none)."))
 @click.option("--max-busy-wait", type=click.FloatRange(0), default=None,
-              help="Seconds an account may wait in all for a server that says it is busy (default 300).")
-@click.option("--batch-size", type=click.IntRange(1, 10000), default=None, help="Messages per FETCH (default 500).")
-@click.option("--retries", type=click.IntRange(0, 50), default=None, help="Reconnects after a drop (default 5).")
+              help=_("Seconds an account may wait in all for a server that says it is busy (default 300)."))
+@click.option("--batch-size", type=click.IntRange(1, 10000), default=None, help=_("Messages per FETCH (default 500)."))
+@click.option("--retries", type=click.IntRange(0, 50), default=None, help=_("Reconnects after a drop (default 5)."))
 @click.option("--retry-delay", type=click.FloatRange(0, 600), default=None,
-              help="Seconds before the first reconnect; doubles each time (default 1).")
+              help=_("Seconds before the first reconnect; doubles each time (default 1)."))
 @verbosity_options
 @handle_errors
 def sweep(config: str, jobs: int | None, shard: str | None, no_verify: bool, verify_max_age: str | None,
           report_dir: str | None, log_file: str | None, max_connections_per_server: int | None,
           max_bytes_per_second: int | None, max_busy_wait: float | None, batch_size: int | None,
           retries: int | None, retry_delay: float | None, verbose: int, quiet: bool) -> None:
-    """Back up, then verify, every account in CONFIG, several at once.
-
-    One failing account never stops the others.  Passwords come from each
-    account's password_command or the keyring (`mailbackup auth set`,
-    `mailbackup auth import`); nobody is asked.  Writes summary.json/.csv/.html
-    and sweep.json/.csv into DEST/reports (per shard: DEST/reports/shard-I-of-N).
-
-    Exit code: the worst account's, in this order (worst last): 0 ok,
-    1 warnings, 6 archive in use, 9 server error, 4 connection, 5 TLS,
-    3 password, 2 config, 7 local storage, 8 corrupt, 130 interrupted."""
     private_umask()
     interactive = sys.stderr.isatty() and not quiet
     setup_sweep_logging(verbose, quiet, interactive, Path(log_file) if log_file else None)
@@ -112,7 +110,7 @@ def sweep(config: str, jobs: int | None, shard: str | None, no_verify: bool, ver
     log.info("sweep finished in %s: exit code %d", duration(result.seconds), result.exit_code)
     if not quiet:
         _print_table(result)
-        click.echo(f"Report: {written[2]}")
+        click.echo(_("Report: {path}").format(path=written[2]))
     else:  # only what went wrong: cron mails any output, so a good night stays silent
         for outcome in result.outcomes:
             if outcome.exit_code is not ExitCode.OK:
@@ -170,7 +168,8 @@ def _file_handler(path: Path, verbose: int) -> logging.Handler:
         handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS,
                                                        encoding="utf-8")
     except OSError as exc:
-        raise StorageError(f"cannot open log file {path}: {exc.strerror or exc}") from None
+        raise StorageError(_("cannot open log file {path}: {error}").format(path=path, error=exc.strerror or exc)) \
+            from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s [%(threadName)s] %(name)s: %(message)s",
                                            TIME_FORMAT))
     handler.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
@@ -187,7 +186,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         stop.set()
-        log.warning("stopping: each account finishes its current batch (Ctrl-C again to stop at once)")
+        log.warning(_("stopping: each account finishes its current batch (Ctrl-C again to stop at once)"))
 
     previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -217,7 +216,7 @@ class TqdmSweepProgress:
 
     def sweep_start(self, accounts: int) -> None:
         self.log.sweep_start(accounts)
-        self.overall = tqdm(total=accounts, desc="accounts", unit="acct", position=0, file=sys.stderr,
+        self.overall = tqdm(total=accounts, desc=_("accounts"), unit=_("acct"), position=0, file=sys.stderr,
                             dynamic_ncols=True, bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {postfix} [{elapsed}]")
         self._overall_postfix()
 
@@ -275,7 +274,8 @@ class TqdmSweepProgress:
 
     def _overall_postfix(self) -> None:
         if self.overall is not None:
-            self.overall.set_postfix_str(f"{self.messages} messages, {human_bytes(self.bytes)}")
+            self.overall.set_postfix_str(_("{count} messages, {size}").format(count=self.messages,
+                                                                             size=human_bytes(self.bytes)))
 
     def _close_line(self, account: str) -> None:
         with self.lock:
@@ -291,27 +291,37 @@ class TqdmSweepProgress:
 
 
 def _print_table(result: SweepResult) -> None:
-    width = max([len(outcome.account) for outcome in result.outcomes] + [7])
-    click.echo(f"{'Account'.ljust(width)}  {'Backup':<11}  {'Verify':<10}  {'Exit':>4}  {'New':>6}  {'Size':>9}  "
-               "Problem")
+    width = max([len(outcome.account) for outcome in result.outcomes] + [display_width(_("Account")), 7])
+    click.echo(f"{pad(_('Account'), width)}  {pad(_('Backup'), 11)}  {pad(_('Verify'), 10)}  "
+               f"{pad(_('Exit'), 4, right=True)}  {pad(_('New'), 6, right=True)}  {pad(_('Size'), 9, right=True)}  "
+               f"{_('Problem')}")
     for outcome in result.outcomes:
-        click.echo(f"{outcome.account.ljust(width)}  {outcome.backup:<11}  {outcome.verify:<10}  "
+        click.echo(f"{outcome.account.ljust(width)}  {pad(stage_word(outcome.backup), 11)}  "
+                   f"{pad(stage_word(outcome.verify), 10)}  "
                    f"{int(outcome.exit_code):>4}  {outcome.messages:>6}  {human_bytes(outcome.bytes):>9}  "
                    f"{_first_problem(outcome)}")
     counts: dict[ExitCode, int] = {}
     for outcome in result.outcomes:
         counts[outcome.exit_code] = counts.get(outcome.exit_code, 0) + 1
-    parts = [f"{counts[code]} {code.name.lower()}" for code in SEVERITY if code in counts]
-    shard = f" (shard {result.shard})" if result.shard else ""
-    click.echo(f"{len(result.outcomes)} accounts{shard} in {duration(result.seconds)}: {', '.join(parts) or 'none'}."
-               f" Exit code {int(result.exit_code)} ({result.exit_code.name.lower()}).")
+    parts = [f"{counts[code]} {_(EXIT_WORDS[code])}" for code in SEVERITY if code in counts]
+    shard = _(" (shard {shard})").format(shard=result.shard) if result.shard else ""
+    click.echo(_("{count} accounts{shard} in {duration}: {codes}. Exit code {code} ({name}).").format(
+        count=len(result.outcomes), shard=shard, duration=duration(result.seconds),
+        codes=", ".join(parts) or _("none"), code=int(result.exit_code), name=_(EXIT_WORDS[result.exit_code])))
     if result.interrupted:
-        click.echo("Interrupted: what is listed as saved is safe; run the same command to continue.", err=True)
+        click.echo(_("Interrupted: what is listed as saved is safe; run the same command to continue."), err=True)
 
 
+# How the final table names the exit codes (English: the ExitCode names).
+EXIT_WORDS = {
+    ExitCode.OK: N_("ok"), ExitCode.WARNINGS: N_("warnings"), ExitCode.USAGE: N_("usage"), ExitCode.AUTH: N_("auth"),
+    ExitCode.CONNECTION: N_("connection"), ExitCode.TLS: N_("tls"), ExitCode.LOCKED: N_("locked"),
+    ExitCode.STORAGE: N_("storage"), ExitCode.CORRUPT: N_("corrupt"), ExitCode.PROTOCOL: N_("protocol"),
+    ExitCode.INTERRUPTED: N_("interrupted"),
+}
 def _first_problem(outcome: AccountOutcome) -> str:
     problems = ([outcome.error] if outcome.error else []) + outcome.problems
     if not problems:
         return ""
-    more = f" (+{len(problems) - 1} more in sweep.csv)" if len(problems) > 1 else ""
+    more = _(" (+{count} more in sweep.csv)").format(count=len(problems) - 1) if len(problems) > 1 else ""
     return problems[0][:100] + more

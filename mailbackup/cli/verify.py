@@ -14,8 +14,10 @@ from tqdm import tqdm
 
 from mailbackup.cli.common import Context, build_context, handle_errors, server_options, verbosity_options
 from mailbackup.cli.format import duration, human_bytes
+from mailbackup.config import AccountSettings
 from mailbackup.errors import AuthError, ConnectError, ExitCode, ServerError, TLSError, UsageError
-from mailbackup.report import extra_report_dir, write_verify_reports
+from mailbackup.i18n import _, local_date
+from mailbackup.report import extra_report_dir, mode_label, status_label, write_verify_reports
 from mailbackup.sync.archive import Archive, open_archive, private_umask
 from mailbackup.verify import (
     FolderReport,
@@ -39,7 +41,8 @@ def parse_duration(text: str) -> timedelta:
     compact = text.strip().lower()
     parts = DURATION_PART.findall(compact)
     if not parts or "".join(f"{number}{unit}" for number, unit in parts) != compact.replace(" ", ""):
-        raise UsageError(f"cannot read duration {text!r}", hint="use a number and a unit, e.g. 7d, 12h, 30m")
+        raise UsageError(_("cannot read duration {text!r}").format(text=text),
+                         hint=_("use a number and a unit, e.g. 7d, 12h, 30m"))
     total = timedelta()
     for number, unit in parts:
         total += timedelta(**{DURATION_UNITS[unit]: int(number)})
@@ -62,7 +65,8 @@ class TqdmVerifyProgress:
             return
         click.echo("\r\033[K", nl=False, err=True)
         if total_bytes:
-            self.bar = tqdm(desc=f"checking {messages} files", total=total_bytes, unit="B", unit_scale=True,
+            self.bar = tqdm(desc=_("checking {count} files").format(count=messages), total=total_bytes, unit="B",
+                            unit_scale=True,
                             unit_divisor=1024, file=sys.stderr, dynamic_ncols=True, leave=False)
 
     def hashed(self, byte_count: int) -> None:
@@ -75,44 +79,55 @@ class TqdmVerifyProgress:
             self.bar = None
 
 
-@click.command()
+@click.command(help=_(
+    "Compare ACCOUNT's server with its archive, message by message, and check every archived file against the "
+    "hash recorded when it was saved.\n\n"
+    "Writes verify.json, verify.csv and verify.html into the archive's reports/ directory.  Exit code: "
+    "0 complete, 1 incomplete or warnings, 8 corrupt, 3/4/5 when the server could not be reached (a `failed` "
+    "report is written)."))
 @click.argument("account")
 @click.option("--dest", type=click.Path(file_okay=False), default=None,
-              help="Archive root holding ACCOUNT's backup (default ./mail-backup).")
-@click.option("--offline", is_flag=True, help="Check the archive against its own records only; no server needed.")
+              help=_("Archive root holding ACCOUNT's backup (default ./mail-backup)."))
+@click.option("--offline", is_flag=True, help=_("Check the archive against its own records only; no server needed."))
 @click.option("--max-age", metavar="DURATION", default=None,
-              help="Skip files verified within DURATION (e.g. 7d, 12h); the oldest-verified go first.")
+              help=_("Skip files verified within DURATION (e.g. 7d, 12h); the oldest-verified go first."))
 @click.option("--deadline", metavar="YYYY-MM-DD", default=None,
-              help="Cutover date shown in the reports with the days left.")
+              help=_("Cutover date shown in the reports with the days left."))
 @click.option("--report-dir", type=click.Path(file_okay=False), default=None,
-              help="Also write the reports here, in a subdirectory per account.")
+              help=_("Also write the reports here, in a subdirectory per account."))
 @server_options
 @verbosity_options
 @handle_errors
 def verify(account: str, dest: str | None, offline: bool, max_age: str | None, deadline: str | None,
            report_dir: str | None, **options: Any) -> None:
-    """Compare ACCOUNT's server with its archive, message by message, and check
-    every archived file against the hash recorded when it was saved.
-
-    Writes verify.json, verify.csv and verify.html into the archive's reports/
-    directory.  Exit code: 0 complete, 1 incomplete or warnings, 8 corrupt,
-    3/4/5 when the server could not be reached (a `failed` report is written)."""
     ctx = build_context(account, dest=dest, deadline=deadline, **options)
     private_umask()
-    settings = ctx.account
-    verify_options = VerifyOptions(
+    verify_options = options_for(ctx.account, parse_duration(max_age) if max_age else None)
+    result, code, html_report = run_verification(ctx, verify_options, offline=offline, report_dir=report_dir)
+    _summarize(ctx, result, html_report)
+    raise SystemExit(int(code))
+
+
+def options_for(settings: AccountSettings, max_age: timedelta | None = None) -> VerifyOptions:
+    return VerifyOptions(
         account=settings.account, server=str(settings.connection.server), include=settings.include,
-        exclude=settings.exclude, deadline=settings.deadline,
-        max_age=parse_duration(max_age) if max_age else None,
+        exclude=settings.exclude, deadline=settings.deadline, max_age=max_age,
     )
+
+
+def run_verification(ctx: Context, options: VerifyOptions, *, offline: bool = False,
+                     report_dir: str | None = None) -> tuple[VerifyResult, ExitCode, Path]:
+    """What `mailbackup verify` does (and `backup` after it, at a terminal):
+    verify, keep the run in the state, write the reports.  The result, the
+    exit code, and the HTML report's path."""
+    settings = ctx.account
     with open_archive(settings.dest, settings.account, lock=True, create=False) as archive:
-        result, failure_code = _run_recorded(ctx, archive, verify_options, offline)
+        result, failure_code = _run_recorded(ctx, archive, options, offline)
         directories = [archive.reports_dir]
         if report_dir:
             directories.append(extra_report_dir(Path(report_dir), settings.account))
         written = write_verify_reports(result, directories, date.today())
-    _summarize(ctx, result, written[2])
-    raise SystemExit(int(failure_code or exit_code(result)))
+    return result, failure_code or exit_code(result), written[2]
 
 
 def _run_recorded(ctx: Context, archive: Archive, options: VerifyOptions,
@@ -142,7 +157,8 @@ def _verify_with_server(ctx: Context, archive: Archive, options: VerifyOptions,
     a `failed` report, and the exit code of its error."""
     try:
         with ctx.session() as session:
-            ctx.echo(f"Verifying {options.account} on {options.server} against {archive.root}", err=True)
+            ctx.echo(_("Verifying {account} on {server} against {archive}").format(
+                account=options.account, server=options.server, archive=archive.root), err=True)
             return verify_online(session, archive, options, progress), None
     except (ConnectError, AuthError, TLSError, ServerError) as exc:
         return failed_result(options, str(exc)), exc.exit_code
@@ -150,35 +166,41 @@ def _verify_with_server(ctx: Context, archive: Archive, options: VerifyOptions,
 
 def _summarize(ctx: Context, result: VerifyResult, html_report: Path) -> None:
     totals = result.totals
-    ctx.echo(f"{result.status.value.upper()}: {result.account} ({result.mode.value}, {duration(result.seconds)})")
+    ctx.echo(_("{status}: {account} ({mode}, {duration})").format(
+        status=status_label(result.status.value), account=result.account, mode=mode_label(result.mode.value),
+        duration=duration(result.seconds)))
     if result.error:
-        ctx.echo(f"  could not verify: {result.error}", err=True)
+        ctx.echo(_("  could not verify: {error}").format(error=result.error), err=True)
     else:
         if result.mode is Mode.ONLINE:
-            ctx.echo(f"  {totals.server_messages} messages on the server, {totals.local_messages} in the archive "
-                     f"({human_bytes(totals.bytes)})")
+            ctx.echo(_("  {server} messages on the server, {local} in the archive ({size})").format(
+                server=totals.server_messages, local=totals.local_messages, size=human_bytes(totals.bytes)))
         else:
-            ctx.echo(f"  {totals.local_messages} messages in the archive ({human_bytes(totals.bytes)})")
-        ctx.echo(f"  {totals.checked} files checked ({human_bytes(totals.bytes_checked)}), "
-                 f"{totals.skipped_recent} skipped as recently verified")
+            ctx.echo(_("  {local} messages in the archive ({size})").format(
+                local=totals.local_messages, size=human_bytes(totals.bytes)))
+        ctx.echo(_("  {checked} files checked ({size}), {skipped} skipped as recently verified").format(
+            checked=totals.checked, size=human_bytes(totals.bytes_checked), skipped=totals.skipped_recent))
         for folder in result.folders:
             _summarize_folder(ctx, folder)
     if result.deadline:
         days = (result.deadline - date.today()).days
-        late = " OVERDUE" if days < 0 and result.status is not Status.COMPLETE else ""
-        ctx.echo(f"  deadline {result.deadline.isoformat()}: {days} days left{late}")
-    ctx.echo(f"Report: {html_report}")
+        late = " " + _("OVERDUE") if days < 0 and result.status is not Status.COMPLETE else ""
+        ctx.echo(_("  deadline {deadline}: {days} days left{overdue}").format(
+            deadline=local_date(result.deadline), days=days, overdue=late))
+    ctx.echo(_("Report: {path}").format(path=html_report))
 
 
 def _summarize_folder(ctx: Context, folder: FolderReport) -> None:
     if folder.status is not Status.COMPLETE:
-        counts = [f"{len(items)} {label}" for items, label in ((folder.missing, "missing"),
-                                                              (folder.corrupt, "corrupt"),
-                                                              (folder.size_mismatch, "size mismatch")) if items]
-        ctx.echo(f"  {folder.status.value.upper()} {folder.name}: {', '.join(counts) or folder.error or ''}")
+        counts = [_("{count} missing").format(count=len(folder.missing)) if folder.missing else "",
+                  _("{count} corrupt").format(count=len(folder.corrupt)) if folder.corrupt else "",
+                  _("{count} size mismatch").format(count=len(folder.size_mismatch)) if folder.size_mismatch else ""]
+        shown = ", ".join(count for count in counts if count) or folder.error or ""
+        ctx.echo(f"  {status_label(folder.status.value)} {folder.name}: {shown}")
         for entry in (folder.missing + folder.corrupt + folder.size_mismatch)[:SHOWN_PER_FOLDER]:
-            ctx.echo(f"    UID {entry.uid}: {entry.subject or '(no subject)'} - {entry.reason or ''}")
+            ctx.echo(_("    UID {uid}: {subject} - {reason}").format(
+                uid=entry.uid, subject=entry.subject or f"({_('no subject')})", reason=entry.reason or ""))
     for line in folder.problems:
-        ctx.echo(f"  damage {folder.name}: {line}", err=True)
-    for line in [f"stray file {name}" for name in folder.stray_files] + folder.warnings:
-        ctx.echo(f"  warning {folder.name}: {line}", err=True)
+        ctx.echo(_("  damage {folder}: {problem}").format(folder=folder.name, problem=line), err=True)
+    for line in [_("stray file {name}").format(name=name) for name in folder.stray_files] + folder.warnings:
+        ctx.echo(_("  warning {folder}: {problem}").format(folder=folder.name, problem=line), err=True)

@@ -31,6 +31,7 @@ from imapclient.imapclient import _literal, seq_to_parenstr
 from imapclient.util import to_bytes
 
 from mailbackup.errors import FolderError, ServerError
+from mailbackup.i18n import _
 from mailbackup.imap.connect import translate_errors
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo
@@ -142,7 +143,8 @@ class TargetMailbox:
                 self.client.create_folder(name)
         except ServerError as exc:
             if "ALREADYEXISTS" not in exc.message.upper():
-                raise FolderError(f"the target refused to create folder {name!r}: {exc.message}") from None
+                raise FolderError(_("the target refused to create folder {folder!r}: {error}").format(
+                    folder=name, error=exc.message)) from None
         try:
             with translate_errors(self.session.settings):
                 self.client.subscribe_folder(name)
@@ -155,7 +157,8 @@ class TargetMailbox:
             with translate_errors(self.session.settings):
                 response = self.client.select_folder(name)
         except ServerError as exc:
-            raise FolderError(f"cannot open folder {name!r} on the target: {exc.message}") from None
+            raise FolderError(_("cannot open folder {folder!r} on the target: {error}").format(
+                folder=name, error=exc.message)) from None
         self.session.selected = name
         values = {_text(key).upper(): value for key, value in response.items()}
         return TargetFolder(

@@ -28,12 +28,17 @@ from mailbackup.errors import (
     ServerError,
     TLSError,
 )
+from mailbackup.i18n import N_, _
 from mailbackup.model import ConnectionSettings, TLSMode
 from mailbackup.throttle import busy_error
 
 log = logging.getLogger(__name__)
 
-TLS_HINT = "use --cafile FILE to trust the server's certificate authority, or --insecure to skip the check"
+TLS_HINT = N_("use --cafile FILE to trust the server's certificate authority, or --insecure to skip the check")
+# Circular ศย ๐๑๓/ว ๓๓๙: a forgotten password goes through the unit's computer officer.
+LOGIN_HINT = N_("check the password (`mailbackup auth set` stores a new one); if it is forgotten, give your name, "
+                "surname and ID-card number to your unit's computer officer, who asks the mail administrator "
+                "(mailadmin@coj.go.th) for a new one")
 
 
 def make_ssl_context(settings: ConnectionSettings) -> ssl.SSLContext:
@@ -45,7 +50,7 @@ def make_ssl_context(settings: ConnectionSettings) -> ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=settings.cafile)
     except (OSError, ssl.SSLError) as exc:
-        raise TLSError(f"cannot load CA file {settings.cafile}: {exc}") from None
+        raise TLSError(_("cannot load CA file {path}: {error}").format(path=settings.cafile, error=exc)) from None
 
 
 def open_client(settings: ConnectionSettings) -> imapclient.IMAPClient:
@@ -70,8 +75,8 @@ def _start_tls(client: imapclient.IMAPClient, context: ssl.SSLContext, settings:
     if not client.has_capability("STARTTLS"):
         client.shutdown()
         raise TLSError(
-            f"{settings.server} does not offer STARTTLS; refusing to continue unencrypted",
-            hint="use implicit TLS on port 993 without --starttls",
+            _("{server} does not offer STARTTLS; refusing to continue unencrypted").format(server=settings.server),
+            hint=_("use implicit TLS on port 993 without --starttls"),
         )
     client.starttls(context)
 
@@ -79,7 +84,7 @@ def _start_tls(client: imapclient.IMAPClient, context: ssl.SSLContext, settings:
 def login(client: imapclient.IMAPClient, settings: ConnectionSettings, account: str, password: str) -> None:
     """Authenticate: AUTHENTICATE PLAIN (UTF-8) when offered, else LOGIN."""
     if not _is_encrypted(client):
-        raise TLSError("refusing to send a password over an unencrypted connection")
+        raise TLSError(_("refusing to send a password over an unencrypted connection"))
     with translate_errors(settings, account=account):
         if client.has_capability("AUTH=PLAIN"):
             client.plain_login(account, password)
@@ -87,7 +92,8 @@ def login(client: imapclient.IMAPClient, settings: ConnectionSettings, account: 
             client.login(account, password)
         else:
             raise AuthError(
-                f"{settings.server} offers no AUTHENTICATE PLAIN, and its LOGIN cannot carry a non-ASCII password",
+                _("{server} offers no AUTHENTICATE PLAIN, and its LOGIN cannot carry a non-ASCII password").format(
+                    server=settings.server),
             )
 
 
@@ -107,30 +113,36 @@ def translate_errors(settings: ConnectionSettings, *, account: str | None = None
     except imap_exceptions.LoginError as exc:
         # Pushback (NO [LIMIT] too many connections, [UNAVAILABLE], throttled) is not a wrong password.
         raise busy_error(str(server), _server_text(exc)) or AuthError(
-            f"login refused for {account} on {server}: {_server_text(exc)}",
-            hint="check the password; `mailbackup auth set` stores a new one") from None
+            _("login refused for {account} on {server}: {reply}").format(
+                account=account, server=server, reply=_server_text(exc)), hint=_(LOGIN_HINT)) from None
     except ssl.SSLCertVerificationError as exc:
-        raise TLSError(f"certificate of {server} not trusted: {exc.verify_message}", hint=TLS_HINT) from None
+        raise TLSError(_("certificate of {server} not trusted: {reason}").format(
+            server=server, reason=exc.verify_message), hint=_(TLS_HINT)) from None
     except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError):
-        raise ConnectionLost(f"connection to {server} lost during the TLS exchange") from None
+        raise ConnectionLost(_("connection to {server} lost during the TLS exchange").format(server=server)) from None
     except ssl.SSLError as exc:
-        raise TLSError(f"TLS handshake with {server} failed: {exc.reason or exc}", hint=TLS_HINT) from None
+        raise TLSError(_("TLS handshake with {server} failed: {reason}").format(
+            server=server, reason=exc.reason or exc), hint=_(TLS_HINT)) from None
     except socket.gaierror:
-        raise ConnectError(f"cannot find server {server.host}", hint="check the name and your network") from None
+        raise ConnectError(_("cannot find server {host}").format(host=server.host),
+                           hint=_("check the name and your network")) from None
     except ConnectionRefusedError:
-        raise ConnectError(f"connection to {server} refused", hint="check the host and port") from None
+        raise ConnectError(_("connection to {server} refused").format(server=server),
+                           hint=_("check the host and port")) from None
     except TimeoutError:
-        raise ConnectionLost(f"{server} did not answer within {settings.timeout:g} seconds") from None
+        raise ConnectionLost(_("{server} did not answer within {seconds:g} seconds").format(
+            server=server, seconds=settings.timeout)) from None
     except imaplib.IMAP4.abort as exc:
         raise busy_error(str(server), _server_text(exc)) or ConnectionLost(
-            f"connection to {server} lost: {_server_text(exc)}") from None
+            _("connection to {server} lost: {reply}").format(server=server, reply=_server_text(exc))) from None
     except (imap_exceptions.IMAPClientError, imaplib.IMAP4.error) as exc:
         raise busy_error(str(server), _server_text(exc)) or ServerError(
-            f"{server} refused: {_server_text(exc)}") from None
+            _("{server} refused: {reply}").format(server=server, reply=_server_text(exc))) from None
     except OSError as exc:
         if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-            raise ConnectError(f"cannot reach {server}: {exc.strerror}") from None
-        raise ConnectionLost(f"connection to {server} failed: {exc.strerror or exc}") from None
+            raise ConnectError(_("cannot reach {server}: {error}").format(server=server, error=exc.strerror)) from None
+        raise ConnectionLost(_("connection to {server} failed: {error}").format(
+            server=server, error=exc.strerror or exc)) from None
 
 
 def _server_text(exc: BaseException) -> str:

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mailbackup import faults
-from mailbackup.errors import ConnectionLost, ExitCode, StorageError
+from mailbackup.errors import ConnectionLost, ExitCode, ServerError, StorageError
+from mailbackup.i18n import _
 from mailbackup.imap.uidset import to_sequence_set
 from mailbackup.store.body import MessageBody, SpoolFile
 
@@ -43,6 +44,7 @@ READ_CHUNK = 1 << 20
 LITERAL_AT_END = re.compile(rb"\{(\d{1,12})\+?\}\r?\n\Z")
 TOKEN = re.compile(rb'\s*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|\x00(\d+)\x00|([^\s()"\x00]+))', re.S)
 OUR_TAG = re.compile(rb"MB\d+ ")
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but tab and line feed
 _tags = itertools.count(1)
 
 
@@ -73,7 +75,7 @@ class BatchResult:
 class FetchPipeline:
     """Fetch batches of UIDs with up to `depth` commands in flight."""
 
-    def __init__(self, reader: BinaryIO, send: Callable[[bytes], None], *, spool_dir: Path,
+    def __init__(self, reader: BinaryIO, send: Callable[[bytes], None], *, spool_dir: Path | None,
                  spool_above: int, depth: int = 3) -> None:
         self.reader = reader
         self.send = send
@@ -104,6 +106,33 @@ class FetchPipeline:
                 raise
             self._fill(todo, in_flight, owner)
 
+    def fetch_meta(self, sequence: str) -> list[MetaRow]:
+        """UID, size, flags and INTERNALDATE of the messages in `sequence`,
+        read with the same reader as bodies (imapclient's generic parser
+        costs more than the rest of an incremental run)."""
+        tag = f"MB{next(_tags)}".encode()
+        self._send(tag + b" UID FETCH " + sequence.encode("ascii") + b" (UID RFC822.SIZE FLAGS INTERNALDATE)\r\n")
+        rows: list[MetaRow] = []
+        while True:
+            line = self._line()
+            if line.startswith(tag + b" "):
+                status, _separator, text = line[len(tag) + 1:].partition(b" ")
+                if status.upper() != b"OK":
+                    raise ServerError(_("the server refused to list messages: {reply}").format(
+                        reply=printable(text.decode("utf-8", "replace").strip())))
+                return rows
+            if not line.startswith(b"* "):
+                raise ProtocolViolation(_("server sent a line that is not an IMAP response: {line!r}").format(
+                    line=line[:60]))
+            text, literals = self._gather(line)
+            _discard(literals)
+            if text[2:40].upper().startswith(b"BYE"):
+                raise ConnectionLost(_("server closed the connection: {reply}").format(
+                    reply=text[6:].decode("utf-8", "replace").strip()))
+            row = _meta_row(text)
+            if row is not None:
+                rows.append(row)
+
     def _drain(self, in_flight: deque[tuple[bytes, BatchResult]], owner: dict[int, BatchResult]) -> None:
         for tag, batch in in_flight:
             self._read_until_tagged(tag, batch, owner)
@@ -130,7 +159,8 @@ class FetchPipeline:
         try:
             self.send(data)
         except OSError as exc:
-            raise ConnectionLost(f"connection lost while sending: {exc.strerror or exc}") from None
+            raise ConnectionLost(_("connection lost while sending: {error}").format(error=exc.strerror or exc)) \
+                from None
 
     def _read_until_tagged(self, tag: bytes, batch: BatchResult, owner: dict[int, BatchResult]) -> None:
         while True:
@@ -138,22 +168,25 @@ class FetchPipeline:
             if line.startswith(b"* "):
                 self._untagged(line, owner)
             elif line.startswith(tag + b" "):
-                status, _, text = line[len(tag) + 1:].partition(b" ")
+                status, _separator, text = line[len(tag) + 1:].partition(b" ")
                 batch.status = status.decode("ascii", "replace").upper()
-                batch.text = text.decode("utf-8", "replace").strip()
+                batch.text = printable(text.decode("utf-8", "replace").strip())
                 return
             elif line.startswith(b"+"):
                 raise ProtocolViolation("server asked for a continuation nobody sent")
             elif not OUR_TAG.match(line):
                 # e.g. the rest of a message body after a literal whose length lied
-                raise ProtocolViolation(f"server sent a line that is not an IMAP response: {line[:60]!r}")
+                raise ProtocolViolation(_("server sent a line that is not an IMAP response: {line!r}").format(
+                    line=line[:60]))
             # a tagged answer to an earlier command of ours: already handled, ignore
 
     def _untagged(self, line: bytes, owner: dict[int, BatchResult]) -> None:
         text, literals = self._gather(line)
         head = text[2:40].upper()
         if head.startswith(b"BYE"):
-            raise ConnectionLost(f"server closed the connection: {text[6:].decode('utf-8', 'replace').strip()}")
+            _discard(literals)
+            raise ConnectionLost(_("server closed the connection: {reply}").format(
+                reply=text[6:].decode("utf-8", "replace").strip()))
         match = re.match(rb"\* \d+ FETCH ", text, re.I)
         if not match:
             _discard(literals)
@@ -169,6 +202,7 @@ class FetchPipeline:
         if not isinstance(uid, int) or uid not in owner or not isinstance(body, MessageBody):
             _discard(literals)  # an unsolicited flag update, or a UID we did not ask for
             return
+        _discard([literal for literal in literals if literal is not body])  # e.g. one swallowed by a quote
         owner[uid].messages.append(StreamedMessage(
             uid=uid, size=body.size, body=body, flags=flags,
             internaldate=_internaldate(items.get("INTERNALDATE")),
@@ -186,7 +220,7 @@ class FetchPipeline:
                     return b"".join(parts), literals
                 size = int(match.group(1))
                 if size > MAX_LITERAL:
-                    raise ProtocolViolation(f"server announced a literal of {size} bytes; refusing")
+                    raise ProtocolViolation(_("server announced a literal of {size} bytes; refusing").format(size=size))
                 parts.append(line[: match.start()] + b"\x00%d\x00" % len(literals))
                 literals.append(self._literal(size))
                 line = self._line()
@@ -198,22 +232,26 @@ class FetchPipeline:
         if size <= self.spool_above:
             data = self.reader.read(size)
             if len(data) != size:
-                raise ConnectionLost("connection closed in the middle of a message")
+                raise ConnectionLost(_("connection closed in the middle of a message"))
             return MessageBody.from_bytes(data)
+        if self.spool_dir is None:  # reading sizes and flags: no literal this big belongs here
+            raise ProtocolViolation(_("server sent an unexpected literal of {size} bytes").format(size=size))
         try:
             spool = SpoolFile(self.spool_dir, f"fetch-{next(_tags)}.part")
         except OSError as exc:  # a local disk problem, not the connection's
-            raise StorageError(f"cannot write {self.spool_dir}: {exc.strerror or exc}") from None
+            raise StorageError(_("cannot write {path}: {error}").format(
+                path=self.spool_dir, error=exc.strerror or exc)) from None
         try:
             left = size
             while left:
                 chunk = self.reader.read(min(READ_CHUNK, left))
                 if not chunk:
-                    raise ConnectionLost("connection closed in the middle of a message")
+                    raise ConnectionLost(_("connection closed in the middle of a message"))
                 try:
                     spool.write(chunk)
                 except OSError as exc:
-                    raise StorageError(f"cannot write {spool.path}: {exc.strerror or exc}") from None
+                    raise StorageError(_("cannot write {path}: {error}").format(
+                        path=spool.path, error=exc.strerror or exc)) from None
                 left -= len(chunk)
                 if left <= size // 2:
                     faults.point("mid-large")
@@ -225,28 +263,83 @@ class FetchPipeline:
     def _line(self) -> bytes:
         line = self.reader.readline(MAX_LINE + 1)
         if not line:
-            raise ConnectionLost("server closed the connection")
+            raise ConnectionLost(_("server closed the connection"))
         if len(line) > MAX_LINE or not line.endswith(b"\n"):
             if len(line) > MAX_LINE:
-                raise ProtocolViolation(f"server sent a response line longer than {MAX_LINE} bytes")
-            raise ConnectionLost("connection closed in the middle of a response")
+                raise ProtocolViolation(_("server sent a response line longer than {limit} bytes").format(
+                    limit=MAX_LINE))
+            raise ConnectionLost(_("connection closed in the middle of a response"))
         return line
+
+
+@dataclass(frozen=True)
+class MetaRow:
+    uid: int
+    size: int
+    flags: tuple[str, ...]
+    internaldate: datetime | None
+
+
+META_SHAPE = re.compile(
+    rb'\* \d+ FETCH \(UID (\d+) RFC822\.SIZE (\d+) FLAGS \(([^()"\x00]*)\) INTERNALDATE "([^"\\\x00]*)"\)\Z')
+FETCH_HEAD = re.compile(rb"\* \d+ FETCH ", re.IGNORECASE)
+
+
+def _meta_row(text: bytes) -> MetaRow | None:
+    """One ``* n FETCH (UID … RFC822.SIZE … FLAGS … INTERNALDATE …)`` line, or
+    None for an untagged response that is not about a message's size."""
+    common = META_SHAPE.match(text)
+    if common:
+        uid, size, flags, date = common.groups()
+        return MetaRow(int(uid), int(size), _flags(tuple(flags.decode("utf-8", "replace").split())),
+                       _internaldate(date.decode("ascii", "replace")))
+    head = FETCH_HEAD.match(text)
+    if not head:
+        return None
+    items = _parse_general(text[head.end():], [])
+    uid, size = items.get("UID"), items.get("RFC822.SIZE")
+    if not isinstance(uid, int) or "RFC822.SIZE" not in items:
+        return None  # an unsolicited flag update
+    # The body's own FETCH brings its size, flags and date again: nonsense here only
+    # sizes a batch wrongly, whereas dropping the row would silently lose the message.
+    try:
+        flags = _flags(items.get("FLAGS"))
+    except ProtocolViolation:
+        flags = ()
+    return MetaRow(uid, size if isinstance(size, int) else 0, flags, _internaldate(items.get("INTERNALDATE")))
+
+
+# Dovecot's answer to our FETCH, in the order we ask, matched whole by one
+# expression: the general parser below costs several times more per message.
+COMMON_SHAPE = re.compile(
+    rb'\(UID (\d+) FLAGS \(([^()"\x00]*)\) INTERNALDATE "([^"\\\x00]*)" RFC822\.SIZE (\d+) BODY\[\] \x000\x00\)\Z')
 
 
 def _parse_items(text: bytes, literals: list[MessageBody]) -> dict[str, object]:
     """``(KEY value KEY value ...)`` → dict; values: int, str, tuple, MessageBody or None."""
+    common = COMMON_SHAPE.match(text) if len(literals) == 1 else None
+    if common:
+        uid, flags, date, size = common.groups()
+        return {"UID": int(uid), "FLAGS": tuple(flags.decode("utf-8", "replace").split()),
+                "INTERNALDATE": _Quoted(date.decode("ascii", "replace")), "RFC822.SIZE": int(size),
+                "BODY[]": literals[0]}
+    return _parse_general(text, literals)
+
+
+def _parse_general(text: bytes, literals: list[MessageBody]) -> dict[str, object]:
+    """Any item list, in any order (other servers, other shapes)."""
     tokens = list(_tokens(text, literals))
     if not tokens or tokens[0] != "(" or isinstance(tokens[0], _Quoted):
-        raise ProtocolViolation(f"malformed FETCH response: {text[:80]!r}")
+        raise ProtocolViolation(_("malformed FETCH response: {text!r}").format(text=text[:80]))
     value, end = _value(tokens, 0)
     # The list must close exactly at the end of the response: anything else is
     # a broken server, or the rest of a body whose literal length lied.
     if end != len(tokens) or not isinstance(value, tuple) or len(value) % 2:
-        raise ProtocolViolation(f"malformed FETCH response: {text[:80]!r}")
+        raise ProtocolViolation(_("malformed FETCH response: {text!r}").format(text=text[:80]))
     items: dict[str, object] = {}
     for key, item in zip(value[0::2], value[1::2], strict=True):
-        if not isinstance(key, str) or isinstance(key, _Quoted):
-            raise ProtocolViolation(f"malformed FETCH response: {text[:80]!r}")
+        if not isinstance(key, str) or isinstance(key, _Quoted) or key.upper() in items:
+            raise ProtocolViolation(_("malformed FETCH response: {text!r}").format(text=text[:80]))
         items[key.upper()] = _number(key.upper(), item)
     return items
 
@@ -256,7 +349,7 @@ def _flags(value: object) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, tuple) or not all(isinstance(flag, str) for flag in value):
-        raise ProtocolViolation(f"malformed FLAGS in a FETCH response: {value!r:.80}")
+        raise ProtocolViolation(_("malformed FLAGS in a FETCH response: {value!r:.80}").format(value=value))
     return tuple(sorted(flag for flag in value if flag != "\\Recent"))
 
 
@@ -272,7 +365,8 @@ def _tokens(text: bytes, literals: list[MessageBody]) -> Iterator[object]:
         match = TOKEN.match(text, position)
         if not match or match.end() == position:
             if text[position:].strip():
-                raise ProtocolViolation(f"malformed FETCH response near {text[position:position + 40]!r}")
+                raise ProtocolViolation(_("malformed FETCH response near {text!r}").format(
+                    text=text[position:position + 40]))
             return
         position = match.end()
         opening, closing, quoted, literal, atom = match.groups()
@@ -285,7 +379,8 @@ def _tokens(text: bytes, literals: list[MessageBody]) -> Iterator[object]:
         elif literal is not None:
             index = int(literal)
             if index >= len(literals):  # a NUL-framed number the server sent itself
-                raise ProtocolViolation(f"malformed FETCH response near {text[position - 40:position]!r}")
+                raise ProtocolViolation(_("malformed FETCH response near {text!r}").format(
+                    text=text[position - 40:position]))
             yield literals[index]
         elif atom is not None:
             yield atom.decode("utf-8", "replace")
@@ -326,6 +421,13 @@ def _internaldate(value: object) -> datetime | None:
                         tzinfo=timezone(offset))
     except ValueError:
         return None
+
+
+def printable(text: str) -> str:
+    """Server text made safe to print: control characters but tab and line
+    feed (a terminal escape sequence from a hostile server, a carriage return
+    that would overwrite the line, a NUL) are shown as ``\\xNN``."""
+    return CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def _discard(literals: list[MessageBody]) -> None:

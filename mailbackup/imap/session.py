@@ -8,6 +8,7 @@ re-select, and try again.
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import logging
 from collections.abc import Generator, Iterable
@@ -18,7 +19,8 @@ from typing import Any
 import imapclient
 from imapclient.response_parser import parse_fetch_response
 
-from mailbackup.errors import FolderError, ServerBusy, ServerError
+from mailbackup.errors import FolderError, MailbackupError, ServerBusy, ServerError
+from mailbackup.i18n import _
 from mailbackup.imap import compress, utf7
 from mailbackup.imap.connect import login, open_client, translate_errors
 from mailbackup.imap.fetchstream import MAX_LITERAL, BatchResult, FetchPipeline
@@ -33,7 +35,6 @@ from mailbackup.model import (
 
 log = logging.getLogger(__name__)
 
-META_ITEMS = ("UID", "RFC822.SIZE", "FLAGS", "INTERNALDATE")
 _IMAPLIB_READ = imaplib.IMAP4.read
 
 
@@ -43,7 +44,7 @@ def _bounded_read(self: imaplib.IMAP4, size: int) -> bytes:
     would allocate 93 GB.  Refused here, for every connection, greeting
     included (so it is patched on the class, before any connection exists)."""
     if size > MAX_LITERAL:
-        raise ServerError(f"server announced a literal of {size} bytes; refusing")
+        raise ServerError(_("server announced a literal of {size} bytes; refusing").format(size=size))
     return _IMAPLIB_READ(self, size)
 
 
@@ -67,6 +68,10 @@ class ImapSession:
         try:
             login(client, self.settings, self.account, self._password)
             self.compressed = self._maybe_compress(client)
+        except MailbackupError as exc:
+            _quietly_close(client)
+            _scrub(exc, self.account, self._password)
+            raise
         except BaseException:
             _quietly_close(client)
             raise
@@ -120,7 +125,8 @@ class ImapSession:
             with translate_errors(self.settings):
                 entries = client.list_folders()
         except (ValueError, TypeError):  # imapclient unpacks entries without checking them
-            raise ServerError(f"{self.settings.server} sent a malformed LIST response") from None
+            raise ServerError(_("{server} sent a malformed LIST response").format(server=self.settings.server)) \
+                from None
         finally:
             client.folder_encode = True
         folders = []
@@ -141,8 +147,8 @@ class ImapSession:
     def _check_usable(self, name: str) -> None:
         raw = self.unusable_names.get(name)
         if raw is not None:
-            raise FolderError(f"the server sent the folder name {raw!r}, which is not modified UTF-7 "
-                              "(RFC 3501 5.1.3): it cannot be named back to the server; skipped")
+            raise FolderError(_("the server sent the folder name {raw!r}, which is not modified UTF-7 "
+                                "(RFC 3501 5.1.3): it cannot be named back to the server; skipped").format(raw=raw))
 
     def status(self, name: str) -> FolderStatus:
         self._check_usable(name)
@@ -157,13 +163,18 @@ class ImapSession:
         except ServerBusy:
             raise  # pushback is waited out by the caller, not a broken folder
         except ServerError as exc:
-            raise FolderError(f"cannot read status of folder {name!r}: {exc.message}") from None
+            raise FolderError(_("cannot read status of folder {folder!r}: {error}").format(
+                folder=name, error=exc.message)) from None
         values = {_text(key).upper(): value for key, value in data.items()}
-        return FolderStatus(
-            name=name, messages=int(values.get("MESSAGES", 0)), uidnext=int(values.get("UIDNEXT", 1)),
-            uidvalidity=int(values.get("UIDVALIDITY", 0)),
-            highestmodseq=_opt_int(values.get("HIGHESTMODSEQ")), size=_opt_int(values.get("SIZE")),
-        )
+        try:
+            return FolderStatus(
+                name=name, messages=int(values.get("MESSAGES", 0)), uidnext=int(values.get("UIDNEXT", 1)),
+                uidvalidity=int(values.get("UIDVALIDITY", 0)),
+                highestmodseq=_opt_int(values.get("HIGHESTMODSEQ")), size=_opt_int(values.get("SIZE")),
+            )
+        except (ValueError, TypeError):
+            raise FolderError(_("the server's STATUS answer for folder {folder!r} is unusable: {answer!r:.200}")
+                              .format(folder=name, answer=data)) from None
 
     def examine(self, name: str) -> SelectedFolder:
         """Select read-only (EXAMINE): a backup must never change the server."""
@@ -174,14 +185,19 @@ class ImapSession:
         except ServerBusy:
             raise  # pushback is waited out by the caller, not a broken folder
         except ServerError as exc:
-            raise FolderError(f"cannot open folder {name!r}: {exc.message}") from None
+            raise FolderError(_("cannot open folder {folder!r}: {error}").format(folder=name, error=exc.message)) \
+                from None
         self.selected = name
         values = {_text(key).upper(): value for key, value in response.items()}
-        return SelectedFolder(
-            name=name, uidvalidity=int(values.get("UIDVALIDITY", 0)),
-            uidnext=int(values.get("UIDNEXT", 0)), exists=int(values.get("EXISTS", 0)),
-            highestmodseq=_opt_int(values.get("HIGHESTMODSEQ")),
-        )
+        try:
+            return SelectedFolder(
+                name=name, uidvalidity=int(values.get("UIDVALIDITY", 0)),
+                uidnext=int(values.get("UIDNEXT", 0)), exists=int(values.get("EXISTS", 0)),
+                highestmodseq=_opt_int(values.get("HIGHESTMODSEQ")),
+            )
+        except (ValueError, TypeError):
+            raise FolderError(_("the server's EXAMINE answer for folder {folder!r} is unusable: {answer!r:.200}")
+                              .format(folder=name, answer=response)) from None
 
     # -- messages -----------------------------------------------------
     def search_uids(self, first_uid: int = 1) -> list[int]:
@@ -192,13 +208,23 @@ class ImapSession:
         return sorted(uid for uid in found if uid >= first_uid)
 
     def fetch_meta(self, uids: Iterable[int] | str) -> list[MessageMeta]:
-        if not isinstance(uids, str):
-            uids = list(uids)
-        rows = self._fetch(uids, META_ITEMS)
+        """Size, flags and INTERNALDATE of each message, without its body."""
+        wanted: set[int] | None = None
+        if isinstance(uids, str):
+            sequence = uids
+        else:
+            wanted = set(uids)
+            if not wanted:
+                return []
+            sequence = to_sequence_set(wanted)
+        imap = self.client._imap
+        reader = FetchPipeline(imap.file, imap.send, spool_dir=None, spool_above=1 << 16)
+        with translate_errors(self.settings):
+            rows = reader.fetch_meta(sequence)
         # A UID we did not ask for is not ours to fetch (a buggy or hostile server).
-        wanted = None if isinstance(uids, str) else set(uids)
-        return [_meta(uid, data) for uid, data in sorted(rows.items())
-                if b"RFC822.SIZE" in data and (wanted is None or uid in wanted)]
+        now = datetime.now(UTC)
+        return sorted((MessageMeta(uid=row.uid, size=row.size, flags=row.flags, internaldate=row.internaldate or now)
+                       for row in rows if wanted is None or row.uid in wanted), key=lambda meta: meta.uid)
 
     def fetch_flags(self, uid_range: str, changed_since: int | None = None) -> dict[int, tuple[str, ...]]:
         modifiers = [f"CHANGEDSINCE {changed_since}"] if changed_since is not None else None
@@ -220,7 +246,8 @@ class ImapSession:
         rows = self._fetch([uid], ("UID", f"BODY.PEEK[]<{offset}.{length}>"))
         chunk = rows.get(uid, {}).get(key)
         if not isinstance(chunk, bytes):
-            raise ServerError(f"server returned no data for UID {uid} at byte {offset}")
+            raise ServerError(_("server returned no data for UID {uid} at byte {offset}").format(
+                uid=uid, offset=offset))
         return chunk
 
     def _fetch(self, uids: Iterable[int] | str, items: Iterable[str],
@@ -236,19 +263,11 @@ class ImapSession:
             tag = client._imap._command("UID", *args)
             typ, data = client._imap._command_complete("FETCH", tag)
             if typ != "OK":
-                raise ServerError(f"FETCH refused in {self.selected!r}: {_text(data[0]) if data else typ}")
+                raise ServerError(_("FETCH refused in {folder!r}: {reply}").format(
+                    folder=self.selected, reply=_text(data[0]) if data else typ))
             typ, data = client._imap._untagged_response(typ, data, "FETCH")
             parsed = parse_fetch_response(data, False, True)
         return {uid: values for uid, values in parsed.items() if isinstance(uid, int)}
-
-
-def _meta(uid: int, data: dict[bytes, Any]) -> MessageMeta:
-    when = data.get(b"INTERNALDATE")
-    if not isinstance(when, datetime):
-        when = datetime.now(UTC)
-    elif when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return MessageMeta(uid=uid, size=int(data.get(b"RFC822.SIZE", 0)), flags=_flags(data), internaldate=when)
 
 
 def _flags(data: dict[bytes, Any]) -> tuple[str, ...]:
@@ -268,6 +287,16 @@ def _opt_int(value: object) -> int | None:
     if isinstance(value, (bytes, str)) and value.strip():
         return int(value)
     return None
+
+
+def _scrub(exc: MailbackupError, account: str, password: str) -> None:
+    """Take the password out of an error's server text, in every form it went
+    out in: a server may repeat what it was sent in its refusal."""
+    forms = [password, base64.b64encode(f"\0{account}\0{password}".encode()).decode(),
+             base64.b64encode(password.encode()).decode().rstrip("=")]
+    for form in (form for form in forms if form):
+        exc.message = exc.message.replace(form, "***")
+    exc.args = (exc.message,)
 
 
 def _quietly_close(client: imapclient.IMAPClient, *, logout: bool = True) -> None:

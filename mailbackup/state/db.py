@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from mailbackup import __version__
-from mailbackup.errors import StateError
+from mailbackup.errors import StateError, StorageError
+from mailbackup.i18n import _
 from mailbackup.model import StoredMessage
 from mailbackup.state.schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -51,20 +52,27 @@ class StateDB:
     def __init__(self, path: Path) -> None:
         self.path = path
         existed = path.exists()
-        if not existed:
-            _create_private(path)
         try:
+            if not existed:
+                _create_private(path)
             self.db = sqlite3.connect(str(path), isolation_level=None, timeout=30)
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
+        except OSError as exc:
+            raise StorageError(_("cannot create state file {path}: {error}").format(
+                path=path, error=exc.strerror or exc)) from None
         except sqlite3.DatabaseError as exc:
+            # A full disk or a read-only directory is not damage: moving the file aside would be wrong.
+            if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+                raise StorageError(_("cannot use state file {path}: {error}").format(path=path, error=exc),
+                                   hint=_("check free space and permissions of the archive directory")) from None
             raise StateError(
-                f"state file {path} is damaged: {exc}",
-                hint="move it aside and run the backup again; `verify --offline` then rebuilds nothing, "
-                "so keep the old archive directory until the new run completes",
+                _("state file {path} is damaged: {error}").format(path=path, error=exc),
+                hint=_("keep it for inspection: rename the directory {directory} (its mail files stay readable) and "
+                       "run the backup again, which builds a new archive").format(directory=path.parent),
             ) from None
 
     def close(self) -> None:
@@ -75,9 +83,9 @@ class StateDB:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StateError(
-                f"state file {self.path} was written by a newer mailbackup "
-                f"(schema {version}, this one reads {SCHEMA_VERSION})",
-                hint="upgrade mailbackup (pip install -U mailbackup)",
+                _("state file {path} was written by a newer mailbackup (schema {version}, this one reads {known})")
+                .format(path=self.path, version=version, known=SCHEMA_VERSION),
+                hint=_("upgrade mailbackup (pip install -U mailbackup)"),
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self.transaction():
@@ -168,6 +176,12 @@ class StateDB:
         row = self.db.execute("SELECT * FROM messages WHERE folder_id=? AND uidvalidity=? AND uid=?",
                               (folder_id, uidvalidity, uid)).fetchone()
         return _message(row) if row else None
+
+    def mbox_end_within(self, folder_id: int, length: int) -> int:
+        """End of the last recorded mbox entry that lies wholly within `length` bytes."""
+        row = self.db.execute("SELECT coalesce(max(mbox_offset + mbox_length), 0) FROM messages WHERE folder_id=? "
+                              "AND mbox_offset + mbox_length <= ?", (folder_id, length)).fetchone()
+        return int(row[0])
 
     def forget_mbox_tail(self, folder_id: int, length: int) -> tuple[int, int]:
         """Drop the rows of entries that end beyond `length` (an mbox cut short
@@ -377,7 +391,20 @@ class _Transaction:
         return self.db
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                self._rollback()  # a failed COMMIT (disk full) leaves the transaction open
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # already rolled back by SQLite; never hide the error that brought us here
 
 
 def _create_private(path: Path) -> None:

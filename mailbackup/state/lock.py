@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import IO
 
 from mailbackup.errors import ArchiveLocked
+from mailbackup.i18n import _
 
 LOCK_FILE = ".lock"
 
@@ -28,11 +29,11 @@ class ArchiveLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         handle = os.fdopen(fd, "r+", encoding="utf-8")
         if not _try_lock(handle):
-            holder = handle.read().strip() or "another process"
+            holder = handle.read().strip() or _("another process")
             handle.close()
             raise ArchiveLocked(
-                f"archive {self.path.parent} is in use by {holder}",
-                hint="wait for that run to finish; a lock left by a killed run is released automatically",
+                _("archive {archive} is in use by {holder}").format(archive=self.path.parent, holder=holder),
+                hint=_("wait for that run to finish; a lock left by a killed run is released automatically"),
             )
         handle.seek(0)
         handle.truncate()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from mailbackup.errors import StorageError
+from mailbackup.i18n import _
 from mailbackup.model import StoredMessage
 from mailbackup.store.body import MessageBody
 from mailbackup.store.naming import is_safe_relative
@@ -44,7 +45,7 @@ class MailStore(ABC):
         """The directory or file base for a folder; refuses anything unsafe."""
         relative = PurePosixPath(local_path)
         if not is_safe_relative(relative):
-            raise StorageError(f"refusing unsafe local folder path {local_path!r}")
+            raise StorageError(_("refusing unsafe local folder path {path!r}").format(path=local_path))
         return self.mail_root.joinpath(*relative.parts)
 
     @abstractmethod

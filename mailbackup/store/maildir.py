@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mailbackup.errors import StorageError
+from mailbackup.i18n import _
 from mailbackup.model import StoredMessage
 from mailbackup.store.base import MailStore, Recovery, fsync_directory, make_durable, make_private_dirs
 from mailbackup.store.body import CHUNK, MessageBody, sha256_of_file
@@ -83,7 +84,8 @@ class MaildirStore(MailStore):
                     handle.write(chunk)
         except OSError as exc:
             path.unlink(missing_ok=True)
-            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
+            raise StorageError(_("cannot write {path}: {error}").format(path=path, error=exc.strerror or exc)) \
+                from None
         stamp = message.internaldate.timestamp()
         os.utime(path, (stamp, stamp))
         return path

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mailbackup.errors import StorageError
+from mailbackup.i18n import _
 from mailbackup.model import StoredMessage
 from mailbackup.store import mboxrd
 from mailbackup.store.base import MailStore, Recovery, make_private_dirs
@@ -61,7 +62,8 @@ class MboxStore(MailStore):
                 os.fsync(handle.fileno())
         except OSError as exc:
             _truncate_quietly(path, committed)
-            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
+            raise StorageError(_("cannot write {path}: {error}").format(path=path, error=exc.strerror or exc)) \
+                from None
         return stored
 
     def recover(self, local_path: str, pending: list[StoredMessage], committed: int) -> Recovery:
@@ -73,6 +75,15 @@ class MboxStore(MailStore):
             end = handle.seek(0, os.SEEK_END)
             if end < committed:  # damaged from outside: never pad it; the engine re-fetches what is lost
                 return Recovery(completed=[], shorter_than_committed=end)
+            if end > committed and not pending:
+                # Every write is announced in `pending` first, so these bytes are not ours to cut:
+                # mail archived under a state file that was moved aside, replaced or restored.
+                raise StorageError(
+                    _("{path} holds {count} bytes of mail its state file does not know of; refusing to cut them off")
+                    .format(path=path, count=end - committed),
+                    hint=_("put back the state file that belongs to this archive, or back up into another --dest "
+                           "(only if those bytes are debris: cut the file back to {size} bytes)").format(
+                        size=committed))
             offset = committed
             for message in pending:
                 length = _entry_length_at(handle, offset, end)
@@ -184,7 +195,11 @@ def quote_stream(chunks: Iterator[bytes]) -> Iterator[bytes]:
         if cut >= 0:
             yield mboxrd.quote(data[: cut + 1])
             data = data[cut + 1:]
-        if len(data) > LONG_LINE and data.strip(b">"):
+        # Past LONG_LINE the line may go out in pieces, but only once its start
+        # is known: a run of ">" followed by part of "From " may still become a
+        # line that needs quoting.
+        start = data.lstrip(b">")[:5]
+        if len(data) > LONG_LINE and (len(start) == 5 or not b"From ".startswith(start)):
             yield mboxrd.quote(data)
             inside_line = True
         else:

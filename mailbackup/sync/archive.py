@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailbackup.errors import StorageError, UsageError
+from mailbackup.i18n import _
 from mailbackup.state.db import STATE_FILE, StateDB
 from mailbackup.state.lock import ArchiveLock
 from mailbackup.store.base import MailStore
@@ -59,11 +60,13 @@ def open_archive(dest: Path, account: str, *, format: str | None = None, lock: b
     """Open (or create) an account archive, taking its lock when writing."""
     root = account_dir(dest, account)
     if not create and not (root / STATE_FILE).exists():
-        raise UsageError(f"no backup of {account} in {dest}", hint="run `mailbackup backup` first, or check --dest")
+        raise UsageError(_("no backup of {account} in {dest}").format(account=account, dest=dest),
+                         hint=_("run `mailbackup backup` first, or check --dest"))
     try:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise StorageError(f"cannot create archive directory {root}: {exc.strerror or exc}") from None
+        raise StorageError(_("cannot create archive directory {path}: {error}").format(
+            path=root, error=exc.strerror or exc)) from None
     archive_lock = ArchiveLock(root).acquire() if lock else None
     try:
         state = StateDB(root / STATE_FILE)
@@ -84,11 +87,12 @@ def open_archive(dest: Path, account: str, *, format: str | None = None, lock: b
 def _settle_format(state: StateDB, wanted: str | None, account: str) -> str:
     recorded = state.get_meta("format")
     if wanted and wanted not in FORMATS:
-        raise UsageError(f"unknown format {wanted!r}", hint="use maildir or mbox")
+        raise UsageError(_("unknown format {format!r}").format(format=wanted), hint=_("use maildir or mbox"))
     if recorded and wanted and wanted != recorded:
         raise UsageError(
-            f"the archive of {account} is in {recorded} format, not {wanted}",
-            hint="use another --dest for a second format, or `mailbackup export` to convert",
+            _("the archive of {account} is in {recorded} format, not {wanted}").format(
+                account=account, recorded=recorded, wanted=wanted),
+            hint=_("use another --dest for a second format, or `mailbackup export` to convert"),
         )
     chosen = recorded or wanted or "maildir"
     if not recorded:

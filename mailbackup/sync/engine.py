@@ -21,7 +21,8 @@ from typing import Protocol, TypeVar
 
 from mailbackup import faults
 from mailbackup.errors import ConnectError, ConnectionLost, FolderError, Interrupted, ServerBusy, ServerError
-from mailbackup.headers import summarize
+from mailbackup.headers import HeaderSummary, summarize
+from mailbackup.i18n import _
 from mailbackup.imap.fetchstream import BatchResult
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, FolderResult, MessageMeta, RunStats, StoredMessage
@@ -46,6 +47,7 @@ class BackupOptions:
     batch_bytes: int = 16 * MEGABYTE
     large_message: int = 8 * MEGABYTE  # above this, a body is streamed to a file, not held in memory
     pipeline_depth: int = 3  # FETCH commands in flight: hides round trips on slow links
+    new_slice: int = 5000  # new messages handled per slice: bounds memory on huge folders
     dry_run: bool = False
     repair: bool = False  # re-hash every stored copy; fetch damaged ones again from the server
     refresh_flags: bool = False  # without CONDSTORE: re-read all flags even of unchanged folders
@@ -98,12 +100,15 @@ class BackupEngine:
         self.store = archive.store
         self.options = options
         self.progress = progress or NoProgress()
+        self._path_keys: set[str] | None = None
 
     # -- the run ------------------------------------------------------
     def run(self) -> RunStats:
         started = time.monotonic()
         stats = RunStats()
         run_id = None if self.options.dry_run else self.state.start_run("backup")
+        if not self.options.dry_run:
+            self._clean_spool()
         try:
             server_folders = self._call(None, self.session.list_folders)
             self._note_vanished_folders(server_folders)
@@ -133,12 +138,21 @@ class BackupEngine:
             status = "interrupted" if stats.interrupted else ("warnings" if stats.has_warnings else "ok")
         self.state.finish_run(run_id, status, stats.messages, stats.bytes)
 
+    def _clean_spool(self) -> None:
+        """Large bodies on their way in from a run that was killed: we hold the
+        archive lock, so nothing in the spool belongs to anyone now."""
+        spool = self.archive.spool_dir
+        if spool.is_dir():
+            for leftover in spool.iterdir():
+                if leftover.is_file():
+                    leftover.unlink()
+
     def _sync_folder_safely(self, info: FolderInfo, result: FolderResult) -> None:
         try:
             self._sync_folder(info, result)
         except (FolderError, ServerError) as exc:
             result.error = exc.message
-            self.progress.warn(f"folder {info.name!r}: {exc.message}")
+            self.progress.warn(_("folder {folder!r}: {error}").format(folder=info.name, error=exc.message))
         finally:
             self.progress.folder_done(result)
 
@@ -163,8 +177,9 @@ class BackupEngine:
         # before it finished never recorded a UIDVALIDITY, yet stored mail.
         run.new_generation = bool(record.id) and self.state.has_other_generation(record.id, selected.uidvalidity)
         if run.new_generation:
-            self.progress.warn(f"folder {info.name!r}: UIDVALIDITY changed (now {selected.uidvalidity}); "
-                               "starting a new generation, matching what is already stored")
+            self.progress.warn(_("folder {folder!r}: UIDVALIDITY changed (now {uidvalidity}); starting a new "
+                                 "generation, matching what is already stored").format(
+                folder=info.name, uidvalidity=selected.uidvalidity))
         server_uids = self._call(run, lambda: self.session.search_uids(1)) if selected.exists else []
         stored = self.state.stored_uids(record.id, run.uidvalidity) if record.id else set()
         active = self.state.active_uids(record.id, run.uidvalidity) if record.id else set()
@@ -172,12 +187,12 @@ class BackupEngine:
         self._warn_if_emptied(run, selected.exists)
         if not run.new_generation and record.uidvalidity:
             self._sync_flags(run, record, selected.highestmodseq, active)
-        metas = self._fetch_meta(run, diff.new)
-        self.progress.folder_start(info.name, len(metas), sum(meta.size for meta in metas))
         if self.options.dry_run:
+            metas = self._fetch_meta(run, diff.new)
+            self.progress.folder_start(info.name, len(metas), sum(meta.size for meta in metas))
             result.fetched, result.fetched_bytes = len(metas), sum(meta.size for meta in metas)
             return
-        self._store_new(run, metas)
+        self._store_in_slices(run, diff.new)
         self._finish_folder(run, selected.uidnext, selected.highestmodseq, selected.exists, diff.gone)
 
     def _folder_record(self, info: FolderInfo) -> FolderRecord:
@@ -188,12 +203,16 @@ class BackupEngine:
             return record
         try:
             wanted = local_path_for(info.name, info.delimiter)
-            local = unique_local_path(wanted, self.state.path_keys())
+            if self._path_keys is None:  # read once: a server may list 10,000 folders
+                self._path_keys = self.state.path_keys()
+            local = unique_local_path(wanted, self._path_keys)
         except ValueError as exc:
-            raise FolderError(f"folder name cannot be stored safely: {exc}") from None
+            raise FolderError(_("folder name cannot be stored safely: {reason}").format(reason=exc)) from None
         if self.options.dry_run:
             return FolderRecord(0, info.name, info.delimiter, str(local), None, None, None, None, 0, 0, None, None)
-        return self.state.add_folder(info.name, info.delimiter, str(local), path_key(PurePosixPath(local)))
+        key = path_key(PurePosixPath(local))
+        self._path_keys.add(key)
+        return self.state.add_folder(info.name, info.delimiter, str(local), key)
 
     def _recover(self, run: FolderRun) -> None:
         """Finish what a killed run left: keep whole writes, drop torn ones."""
@@ -238,9 +257,11 @@ class BackupEngine:
             self._settle_rewrite(run)
             run.record = self.state.folder_by_id(run.record.id)
         if damaged:
-            text = (f"folder {run.info.name!r}: {len(damaged)} damaged copies found; {len(fixable)} fetched again"
-                    + (f", {len(damaged) - len(fixable)} no longer on the server (kept as they are)"
-                       if len(damaged) > len(fixable) else ""))
+            text = _("folder {folder!r}: {damaged} damaged copies found; {fixed} fetched again").format(
+                folder=run.info.name, damaged=len(damaged), fixed=len(fixable))
+            if len(damaged) > len(fixable):
+                text += _(", {count} no longer on the server (kept as they are)").format(
+                    count=len(damaged) - len(fixable))
             run.result.warnings.append(text)
             self.progress.warn(text)
 
@@ -258,14 +279,16 @@ class BackupEngine:
         """The folder's mbox was cut short by something else (a disk problem, a
         mail client): forget the lost entries so the server's copies are fetched
         again, and cut the file back to its last whole entry."""
+        # Cut first, then commit: cutting again after a crash is harmless, while
+        # a committed state over an uncut file would be refused on the next run.
+        self.store.cut_back(run.record.local_path, self.state.mbox_end_within(run.record.id, length))
         with self.state.transaction():
             self.state.clear_pending(run.record.id)
             dropped, committed = self.state.forget_mbox_tail(run.record.id, length)
-        self.store.cut_back(run.record.local_path, committed)
         run.committed = committed
         run.record = self.state.folder_by_id(run.record.id)
-        text = (f"folder {run.info.name!r}: the mbox file was shorter than recorded; {dropped} messages "
-                "were lost locally and are fetched again from the server")
+        text = _("folder {folder!r}: the mbox file was shorter than recorded; {count} messages were lost locally "
+                 "and are fetched again from the server").format(folder=run.info.name, count=dropped)
         run.result.warnings.append(text)
         self.progress.warn(text)
 
@@ -273,8 +296,8 @@ class BackupEngine:
         if exists == 0 and run.record.id:
             held = len(self.state.active_uids(run.record.id, run.record.uidvalidity or run.uidvalidity))
             if held:
-                text = (f"folder {run.info.name!r} is EMPTY on the server but the archive holds {held} "
-                        "messages: they are kept and marked gone-from-server")
+                text = _("folder {folder!r} is EMPTY on the server but the archive holds {count} messages: they "
+                         "are kept and marked gone-from-server").format(folder=run.info.name, count=held)
                 run.result.warnings.append(text)
                 self.progress.warn(text)
 
@@ -309,6 +332,19 @@ class BackupEngine:
             metas.extend(self._call(run, lambda chunk=chunk: self.session.fetch_meta(chunk)))  # type: ignore[misc]
         return metas
 
+    def _store_in_slices(self, run: FolderRun, uids: list[int]) -> None:
+        """Sizes are read and mail stored one slice of UIDs at a time, so memory
+        does not grow with the folder (a folder of 100,000 messages)."""
+        if not uids:
+            self.progress.folder_start(run.info.name, 0, 0)
+        step = self.options.new_slice
+        for start in range(0, len(uids), step):
+            metas = self._fetch_meta(run, uids[start:start + step])
+            if start == 0:  # the byte total of a folder larger than one slice is extrapolated
+                size = sum(meta.size for meta in metas)
+                self.progress.folder_start(run.info.name, len(uids), size * len(uids) // max(1, len(metas)))
+            self._store_new(run, metas)
+
     def _store_new(self, run: FolderRun, metas: list[MessageMeta]) -> None:
         """Stream the batches with several FETCHes in flight; after a lost
         connection, the batch at the head is isolated, then streaming resumes."""
@@ -331,7 +367,8 @@ class BackupEngine:
             for result in results:
                 batch = remaining.popleft()
                 fetched = self._received(result, by_uid)
-                missing = [meta for meta in batch if meta.uid not in {got.uid for got, _ in fetched}]
+                received = {got.uid for got, _ in fetched}
+                missing = [meta for meta in batch if meta.uid not in received]
                 if missing:  # refused or skipped by the server: try them alone, then give up on them
                     fetched += self._fetch_isolating(run, missing, by_uid)
                 self._commit(run, fetched)
@@ -357,7 +394,7 @@ class BackupEngine:
 
     def _check_stop(self) -> None:
         if self.options.stop.is_set():
-            raise Interrupted("stopped by request after the last complete batch")
+            raise Interrupted(_("stopped by request after the last complete batch"))
 
     def _fetch_isolating(self, run: FolderRun, batch: list[MessageMeta],
                          by_uid: dict[int, MessageMeta]) -> list[tuple[MessageMeta, MessageBody]]:
@@ -368,17 +405,23 @@ class BackupEngine:
             result = self._call(run, lambda: self._fetch_alone(uids), tries=2)
         except ConnectionLost as exc:
             if len(batch) == 1:
-                self._record_failure(run, batch[0].uid, f"server fails on this message: {exc.message}")
+                self._record_failure(run, batch[0].uid, _("server fails on this message: {error}").format(
+                    error=exc.message))
                 return []
             middle = len(batch) // 2
             return (self._fetch_isolating(run, batch[:middle], by_uid)
                     + self._fetch_isolating(run, batch[middle:], by_uid))
         fetched = self._received(result, by_uid)
         got = {meta.uid for meta, _ in fetched}
-        for meta in batch:
-            if meta.uid not in got:
-                reason = result.text if result.status != "OK" else "server returned no body for this message"
-                self._record_failure(run, meta.uid, reason)
+        missing = [meta for meta in batch if meta.uid not in got]
+        if result.status != "OK" and len(missing) > 1:
+            # Some servers refuse the whole FETCH for one message they cannot read: isolate it.
+            middle = len(missing) // 2
+            return (fetched + self._fetch_isolating(run, missing[:middle], by_uid)
+                    + self._fetch_isolating(run, missing[middle:], by_uid))
+        for meta in missing:
+            reason = result.text if result.status != "OK" else _("server returned no body for this message")
+            self._record_failure(run, meta.uid, reason)
         return fetched
 
     def _fetch_alone(self, uids: list[int]) -> BatchResult:
@@ -396,7 +439,8 @@ class BackupEngine:
 
     def _record_failure(self, run: FolderRun, uid: int, error: str) -> None:
         run.result.failed_uids.append(uid)
-        self.progress.warn(f"folder {run.info.name!r}: UID {uid} skipped: {error}")
+        self.progress.warn(_("folder {folder!r}: UID {uid} skipped: {error}").format(
+            folder=run.info.name, uid=uid, error=error))
         with self.state.transaction():
             self.state.record_failure(run.record.id, run.uidvalidity, uid, error)
 
@@ -446,7 +490,11 @@ class BackupEngine:
         self.progress.saved(len(stored) + len(matched), size + sum(meta.size for _, meta in matched))
 
     def _describe(self, run: FolderRun, meta: MessageMeta, body: MessageBody) -> StoredMessage:
-        headers = summarize(body.head())
+        try:
+            headers = summarize(body.head())
+        except Exception:  # a header nothing can parse never stops a backup: its bytes are kept as they are
+            log.debug("UID %d: header fields unreadable", meta.uid, exc_info=True)
+            headers = HeaderSummary(None, None, None, None)
         return StoredMessage(
             folder_id=run.record.id, uidvalidity=run.uidvalidity, uid=meta.uid, size=body.size,
             sha256=body.sha256, internaldate=meta.internaldate, flags=meta.flags,
@@ -472,8 +520,8 @@ class BackupEngine:
         for record in self.state.folders():
             if record.name not in names and not record.gone_at and not self.options.dry_run:
                 held = self.state.count_messages(record.id)
-                self.progress.warn(f"folder {record.name!r} is no longer on the server; "
-                                   f"its {held} archived messages are kept")
+                self.progress.warn(_("folder {folder!r} is no longer on the server; its {count} archived messages "
+                                     "are kept").format(folder=record.name, count=held))
                 with self.state.transaction():
                     self.state.update_folder(record.id, gone_at=now_iso())
 
@@ -512,7 +560,8 @@ class BackupEngine:
             except (ConnectionLost, ConnectError) as exc:
                 attempt += 1
                 if attempt >= self.options.max_retries:
-                    raise ConnectError(f"could not reconnect after {attempt} tries: {exc.message}") from None
+                    raise ConnectError(_("could not reconnect after {count} tries: {error}").format(
+                        count=attempt, error=exc.message)) from None
                 delay = min(delay * 2, 60.0)
                 time.sleep(delay)
             except (ServerBusy, FolderError) as exc:  # e.g. NO [LIMIT] too many connections at login
@@ -522,6 +571,6 @@ class BackupEngine:
 
 
 def describe_stats_line(stats: RunStats) -> str:
-    return (f"{len(stats.folders)} folders, {stats.messages} messages, "
-            f"{stats.bytes / MEGABYTE:.1f} MB in {stats.seconds:.1f} s")
+    return _("{folders} folders, {count} messages, {megabytes:.1f} MB in {seconds:.1f} s").format(
+        folders=len(stats.folders), count=stats.messages, megabytes=stats.bytes / MEGABYTE, seconds=stats.seconds)
 
