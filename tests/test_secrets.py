@@ -1,0 +1,141 @@
+"""Secrets: every command, run at -vv debug level with a known password, and
+the password appears nowhere it could be read later: not in any output, log
+file, report, state file, export or error message, in any spelling (as is,
+in AUTHENTICATE PLAIN's base64, JSON-escaped, Python-escaped).  And what an
+archive holds is for its owner only: directories 0700, files 0600."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+import sample_mail
+from conftest import ImapUser, new_user
+from dovecot_server import DovecotServer
+from fakeserver import Certs, Conn, FakeImapServer, Run, Script, make_certs
+
+from mailbackup.sync.archive import account_dir
+
+SOURCE_PASSWORD = "ลับมาก-Source-7f3a9c"
+TARGET_PASSWORD = "ลับมาก-Target-51e0b2"
+
+
+def spellings(user: str, password: str) -> dict[str, bytes]:
+    plain = f"\0{user}\0{password}".encode()
+    return {
+        "as is": password.encode(),
+        "AUTHENTICATE PLAIN": base64.b64encode(plain),
+        "base64 of the password": base64.b64encode(password.encode()).rstrip(b"="),
+        "JSON-escaped": json.dumps(password)[1:-1].encode(),
+        "Python-escaped": ascii(password)[1:-1].encode(),
+        "ASCII part": password.split("-", 1)[1].encode(),  # what survives a mangled decode
+    }
+
+
+def leaks(data: bytes, secrets: dict[str, bytes]) -> list[str]:
+    return [name for name, secret in secrets.items() if secret in data]
+
+
+def user_with(server: DovecotServer, password: str) -> ImapUser:
+    name = f"secret-{uuid.uuid4().hex[:12]}@coj.go.th"
+    server.add_user(name, password)
+    return ImapUser(name, password, server.server_arg, server.cafile, server.maildir(name), server)
+
+
+def test_no_command_leaks_the_password(dovecot_server, imap_client_factory, tmp_path):
+    source = user_with(dovecot_server, SOURCE_PASSWORD)
+    target, migrated = user_with(dovecot_server, TARGET_PASSWORD), user_with(dovecot_server, TARGET_PASSWORD)
+    letters = [sample_mail.thai_letter(n, sample_mail._DEFAULT_DATE) for n in range(5)]
+    sample_mail.fill_mailbox(imap_client_factory(source), {"INBOX": letters, "งานคดี": letters[:2]})
+    dest, out, reports = tmp_path / "dest", tmp_path / "export", tmp_path / "reports"
+    password_file = tmp_path / "secret" / "pw"
+    password_file.parent.mkdir()
+    password_file.write_text(SOURCE_PASSWORD + "\n", encoding="utf-8")
+    config = tmp_path / "sweep.yaml"
+    config.write_text(f"defaults:\n  server: {source.server_arg}\n  cafile: {source.cafile}\n  dest: {dest}\n"
+                      f"  password_command: cat {password_file}\naccounts:\n  - {source.name}\n", encoding="utf-8")
+    server = ["--server", source.server_arg, "--cafile", str(source.cafile)]
+    target_env = {"MAILBACKUP_TARGET_PASSWORD": TARGET_PASSWORD}
+    commands: list[tuple[list[str], str | None, dict[str, str] | None]] = [
+        (["auth", "test", source.name, *server], SOURCE_PASSWORD, None),
+        (["folders", source.name, *server], SOURCE_PASSWORD, None),
+        (["backup", source.name, *server, "--dest", str(dest)], SOURCE_PASSWORD, None),
+        (["verify", source.name, *server, "--dest", str(dest), "--report-dir", str(reports)], SOURCE_PASSWORD, None),
+        (["verify", source.name, "--offline", "--dest", str(dest)], SOURCE_PASSWORD, None),
+        (["report", "--dest", str(dest), "--report-dir", str(reports)], None, None),
+        (["export", source.name, "--dest", str(dest), "--mbox", str(out)], None, None),
+        (["restore", source.name, "--dest", str(dest), "--to", target.name, "--to-server", target.server_arg,
+          "--to-cafile", str(target.cafile)], None, target_env),
+        (["migrate", source.name, *server, "--dest", str(tmp_path / "migrate"), "--to", migrated.name,
+          "--to-server", migrated.server_arg, "--to-cafile", str(migrated.cafile)], SOURCE_PASSWORD, target_env),
+        (["check", str(config), "--csv", str(tmp_path / "check.csv")], None, None),
+        (["sweep", str(config), "--log-file", str(tmp_path / "sweep.log")], None, None),
+        (["auth", "test", source.name, *server], "wrong-" + SOURCE_PASSWORD, None),  # a refused login
+    ]
+    secrets = {f"{kind} ({who})": value for who, user, password in
+               (("source", source.name, SOURCE_PASSWORD), ("target", target.name, TARGET_PASSWORD),
+                ("migrated", migrated.name, TARGET_PASSWORD))
+               for kind, value in spellings(user, password).items()}
+
+    found = []
+    for args, password, env in commands:
+        run = Run([*args, "-vv"], password, env=env)
+        expected = 0 if "wrong-" not in (password or "") else 3
+        assert run.code == expected, (args, run.stdout, run.stderr)
+        found += [f"{args[0]} output: {name}" for name in leaks((run.stdout + run.stderr).encode(), secrets)]
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path != password_file and path != config:
+            found += [f"{path.relative_to(tmp_path)}: {name}" for name in leaks(path.read_bytes(), secrets)]
+    assert not found, found
+
+    if os.name == "posix":
+        for path in [dest, *dest.rglob("*"), *(tmp_path / "migrate").rglob("*")]:
+            mode = stat.S_IMODE(path.lstat().st_mode)
+            assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("certs"), kinds=("good",))["good"]
+
+
+class Echoes(Script):
+    """A server that repeats the credentials it was given in its refusal."""
+
+    def authenticate(self, conn: Conn, tag: bytes, user: str, password: str) -> None:
+        echoed = base64.b64encode(f"\0{user}\0{password}".encode())
+        conn.send(tag + b" NO [AUTHENTICATIONFAILED] rejected " + echoed + b" for " + password.encode() + b"\r\n")
+
+
+def test_a_server_that_echoes_the_credentials_does_not_get_them_printed(certs, tmp_path):
+    with FakeImapServer(certs=certs, script=Echoes()) as server:
+        run = Run(["auth", "test", server.user, "--server", server.address, "--cafile", str(certs.ca), "-vv"],
+                  server.password)
+        user, password = server.user, server.password
+
+    assert run.code == 3, run.stderr
+    assert "rejected" in run.error_line()
+    assert not leaks((run.stdout + run.stderr).encode(), spellings(user, password))
+
+
+def test_archive_directories_are_private_even_under_a_permissive_umask(dovecot_server, imap_client_factory,
+                                                                      tmp_path):
+    user = new_user(dovecot_server)
+    sample_mail.fill_mailbox(imap_client_factory(user), {"INBOX": [b"Subject: a\r\n\r\nb\r\n"]})
+    old = os.umask(0o000)
+    try:
+        run = Run(["backup", user.name, "--server", user.server_arg, "--cafile", str(user.cafile),
+                   "--dest", str(tmp_path / "dest"), "--format", "mbox"], user.password)
+    finally:
+        os.umask(old)
+    assert run.code == 0, run.stderr
+    root = account_dir(tmp_path / "dest", user.name)
+    for path in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+    assert not (Path(root) / "state.sqlite3").stat().st_mode & 0o077
