@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import ssl
 import sys
 from collections.abc import Callable, Iterator
@@ -21,6 +22,10 @@ from imapclient import IMAPClient
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
+
+# The suite checks English output unless a test asks for Thai (--lang th, or a
+# Thai locale with MAILBACKUP_LANG emptied): a developer's Thai desktop must not change that.
+os.environ["MAILBACKUP_LANG"] = "en"
 
 from dovecot_server import DovecotServer  # noqa: E402
 

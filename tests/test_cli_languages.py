@@ -1,0 +1,118 @@
+"""The main flows and errors of the command line, in Thai and in English,
+chosen with --lang and with the locale (LANG=th_TH.UTF-8), against a real
+Dovecot.  English stays the default."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from pathlib import Path
+
+import pytest
+import sample_mail  # scripts/ is put on sys.path by conftest
+from click.testing import CliRunner
+from conftest import ImapUser, new_user
+from dovecot_server import DovecotServer
+from helpers import backup, run_cli, server_args
+from imapclient import IMAPClient
+
+from mailbackup.cli import cli
+from mailbackup.errors import ExitCode
+from mailbackup.sync.archive import account_dir
+
+THAI_LOCALE = {"LANG": "th_TH.UTF-8", "LC_ALL": "", "LC_MESSAGES": "", "MAILBACKUP_LANG": ""}
+ENGLISH_LOCALE = {"LANG": "C.UTF-8", "LC_ALL": "", "LC_MESSAGES": "", "MAILBACKUP_LANG": ""}
+
+
+@pytest.fixture(scope="module")
+def staff(dovecot_server: DovecotServer) -> ImapUser:
+    """A mailbox with the sample mail (ten messages, Thai folder names)."""
+    user = new_user(dovecot_server)
+    context = ssl.create_default_context(cafile=str(user.cafile))
+    with IMAPClient(user.host, port=user.port, ssl=True, ssl_context=context, timeout=30) as client:
+        client.plain_login(user.name, user.password)
+        sample_mail.fill_mailbox(client, sample_mail.sample_mailbox())
+        client.logout()
+    return user
+
+
+def messages_in(box: dict[str, list[sample_mail.SampleMessage]]) -> int:
+    return sum(len(messages) for messages in box.values())
+
+
+def test_backup_and_verify_in_thai(staff: ImapUser, tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    count = messages_in(sample_mail.sample_mailbox())
+    done = backup(staff, dest, "--lang", "th", env=ENGLISH_LOCALE)
+    assert done.returncode == 0, done.stderr
+    assert f"กำลังสำรองข้อมูล {staff.name} จาก" in done.stderr
+    assert f"บันทึก {count} ข้อความ" in done.stdout and "saved" not in done.stdout
+
+    done = run_cli(["verify", staff.name, *server_args(staff), "--dest", str(dest), "--deadline", "2099-12-31"],
+                   password=staff.password, env=THAI_LOCALE)
+    assert done.returncode == 0, done.stderr
+    assert f"ครบถ้วน: {staff.name} (เทียบกับเซิร์ฟเวอร์," in done.stdout
+    assert "วันครบกำหนด 31 ธันวาคม 2642" in done.stdout and "รายงาน: " in done.stdout
+    reports = account_dir(dest, staff.name) / "reports"
+    page = (reports / "verify.html").read_text(encoding="utf-8")
+    assert "รายงานผลการตรวจสอบการสำรองข้อมูลอีเมล" in page and "COMPLETE" not in page and "2642" in page
+    data = json.loads((reports / "verify.json").read_text(encoding="utf-8"))
+    assert data["status"] == "complete" and data["deadline"] == "2099-12-31"  # JSON: language-neutral
+    assert (reports / "verify.csv").read_text(encoding="utf-8-sig").startswith("โฟลเดอร์,สถานะ,")
+
+
+def test_the_locale_chooses_thai_and_lang_wins(staff: ImapUser, tmp_path: Path) -> None:
+    thai = run_cli(["folders", staff.name, *server_args(staff)], password=staff.password, env=THAI_LOCALE)
+    assert thai.returncode == 0, thai.stderr
+    assert thai.stdout.startswith("โฟลเดอร์") and "\nรวม " in thai.stdout and "กล่องขาเข้า/สำคัญ" in thai.stdout
+    english = run_cli(["folders", staff.name, *server_args(staff), "--lang", "en"], password=staff.password,
+                      env=THAI_LOCALE)
+    assert english.stdout.startswith("Folder") and "\nTotal " in english.stdout
+    default = run_cli(["folders", staff.name, *server_args(staff)], password=staff.password, env=ENGLISH_LOCALE)
+    assert default.stdout == english.stdout
+
+
+def test_errors_in_both_languages(staff: ImapUser, tmp_path: Path) -> None:
+    wrong = [*server_args(staff), "--dest", str(tmp_path / "dest")]
+    thai = run_cli(["backup", staff.name, *wrong], password="not-the-password", env=THAI_LOCALE)
+    english = run_cli(["backup", staff.name, *wrong], password="not-the-password", env=ENGLISH_LOCALE)
+    for done in (thai, english):
+        assert done.returncode == ExitCode.AUTH and done.stderr.count("\n") == 1, done.stderr
+        assert "mailadmin@coj.go.th" in done.stderr and "not-the-password" not in done.stderr
+    assert thai.stderr.startswith(f"mailbackup: ข้อผิดพลาด: เซิร์ฟเวอร์ {staff.server_arg} ปฏิเสธการเข้าสู่ระบบ")
+    assert "หมายเลขบัตรประจำตัวประชาชน" in thai.stderr  # circular ศย ๐๑๓/ว ๓๓๙: what the officer needs
+    assert english.stderr.startswith(f"mailbackup: error: login refused for {staff.name}")
+
+    nothing = run_cli(["backup", staff.name, *wrong], env=THAI_LOCALE)  # no password anywhere, no terminal
+    assert nothing.returncode == ExitCode.AUTH
+    assert f"ไม่มีรหัสผ่านของ {staff.name}" in nothing.stderr and f"mailbackup auth set {staff.name}" in nothing.stderr
+
+    usage = run_cli(["--lang", "th", "backup"])
+    assert usage.returncode == ExitCode.USAGE and "ไม่ได้ระบุ 'ACCOUNT'" in usage.stderr and "วิธีใช้:" in usage.stderr
+    missing = run_cli(["verify", "nobody@coj.go.th", "--offline", "--dest", str(tmp_path / "none"), "--lang", "th"])
+    assert missing.returncode == ExitCode.USAGE and "ไม่พบข้อมูลสำรองของ nobody@coj.go.th" in missing.stderr
+
+    config = tmp_path / "unit.yaml"
+    config.write_text("defaults:\n  colour: blue\naccounts:\n  - account: a@coj.go.th\n", encoding="utf-8")
+    bad = run_cli(["check", str(config)], env=THAI_LOCALE)
+    assert bad.returncode == ExitCode.USAGE and f"{config}:2: ไม่รู้จักคีย์ 'colour' ใน defaults" in bad.stderr
+
+
+def test_help_is_translated(tmp_path: Path) -> None:
+    done = run_cli(["backup", "--help", "--lang", "th"])
+    assert done.returncode == 0 and done.stdout.startswith("วิธีใช้: mailbackup backup")
+    assert "--no-verify" in done.stdout and "ตัวเลือก:" in done.stdout and "Show this message" not in done.stdout
+
+
+def command_paths(group: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    for name, command in getattr(group, "commands", {}).items():
+        paths += command_paths(command, (*prefix, name))
+    return paths
+
+
+@pytest.mark.parametrize("path", command_paths(cli), ids=lambda path: " ".join(path) or "mailbackup")
+def test_every_command_takes_lang(path: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(cli, [*path, "--lang", "en", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--lang [en|th]" in result.output
