@@ -8,6 +8,7 @@ import json
 import ssl
 from pathlib import Path
 
+import click
 import pytest
 import sample_mail  # scripts/ is put on sys.path by conftest
 from click.testing import CliRunner
@@ -104,9 +105,17 @@ def test_help_is_translated(tmp_path: Path) -> None:
     assert "--no-verify" in done.stdout and "ตัวเลือก:" in done.stdout and "Show this message" not in done.stdout
 
 
+def subcommands(group: object) -> dict[str, object]:
+    """A group's commands, loading lazily registered ones (cli/lazy.py)."""
+    if not isinstance(group, click.Group):
+        return {}
+    context = click.Context(group)
+    return {name: group.get_command(context, name) for name in group.list_commands(context)}
+
+
 def command_paths(group: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     paths = [prefix]
-    for name, command in getattr(group, "commands", {}).items():
+    for name, command in subcommands(group).items():
         paths += command_paths(command, (*prefix, name))
     return paths
 

@@ -1,4 +1,5 @@
-"""The `mailbackup` command line: one module per command, all registered here."""
+"""The `mailbackup` command line: one module per command, registered here
+and imported only when its command runs (cli/lazy.py)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,8 @@ from typing import IO, Any
 import click
 
 from mailbackup import __version__
-from mailbackup.cli import auth, backup, folders
-from mailbackup.cli import export as export_command
-from mailbackup.cli import migrate as migrate_command
-from mailbackup.cli import report as report_command
-from mailbackup.cli import restore as restore_command
-from mailbackup.cli import verify as verify_command
-from mailbackup.cli.check import check
 from mailbackup.cli.common import verbosity_options
-from mailbackup.cli.schedule import schedule
-from mailbackup.cli.sweep import sweep
+from mailbackup.cli.lazy import LazyGroup
 from mailbackup.i18n import _
 
 
@@ -35,7 +28,14 @@ def utf8_console(streams: tuple[IO[Any], ...] | None = None, platform: str = sys
             reconfigure(encoding="utf-8", **settings)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+COMMANDS = {name: f"mailbackup.cli.{module}:{name}" for name, module in (
+    ("auth", "auth"), ("folders", "folders"), ("backup", "backup"), ("verify", "verify"), ("report", "report"),
+    ("sweep", "sweep"), ("check", "check"), ("schedule", "schedule"), ("restore", "restore"),
+    ("migrate", "migrate"), ("export", "export"))}
+
+
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              help=_("Back up, verify and migrate IMAP mailboxes (imap.mail.go.th by default).\n\n"
                     "Quick start:  mailbackup backup you@coj.go.th"))
 @click.version_option(__version__, prog_name="mailbackup")
@@ -44,17 +44,6 @@ def cli(verbose: int, quiet: bool) -> None:
     pass
 
 
-cli.add_command(auth.auth)
-cli.add_command(folders.folders)
-cli.add_command(backup.backup)
-cli.add_command(verify_command.verify)
-cli.add_command(report_command.report)
-cli.add_command(sweep)
-cli.add_command(check)
-cli.add_command(schedule)
-cli.add_command(restore_command.restore)
-cli.add_command(migrate_command.migrate)
-cli.add_command(export_command.export)
 
 
 def main() -> None:

@@ -10,19 +10,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from mailbackup.cli.common import Context, build_context, handle_errors, server_options, verbosity_options
 from mailbackup.cli.format import duration, human_bytes
 from mailbackup.cli.progress import TqdmProgress
-from mailbackup.cli.verify import options_for, run_verification
 from mailbackup.errors import ExitCode
 from mailbackup.i18n import _
 from mailbackup.model import RunStats
 from mailbackup.sync.archive import FORMATS, open_archive, private_umask
 from mailbackup.sync.engine import BackupEngine, BackupOptions
-from mailbackup.verify import Status, VerifyResult
+
+if TYPE_CHECKING:
+    from mailbackup.verify import VerifyResult
 
 
 @click.command(help=_(
@@ -74,6 +76,8 @@ def backup(account: str, dest: str | None, format_: str | None, include: tuple[s
     _summarize(ctx, stats, dry_run)
     code = _exit_code(stats)
     if code is not ExitCode.INTERRUPTED and not dry_run and _wants_verification(verify, ctx):
+        from mailbackup.cli.verify import options_for, run_verification  # only when it runs: start-up time
+
         result, verify_code, html_report = run_verification(ctx, options_for(settings))
         explain(ctx, result, root, html_report)
         code = max(code, verify_code)
@@ -88,6 +92,8 @@ def _wants_verification(verify: bool | None, ctx: Context) -> bool:
 
 
 def explain(ctx: Context, result: VerifyResult, root: Path, html_report: Path) -> None:
+    from mailbackup.verify import Status
+
     """The end of a backup for the person who started it: is the mail safe,
     what to do if not, where the backup and its report are."""
     totals, account = result.totals, result.account
