@@ -200,6 +200,32 @@ def test_messages_nobody_asked_for_are_ignored(serve, certs, dest):
     assert state_rows(dest, ACCOUNT, "SELECT count(*) FROM failures") == [(0,)]
 
 
+class SilentAboutOne(Script):
+    """Lists UID 4 in SEARCH but leaves it out of the size listing (every time, until repaired)."""
+
+    hiding = True
+
+    def fetch(self, conn: Conn, tag: bytes, folder: Folder, uids: list[int], items: bytes) -> None:
+        if self.hiding and b"BODY" not in items.upper():
+            uids = [uid for uid in uids if uid != 4]
+        super().fetch(conn, tag, folder, uids, items)
+
+
+def test_a_message_listed_but_never_described_is_not_silently_dropped(serve, certs, dest):
+    script = SilentAboutOne()
+    server = serve(script=script)
+
+    run = backup(server, certs, dest)
+
+    assert run.code == ExitCode.WARNINGS, run.stderr
+    assert "PARTIAL INBOX: UIDs not saved: 4" in run.stderr
+    script.hiding = False
+    again = backup(server, certs, dest)
+    assert again.code == 0, again.stderr
+    assert assert_consistent(dest, server) == everything(server)
+    assert state_rows(dest, ACCOUNT, "SELECT count(*) FROM failures") == [(0,)]
+
+
 class ByeMidBatch(Script):
     def body_item(self, conn: Conn, message: Message) -> bytes:
         if message.uid == 3 and conn.number == 0:

@@ -6,6 +6,7 @@ import click
 
 from mailbackup.cli.common import build_context, handle_errors, server_options, verbosity_options
 from mailbackup.cli.format import display_width, human_bytes, pad
+from mailbackup.errors import ExitCode, FolderError
 from mailbackup.i18n import _
 
 
@@ -17,19 +18,29 @@ from mailbackup.i18n import _
 def folders(account: str, **options: object) -> None:
     ctx = build_context(account, **options)  # type: ignore[arg-type]
     total_messages = total_bytes = 0
+    failed: list[str] = []
     with ctx.session() as session:
         rows = []
         for info in session.list_folders():
             if not info.selectable:
                 rows.append((info.name, "-", "-"))
                 continue
-            status = session.status(info.name)
+            try:
+                status = session.status(info.name)
+            except FolderError as exc:  # one folder the server will not describe: list the others
+                failed.append(exc.message)
+                rows.append((info.name, "!", "!"))
+                continue
             total_messages += status.messages
             total_bytes += status.size or 0
             rows.append((info.name, str(status.messages), human_bytes(status.size) if status.size is not None else "?"))
     heading, total = _("Folder"), _("Total")
     width = max([display_width(name) for name, _count, _size in rows] + [display_width(heading), 6])
-    click.echo(f"{pad(heading, width)}  {pad(_('Messages'), 9, right=True)}  {pad(_('Size'), 9, right=True)}")
+    ctx.echo(f"{pad(heading, width)}  {pad(_('Messages'), 9, right=True)}  {pad(_('Size'), 9, right=True)}")
     for name, count, size in rows:
-        click.echo(f"{pad(name, width)}  {count:>9}  {size:>9}")
-    click.echo(f"{pad(total, width)}  {total_messages:>9}  {human_bytes(total_bytes):>9}")
+        ctx.echo(f"{pad(name, width)}  {count:>9}  {size:>9}")  # echo escapes control characters from names
+    ctx.echo(f"{pad(total, width)}  {total_messages:>9}  {human_bytes(total_bytes):>9}")
+    for problem in failed:
+        ctx.echo(_("warning: {problem}").format(problem=problem), err=True)
+    if failed:
+        raise SystemExit(int(ExitCode.WARNINGS))

@@ -78,7 +78,14 @@ def _start_tls(client: imapclient.IMAPClient, context: ssl.SSLContext, settings:
             _("{server} does not offer STARTTLS; refusing to continue unencrypted").format(server=settings.server),
             hint=_("use implicit TLS on port 993 without --starttls"),
         )
-    client.starttls(context)
+    try:
+        client.starttls(context)
+    except imaplib.IMAP4.abort:
+        raise
+    except (imap_exceptions.IMAPClientError, imaplib.IMAP4.error) as exc:
+        client.shutdown()
+        raise TLSError(_("{server} refused STARTTLS ({reply}); refusing to continue unencrypted").format(
+            server=settings.server, reply=_server_text(exc))) from None
 
 
 def login(client: imapclient.IMAPClient, settings: ConnectionSettings, account: str, password: str) -> None:

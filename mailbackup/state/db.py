@@ -286,6 +286,11 @@ class StateDB:
         self.db.execute("DELETE FROM failures WHERE folder_id=? AND uidvalidity=? AND uid=?",
                         (folder_id, uidvalidity, uid))
 
+    def forget_failures_not_in(self, folder_id: int, uidvalidity: int, on_server: set[int]) -> None:
+        rows = self.db.execute("SELECT uidvalidity, uid FROM failures WHERE folder_id=?", (folder_id,)).fetchall()
+        stale = [(folder_id, row[0], row[1]) for row in rows if row[0] != uidvalidity or row[1] not in on_server]
+        self.db.executemany("DELETE FROM failures WHERE folder_id=? AND uidvalidity=? AND uid=?", stale)
+
     def failures(self, folder_id: int) -> list[tuple[int, int, str]]:
         rows = self.db.execute("SELECT uidvalidity, uid, error FROM failures WHERE folder_id=? ORDER BY uid",
                                (folder_id,))

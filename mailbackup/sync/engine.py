@@ -193,6 +193,8 @@ class BackupEngine:
             result.fetched, result.fetched_bytes = len(metas), sum(meta.size for meta in metas)
             return
         self._store_in_slices(run, diff.new)
+        with self.state.transaction():  # failures of messages the server no longer has are over
+            self.state.forget_failures_not_in(record.id, run.uidvalidity, set(server_uids))
         self._finish_folder(run, selected.uidnext, selected.highestmodseq, selected.exists, diff.gone)
 
     def _folder_record(self, info: FolderInfo) -> FolderRecord:
@@ -339,7 +341,12 @@ class BackupEngine:
             self.progress.folder_start(run.info.name, 0, 0)
         step = self.options.new_slice
         for start in range(0, len(uids), step):
-            metas = self._fetch_meta(run, uids[start:start + step])
+            wanted = uids[start:start + step]
+            metas = self._fetch_meta(run, wanted)
+            described = {meta.uid for meta in metas}
+            for uid in wanted:
+                if uid not in described:  # listed by SEARCH, then no size: never let it pass unnoticed
+                    self._record_failure(run, uid, _("the server listed this message but did not describe it"))
             if start == 0:  # the byte total of a folder larger than one slice is extrapolated
                 size = sum(meta.size for meta in metas)
                 self.progress.folder_start(run.info.name, len(uids), size * len(uids) // max(1, len(metas)))
