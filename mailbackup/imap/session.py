@@ -68,6 +68,7 @@ class ImapSession:
         try:
             login(client, self.settings, self.account, self._password)
             self.compressed = self._maybe_compress(client)
+            self._enable_condstore(client)
         except MailbackupError as exc:
             _quietly_close(client)
             _scrub(exc, self.account, self._password)
@@ -78,6 +79,13 @@ class ImapSession:
         self._client = client
         self.selected = None
         return self
+
+    def _enable_condstore(self, client: imapclient.IMAPClient) -> None:
+        """SELECT reports HIGHESTMODSEQ only once CONDSTORE is on; a STATUS asking
+        for it switches it on implicitly, but a first sync skips STATUS."""
+        with translate_errors(self.settings):
+            if client.has_capability("ENABLE") and client.has_capability("CONDSTORE"):
+                client.enable("CONDSTORE")
 
     def _maybe_compress(self, client: imapclient.IMAPClient) -> bool:
         mode = self.settings.compress
