@@ -1,0 +1,931 @@
+#!/usr/bin/env python3
+"""Benchmark: mailbackup against mbsync and offlineimap on the same mailboxes.
+
+One run starts a private Dovecot (``dovecot_server.py``, in a short /tmp
+directory), writes the corpora straight into its Maildirs
+(``make_corpus.py``), and runs every tool on the same data, each into its own
+empty directory, ``--rounds`` times (median).  Per run it records wall time,
+CPU time of the tool (user + sys from ``os.wait4``, children included), peak
+RSS (``ru_maxrss``), the CPU the server spent (Dovecot's imap and imap-login
+processes, from the master's reaped-children times) and how many messages the
+tool stored.  It prints Markdown (results, then targets with PASS/FAIL) and
+writes JSON (``--json``).
+
+Scenarios (``--scenarios 1,3``; ``--quick`` makes every corpus ~20× smaller):
+
+1. full backup: 10,000 messages / ~600 MB / 10 folders; Maildir for all,
+   and mbox for mailbackup;
+2. no-op incremental run on that mailbox;
+3. incremental with 1% new messages (delivered into ``new/`` each round);
+4. full backup of 2,000 messages through ``netproxy.Proxy(latency=0.025)``
+   (25 ms each way), plus mailbackup ``--batch-size 1`` (a round trip per
+   message);
+5. one folder of 100,000 small messages: first backup (mailbackup's
+   throughput over its first and last 10%, from polling its state DB) and a
+   no-op rerun (offlineimap only with ``--slow-peers``);
+6. a mailbox with a 50 MB message: peak memory.
+
+Peers run only when installed (``apt-get install isync offlineimap3``) and
+selected (``--peers mbsync,offlineimap`` by default; ``--peers none``).
+See docs/benchmark.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import imaplib
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import sqlite3
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SCRIPTS = Path(__file__).resolve().parent
+REPO = SCRIPTS.parent
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS))
+
+import make_corpus  # noqa: E402
+from dovecot_server import DovecotServer, imap_utf7_encode  # noqa: E402
+from netproxy import Proxy  # noqa: E402
+
+__all__ = ["main"]
+
+MB = 1024 * 1024
+PEERS = ("mbsync", "offlineimap")
+ALL_SCENARIOS = (1, 2, 3, 4, 5, 6)
+QUICK_FACTOR = 20
+LATENCY = 0.025
+RUN_TIMEOUT = 4 * 3600.0
+POLL_INTERVAL = 0.1
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+TITLES = {
+    1: "full backup",
+    2: "no-op incremental",
+    3: "incremental, 1% new",
+    4: "full backup, 25 ms latency each way",
+    5: "one folder of many small messages",
+    6: "one 50 MB message: peak memory",
+}
+
+
+# ---------------------------------------------------------------- records
+@dataclass(frozen=True)
+class Target:
+    """Where a tool connects: an IMAP account over implicit TLS."""
+
+    host: str
+    port: int
+    cafile: Path
+    user: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One run of one tool."""
+
+    wall_s: float
+    user_s: float
+    sys_s: float
+    peak_rss_mb: float
+    server_cpu_s: float
+    exit_code: int
+    load_before: float  # 1-minute load average when the run started: other work on the machine
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.sys_s
+
+
+@dataclass
+class Row:
+    """All rounds of one tool in one phase of a scenario."""
+
+    phase: str
+    label: str
+    tool: str
+    runs: list[Measurement] = field(default_factory=list)
+    stored: int | None = None
+    expected: int | None = None
+    identical: int | None = None  # stored byte for byte as the server has them (Maildir outputs)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def median(self, name: str) -> float:
+        values = [getattr(run, name) for run in self.runs]
+        return statistics.median(values) if values else math.nan
+
+    def peak_rss_mb(self) -> float:
+        return max((run.peak_rss_mb for run in self.runs), default=math.nan)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase, "label": self.label, "tool": self.tool,
+            "wall_s": _round(self.median("wall_s")), "cpu_s": _round(self.median("cpu_s")),
+            "user_s": _round(self.median("user_s")), "sys_s": _round(self.median("sys_s")),
+            "peak_rss_mb": _round(self.peak_rss_mb(), 1), "server_cpu_s": _round(self.median("server_cpu_s")),
+            "stored": self.stored, "expected": self.expected, "identical_bytes": self.identical,
+            "exit_codes": [run.exit_code for run in self.runs],
+            "runs": [asdict(run) | {"cpu_s": run.cpu_s} for run in self.runs], **self.extra,
+        }  # fmt: skip
+
+
+@dataclass
+class TargetCheck:
+    text: str
+    measured: str
+    status: str  # PASS, FAIL or n/a
+
+
+@dataclass
+class ScenarioResult:
+    number: int
+    title: str
+    corpus: dict[str, Any]
+    rows: list[Row] = field(default_factory=list)
+    targets: list[TargetCheck] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def row(self, phase: str, label: str) -> Row | None:
+        return next((row for row in self.rows if row.phase == phase and row.label == label), None)
+
+
+def _round(value: float, digits: int = 3) -> float | None:
+    return None if math.isnan(value) else round(value, digits)
+
+
+# ------------------------------------------------------------------ tools
+class Tool:
+    """How to run one backup tool into a work directory and count its mail."""
+
+    tool = ""
+    label = ""
+    writes_maildir = True  # one file per message: bytes comparable with the server's
+
+    def message_files(self, workdir: Path) -> Iterator[Path]:
+        for path in (workdir / "mail").rglob("*"):
+            if path.parent.name in ("cur", "new") and not path.name.startswith(".") and path.is_file():
+                yield path
+
+    def command(self, target: Target, workdir: Path) -> tuple[list[str], dict[str, str]]:
+        raise NotImplementedError
+
+    def stored(self, workdir: Path) -> int:
+        """Messages stored in *workdir* (Maildir files in cur/ and new/)."""
+        return sum(1 for _ in self.message_files(workdir))
+
+
+class Mailbackup(Tool):
+    tool = "mailbackup"
+
+    def __init__(self, base_command: Sequence[str], fmt: str = "maildir", batch_size: int | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.base_command = list(base_command)
+        self.env = dict(env or {})
+        self.format = fmt
+        self.batch_size = batch_size
+        self.label = f"mailbackup ({fmt}" + (f", batch size {batch_size})" if batch_size else ")")
+        self.writes_maildir = fmt == "maildir"
+
+    def command(self, target: Target, workdir: Path) -> tuple[list[str], dict[str, str]]:
+        argv = [*self.base_command, "backup", target.user, "--server", f"{target.host}:{target.port}",
+                "--cafile", str(target.cafile), "--dest", str(workdir / "mail"), "--format", self.format, "--quiet"]
+        if self.batch_size:
+            argv += ["--batch-size", str(self.batch_size)]
+        return argv, {**self.env, "MAILBACKUP_PASSWORD": target.password}
+
+    def stored(self, workdir: Path) -> int:
+        state = state_db(workdir)
+        if state is None:
+            return 0
+        return _count_rows(state) or 0
+
+
+def state_db(workdir: Path) -> Path | None:
+    """``<dest>/<account>/state.sqlite3`` of a mailbackup work directory."""
+    found = sorted((workdir / "mail").glob("*/state.sqlite3"))
+    return found[0] if found else None
+
+
+def _count_rows(path: Path) -> int | None:
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as db:
+            return int(db.execute("SELECT count(*) FROM messages").fetchone()[0])
+    except sqlite3.Error:  # not created yet, or mid-migration
+        return None
+
+
+class Mbsync(Tool):
+    tool = "mbsync"
+
+    def __init__(self, compress: bool = True) -> None:
+        # mbsync 1.4 asks for COMPRESS=DEFLATE whenever the server offers it,
+        # loopback included; mailbackup's default ("auto") does not on
+        # loopback.  The variant without it shows what that costs.
+        self.compress = compress
+        self.label = "mbsync" if compress else "mbsync (no COMPRESS)"
+
+    def command(self, target: Target, workdir: Path) -> tuple[list[str], dict[str, str]]:
+        config = workdir / "mbsyncrc"
+        mail = workdir / "mail"
+        mail.mkdir(parents=True, exist_ok=True)
+        # Defaults otherwise, as a user would start: FSync yes, no
+        # CopyArrivalDate, pipelining unlimited.
+        config.write_text(
+            f"IMAPStore far\nHost {target.host}\nPort {target.port}\nUser {target.user}\n"
+            f"PassCmd {_mbsync_quote('echo ' + shlex.quote(target.password))}\n"
+            f"SSLType IMAPS\nCertificateFile {target.cafile}\n"
+            + ("" if self.compress else "DisableExtensions COMPRESS=DEFLATE\n")
+            + "\n"
+            f"MaildirStore near\nPath {mail}/\nInbox {mail}/INBOX\nSubFolders Verbatim\n\n"
+            "Channel bench\nFar :far:\nNear :near:\nPatterns *\nCreate Near\nSync Pull\nSyncState *\n",
+            encoding="utf-8",
+        )
+        return ["mbsync", "-c", str(config), "-q", "bench"], {}
+
+
+def _mbsync_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Offlineimap(Tool):
+    tool = label = "offlineimap"
+
+    def command(self, target: Target, workdir: Path) -> tuple[list[str], dict[str, str]]:
+        config = workdir / "offlineimaprc"
+        # One-way (readonly remote), nested folders ("sep = /"), every folder;
+        # defaults otherwise (maxconnections 1, fsync on).
+        config.write_text(
+            f"[general]\naccounts = bench\nmetadata = {workdir / 'metadata'}\nui = quiet\n\n"
+            "[Account bench]\nlocalrepository = local\nremoterepository = remote\n\n"
+            f"[Repository local]\ntype = Maildir\nlocalfolders = {workdir / 'mail'}\nsep = /\n\n"
+            f"[Repository remote]\ntype = IMAP\nremotehost = {target.host}\nremoteport = {target.port}\n"
+            f"remoteuser = {target.user}\nremotepass = {target.password.replace('%', '%%')}\n"
+            f"ssl = yes\nstarttls = no\nsslcacertfile = {target.cafile}\n"
+            "folderfilter = lambda name: True\nreadonly = True\n",
+            encoding="utf-8",
+        )
+        return ["offlineimap", "-c", str(config), "-o", "-u", "quiet"], {}
+
+
+# ---------------------------------------------------------------- running
+class Runner:
+    """Runs commands and measures them; knows the server's master process."""
+
+    def __init__(self, server: DovecotServer) -> None:
+        self.server = server
+
+    def server_cpu(self) -> float:
+        """CPU seconds of the master and every child it has reaped: each IMAP
+        connection's imap and imap-login processes exit when it ends."""
+        try:
+            pid = int((self.server.base_dir / "run" / "master.pid").read_text().strip())
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError):
+            return math.nan
+        # fields[11:15] are utime, stime, cutime, cstime (stat fields 14-17).
+        return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
+
+    def measure(self, tool: Tool, target: Target, workdir: Path,
+                watch: Callable[[threading.Event], None] | None = None) -> Measurement:
+        argv, extra_env = tool.command(target, workdir)
+        env = {**os.environ, **extra_env}
+        os.sync()  # nobody pays for the previous run's dirty pages
+        before = self.server_cpu()
+        load = os.getloadavg()[0]
+        done = threading.Event()
+        watcher = threading.Thread(target=watch, args=(done,), daemon=True) if watch else None
+        figures = workdir / "run.figures"
+        figures.unlink(missing_ok=True)
+        with open(workdir / "run.log", "ab") as log_file:
+            proc = subprocess.Popen([sys.executable, "-S", "-I", "-c", LAUNCHER, str(figures), *argv],
+                                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env, cwd=workdir,
+                                    start_new_session=True)
+            if watcher:
+                watcher.start()
+            try:
+                proc.wait(RUN_TIMEOUT)
+            except BaseException:  # timeout or Ctrl-C: no tool may outlive the bench
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
+            finally:
+                done.set()
+                if watcher:
+                    watcher.join()
+        time.sleep(0.3)  # let the master reap the connection's processes
+        wall, user, system, maxrss_kib, code = figures.read_text().split()
+        return Measurement(wall_s=float(wall), user_s=float(user), sys_s=float(system),
+                           peak_rss_mb=int(maxrss_kib) / 1024, server_cpu_s=self.server_cpu() - before,
+                           exit_code=int(code), load_before=load)
+
+
+# The tool is started by this small process, not by the bench itself:
+# ru_maxrss of a forked child starts at its parent's RSS (the exec keeps the
+# old high-water mark), so a 40 MB parent would make every tool look at
+# least 40 MB big.  This launcher is ~8 MB, the floor of any figure.
+LAUNCHER = """
+import os, sys, time
+out, argv = sys.argv[1], sys.argv[2:]
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+with open(out, "w") as handle:
+    handle.write(f"{wall} {usage.ru_utime} {usage.ru_stime} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
+def fresh_dir(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def log(text: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {text}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- corpora
+@dataclass
+class Corpus:
+    name: str
+    target: Target
+    info: make_corpus.CorpusInfo
+    folders: int
+    messages: int  # on the server now (grows with appends)
+    bytes: int
+
+    def describe(self) -> dict[str, Any]:
+        return {"user": self.target.user, "messages": self.messages, "bytes": self.bytes,
+                "mb": round(self.bytes / 1e6, 1), "folders": list(self.info.folders)}
+
+
+class Bench:
+    """The server, the corpora, the tools and the work directories of one run."""
+
+    def __init__(self, args: argparse.Namespace, server: DovecotServer, workdir: Path) -> None:
+        self.args = args
+        self.server = server
+        self.workdir = workdir
+        self.runner = Runner(server)
+        self.corpora: dict[str, Corpus] = {}
+        self.synced: set[tuple[str, str]] = set()  # (corpus, tool label) whose workdir is up to date
+        self.peers = [peer for peer in args.peers if shutil.which(peer)]
+        self.mailbackup_command = shlex.split(args.mailbackup) if args.mailbackup else \
+            [sys.executable, "-m", "mailbackup"]
+        self.mailbackup_env: dict[str, str] = {}
+        self.source: dict[str, Any] = {}
+        if not args.mailbackup:
+            self.source = snapshot_source(workdir.parent / "mailbackup-src")
+            self.mailbackup_env["PYTHONPATH"] = str(workdir.parent / "mailbackup-src")
+
+    def scale(self, full: int) -> int:
+        return max(1, full // QUICK_FACTOR) if self.args.quick else full
+
+    # -- corpora
+    def corpus(self, name: str, **spec: Any) -> Corpus:
+        if name in self.corpora:
+            return self.corpora[name]
+        user, password = f"bench-{name}@coj.go.th", f"bench-{name}-{os.getpid()}"
+        self.server.add_user(user, password)
+        started = time.monotonic()
+        info = make_corpus.make_corpus(self.server, user, seed=self.args.seed, **spec)
+        log(f"corpus {name}: {info.messages} messages, {info.bytes / 1e6:.0f} MB, {len(info.folders)} folders "
+            f"written in {time.monotonic() - started:.1f} s")
+        target = Target("localhost", self.server.port, self.server.cafile, user, password)
+        warm_up(target, info.folders)
+        corpus = Corpus(name, target, info, len(info.folders), info.messages, info.bytes)
+        self.corpora[name] = corpus
+        return corpus
+
+    def append(self, corpus: Corpus, messages: int, seed: int) -> make_corpus.CorpusInfo:
+        info = make_corpus.make_corpus(self.server, corpus.target.user, messages=messages, folders=corpus.folders,
+                                       seed=seed, append=True)
+        corpus.messages += info.messages
+        corpus.bytes += info.bytes
+        warm_up(corpus.target, corpus.info.folders)
+        return info
+
+    # -- tools
+    def tools(self, *mailbackup_variants: tuple[str, int | None], peers: Sequence[str] | None = None,
+              mbsync_without_compress: bool = False) -> list[Tool]:
+        tools: list[Tool] = [Mailbackup(self.mailbackup_command, fmt, batch, self.mailbackup_env)
+                             for fmt, batch in mailbackup_variants]
+        chosen = self.peers if peers is None else [peer for peer in peers if peer in self.peers]
+        if "mbsync" in chosen:
+            tools.append(Mbsync())
+            if mbsync_without_compress:
+                tools.append(Mbsync(compress=False))
+        if "offlineimap" in chosen:
+            tools.append(Offlineimap())
+        return tools
+
+    def tool_dir(self, corpus: Corpus, tool: Tool) -> Path:
+        slug = tool.label.replace(" ", "-").replace("(", "").replace(")", "").replace(",", "")
+        return self.workdir / corpus.name / slug
+
+    # -- rounds
+    def rounds(self, scenario: ScenarioResult, phase: str, corpus: Corpus, tools: list[Tool], *, fresh: bool,
+               target: Target | None = None, before_round: Callable[[int], None] | None = None,
+               watch: Callable[[Tool, Path, Row], Callable[[threading.Event], None] | None] | None = None) -> None:
+        """``--rounds`` rounds over *tools*, in a rotating order so no tool is
+        always first; *fresh* runs start from an empty directory."""
+        rows = {tool.label: Row(phase, tool.label, tool.tool) for tool in tools}
+        scenario.rows.extend(rows.values())
+        for number in range(self.args.rounds):
+            if before_round:
+                before_round(number)
+            shift = number % len(tools)
+            for tool in tools[shift:] + tools[:shift]:
+                workdir = self.tool_dir(corpus, tool)
+                if fresh:
+                    fresh_dir(workdir)
+                    self.synced.discard((corpus.name, tool.label))
+                elif (corpus.name, tool.label) not in self.synced:
+                    self.sync_untimed(corpus, tool)
+                row = rows[tool.label]
+                run = self.runner.measure(tool, target or corpus.target, workdir,
+                                          watch(tool, workdir, row) if watch else None)
+                row.runs.append(run)
+                row.stored, row.expected = tool.stored(workdir), corpus.messages
+                if run.exit_code == 0:
+                    self.synced.add((corpus.name, tool.label))
+                log(f"[{scenario.number}] {phase}, round {number + 1}/{self.args.rounds}, {tool.label}: "
+                    f"{run.wall_s:.2f} s wall, {run.cpu_s:.2f} s CPU, {run.peak_rss_mb:.0f} MB, "
+                    f"exit {run.exit_code}, stored {row.stored}/{row.expected}, load {run.load_before:.1f}")
+        if fresh or before_round:  # something new was stored: compare it with the server's bytes
+            server = content_hashes(self.server.message_files(corpus.target.user))
+            for tool in tools:
+                if tool.writes_maildir:
+                    stored = content_hashes(tool.message_files(self.tool_dir(corpus, tool)))
+                    rows[tool.label].identical = sum(min(count, server[digest]) for digest, count in stored.items())
+
+    def sync_untimed(self, corpus: Corpus, tool: Tool) -> None:
+        workdir = self.tool_dir(corpus, tool)
+        if not workdir.exists():
+            workdir.mkdir(parents=True)
+        log(f"bringing {tool.label} up to date on corpus {corpus.name} (not timed)")
+        self.runner.measure(tool, corpus.target, workdir)
+        self.synced.add((corpus.name, tool.label))
+
+
+def content_hashes(paths: Iterable[Path]) -> Counter[bytes]:
+    """How many files have each content (SHA-256)."""
+    return Counter(hashlib.sha256(path.read_bytes()).digest() for path in paths)
+
+
+def snapshot_source(destination: Path) -> dict[str, Any]:
+    """Copy the mailbackup package aside and run that copy: the package may
+    be edited while a long benchmark runs, and one run must measure one
+    version.  Returns where it came from (commit, uncommitted changes, hash)."""
+    shutil.rmtree(destination, ignore_errors=True)
+    shutil.copytree(REPO / "mailbackup", destination / "mailbackup",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    digest = hashlib.sha256()
+    for path in sorted((destination / "mailbackup").rglob("*.py")):
+        digest.update(path.relative_to(destination).as_posix().encode() + b"\0" + path.read_bytes())
+
+    def git(*command: str) -> str:
+        proc = subprocess.run(["git", "-C", str(REPO), *command], capture_output=True, text=True, check=False)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    version = re.search(r'__version__ = "([^"]+)"', (destination / "mailbackup" / "__init__.py").read_text())
+    return {"version": version.group(1) if version else None, "commit": git("rev-parse", "--short", "HEAD") or None,
+            "uncommitted_changes": bool(git("status", "--porcelain", "--", "mailbackup")),
+            "tree_sha256": digest.hexdigest()[:16]}
+
+
+def warm_up(target: Target, folders: Sequence[str]) -> None:
+    """SELECT every folder and FETCH its flags once: Dovecot builds its
+    indexes now, so the first measured tool does not pay for that."""
+    context = ssl.create_default_context(cafile=str(target.cafile))
+    with imaplib.IMAP4_SSL(target.host, target.port, ssl_context=context) as client:
+        client.login(target.user, target.password)
+        for folder in folders:
+            name = '"' + imap_utf7_encode(folder).replace("\\", "\\\\").replace('"', '\\"') + '"'
+            status, data = client.select(name, readonly=True)
+            if status != "OK":
+                raise RuntimeError(f"warm-up: SELECT {folder} failed: {data!r}")
+            if data and data[0] and int(data[0]) > 0:
+                client.fetch("1:*", "(FLAGS RFC822.SIZE INTERNALDATE)")
+        client.logout()
+
+
+# --------------------------------------------------------------- scenarios
+def full_corpus(bench: Bench) -> Corpus:
+    return bench.corpus("full", messages=bench.scale(10_000), folders=10,
+                        target_bytes=bench.scale(600 * 1000 * 1000))
+
+
+def scenario_1(bench: Bench) -> ScenarioResult:
+    corpus = full_corpus(bench)
+    result = ScenarioResult(1, TITLES[1], corpus.describe())
+    tools = bench.tools(("maildir", None), ("mbox", None), mbsync_without_compress=True)
+    bench.rounds(result, "full backup", corpus, tools, fresh=True)
+    mb, mbsync, plain, offlineimap = (result.row("full backup", label) for label in
+                                      ("mailbackup (maildir)", "mbsync", "mbsync (no COMPRESS)", "offlineimap"))
+    result.targets += [
+        check_ratio("wall ≤ mbsync's", mb, mbsync, "wall_s", at_most=1.0),
+        check_ratio("CPU ≤ 2× mbsync's", mb, mbsync, "cpu_s", at_most=2.0),
+        check_speedup("≥ 10× faster than offlineimap", mb, offlineimap, at_least=10.0),
+        check_ratio("(fair) wall ≤ mbsync's without COMPRESS", mb, plain, "wall_s", at_most=1.0),
+        check_ratio("(fair) CPU ≤ 2× mbsync's without COMPRESS", mb, plain, "cpu_s", at_most=2.0),
+    ]
+    return result
+
+
+def scenario_2(bench: Bench) -> ScenarioResult:
+    corpus = full_corpus(bench)
+    result = ScenarioResult(2, TITLES[2], corpus.describe())
+    tools = bench.tools(("maildir", None), ("mbox", None))
+    bench.rounds(result, "no-op", corpus, tools, fresh=False)
+    mb, mbsync = result.row("no-op", "mailbackup (maildir)"), result.row("no-op", "mbsync")
+    result.targets.append(check_ratio("wall ≤ mbsync's", mb, mbsync, "wall_s", at_most=1.0))
+    return result
+
+
+def scenario_3(bench: Bench) -> ScenarioResult:
+    corpus = full_corpus(bench)
+    new = max(1, math.ceil(corpus.messages / 100))
+    result = ScenarioResult(3, TITLES[3], corpus.describe() | {"new_per_round": new})
+    tools = bench.tools(("maildir", None), ("mbox", None))
+    for tool in tools:  # every tool starts from a complete backup of the same mailbox
+        if (corpus.name, tool.label) not in bench.synced:
+            bench.sync_untimed(corpus, tool)
+
+    def deliver(number: int) -> None:
+        info = bench.append(corpus, new, seed=1000 + number)
+        log(f"[3] delivered {info.messages} new messages ({info.bytes / 1e6:.1f} MB) into new/")
+
+    bench.rounds(result, "1% new", corpus, tools, fresh=False, before_round=deliver)
+    result.corpus = corpus.describe() | {"new_per_round": new}
+    return result
+
+
+def scenario_4(bench: Bench) -> ScenarioResult:
+    corpus = bench.corpus("wan", messages=bench.scale(2_000), folders=10,
+                          target_bytes=bench.scale(120 * 1000 * 1000))
+    result = ScenarioResult(4, TITLES[4], corpus.describe() | {"latency_each_way_s": LATENCY})
+    tools = bench.tools(("maildir", None), ("maildir", 1), mbsync_without_compress=True)
+    with Proxy("127.0.0.1", bench.server.port, latency=LATENCY) as proxy:
+        via_proxy = Target("localhost", proxy.port, corpus.target.cafile, corpus.target.user, corpus.target.password)
+        bench.rounds(result, "full backup", corpus, tools, fresh=True, target=via_proxy)
+    mb, mbsync = result.row("full backup", "mailbackup (maildir)"), result.row("full backup", "mbsync")
+    plain = result.row("full backup", "mbsync (no COMPRESS)")
+    one = result.row("full backup", "mailbackup (maildir, batch size 1)")
+    result.targets += [
+        check_ratio("wall ≤ 1.2× mbsync's", mb, mbsync, "wall_s", at_most=1.2),
+        check_speedup("≥ 20× faster than batch size 1", mb, one, at_least=20.0),
+        check_ratio("(fair) wall ≤ 1.2× mbsync's without COMPRESS", mb, plain, "wall_s", at_most=1.2),
+    ]
+    if _usable(mb):
+        assert mb is not None
+        bound = corpus.messages * 2 * LATENCY
+        result.notes.append(
+            f"--batch-size 1 still keeps several FETCH commands in flight (mailbackup pipelines), so it is not "
+            f"one round trip per message; that would take at least {corpus.messages:,} × 2 × {LATENCY * 1000:.0f} ms "
+            f"= {bound:.0f} s (computed, not measured), {bound / mb.median('wall_s'):.1f}× mailbackup's time")
+    return result
+
+
+def scenario_5(bench: Bench) -> ScenarioResult:
+    corpus = bench.corpus("many", messages=bench.scale(100_000), folders=1, single_folder=True, profile="small")
+    result = ScenarioResult(5, TITLES[5], corpus.describe())
+    peers = [peer for peer in bench.peers if peer != "offlineimap" or bench.args.slow_peers]
+    if "offlineimap" in bench.peers and not bench.args.slow_peers:
+        result.notes.append("offlineimap skipped (hours on 100,000 messages); --slow-peers runs it")
+    tools = bench.tools(("maildir", None), peers=peers, mbsync_without_compress=True)
+    bench.rounds(result, "first backup", corpus, tools, fresh=True, watch=_throughput_watch(corpus))
+    bench.rounds(result, "no-op", corpus, tools, fresh=False)
+    first = result.row("first backup", "mailbackup (maildir)")
+    noop = result.row("no-op", "mailbackup (maildir)")
+    result.targets += [
+        check_value("no-op < 2 s", noop.median("wall_s") if noop else math.nan, below=2.0, unit="s"),
+        check_value("last-10% throughput ≥ 80% of first-10%",
+                    first.extra.get("throughput", {}).get("last_over_first", math.nan) if first else math.nan,
+                    at_least=0.8, unit="×"),
+    ]
+    return result
+
+
+def _throughput_watch(corpus: Corpus) -> Callable[[Tool, Path, Row], Callable[[threading.Event], None] | None]:
+    def make(tool: Tool, workdir: Path, row: Row) -> Callable[[threading.Event], None] | None:
+        if tool.tool != "mailbackup":
+            return None
+
+        def watch(done: threading.Event) -> None:
+            timeline = poll_count(workdir, done)
+            rounds = row.extra.setdefault("throughput_rounds", [])
+            rounds.append(throughput(timeline, corpus.messages))
+            row.extra["throughput"] = _median_throughput(rounds)
+
+        return watch
+
+    return make
+
+
+def poll_count(workdir: Path, done: threading.Event) -> list[tuple[float, int]]:
+    """(seconds, messages in the state DB) until *done*, every POLL_INTERVAL."""
+    start = time.perf_counter()
+    timeline: list[tuple[float, int]] = []
+    while True:
+        finished = done.is_set()
+        state = state_db(workdir)
+        count = _count_rows(state) if state else None
+        if count is not None:
+            timeline.append((time.perf_counter() - start, count))
+        if finished:
+            return timeline
+        done.wait(POLL_INTERVAL)
+
+
+def throughput(timeline: list[tuple[float, int]], total: int) -> dict[str, float]:
+    """Messages/s over the first and the last 10% of a run.
+
+    Counts move in whole batches, so both windows run from one commit to
+    another: the first from the first commit seen to the one that adds 10%
+    more, the last from the commit reaching 90% to the one reaching 100%.
+    """
+    def reached(count: float) -> float:
+        return next((seconds for seconds, seen in timeline if seen >= count), math.nan)
+
+    started = next(((seconds, seen) for seconds, seen in timeline if seen > 0), None)
+    if started is None or total <= 0:
+        return {"first_10pct_per_s": math.nan, "last_10pct_per_s": math.nan, "last_over_first": math.nan}
+    tenth = total / 10
+    first_span = reached(started[1] + tenth) - started[0]
+    last_span = reached(total) - reached(total - tenth)
+    first = tenth / first_span if first_span > 0 else math.nan
+    last = tenth / last_span if last_span > 0 else math.nan
+    return {"first_10pct_per_s": round(first, 1), "last_10pct_per_s": round(last, 1),
+            "last_over_first": round(last / first, 3) if first > 0 else math.nan}
+
+
+def _median_throughput(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+
+
+def scenario_6(bench: Bench) -> ScenarioResult:
+    big = bench.scale(50 * MB)
+    corpus = bench.corpus("big", messages=20, folders=1, single_folder=True, big_message_bytes=big)
+    result = ScenarioResult(6, TITLES[6], corpus.describe() | {"big_message_bytes": big})
+    tools = bench.tools(("maildir", None), ("mbox", None), mbsync_without_compress=True)
+    bench.rounds(result, "full backup", corpus, tools, fresh=True)
+    for label in ("mailbackup (maildir)", "mailbackup (mbox)"):
+        row = result.row("full backup", label)
+        result.targets.append(check_value(f"{label}: peak RSS < 100 MB", row.peak_rss_mb() if row else math.nan,
+                                          below=100.0, unit="MB"))
+    return result
+
+
+SCENARIOS: dict[int, Callable[[Bench], ScenarioResult]] = {
+    1: scenario_1, 2: scenario_2, 3: scenario_3, 4: scenario_4, 5: scenario_5, 6: scenario_6,
+}
+
+
+# ----------------------------------------------------------------- targets
+def _usable(row: Row | None) -> bool:
+    return row is not None and bool(row.runs) and all(run.exit_code in (0, 1) for run in row.runs)
+
+
+def check_ratio(text: str, ours: Row | None, peer: Row | None, name: str, *, at_most: float) -> TargetCheck:
+    """ours/peer of the median of *name* must be at most *at_most*."""
+    if not (_usable(ours) and _usable(peer)):
+        return TargetCheck(text, "peer not measured" if _usable(ours) else "not measured", "n/a")
+    assert ours is not None and peer is not None
+    mine, theirs = ours.median(name), peer.median(name)
+    ratio = mine / theirs if theirs > 0 else math.inf
+    unit = "s"
+    return TargetCheck(text, f"{mine:.2f} {unit} vs {theirs:.2f} {unit} ({ratio:.2f}×)",
+                       "PASS" if ratio <= at_most else "FAIL")
+
+
+def check_speedup(text: str, ours: Row | None, slower: Row | None, *, at_least: float) -> TargetCheck:
+    if not (_usable(ours) and _usable(slower)):
+        return TargetCheck(text, "peer not measured" if _usable(ours) else "not measured", "n/a")
+    assert ours is not None and slower is not None
+    speedup = slower.median("wall_s") / ours.median("wall_s")
+    return TargetCheck(text, f"{ours.median('wall_s'):.2f} s vs {slower.median('wall_s'):.2f} s ({speedup:.1f}×)",
+                       "PASS" if speedup >= at_least else "FAIL")
+
+
+def check_value(text: str, value: float, *, below: float | None = None, at_least: float | None = None,
+                unit: str = "") -> TargetCheck:
+    if math.isnan(value):
+        return TargetCheck(text, "not measured", "n/a")
+    passed = (below is None or value < below) and (at_least is None or value >= at_least)
+    return TargetCheck(text, f"{value:.2f} {unit}".strip(), "PASS" if passed else "FAIL")
+
+
+# ------------------------------------------------------------------ report
+def ratio_against(scenario: ScenarioResult, row: Row) -> str:
+    """mailbackup (maildir) ÷ *row*, wall and CPU, in the same phase."""
+    ours = scenario.row(row.phase, "mailbackup (maildir)")
+    if ours is None or ours is row or not row.runs or not ours.runs:
+        return ""
+    wall = ours.median("wall_s") / row.median("wall_s") if row.median("wall_s") > 0 else math.nan
+    cpu = ours.median("cpu_s") / row.median("cpu_s") if row.median("cpu_s") > 0 else math.nan
+    return f"{wall:.2f} / {cpu:.2f}"
+
+
+def markdown(scenarios: list[ScenarioResult], rounds: int) -> str:
+    lines = [
+        f"Median of {rounds} round(s); peak RSS is the highest of the rounds; CPU is the tool's user+sys "
+        "(children included); server CPU is Dovecot's imap + imap-login processes.",
+        "",
+        "| # | scenario | phase | tool | wall s | CPU s | peak RSS MB | server CPU s | stored | byte-identical | "
+        "mailbackup ÷ tool (wall / CPU) |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for scenario in scenarios:
+        size = f"{scenario.corpus['messages']:,} msgs, {scenario.corpus['mb']:,} MB"
+        for row in scenario.rows:
+            stored = f"{row.stored:,}/{row.expected:,}" if row.stored is not None and row.expected else ""
+            identical = f"{row.identical:,}" if row.identical is not None else ""
+            failed = [run.exit_code for run in row.runs if run.exit_code not in (0,)]
+            tool = row.label + (f" (exit {','.join(map(str, failed))})" if failed else "")
+            lines.append(
+                f"| {scenario.number} | {scenario.title} ({size}) | {row.phase} | {tool} | "
+                f"{_fmt(row.median('wall_s'))} | {_fmt(row.median('cpu_s'))} | {_fmt(row.peak_rss_mb(), 0)} | "
+                f"{_fmt(row.median('server_cpu_s'))} | {stored} | {identical} | {ratio_against(scenario, row)} |"
+            )
+    lines += ["", "| # | target | measured | result |", "|---|---|---|---|"]
+    for scenario in scenarios:
+        for target in scenario.targets:
+            lines.append(f"| {scenario.number} | {target.text} | {target.measured} | **{target.status}** |")
+        throughput_row = scenario.row("first backup", "mailbackup (maildir)")
+        if throughput_row and "throughput" in throughput_row.extra:
+            figures = throughput_row.extra["throughput"]
+            lines.append(f"| {scenario.number} | (throughput, messages/s) | first 10%: "
+                         f"{figures['first_10pct_per_s']}, last 10%: {figures['last_10pct_per_s']} | |")
+    notes = [f"- ({scenario.number}) {note}" for scenario in scenarios for note in scenario.notes]
+    return "\n".join(lines + (["", *notes] if notes else [])) + "\n"
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    return "" if math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def machine_info() -> dict[str, Any]:
+    def first_line(command: list[str]) -> str:
+        if shutil.which(command[0]) is None:
+            return "not installed"
+        proc = subprocess.run(command, capture_output=True, text=True, check=False)
+        return (proc.stdout or proc.stderr).strip().splitlines()[0] if (proc.stdout or proc.stderr) else "?"
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    memory = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal")), "0")
+    return {
+        "cpu": model, "cpus": os.cpu_count(), "memory_gb": round(int(memory) / 1024 / 1024, 1),
+        "kernel": platform.release(), "python": platform.python_version(),
+        "dovecot": first_line(["dovecot", "--version"]), "mbsync": first_line(["mbsync", "--version"]),
+        "offlineimap": first_line(["offlineimap", "--version"]),
+    }  # fmt: skip
+
+
+def to_json(scenarios: list[ScenarioResult], args: argparse.Namespace, peers: list[str],
+            started: datetime, machine: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "started": started.isoformat(timespec="seconds"),
+        "mailbackup_source": source,
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine,
+        "options": {"rounds": args.rounds, "quick": args.quick, "scenarios": args.scenarios, "peers": peers,
+                    "seed": args.seed, "slow_peers": args.slow_peers},
+        "scenarios": [
+            {"id": s.number, "title": s.title, "corpus": s.corpus, "results": [row.summary() for row in s.rows],
+             "ratios": _ratios(s), "targets": [asdict(t) for t in s.targets], "notes": s.notes}
+            for s in scenarios
+        ],
+    }
+
+
+def _ratios(scenario: ScenarioResult) -> list[dict[str, Any]]:
+    """mailbackup (maildir) ÷ every other row of the same phase."""
+    out = []
+    for row in scenario.rows:
+        ours = scenario.row(row.phase, "mailbackup (maildir)")
+        if ours is None or ours is row or not ours.runs or not row.runs:
+            continue
+        out.append({"phase": row.phase, "against": row.label,
+                    **{name: _round(ours.median(name) / row.median(name)) if row.median(name) > 0 else None
+                       for name in ("wall_s", "cpu_s")},
+                    "peak_rss_mb": _round(ours.peak_rss_mb() / row.peak_rss_mb()) if row.peak_rss_mb() > 0 else None})
+    return out
+
+
+# ---------------------------------------------------------------------- CLI
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark mailbackup against mbsync and offlineimap.")
+    parser.add_argument("--scenarios", default=",".join(map(str, ALL_SCENARIOS)), help="e.g. 1,2,6 (default all)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per tool and phase; the median is reported")
+    parser.add_argument("--quick", action="store_true", help=f"every corpus about {QUICK_FACTOR}× smaller (CI)")
+    parser.add_argument("--peers", default=",".join(PEERS),
+                        help="peers to run if installed: mbsync,offlineimap (default) or none")
+    parser.add_argument("--slow-peers", action="store_true", help="also run offlineimap in scenario 5")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--markdown", type=Path, help="also write the Markdown tables here")
+    parser.add_argument("--workdir", type=Path, help="server and outputs (default: a new short /tmp directory)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mailbackup", help="command to run mailbackup (default: this python -m mailbackup)")
+    args = parser.parse_args(argv)
+    try:
+        args.scenarios = sorted({int(part) for part in args.scenarios.split(",") if part.strip()})
+    except ValueError:
+        parser.error("--scenarios takes numbers, e.g. 1,2,6")
+    if not args.scenarios or not set(args.scenarios) <= set(ALL_SCENARIOS):
+        parser.error(f"--scenarios: choose from {ALL_SCENARIOS}")
+    peers = [part.strip() for part in args.peers.split(",") if part.strip() and part.strip() != "none"]
+    if not set(peers) <= set(PEERS):
+        parser.error(f"--peers: choose from {', '.join(PEERS)} or none")
+    args.peers = peers
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return args
+
+
+@contextlib.contextmanager
+def bench_environment(args: argparse.Namespace) -> Iterator[Bench]:
+    own = args.workdir is None
+    base = Path(tempfile.mkdtemp(prefix="mbb", dir="/tmp")) if own else args.workdir.resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:  # Dovecot's mail user (nobody) must get through to the server's directory
+        os.chmod(base, 0o711)
+    server = DovecotServer(base / "srv")
+    server.start()
+    try:
+        yield Bench(args, server, base / "out")
+    finally:
+        server.stop(remove_dir=False)
+        if own and not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            log(f"work directory kept: {base}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = datetime.now(UTC)
+    machine = machine_info()
+    missing = [peer for peer in args.peers if shutil.which(peer) is None]
+    if missing:
+        log(f"not installed, not measured: {', '.join(missing)}")
+    results: list[ScenarioResult] = []
+    with bench_environment(args) as bench:
+        for number in args.scenarios:
+            log(f"scenario {number}: {TITLES[number]}")
+            results.append(SCENARIOS[number](bench))
+        peers, source = bench.peers, bench.source
+    text = markdown(results, args.rounds)
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text, encoding="utf-8")
+    if args.json:
+        data = to_json(results, args, peers, started, machine, source)
+        args.json.write_text(json.dumps(_no_nan(data), indent=2, ensure_ascii=False, default=str) + "\n",
+                             encoding="utf-8")
+    return 0
+
+
+def _no_nan(value: Any) -> Any:
+    """NaN is not JSON: a figure that could not be measured is null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _no_nan(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(item) for item in value]
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())
