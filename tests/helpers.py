@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import click
 from imapclient import IMAPClient
 
 from mailbackup.store.mboxrd import unquote
@@ -106,3 +107,11 @@ def mbox_bodies(path: Path) -> list[bytes]:
 def maildir_bodies(path: Path) -> list[bytes]:
     box = mailbox.Maildir(str(path), create=False)
     return [box.get_bytes(key) for key in box.keys()]  # noqa: SIM118 - a Mailbox iterates messages
+
+
+def subcommands(group: object) -> dict[str, object]:
+    """A group's commands, loading lazily registered ones (cli/lazy.py)."""
+    if not isinstance(group, click.Group):
+        return {}
+    context = click.Context(group)
+    return {name: group.get_command(context, name) for name in group.list_commands(context)}

@@ -8,13 +8,12 @@ import json
 import ssl
 from pathlib import Path
 
-import click
 import pytest
 import sample_mail  # scripts/ is put on sys.path by conftest
 from click.testing import CliRunner
 from conftest import ImapUser, new_user
 from dovecot_server import DovecotServer
-from helpers import backup, run_cli, server_args
+from helpers import backup, run_cli, server_args, subcommands
 from imapclient import IMAPClient
 
 from mailbackup.cli import cli
@@ -103,14 +102,6 @@ def test_help_is_translated(tmp_path: Path) -> None:
     done = run_cli(["backup", "--help", "--lang", "th"])
     assert done.returncode == 0 and done.stdout.startswith("วิธีใช้: mailbackup backup")
     assert "--no-verify" in done.stdout and "ตัวเลือก:" in done.stdout and "Show this message" not in done.stdout
-
-
-def subcommands(group: object) -> dict[str, object]:
-    """A group's commands, loading lazily registered ones (cli/lazy.py)."""
-    if not isinstance(group, click.Group):
-        return {}
-    context = click.Context(group)
-    return {name: group.get_command(context, name) for name in group.list_commands(context)}
 
 
 def command_paths(group: object, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

@@ -30,11 +30,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import click
 import pytest
 import sample_mail  # scripts/ is put on sys.path by conftest
 from conftest import ImapUser, new_user
 from dovecot_server import DovecotServer
+from helpers import subcommands
 from imapclient import IMAPClient
 
 from mailbackup.cli import cli
@@ -48,14 +48,6 @@ GUIDES = {"en": ("guide-en.md", "C.UTF-8"), "th": ("guide-th.md", "th_TH.UTF-8")
 
 def fenced(path: Path) -> list[tuple[str, str]]:
     return [(match.group(1), match.group(2)) for match in FENCE.finditer(path.read_text(encoding="utf-8"))]
-
-
-def subcommands(group: object) -> dict[str, object]:
-    """A group's commands, loading lazily registered ones (cli/lazy.py)."""
-    if not isinstance(group, click.Group):
-        return {}
-    context = click.Context(group)
-    return {name: group.get_command(context, name) for name in group.list_commands(context)}
 
 
 def commands(blocks: list[tuple[str, str]]) -> list[str]:
