@@ -166,12 +166,11 @@ class BackupEngine:
             if self.options.repair:
                 self._repair(run)
             record = run.record
-        if record.uidvalidity is not None:  # a folder never synced has nothing for STATUS to prove
-            status = self._call(None, lambda: self.session.status(info.name))
-            has_failures = bool(record.id and self.state.failures(record.id))
-            if plan.is_unchanged(record, status, has_failures=has_failures) and not self.options.refresh_flags:
-                result.skipped_unchanged = True
-                return
+        status = self._call(None, lambda: self.session.status(info.name))
+        has_failures = bool(record.id and self.state.failures(record.id))
+        if plan.is_unchanged(record, status, has_failures=has_failures) and not self.options.refresh_flags:
+            result.skipped_unchanged = True
+            return
         selected = self._call(None, lambda: self.session.examine(info.name))
         run.uidvalidity = selected.uidvalidity
         # Judged from the stored rows, not the folder record: a first run killed
@@ -187,7 +186,11 @@ class BackupEngine:
         if selected.exists and not stored and selected.exists <= self.options.new_slice:
             # Nothing of this folder stored yet: the sizes come in the same round trip as the UIDs
             # (on a 50 ms link, a round trip per folder is worth saving).
-            known = {meta.uid: meta for meta in self._call(run, lambda: self.session.fetch_meta("1:*"))}
+            listed = self._call(run, lambda: self.session.fetch_meta("1:*"))
+            known = {meta.uid: meta for meta in listed if meta.uid < selected.uidnext}
+            if len(known) != selected.exists:  # a server that hides or invents messages: ask SEARCH
+                known = None
+        if known is not None:
             server_uids = sorted(known)
         else:
             server_uids = self._call(run, lambda: self.session.search_uids(1)) if selected.exists else []
