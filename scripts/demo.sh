@@ -27,5 +27,8 @@ echo "== mailbackup backup"
 .venv/bin/mailbackup backup demo@coj.go.th --server "localhost:$PORT" --cafile "$CAFILE" --dest "$DEST" "$@"
 echo "== second run (incremental: nothing new)"
 .venv/bin/mailbackup backup demo@coj.go.th --server "localhost:$PORT" --cafile "$CAFILE" --dest "$DEST"
+echo "== verify (server vs archive, message by message)"
+.venv/bin/mailbackup verify demo@coj.go.th --server "localhost:$PORT" --cafile "$CAFILE" --dest "$DEST"
+echo "report: $DEST/demo@coj.go.th/reports/verify.html"
 echo "== archive: $DEST/demo@coj.go.th"
 find "$DEST/demo@coj.go.th/mail" -type d -name cur -printf "%h\n" | sort
