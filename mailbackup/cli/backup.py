@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
 
-from mailbackup.cli.common import Context, build_context, handle_errors, server_options, verbosity_options
+from mailbackup.cli.common import (
+    Context,
+    build_context,
+    handle_errors,
+    server_options,
+    stop_on_ctrl_c,
+    verbosity_options,
+)
 from mailbackup.cli.format import duration, human_bytes
 from mailbackup.cli.progress import TqdmProgress
 from mailbackup.errors import ExitCode
@@ -65,7 +69,7 @@ def backup(account: str, dest: str | None, format_: str | None, include: tuple[s
                                    repair=repair, refresh_flags=refresh_flags, batch_messages=batch_size,
                                    max_retries=retries, retry_delay=retry_delay)
     progress = TqdmProgress(enabled=not dry_run, quiet=ctx.quiet)
-    with _archive_for(ctx, dry_run) as archive, ctx.session() as session, _stop_on_ctrl_c(engine_options.stop):
+    with _archive_for(ctx, dry_run) as archive, ctx.session() as session, stop_on_ctrl_c(engine_options.stop):
         ctx.echo(_("Backing up {account} from {server} into {archive}").format(
             account=account, server=settings.connection.server, archive=archive.root), err=True)
         try:
@@ -73,8 +77,8 @@ def backup(account: str, dest: str | None, format_: str | None, include: tuple[s
         finally:
             progress.close()
         root = archive.root
-    _summarize(ctx, stats, dry_run)
-    code = _exit_code(stats)
+    summarize_backup(ctx, stats, dry_run)
+    code = backup_exit_code(stats)
     if code is not ExitCode.INTERRUPTED and not dry_run and _wants_verification(verify, ctx):
         from mailbackup.cli.verify import options_for, run_verification  # only when it runs: start-up time
 
@@ -145,25 +149,7 @@ def _has_state(ctx: Context) -> bool:
     return (account_dir(ctx.account.dest, ctx.account.account) / "state.sqlite3").exists()
 
 
-@contextmanager
-def _stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
-    """First Ctrl-C: finish the current batch and stop.  Second: stop now
-    (still safe: the next run recovers)."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        click.echo("\n" + _("Stopping after the current batch (Ctrl-C again to stop at once)..."), err=True)
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _summarize(ctx: Context, stats: RunStats, dry_run: bool) -> None:
+def summarize_backup(ctx: Context, stats: RunStats, dry_run: bool) -> None:
     for folder in stats.folders:
         if folder.error:
             ctx.echo(_("  FAILED  {folder}: {error}").format(folder=folder.name, error=folder.error), err=True)
@@ -191,7 +177,7 @@ def _summarize(ctx: Context, stats: RunStats, dry_run: bool) -> None:
         ctx.echo(_("Interrupted: everything listed above is saved; run the same command to continue."), err=True)
 
 
-def _exit_code(stats: RunStats) -> ExitCode:
+def backup_exit_code(stats: RunStats) -> ExitCode:
     if stats.interrupted:
         return ExitCode.INTERRUPTED
     return ExitCode.WARNINGS if stats.has_warnings else ExitCode.OK

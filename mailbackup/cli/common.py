@@ -6,11 +6,15 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import signal
 import sqlite3
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
@@ -192,3 +196,21 @@ def local_error(exc: BaseException) -> StorageError | None:
         return StorageError(text, hint=_("free some space or fix the permissions of the archive, then run the same "
                                          "command again: what was saved stays saved"))
     return None
+
+
+@contextmanager
+def stop_on_ctrl_c(stop: threading.Event) -> Iterator[None]:
+    """First Ctrl-C: finish the current batch and stop.  Second: stop now
+    (still safe: the next run recovers)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        click.echo("\n" + _("Stopping after the current batch (Ctrl-C again to stop at once)..."), err=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -8,10 +8,8 @@ from typing import Any
 
 import click
 
-from mailbackup.cli.backup import _exit_code as backup_exit_code
-from mailbackup.cli.backup import _stop_on_ctrl_c
-from mailbackup.cli.backup import _summarize as summarize_backup
-from mailbackup.cli.common import build_context, handle_errors, server_options, verbosity_options
+from mailbackup.cli.backup import backup_exit_code, summarize_backup
+from mailbackup.cli.common import build_context, handle_errors, server_options, stop_on_ctrl_c, verbosity_options
 from mailbackup.cli.progress import TqdmProgress
 from mailbackup.cli.restore import run_restore, target_connection, target_options
 from mailbackup.errors import ExitCode
@@ -54,7 +52,7 @@ def migrate(account: str, to_account: str, to_server: str | None, to_cafile: str
         exclude=settings.exclude, skip_deleted=skip_deleted, batch_messages=batch_size, stop=backup_options.stop,
     )
     with open_archive(settings.dest, settings.account, format=settings.format) as archive:
-        with ctx.session() as source, _stop_on_ctrl_c(backup_options.stop):
+        with ctx.session() as source, stop_on_ctrl_c(backup_options.stop):
             ctx.echo(_("Backing up {account} from {server} into {archive}").format(
                 account=account, server=settings.connection.server, archive=archive.root), err=True)
             progress = TqdmProgress(enabled=True, quiet=ctx.quiet)

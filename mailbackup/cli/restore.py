@@ -10,8 +10,14 @@ from typing import Any, TypeVar
 import click
 
 from mailbackup import secrets
-from mailbackup.cli.backup import _stop_on_ctrl_c
-from mailbackup.cli.common import Context, build_context, handle_errors, prompt_password, verbosity_options
+from mailbackup.cli.common import (
+    Context,
+    build_context,
+    handle_errors,
+    prompt_password,
+    stop_on_ctrl_c,
+    verbosity_options,
+)
 from mailbackup.cli.format import duration, human_bytes
 from mailbackup.cli.progress import TqdmProgress
 from mailbackup.errors import ExitCode
@@ -142,7 +148,7 @@ def run_restore(ctx: Context, archive: Archive, settings: ConnectionSettings, op
                 check: bool = True, verify_only: bool = False) -> ExitCode:
     """Restore (or only check) into the target; print what happened; the exit code."""
     target_account = options.target.account
-    with target_session(settings, target_account) as session, _stop_on_ctrl_c(options.stop):
+    with target_session(settings, target_account) as session, stop_on_ctrl_c(options.stop):
         target = TargetMailbox(session)
         if verify_only:
             return _check(ctx, archive, target, options)
