@@ -361,6 +361,17 @@ with open(out, "w") as handle:
 """
 
 
+class BenchError(RuntimeError):
+    """The benchmark cannot go on (e.g. the mailbackup under test is broken)."""
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
 def fresh_dir(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
@@ -474,6 +485,8 @@ class Bench:
                                           watch(tool, workdir, row) if watch else None)
                 row.runs.append(run)
                 row.stored, row.expected = tool.stored(workdir), corpus.messages
+                if fresh and tool.tool == "mailbackup" and not row.stored:
+                    raise BenchError(f"{tool.label} stored nothing; its output:\n{_tail(workdir / 'run.log')}")
                 if run.exit_code == 0:
                     self.synced.add((corpus.name, tool.label))
                 log(f"[{scenario.number}] {phase}, round {number + 1}/{self.args.rounds}, {tool.label}: "
@@ -688,7 +701,10 @@ def throughput(timeline: list[tuple[float, int]], total: int) -> dict[str, float
 
 
 def _median_throughput(rounds: list[dict[str, float]]) -> dict[str, float]:
-    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    """The round with the median last/first ratio, whole: medians taken per
+    figure would pair one round's first 10% with another's last."""
+    ordered = sorted(rounds, key=lambda figures: (math.isnan(figures["last_over_first"]), figures["last_over_first"]))
+    return dict(ordered[(len(ordered) - 1) // 2])
 
 
 def scenario_6(bench: Bench) -> ScenarioResult:
@@ -782,8 +798,10 @@ def markdown(scenarios: list[ScenarioResult], rounds: int) -> str:
         throughput_row = scenario.row("first backup", "mailbackup (maildir)")
         if throughput_row and "throughput" in throughput_row.extra:
             figures = throughput_row.extra["throughput"]
-            lines.append(f"| {scenario.number} | (throughput, messages/s) | first 10%: "
-                         f"{figures['first_10pct_per_s']}, last 10%: {figures['last_10pct_per_s']} | |")
+            ratios = ", ".join(f"{r['last_over_first']}" for r in throughput_row.extra["throughput_rounds"])
+            lines.append(f"| {scenario.number} | (throughput, messages/s, median round) | first 10%: "
+                         f"{figures['first_10pct_per_s']:,.0f}, last 10%: {figures['last_10pct_per_s']:,.0f} "
+                         f"(last/first in each round: {ratios}) | |")
     notes = [f"- ({scenario.number}) {note}" for scenario in scenarios for note in scenario.notes]
     return "\n".join(lines + (["", *notes] if notes else [])) + "\n"
 
@@ -892,19 +910,28 @@ def bench_environment(args: argparse.Namespace) -> Iterator[Bench]:
             log(f"work directory kept: {base}")
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so that the server is stopped and no tool outlives the run
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     started = datetime.now(UTC)
     machine = machine_info()
     missing = [peer for peer in args.peers if shutil.which(peer) is None]
     if missing:
         log(f"not installed, not measured: {', '.join(missing)}")
     results: list[ScenarioResult] = []
-    with bench_environment(args) as bench:
-        for number in args.scenarios:
-            log(f"scenario {number}: {TITLES[number]}")
-            results.append(SCENARIOS[number](bench))
-        peers, source = bench.peers, bench.source
+    try:
+        with bench_environment(args) as bench:
+            for number in args.scenarios:
+                log(f"scenario {number}: {TITLES[number]}")
+                results.append(SCENARIOS[number](bench))
+            peers, source = bench.peers, bench.source
+    except BenchError as exc:
+        log(f"stopped: {exc}")
+        return 1
     text = markdown(results, args.rounds)
     print(text)
     if args.markdown:
