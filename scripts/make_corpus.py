@@ -561,9 +561,16 @@ def _run_jobs(jobs: list[tuple[list[_Spec], int, int, bool, int, int]], processe
     else:
         # fork: workers inherit sample_mail and need no re-import; the plan is
         # small, the messages are built in the workers.
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_signals) as pool:
             results = list(pool.imap_unordered(_write_chunk, jobs))
     return sum(count for count, _ in results), sum(size for _, size in results)
+
+
+def _worker_signals() -> None:
+    # A forked worker inherits the caller's handlers (bench.py turns SIGTERM
+    # into KeyboardInterrupt); the pool ends its workers with SIGTERM.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
 
 def _chown_directories(server: DovecotServer, root: Path) -> None:
