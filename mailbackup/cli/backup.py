@@ -14,6 +14,7 @@ import click
 from mailbackup.cli.common import (
     Context,
     build_context,
+    folder_filter_options,
     handle_errors,
     server_options,
     stop_on_ctrl_c,
@@ -40,8 +41,7 @@ if TYPE_CHECKING:
               help=_("Archive root; the account gets its own directory inside (default ./mail-backup)."))
 @click.option("--format", "format_", type=click.Choice(FORMATS), default=None,
               help=_("Maildir (default) or mbox; fixed by the archive's first run."))
-@click.option("--include", multiple=True, metavar="GLOB", help=_("Only folders matching (repeatable)."))
-@click.option("--exclude", multiple=True, metavar="GLOB", help=_("Skip folders matching (repeatable)."))
+@folder_filter_options
 @click.option("--dry-run", is_flag=True, help=_("Show what would be fetched; write nothing."))
 @click.option("--repair", is_flag=True,
               help=_("Re-check every stored copy and fetch damaged or missing ones again (after verify found damage)."))

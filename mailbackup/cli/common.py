@@ -53,6 +53,13 @@ def verbosity_options(func: F) -> F:
     return language_option(func)
 
 
+def folder_filter_options(func: F) -> F:
+    """--include/--exclude GLOB, the same for every command that walks folders."""
+    func = click.option("--exclude", multiple=True, metavar="GLOB", help=_("Skip folders matching (repeatable)."))(func)
+    func = click.option("--include", multiple=True, metavar="GLOB", help=_("Only folders matching (repeatable)."))(func)
+    return func
+
+
 def server_options(func: F) -> F:
     options = [
         click.option("--server", metavar="HOST[:PORT]", default=None,

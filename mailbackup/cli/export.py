@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from mailbackup.cli.common import build_context, handle_errors, verbosity_options
+from mailbackup.cli.common import build_context, folder_filter_options, handle_errors, verbosity_options
 from mailbackup.cli.format import duration, human_bytes
 from mailbackup.errors import ExitCode, UsageError
 from mailbackup.export import ExportOptions, export_archive
@@ -42,8 +42,7 @@ class EchoExportProgress:
               help=_("Write the archive as mbox files (the layout of an mbox archive's mail/ directory)."))
 @click.option("--maildir", "maildir_dir", type=click.Path(file_okay=False), default=None, metavar="OUT_DIR",
               help=_("Write the archive as Maildir folders (the layout of a Maildir archive's mail/ directory)."))
-@click.option("--include", multiple=True, metavar="GLOB", help=_("Only folders matching (repeatable)."))
-@click.option("--exclude", multiple=True, metavar="GLOB", help=_("Skip folders matching (repeatable)."))
+@folder_filter_options
 @click.option("--skip-deleted", is_flag=True, help=_("Leave out messages the archive marks as gone from the server."))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help=_("YAML config with defaults and accounts."))

@@ -9,7 +9,14 @@ from typing import Any
 import click
 
 from mailbackup.cli.backup import backup_exit_code, summarize_backup
-from mailbackup.cli.common import build_context, handle_errors, server_options, stop_on_ctrl_c, verbosity_options
+from mailbackup.cli.common import (
+    build_context,
+    folder_filter_options,
+    handle_errors,
+    server_options,
+    stop_on_ctrl_c,
+    verbosity_options,
+)
 from mailbackup.cli.progress import TqdmProgress
 from mailbackup.cli.restore import run_restore, target_connection, target_options
 from mailbackup.errors import ExitCode
@@ -32,8 +39,7 @@ from mailbackup.sync.engine import BackupEngine, BackupOptions
               help=_("Archive root; the account gets its own directory inside (default ./mail-backup)."))
 @click.option("--format", "format_", type=click.Choice(FORMATS), default=None,
               help=_("Archive format, Maildir (default) or mbox; fixed by the archive's first run."))
-@click.option("--include", multiple=True, metavar="GLOB", help=_("Only folders matching (repeatable)."))
-@click.option("--exclude", multiple=True, metavar="GLOB", help=_("Skip folders matching (repeatable)."))
+@folder_filter_options
 @click.option("--check/--no-check", default=True, show_default=True,
               help=_("After uploading, check every message on the target (size, flags, date)."))
 @server_options

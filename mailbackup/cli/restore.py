@@ -13,6 +13,7 @@ from mailbackup import secrets
 from mailbackup.cli.common import (
     Context,
     build_context,
+    folder_filter_options,
     handle_errors,
     prompt_password,
     stop_on_ctrl_c,
@@ -118,8 +119,7 @@ class TqdmRestoreProgress:
 @target_options
 @click.option("--dest", type=click.Path(file_okay=False), default=None,
               help=_("Archive root holding ACCOUNT's backup (default ./mail-backup)."))
-@click.option("--include", multiple=True, metavar="GLOB", help=_("Only folders matching (repeatable)."))
-@click.option("--exclude", multiple=True, metavar="GLOB", help=_("Skip folders matching (repeatable)."))
+@folder_filter_options
 @click.option("--dry-run", is_flag=True, help=_("Show which folders and how many messages would go where."))
 @click.option("--verify-only", is_flag=True, help=_("Upload nothing; only check the target against the archive."))
 @click.option("--check/--no-check", default=True, show_default=True,
