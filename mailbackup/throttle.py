@@ -52,24 +52,23 @@ LONGEST_TOLD_WAIT = 3600.0  # a server asking for more is read as asking for thi
 # The reasons are data (English); N_ puts them in the catalogue for the messages.
 PUSHBACK_CODES = {"UNAVAILABLE": N_("unavailable"), "OVERQUOTA": N_("over quota"), "LIMIT": N_("limit reached"),
                   "INUSE": N_("in use"), "THROTTLED": N_("throttled")}
+# Patterns, not compiled ones: `re` compiles each on first use (most runs never meet a busy server).
 PUSHBACK_TEXTS = (
-    (re.compile(r"throttl", re.I), "throttled"),
-    (re.compile(r"too many (?:simultaneous |concurrent |open |parallel )?"
-                r"(?:connections|sessions|logins|login attempts|requests|commands|users)", re.I),
-     N_("too many connections")),
-    (re.compile(r"maximum number of (?:connections|sessions)", re.I), "too many connections"),
-    (re.compile(r"\b(?:rate|bandwidth|command|connection) limit", re.I), "limit reached"),
-    (re.compile(r"exceeded (?:\w+ )*(?:limits?|quota)", re.I), "limit reached"),
-    (re.compile(r"\bover ?quota\b", re.I), "over quota"),
-    (re.compile(r"try (?:again )?later|temporar(?:il)?y (?:unavailable|busy|failure|refused)", re.I), "unavailable"),
-    (re.compile(r"server (?:is )?(?:busy|overloaded)", re.I), N_("server busy")),
+    (r"throttl", "throttled"),
+    (r"too many (?:simultaneous |concurrent |open |parallel )?"
+     r"(?:connections|sessions|logins|login attempts|requests|commands|users)", N_("too many connections")),
+    (r"maximum number of (?:connections|sessions)", "too many connections"),
+    (r"\b(?:rate|bandwidth|command|connection) limit", "limit reached"),
+    (r"exceeded (?:\w+ )*(?:limits?|quota)", "limit reached"),
+    (r"\bover ?quota\b", "over quota"),
+    (r"try (?:again )?later|temporar(?:il)?y (?:unavailable|busy|failure|refused)", "unavailable"),
+    (r"server (?:is )?(?:busy|overloaded)", N_("server busy")),
 )
-CODE = re.compile(r"\[([A-Z-]+)(?:[ \]])")
-TOLD_WAIT = (
-    re.compile(r"backoff time:?\s*(\d+(?:\.\d+)?)\s*(milliseconds|millisecond|msec|ms|seconds|second|secs|sec|s)\b",
-               re.I),
-    re.compile(r"(?:retry|try again|wait)(?: after| in| for)?\s+(\d+(?:\.\d+)?)\s*"
-               r"(milliseconds|millisecond|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min)\b", re.I),
+CODE = r"\[([A-Z-]+)(?:[ \]])"  # case-sensitive: response codes are upper case
+TOLD_WAIT = (  # case-insensitive, like PUSHBACK_TEXTS
+    r"backoff time:?\s*(\d+(?:\.\d+)?)\s*(milliseconds|millisecond|msec|ms|seconds|second|secs|sec|s)\b",
+    r"(?:retry|try again|wait)(?: after| in| for)?\s+(\d+(?:\.\d+)?)\s*"
+    r"(milliseconds|millisecond|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min)\b",
 )
 UNIT_SECONDS = {"ms": 0.001, "msec": 0.001, "millisecond": 0.001, "milliseconds": 0.001, "s": 1.0, "sec": 1.0,
                 "secs": 1.0, "second": 1.0, "seconds": 1.0, "min": 60.0, "mins": 60.0, "minute": 60.0,
@@ -86,9 +85,9 @@ def recognise(text: str) -> Pushback | None:
     """Does this server text ask us to slow down?  Response codes first
     (``[UNAVAILABLE]``, ``[OVERQUOTA]``, ``[LIMIT]``, ``[INUSE]``), then
     the wordings real servers use."""
-    reason = next((PUSHBACK_CODES[code] for code in CODE.findall(text) if code in PUSHBACK_CODES), None)
+    reason = next((PUSHBACK_CODES[code] for code in re.findall(CODE, text) if code in PUSHBACK_CODES), None)
     if reason is None:
-        reason = next((name for pattern, name in PUSHBACK_TEXTS if pattern.search(text)), None)
+        reason = next((name for pattern, name in PUSHBACK_TEXTS if re.search(pattern, text, re.I)), None)
     if reason is None:
         return None
     return Pushback(reason, told_wait(text))
@@ -98,7 +97,7 @@ def told_wait(text: str) -> float | None:
     """Seconds the server asked us to wait ("Suggested Backoff Time: 200
     milliseconds", "try again in 30 seconds"), if it said."""
     for pattern in TOLD_WAIT:
-        match = pattern.search(text)
+        match = re.search(pattern, text, re.I)
         if match:
             seconds = float(match.group(1)) * UNIT_SECONDS[match.group(2).lower()]
             return min(seconds, LONGEST_TOLD_WAIT)

@@ -3,7 +3,8 @@
 Imports point inward only: cli → engines (sync, verify, report, migrate,
 export, sweep, schedule) → parts (imap, store, state, config, secrets,
 throttle) → core (errors, model, i18n, faults, headers).  Only imap/ talks
-to imapclient, only cli/ to click and tqdm, only secrets.py to keyring.
+to imapclient, only cli/ to click and tqdm, only secrets.py to keyring,
+only configfile.py to yaml.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "mailbackup"
 
 CORE = {"errors", "model", "i18n", "faults", "headers", "__init__", "_version"}
-PARTS = {"imap", "store", "state", "config", "secrets", "throttle"}
+PARTS = {"imap", "store", "state", "config", "configfile", "secrets", "throttle"}
 ENGINES = {"sync", "verify", "report", "migrate", "export", "sweep", "schedule"}
 LAYERS = [CORE, PARTS, ENGINES, {"cli", "__main__"}]
-ONLY_IN = {"imapclient": "imap", "click": "cli", "tqdm": "cli", "keyring": "secrets"}
+ONLY_IN = {"imapclient": "imap", "click": "cli", "tqdm": "cli", "keyring": "secrets",
+           "yaml": "configfile"}  # PyYAML: start-up time, see configfile.py
 
 
 def modules() -> list[tuple[str, Path]]:

@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 import click
-from tqdm import tqdm
 
 from mailbackup.i18n import _
 from mailbackup.model import FolderResult
@@ -17,6 +16,8 @@ class TqdmProgress:
     def __init__(self, *, enabled: bool, quiet: bool) -> None:
         self.enabled = enabled and sys.stderr.isatty() and not quiet
         self.quiet = quiet
+        # Imported only for a bar that is drawn: tqdm costs a few ms of every quiet, scheduled run.
+        self.tqdm: Any = _tqdm() if self.enabled else None
         self.overall: Any = None
         self.folder: Any = None
 
@@ -24,12 +25,12 @@ class TqdmProgress:
         if not self.enabled or not messages:
             return
         if self.overall is None:
-            self.overall = tqdm(desc=_("all folders"), unit=_("msg"), position=0, file=sys.stderr,
+            self.overall = self.tqdm(desc=_("all folders"), unit=_("msg"), position=0, file=sys.stderr,
                                 dynamic_ncols=True)
         self.overall.total = (self.overall.total or 0) + messages
         self.overall.refresh()
         self._close_folder()
-        self.folder = tqdm(desc=name[-30:], total=size, unit="B", unit_scale=True, unit_divisor=1024,
+        self.folder = self.tqdm(desc=name[-30:], total=size, unit="B", unit_scale=True, unit_divisor=1024,
                            position=1, leave=False, file=sys.stderr, dynamic_ncols=True)
 
     def saved(self, messages: int, size: int) -> None:
@@ -44,7 +45,7 @@ class TqdmProgress:
     def warn(self, text: str) -> None:
         line = _("warning: {text}").format(text=text)
         if self.enabled:
-            tqdm.write(line, file=sys.stderr)
+            self.tqdm.write(line, file=sys.stderr)
         else:
             click.echo(line, err=True)
 
@@ -58,3 +59,9 @@ class TqdmProgress:
         if self.folder is not None:
             self.folder.close()
             self.folder = None
+
+
+def _tqdm() -> Any:
+    from tqdm import tqdm
+
+    return tqdm
