@@ -35,10 +35,11 @@ import tempfile
 import threading
 import time
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["CERT_KINDS", "DovecotError", "DovecotServer", "imap_utf7_encode"]
+__all__ = ["CERT_KINDS", "DovecotError", "DovecotServer", "RawSession", "imap_utf7_encode"]
 
 LISTEN_HOST = "127.0.0.1"
 # Dovecot treats a client whose IP equals the server's IP as "secured" and
@@ -140,6 +141,40 @@ def _run(cmd: list[str], cwd: Path | None = None) -> None:
         raise DovecotError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
 
 
+@dataclass
+class RawSession:
+    """One recorded session: (time, line) received from the client and sent to it."""
+
+    received: list[tuple[float, str]]
+    sent: list[tuple[float, str]]
+
+    def commands(self) -> list[str]:
+        """The client's command lines, without their tags."""
+        return [line.partition(" ")[2] for _, line in self.received if line[:1] not in ("", "*", "+")]
+
+    def when_received(self, needle: str) -> float:
+        return next(time for time, line in self.received if needle in line)
+
+    def when_sent(self, needle: str) -> float:
+        return next(time for time, line in self.sent if needle in line)
+
+
+def _rawlog_lines(path: Path) -> list[tuple[float, str]]:
+    """Lines of a rawlog file: ``<unix time> <line>``; continuation lines
+    (inside a literal) keep the time of the line before them."""
+    lines: list[tuple[float, str]] = []
+    when = 0.0
+    for raw in path.read_bytes().split(b"\r\n") if path.exists() else []:
+        stamp, _, rest = raw.partition(b" ")
+        try:
+            when, raw = float(stamp), rest
+        except ValueError:
+            pass
+        if raw:
+            lines.append((when, raw.decode("utf-8", "replace")))
+    return lines
+
+
 class DovecotServer:
     """One Dovecot instance on loopback with its own config, users and certs.
 
@@ -157,6 +192,7 @@ class DovecotServer:
         quota_bytes: int | None = None,
         plaintext_port: bool = True,
         hostname: str = "localhost",
+        rawlog: bool = False,
     ) -> None:
         if separator not in ("/", "."):
             raise ValueError("separator must be '/' or '.'")
@@ -169,6 +205,8 @@ class DovecotServer:
         self.quota_bytes = quota_bytes
         self.plaintext_port = plaintext_port
         self.hostname = hostname
+        # Record every IMAP session, decrypted, as ~/rawlog/*.in and *.out (see rawlog_sessions).
+        self.rawlog = rawlog
         self.host = LISTEN_HOST
         self.port = 0
         # Where the STARTTLS listener is; see STARTTLS_HOST.  If 127.0.0.2 is
@@ -316,9 +354,21 @@ class DovecotServer:
             home = self.home(key)
             home.mkdir(parents=True, exist_ok=True)
             self._chown(home)
+            if self.rawlog:
+                (home / "rawlog").mkdir(exist_ok=True)
+                self._chown(home / "rawlog")
             self._write_passwd(key)
             if existed:
                 _sleep_into_next_second()
+
+    def rawlog_sessions(self, user: str) -> list[RawSession]:
+        """With ``rawlog=True``: every IMAP session of `user` after login, in the
+        order they started, as Dovecot recorded it (decrypted, each line with
+        the time it was received or sent)."""
+        sessions = []
+        for path in sorted((self.home(self._user_key(user)) / "rawlog").glob("*.in")):
+            sessions.append(RawSession(_rawlog_lines(path), _rawlog_lines(path.with_suffix(".out"))))
+        return sessions
 
     def remove_user(self, name: str) -> None:
         key = self._user_key(name)
@@ -521,6 +571,7 @@ namespace inbox {{
 }}
 protocol imap {{
   mail_plugins = $mail_plugins {" ".join(imap_plugins)}
+{"  rawlog_dir = %h/rawlog" if self.rawlog else ""}
 }}
 {quota}
 service imap-login {{

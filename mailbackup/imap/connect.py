@@ -68,7 +68,19 @@ def open_client(settings: ConnectionSettings) -> imapclient.IMAPClient:
             )
             _start_tls(client, context, settings)
     client.normalise_times = False  # keep INTERNALDATE's own time zone
+    _send_at_once(client)
     return client
+
+
+def _send_at_once(client: imapclient.IMAPClient) -> None:
+    """No Nagle delay: every command we send is whole, and several go out
+    back to back without waiting for answers (pipelining).  Under Nagle the
+    second would wait for the first to be acknowledged: a round trip."""
+    sock = getattr(client._imap, "sock", None)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+    except (AttributeError, OSError):  # not a TCP socket (a test's socketpair): nothing to do
+        log.debug("TCP_NODELAY not set", exc_info=True)
 
 
 def _start_tls(client: imapclient.IMAPClient, context: ssl.SSLContext, settings: ConnectionSettings) -> None:

@@ -110,8 +110,15 @@ class FetchPipeline:
         """UID, size, flags and INTERNALDATE of the messages in `sequence`,
         read with the same reader as bodies (imapclient's generic parser
         costs more than the rest of an incremental run)."""
+        return self.read_meta(self.send_meta(sequence))
+
+    def send_meta(self, sequence: str) -> bytes:
+        """Send the FETCH of `fetch_meta` without waiting: its tag, for `read_meta`."""
         tag = f"MB{next(_tags)}".encode()
         self._send(tag + b" UID FETCH " + sequence.encode("ascii") + b" (UID RFC822.SIZE FLAGS INTERNALDATE)\r\n")
+        return tag
+
+    def read_meta(self, tag: bytes) -> list[MetaRow]:
         rows: list[MetaRow] = []
         while True:
             line = self._line()

@@ -9,21 +9,22 @@ re-select, and try again.
 from __future__ import annotations
 
 import base64
+import contextlib
 import imaplib
 import logging
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import imapclient
-from imapclient.response_parser import parse_fetch_response
+from imapclient.response_parser import parse_fetch_response, parse_response
 
 from mailbackup.errors import FolderError, MailbackupError, ServerBusy, ServerError
 from mailbackup.i18n import _
 from mailbackup.imap import compress, utf7
 from mailbackup.imap.connect import login, open_client, translate_errors
-from mailbackup.imap.fetchstream import MAX_LITERAL, BatchResult, FetchPipeline
+from mailbackup.imap.fetchstream import MAX_LITERAL, BatchResult, FetchPipeline, MetaRow
 from mailbackup.imap.uidset import to_sequence_set
 from mailbackup.model import (
     ConnectionSettings,
@@ -32,6 +33,7 @@ from mailbackup.model import (
     MessageMeta,
     SelectedFolder,
 )
+from mailbackup.throttle import busy_error
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +130,41 @@ class ImapSession:
     # -- folders ------------------------------------------------------
     def list_folders(self) -> list[FolderInfo]:
         client = self.client
-        client.folder_encode = False  # raw names: decoded below, where a bad one is caught
+        with translate_errors(self.settings):
+            return self._folder_infos(lambda: client.list_folders())
+
+    def list_with_status(self) -> tuple[list[FolderInfo], dict[str, FolderStatus]]:
+        """Every folder, and in the same round trip the status of each, where the
+        server offers LIST-STATUS (RFC 5819).  Without it, or when its answer
+        cannot be used, no statuses: the caller asks folder by folder."""
+        if not self.has_capability("LIST-STATUS"):
+            return self.list_folders(), {}
+        imap = self.client._imap
+        for kind in ("LIST", "STATUS"):
+            imap.untagged_responses.pop(kind, None)
         try:
             with translate_errors(self.settings):
-                entries = client.list_folders()
+                typ, data = imap._simple_command("LIST", '""', '"*"', "RETURN",
+                                                 "(STATUS (" + " ".join(self._status_items()) + "))")
+        except ServerBusy:
+            raise
+        except ServerError as exc:  # advertised, then refused: the plain way
+            log.debug("LIST-STATUS refused (%s); listing without it", exc.message)
+            return self.list_folders(), {}
+        if typ != "OK":
+            log.debug("LIST-STATUS answered %s %r; listing without it", typ, data)
+            return self.list_folders(), {}
+        listed = imap.untagged_responses.pop("LIST", [])
+        statuses = imap.untagged_responses.pop("STATUS", [])
+        with translate_errors(self.settings):
+            folders = self._folder_infos(lambda: self.client._proc_folder_list(listed))
+        return folders, self._statuses(statuses)
+
+    def _folder_infos(self, read: Callable[[], list[tuple[Any, Any, Any]]]) -> list[FolderInfo]:
+        client = self.client
+        client.folder_encode = False  # raw names: decoded below, where a bad one is caught
+        try:
+            entries = read()
         except (ValueError, TypeError):  # imapclient unpacks entries without checking them
             raise ServerError(_("{server} sent a malformed LIST response").format(server=self.settings.server)) \
                 from None
@@ -152,34 +185,52 @@ class ImapSession:
         self.unusable_names = {name: raw for name, raw in unusable.items() if name not in usable}
         return sorted(folders, key=lambda folder: (folder.name != "INBOX", folder.name))
 
+    def _statuses(self, data: list[Any]) -> dict[str, FolderStatus]:
+        """STATUS answers of a LIST-STATUS, by folder name; one that cannot be
+        read is left out (and asked for again on its own)."""
+        try:
+            parsed = parse_response([item for item in data if item not in (b"", None)])
+        except Exception:  # imapclient's parser raises several kinds; any of them: ask one by one
+            log.debug("unreadable STATUS answers in LIST-STATUS: %r", data[:5])
+            return {}
+        statuses: dict[str, FolderStatus] = {}
+        for raw, values in zip(parsed[::2], parsed[1::2], strict=False):
+            try:
+                name = utf7.decode(raw) if isinstance(raw, bytes) else _text(raw)
+                if not isinstance(values, tuple):
+                    continue
+                pairs = {_text(key).upper(): value for key, value in zip(values[::2], values[1::2], strict=False)}
+                statuses[name] = _folder_status(name, pairs)
+            except (ValueError, TypeError):
+                continue
+        return statuses
+
     def _check_usable(self, name: str) -> None:
         raw = self.unusable_names.get(name)
         if raw is not None:
             raise FolderError(_("the server sent the folder name {raw!r}, which is not modified UTF-7 "
                                 "(RFC 3501 5.1.3): it cannot be named back to the server; skipped").format(raw=raw))
 
-    def status(self, name: str) -> FolderStatus:
-        self._check_usable(name)
+    def _status_items(self) -> list[str]:
         items = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"]
         if self.condstore:
             items.append("HIGHESTMODSEQ")
         if self.has_capability("STATUS=SIZE"):
             items.append("SIZE")
+        return items
+
+    def status(self, name: str) -> FolderStatus:
+        self._check_usable(name)
         try:
             with translate_errors(self.settings):
-                data = self.client.folder_status(name, items)
+                data = self.client.folder_status(name, self._status_items())
         except ServerBusy:
             raise  # pushback is waited out by the caller, not a broken folder
         except ServerError as exc:
             raise FolderError(_("cannot read status of folder {folder!r}: {error}").format(
                 folder=name, error=exc.message)) from None
-        values = {_text(key).upper(): value for key, value in data.items()}
         try:
-            return FolderStatus(
-                name=name, messages=int(values.get("MESSAGES", 0)), uidnext=int(values.get("UIDNEXT", 1)),
-                uidvalidity=int(values.get("UIDVALIDITY", 0)),
-                highestmodseq=_opt_int(values.get("HIGHESTMODSEQ")), size=_opt_int(values.get("SIZE")),
-            )
+            return _folder_status(name, {_text(key).upper(): value for key, value in data.items()})
         except (ValueError, TypeError):
             raise FolderError(_("the server's STATUS answer for folder {folder!r} is unusable: {answer!r:.200}")
                               .format(folder=name, answer=data)) from None
@@ -196,16 +247,39 @@ class ImapSession:
             raise FolderError(_("cannot open folder {folder!r}: {error}").format(folder=name, error=exc.message)) \
                 from None
         self.selected = name
-        values = {_text(key).upper(): value for key, value in response.items()}
-        try:
-            return SelectedFolder(
-                name=name, uidvalidity=int(values.get("UIDVALIDITY", 0)),
-                uidnext=int(values.get("UIDNEXT", 0)), exists=int(values.get("EXISTS", 0)),
-                highestmodseq=_opt_int(values.get("HIGHESTMODSEQ")),
-            )
-        except (ValueError, TypeError):
-            raise FolderError(_("the server's EXAMINE answer for folder {folder!r} is unusable: {answer!r:.200}")
-                              .format(folder=name, answer=response)) from None
+        return _selected_folder(name, response)
+
+    def examine_listing(self, name: str) -> tuple[SelectedFolder, list[MessageMeta]]:
+        """EXAMINE, and UID, size, flags and date of every message, in one round
+        trip: the FETCH goes out before EXAMINE is answered (for a folder backed
+        up the first time; on a 50 ms link that is 50 ms a folder).  Should the
+        EXAMINE fail, no folder is selected and the FETCH is refused (RFC 3501
+        6.3.1), so nothing is read from a folder we did not ask for."""
+        self._check_usable(name)
+        client = self.client
+        imap = client._imap
+        reader = FetchPipeline(imap.file, imap.send, spool_dir=None, spool_above=1 << 16)
+        with translate_errors(self.settings):
+            imap.untagged_responses = {}
+            tag = imap._command("EXAMINE", client._normalise_folder(name))
+            fetch_tag = reader.send_meta("1:*")
+            try:
+                typ, data = imap._command_complete("EXAMINE", tag)
+            except imaplib.IMAP4.abort:
+                raise
+            except imaplib.IMAP4.error as exc:  # BAD
+                typ, data = "BAD", [str(exc).encode()]
+            if typ != "OK":
+                imap.state, self.selected = "AUTH", None
+                with contextlib.suppress(ServerError):
+                    reader.read_meta(fetch_tag)
+                reply = _text(data[-1]) if data and data[-1] else typ
+                raise busy_error(str(self.settings.server), reply) or FolderError(
+                    _("cannot open folder {folder!r}: {error}").format(folder=name, error=reply))
+            imap.state, imap.is_readonly, self.selected = "SELECTED", True, name
+            selected = _selected_folder(name, client._process_select_response(imap.untagged_responses))
+            rows = reader.read_meta(fetch_tag)
+        return selected, _metas(rows, None)
 
     # -- messages -----------------------------------------------------
     def search_uids(self, first_uid: int = 1) -> list[int]:
@@ -229,10 +303,7 @@ class ImapSession:
         reader = FetchPipeline(imap.file, imap.send, spool_dir=None, spool_above=1 << 16)
         with translate_errors(self.settings):
             rows = reader.fetch_meta(sequence)
-        # A UID we did not ask for is not ours to fetch (a buggy or hostile server).
-        now = datetime.now(UTC)
-        return sorted((MessageMeta(uid=row.uid, size=row.size, flags=row.flags, internaldate=row.internaldate or now)
-                       for row in rows if wanted is None or row.uid in wanted), key=lambda meta: meta.uid)
+        return _metas(rows, wanted)
 
     def fetch_flags(self, uid_range: str, changed_since: int | None = None) -> dict[int, tuple[str, ...]]:
         modifiers = [f"CHANGEDSINCE {changed_since}"] if changed_since is not None else None
@@ -276,6 +347,34 @@ class ImapSession:
             typ, data = client._imap._untagged_response(typ, data, "FETCH")
             parsed = parse_fetch_response(data, False, True)
         return {uid: values for uid, values in parsed.items() if isinstance(uid, int)}
+
+
+def _folder_status(name: str, values: dict[str, Any]) -> FolderStatus:
+    return FolderStatus(
+        name=name, messages=int(values.get("MESSAGES", 0)), uidnext=int(values.get("UIDNEXT", 1)),
+        uidvalidity=int(values.get("UIDVALIDITY", 0)),
+        highestmodseq=_opt_int(values.get("HIGHESTMODSEQ")), size=_opt_int(values.get("SIZE")),
+    )
+
+
+def _selected_folder(name: str, response: dict[Any, Any]) -> SelectedFolder:
+    values = {_text(key).upper(): value for key, value in response.items()}
+    try:
+        return SelectedFolder(
+            name=name, uidvalidity=int(values.get("UIDVALIDITY", 0)),
+            uidnext=int(values.get("UIDNEXT", 0)), exists=int(values.get("EXISTS", 0)),
+            highestmodseq=_opt_int(values.get("HIGHESTMODSEQ")),
+        )
+    except (ValueError, TypeError):
+        raise FolderError(_("the server's EXAMINE answer for folder {folder!r} is unusable: {answer!r:.200}")
+                          .format(folder=name, answer=response)) from None
+
+
+def _metas(rows: list[MetaRow], wanted: set[int] | None) -> list[MessageMeta]:
+    # A UID we did not ask for is not ours to fetch (a buggy or hostile server).
+    now = datetime.now(UTC)
+    return sorted((MessageMeta(uid=row.uid, size=row.size, flags=row.flags, internaldate=row.internaldate or now)
+                   for row in rows if wanted is None or row.uid in wanted), key=lambda meta: meta.uid)
 
 
 def _flags(data: dict[bytes, Any]) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ from mailbackup.headers import HeaderSummary, summarize
 from mailbackup.i18n import _
 from mailbackup.imap.fetchstream import BatchResult
 from mailbackup.imap.session import ImapSession
-from mailbackup.model import FolderInfo, FolderResult, MessageMeta, RunStats, StoredMessage
+from mailbackup.model import FolderInfo, FolderResult, FolderStatus, MessageMeta, RunStats, StoredMessage
 from mailbackup.state.db import FolderRecord, now_iso
 from mailbackup.store.body import MessageBody
 from mailbackup.store.naming import local_path_for, path_key, unique_local_path
@@ -101,6 +101,7 @@ class BackupEngine:
         self.options = options
         self.progress = progress or NoProgress()
         self._path_keys: set[str] | None = None
+        self._statuses: dict[str, FolderStatus] = {}  # read with the folder list, where the server can
 
     # -- the run ------------------------------------------------------
     def run(self) -> RunStats:
@@ -110,7 +111,7 @@ class BackupEngine:
         if not self.options.dry_run:
             self._clean_spool()
         try:
-            server_folders = self._call(None, self.session.list_folders)
+            server_folders, self._statuses = self._call(None, self._list_folders)
             self._note_vanished_folders(server_folders)
             for info in plan.select_folders(server_folders, self.options.include, self.options.exclude):
                 if self.options.stop.is_set():
@@ -137,6 +138,14 @@ class BackupEngine:
         if status is None:
             status = "interrupted" if stats.interrupted else ("warnings" if stats.has_warnings else "ok")
         self.state.finish_run(run_id, status, stats.messages, stats.bytes)
+
+    def _list_folders(self) -> tuple[list[FolderInfo], dict[str, FolderStatus]]:
+        """The folders, with every folder's status in the same round trip when the
+        server can (a STATUS per folder is a round trip per folder).  Not when
+        --include picks a few: the server would open every folder for nothing."""
+        if self.options.include:
+            return self.session.list_folders(), {}
+        return self.session.list_with_status()
 
     def _clean_spool(self) -> None:
         """Large bodies on their way in from a run that was killed: we hold the
@@ -166,12 +175,20 @@ class BackupEngine:
             if self.options.repair:
                 self._repair(run)
             record = run.record
-        status = self._call(None, lambda: self.session.status(info.name))
+        # The status read with the folder list may be minutes old by now: good enough to
+        # skip an unchanged folder (what arrives meanwhile waits for the next run, as it
+        # would a moment later); EXAMINE below gives the figures the folder is synced to.
+        status = self._statuses.pop(info.name, None) or self._call(None, lambda: self.session.status(info.name))
         has_failures = bool(record.id and self.state.failures(record.id))
         if plan.is_unchanged(record, status, has_failures=has_failures) and not self.options.refresh_flags:
             result.skipped_unchanged = True
             return
-        selected = self._call(None, lambda: self.session.examine(info.name))
+        listed: list[MessageMeta] | None = None
+        if not (record.id and self.state.count_messages(record.id)) and status.messages <= self.options.new_slice:
+            # Nothing stored yet: UIDs and sizes come in the same round trip as EXAMINE.
+            selected, listed = self._call(None, lambda: self.session.examine_listing(info.name))
+        else:
+            selected = self._call(None, lambda: self.session.examine(info.name))
         run.uidvalidity = selected.uidvalidity
         # Judged from the stored rows, not the folder record: a first run killed
         # before it finished never recorded a UIDVALIDITY, yet stored mail.
@@ -184,9 +201,10 @@ class BackupEngine:
         active = self.state.active_uids(record.id, run.uidvalidity) if record.id else set()
         known: dict[int, MessageMeta] | None = None
         if selected.exists and not stored and selected.exists <= self.options.new_slice:
-            # Nothing of this folder stored yet: the sizes come in the same round trip as the UIDs
+            # Nothing of this generation stored yet: the sizes come with the UIDs
             # (on a 50 ms link, a round trip per folder is worth saving).
-            listed = self._call(run, lambda: self.session.fetch_meta("1:*"))
+            if listed is None:
+                listed = self._call(run, lambda: self.session.fetch_meta("1:*"))
             known = {meta.uid: meta for meta in listed if meta.uid < selected.uidnext}
             if len(known) != selected.exists:  # a server that hides or invents messages: ask SEARCH
                 known = None
