@@ -18,8 +18,8 @@ Scenarios (``--scenarios 1,3``; ``--quick`` makes every corpus ~20× smaller):
 2. no-op incremental run on that mailbox;
 3. incremental with 1% new messages (delivered into ``new/`` each round);
 4. full backup of 2,000 messages through ``netproxy.Proxy(latency=0.025)``
-   (25 ms each way), plus mailbackup ``--batch-size 1`` (a round trip per
-   message);
+   (25 ms each way), plus mailbackup ``--batch-size 1 --pipeline 1`` (one
+   message per round trip, the baseline pipelining is measured against);
 5. one folder of 100,000 small messages: first backup (mailbackup's
    throughput over its first and last 10%, from polling its state DB) and a
    no-op rerun (offlineimap only with ``--slow-peers``: ~25 min a round);
@@ -33,6 +33,7 @@ See docs/benchmark.md.
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import hashlib
 import imaplib
@@ -44,6 +45,7 @@ import re
 import shlex
 import shutil
 import signal
+import site
 import sqlite3
 import ssl
 import statistics
@@ -203,8 +205,9 @@ class Mailbackup(Tool):
         self.base_command = list(base_command)
         self.env = dict(env or {})
         self.format = fmt
-        self.batch_size = batch_size
-        self.label = f"mailbackup ({fmt}" + (f", batch size {batch_size})" if batch_size else ")")
+        self.batch_size = batch_size  # 1: also --pipeline 1, one message per round trip
+        self.label = f"mailbackup ({fmt}" + (", one message per round trip)" if batch_size == 1
+                                             else f", batch size {batch_size})" if batch_size else ")")
         self.writes_maildir = fmt == "maildir"
 
     def command(self, target: Target, workdir: Path) -> tuple[list[str], dict[str, str]]:
@@ -212,6 +215,8 @@ class Mailbackup(Tool):
                 "--cafile", str(target.cafile), "--dest", str(workdir / "mail"), "--format", self.format, "--quiet"]
         if self.batch_size:
             argv += ["--batch-size", str(self.batch_size)]
+        if self.batch_size == 1:
+            argv += ["--pipeline", "1"]
         return argv, {**self.env, "MAILBACKUP_PASSWORD": target.password}
 
     def stored(self, workdir: Path) -> int:
@@ -408,13 +413,17 @@ class Bench:
         self.corpora: dict[str, Corpus] = {}
         self.synced: set[tuple[str, str]] = set()  # (corpus, tool label) whose workdir is up to date
         self.peers = [peer for peer in args.peers if shutil.which(peer)]
+        # -S with the installed packages on PYTHONPATH: mailbackup as `pip install` leaves it.  The
+        # development checkout's editable-install hook (a .pth import run at every start, ~15 ms)
+        # is no part of the tool a user runs.
         self.mailbackup_command = shlex.split(args.mailbackup) if args.mailbackup else \
-            [sys.executable, "-m", "mailbackup"]
+            [sys.executable, "-S", "-m", "mailbackup"]
         self.mailbackup_env: dict[str, str] = {}
         self.source: dict[str, Any] = {}
         if not args.mailbackup:
             self.source = snapshot_source(workdir.parent / "mailbackup-src")
-            self.mailbackup_env["PYTHONPATH"] = str(workdir.parent / "mailbackup-src")
+            self.mailbackup_env["PYTHONPATH"] = os.pathsep.join(
+                [str(workdir.parent / "mailbackup-src"), *site.getsitepackages()])
 
     def scale(self, full: int) -> int:
         return max(1, full // QUICK_FACTOR) if self.args.quick else full
@@ -520,6 +529,9 @@ def snapshot_source(destination: Path) -> dict[str, Any]:
     shutil.rmtree(destination, ignore_errors=True)
     shutil.copytree(REPO / "mailbackup", destination / "mailbackup",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # Byte-compiled as `pip install` leaves an installed package: otherwise, with
+    # PYTHONDONTWRITEBYTECODE set (as on CI machines), every run compiles every module again.
+    compileall.compile_dir(destination / "mailbackup", quiet=1)
     digest = hashlib.sha256()
     for path in sorted((destination / "mailbackup").rglob("*.py")):
         digest.update(path.relative_to(destination).as_posix().encode() + b"\0" + path.read_bytes())
@@ -611,19 +623,12 @@ def scenario_4(bench: Bench) -> ScenarioResult:
         bench.rounds(result, "full backup", corpus, tools, fresh=True, target=via_proxy)
     mb, mbsync = result.row("full backup", "mailbackup (maildir)"), result.row("full backup", "mbsync")
     plain = result.row("full backup", "mbsync (no COMPRESS)")
-    one = result.row("full backup", "mailbackup (maildir, batch size 1)")
+    one = result.row("full backup", "mailbackup (maildir, one message per round trip)")
     result.targets += [
         check_ratio("wall ≤ 1.2× mbsync's", mb, mbsync, "wall_s", at_most=1.2),
-        check_speedup("≥ 20× faster than batch size 1", mb, one, at_least=20.0),
+        check_speedup("≥ 20× faster than one message per round trip", mb, one, at_least=20.0),
         check_ratio("(fair) wall ≤ 1.2× mbsync's without COMPRESS", mb, plain, "wall_s", at_most=1.2),
     ]
-    if _usable(mb):
-        assert mb is not None
-        bound = corpus.messages * 2 * LATENCY
-        result.notes.append(
-            f"--batch-size 1 still keeps several FETCH commands in flight (mailbackup pipelines), so it is not "
-            f"one round trip per message; that would take at least {corpus.messages:,} × 2 × {LATENCY * 1000:.0f} ms "
-            f"= {bound:.0f} s (computed, not measured), {bound / mb.median('wall_s'):.1f}× mailbackup's time")
     return result
 
 

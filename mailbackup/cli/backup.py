@@ -51,6 +51,9 @@ if TYPE_CHECKING:
                      "(default: when run at a terminal)."))
 @click.option("--batch-size", type=click.IntRange(1, 10000), default=500, show_default=True,
               help=_("Messages per FETCH (batches are also bounded to 16 MB)."))
+@click.option("--pipeline", type=click.IntRange(1, 16), default=3, show_default=True,
+              help=_("FETCH commands kept in flight; 1 waits for each answer before asking again "
+                     "(more hides the round trips of a slow link)."))
 @click.option("--retries", type=click.IntRange(0, 50), default=5, show_default=True,
               help=_("Reconnect attempts after a dropped connection."))
 @click.option("--retry-delay", type=click.FloatRange(0, 600), default=1.0, show_default=True,
@@ -60,14 +63,14 @@ if TYPE_CHECKING:
 @handle_errors
 def backup(account: str, dest: str | None, format_: str | None, include: tuple[str, ...],
            exclude: tuple[str, ...], dry_run: bool, repair: bool, refresh_flags: bool, verify: bool | None,
-           batch_size: int, retries: int, retry_delay: float, **options: object) -> None:
+           batch_size: int, pipeline: int, retries: int, retry_delay: float, **options: object) -> None:
     ctx = build_context(account, dest=dest, format=format_, include=include, exclude=exclude,
                         **options)  # type: ignore[arg-type]
     private_umask()
     settings = ctx.account
     engine_options = BackupOptions(include=settings.include, exclude=settings.exclude, dry_run=dry_run,
                                    repair=repair, refresh_flags=refresh_flags, batch_messages=batch_size,
-                                   max_retries=retries, retry_delay=retry_delay)
+                                   pipeline_depth=pipeline, max_retries=retries, retry_delay=retry_delay)
     progress = TqdmProgress(enabled=not dry_run, quiet=ctx.quiet)
     with _archive_for(ctx, dry_run) as archive, ctx.session() as session, stop_on_ctrl_c(engine_options.stop):
         ctx.echo(_("Backing up {account} from {server} into {archive}").format(
