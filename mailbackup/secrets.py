@@ -11,8 +11,6 @@ The only module that imports keyring.  Passwords are never logged.
 from __future__ import annotations
 
 import os
-import shlex
-import subprocess
 import sys
 from collections.abc import Callable
 
@@ -28,6 +26,9 @@ def service_name(host: str) -> str:
 
 
 def from_command(command: str, account: str) -> str:
+    import shlex  # here: only a configured password_command needs them (start-up time)
+    import subprocess
+
     try:
         args = shlex.split(command, posix=os.name != "nt")
         completed = subprocess.run(args, capture_output=True, timeout=60, check=False)

@@ -12,7 +12,7 @@ order that makes crashes harmless:
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import hashlib
 import os
 import sys
@@ -109,17 +109,18 @@ def make_private_dirs(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def _load_syncfs() -> Callable[[int], int] | None:
+@functools.cache
+def _syncfs() -> Callable[[int], int] | None:
+    """Linux's syncfs(), looked up at the first batch (not at import: a no-op run writes nothing)."""
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.syncfs
     except (OSError, AttributeError):
         return None
-
-
-_SYNCFS = _load_syncfs()
 
 
 def make_durable(files: list[Path], directory: Path) -> None:
@@ -128,10 +129,11 @@ def make_durable(files: list[Path], directory: Path) -> None:
     One fsync per message caps a Maildir near 1,000 messages/s on an ordinary
     disk; Linux's syncfs() flushes the whole batch at once.  Elsewhere each
     file is fsynced."""
-    if _SYNCFS is not None and files:
+    syncfs = _syncfs()
+    if syncfs is not None and files:
         fd = os.open(directory, os.O_RDONLY)
         try:
-            if _SYNCFS(fd) == 0:
+            if syncfs(fd) == 0:
                 return
         finally:
             os.close(fd)
