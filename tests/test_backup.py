@@ -188,6 +188,7 @@ def test_wrong_password(imap_user, tmp_path):
     assert result.returncode == ExitCode.AUTH
     assert result.stderr.strip().count("\n") == 0 and "login refused" in result.stderr
     assert "not-the-password" not in result.stderr + result.stdout
+    assert list(tmp_path.iterdir()) == []  # no empty archive left for the account
 
 
 def test_no_password_without_terminal(imap_user, tmp_path):
@@ -202,6 +203,7 @@ def test_unknown_host(tmp_path):
                      password="x")
     assert result.returncode == ExitCode.CONNECTION
     assert "cannot find server no-such-host.invalid" in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_refused_connection(tmp_path):

@@ -72,7 +72,8 @@ def backup(account: str, dest: str | None, format_: str | None, include: tuple[s
                                    repair=repair, refresh_flags=refresh_flags, batch_messages=batch_size,
                                    pipeline_depth=pipeline, max_retries=retries, retry_delay=retry_delay)
     progress = TqdmProgress(enabled=not dry_run, quiet=ctx.quiet)
-    with _archive_for(ctx, dry_run) as archive, ctx.session() as session, stop_on_ctrl_c(engine_options.stop):
+    # Logged in first: a wrong password or an unreachable server leaves no empty archive behind.
+    with ctx.session() as session, _archive_for(ctx, dry_run) as archive, stop_on_ctrl_c(engine_options.stop):
         ctx.echo(_("Backing up {account} from {server} into {archive}").format(
             account=account, server=settings.connection.server, archive=archive.root), err=True)
         try:
