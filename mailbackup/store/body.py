@@ -41,6 +41,9 @@ class MessageBody:
             return handle.read(limit)
 
     def discard(self) -> None:
+        """Done with it: the bytes are let go at once (a batch of 16 MB must not
+        stay alive while the next is read) and a spool file is removed."""
+        self.data = None
         if self.path is not None:
             self.path.unlink(missing_ok=True)
             self.path = None
