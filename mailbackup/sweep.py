@@ -1,15 +1,11 @@
 """Sweeps: back up, then verify, every account of a config, several at
-once, unattended; and `check`, which only logs in to each.
+once, unattended (`check`, which only logs in to each, is logincheck.py;
+the reports are sweepreport.py).
 
 Public API:
 
 * `run_sweep(settings, options, progress)` → `SweepResult`: one
   `AccountOutcome` per account, and the worst exit code;
-* `check_logins(settings, options, progress)` → one `LoginCheck` per
-  account: who cannot log in, and why (in Thai and English);
-* `write_reports(result, directory, ...)`: ``summary.json|csv|html`` (the
-  schema of `mailbackup report`, written by report.py) plus ``sweep.json``
-  and ``sweep.csv`` (this run per account, with the staff details);
 * `Shard` (``--shard I/N``), `select_accounts`, `sweep_lock`;
 * `worst_exit_code` and `SEVERITY`, the order "worst" follows;
 * `SweepProgress`, the callbacks a caller may implement (`LogProgress` logs).
@@ -33,7 +29,6 @@ and password commands are not made for threads) and never logged.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import queue
 import sqlite3
@@ -45,7 +40,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from mailbackup import __version__, secrets
+from mailbackup import secrets
 from mailbackup.config import AccountSettings, SweepSettings
 from mailbackup.errors import (
     ArchiveLocked,
@@ -53,36 +48,36 @@ from mailbackup.errors import (
     ConnectError,
     ExitCode,
     MailbackupError,
-    PasswordUnavailable,
     ServerBusy,
     ServerError,
     StorageError,
     TLSError,
     UsageError,
 )
-from mailbackup.i18n import N_, _, language
+from mailbackup.i18n import N_, _
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderResult, RunStats
 from mailbackup.report import (
-    AccountSummary,
-    _csv_bytes,
-    atomic_write,
-    collect_accounts,
     extra_report_dir,
-    write_summary,
     write_verify_reports,
 )
 from mailbackup.state.lock import ArchiveLock
 from mailbackup.sync.archive import Archive, open_archive
 from mailbackup.sync.engine import MEGABYTE, BackupEngine, BackupOptions
-from mailbackup.throttle import DEFAULT_MAX_BUSY_WAIT, ServerLimits, TokenBucket, WaitBudget, pushback_of, recognise
+from mailbackup.throttle import (
+    DEFAULT_MAX_BUSY_WAIT,
+    MAX_BACKOFF,
+    ServerLimits,
+    TokenBucket,
+    WaitBudget,
+    pushback_of,
+    recognise,
+)
 from mailbackup.verify import VerifyOptions, VerifyProgress, VerifyResult, failed_result, verify_online
 from mailbackup.verify import exit_code as verify_exit_code
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-SWEEP_NAMES = ("sweep.json", "sweep.csv")
 LOCK_DIR = ".sweeps"  # under the defaults' dest; has no state file, so `report` ignores it
 IN_PLACE_WAIT = 30.0  # a server asking for a longer pause gets the account requeued instead
 POLL = 0.5  # the dispatcher looks at the clock and the stop flag this often
@@ -425,6 +420,7 @@ class _Job:
     not_before: float = 0.0
     busy_tries: int = 0
     attempts: int = 0
+    unreachable: int = 0  # times the server could not be reached (or was lost for good) so far
 
 
 @dataclass(frozen=True)
@@ -500,7 +496,8 @@ class _Dispatcher:
             self.finished.put((job, again))
 
 
-def _again(job: _Job, busy: ServerBusy | None, delay: float | None, options: SweepOptions) -> _Again | None:
+def _again(job: _Job, busy: ServerBusy | None, delay: float | None, options: SweepOptions,
+           reason: str | None = None) -> _Again | None:
     """Requeue after a pushback, when the account's budget allows; None: give up."""
     job.busy_tries += 1
     if delay is None:
@@ -509,11 +506,21 @@ def _again(job: _Job, busy: ServerBusy | None, delay: float | None, options: Swe
         delay = job.budget.delay_for(busy, job.busy_tries, options.retry_delay)
     if options.stop.is_set() or not job.budget.reserve(delay):
         return None
-    if busy is not None:
+    if reason is None and busy is not None:
         reason = _("server busy ({reply})").format(reply=busy.message)
-    else:
-        reason = _("server asked for a pause")
-    return _Again(delay, reason)
+    return _Again(delay, reason or _("server asked for a pause"))
+
+
+def _unreachable_again(job: _Job, exc: ConnectError, options: SweepOptions) -> _Again | None:
+    """The server could not be reached, or was lost and not regained: other
+    accounts go first, this one is tried again later (a restart or a network
+    blip at night must not cost an account its backup), `max_retries` times,
+    backing off, within the account's waiting budget."""
+    if job.unreachable >= options.max_retries:
+        return None
+    job.unreachable += 1
+    delay = min(options.retry_delay * 2 ** (job.unreachable - 1), MAX_BACKOFF)
+    return _again(job, None, delay, options, _("cannot reach the server ({error})").format(error=exc.message))
 
 
 class _Passwords:
@@ -605,7 +612,11 @@ class _SweepWorker:
 
     def _pushback(self, job: _Job, exc: MailbackupError) -> _Again | None:
         busy = pushback_of(exc)
-        return _again(job, busy, None, self.options) if busy is not None else None
+        if busy is not None:
+            return _again(job, busy, None, self.options)
+        if isinstance(exc, ConnectError):
+            return _unreachable_again(job, exc, self.options)
+        return None
 
     def _attempt(self, job: _Job, outcome: AccountOutcome) -> _Again | None:
         settings = job.settings
@@ -690,226 +701,3 @@ def _gave_up(exc: MailbackupError, budget: WaitBudget) -> MailbackupError:
         return ServerBusy(_("{error}; gave up after waiting {spent:.0f} s in all (max_busy_wait {limit:g} s)").format(
             error=exc.message, spent=budget.spent, limit=budget.limit))
     return exc
-
-
-# ---------------------------------------------------------------------------
-# check: who cannot log in
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LoginProblem:
-    key: str
-    thai: str
-    english: str
-
-    def __str__(self) -> str:
-        # The list goes to the mail administrator: English runs keep the Thai too.
-        return self.thai if language() == "th" else f"{self.thai} / {self.english}"
-
-
-# In the words of the survey the mail administrator asks units for (circular
-# ศย ๐๑๓/ว ๓๓๙, item 3): forgotten passwords, accounts unused (deleted after
-# six months) or forgotten.  Servers answer a wrong password and an unknown
-# account alike, so one problem covers both.
-LOGIN_PROBLEMS = {problem.key: problem for problem in (
-    LoginProblem("wrong_password", "รหัสผ่านไม่ถูกต้อง หรือไม่มีบัญชีนี้ (อาจถูกลบเพราะไม่ได้ใช้งานเกิน 6 เดือน)",
-                 "wrong password, or no such account (deleted after 6 months unused?)"),
-    LoginProblem("locked", "บัญชีถูกระงับหรือถูกล็อก", "account locked or disabled"),
-    LoginProblem("expired", "รหัสผ่านหรือบัญชีหมดอายุ", "password or account expired"),
-    LoginProblem("no_password", "ไม่มีรหัสผ่านเก็บไว้ในเครื่องนี้", "no password stored on this machine"),
-    LoginProblem("server_down", "ติดต่อเซิร์ฟเวอร์ไม่ได้", "server down or unreachable"),
-    LoginProblem("tls", "ใบรับรองของเซิร์ฟเวอร์ไม่ผ่านการตรวจสอบ", "server certificate not trusted"),
-    LoginProblem("busy", "เซิร์ฟเวอร์ไม่ว่าง ปฏิเสธชั่วคราว", "server busy, refused for now"),
-    LoginProblem("server_error", "เซิร์ฟเวอร์ตอบกลับผิดปกติ", "server error"),
-    LoginProblem("local", "ปัญหาในเครื่องนี้", "problem on this machine"),
-)}
-LOCKED_WORDS = ("[AUTHORIZATIONFAILED]", "[CONTACTADMIN]", "disabled", "locked", "suspended", "blocked", "inactive")
-EXPIRED_WORDS = ("[EXPIRED]", "expired")
-
-
-def login_problem(exc: MailbackupError) -> LoginProblem:
-    text = str(exc).lower()
-    if isinstance(exc, PasswordUnavailable):
-        key = "no_password"
-    elif pushback_of(exc) is not None:
-        key = "busy"
-    elif isinstance(exc, AuthError):
-        key = ("locked" if any(word.lower() in text for word in LOCKED_WORDS)
-               else "expired" if any(word.lower() in text for word in EXPIRED_WORDS) else "wrong_password")
-    elif isinstance(exc, ConnectError):
-        key = "server_down"
-    elif isinstance(exc, TLSError):
-        key = "tls"
-    elif isinstance(exc, ServerError):
-        key = "server_error"
-    else:
-        key = "local"
-    return LOGIN_PROBLEMS[key]
-
-
-@dataclass
-class LoginCheck:
-    settings: AccountSettings
-    problem: LoginProblem | None = None
-    detail: str = ""
-    exit_code: ExitCode = ExitCode.OK
-
-    @property
-    def ok(self) -> bool:
-        return self.problem is None
-
-
-def check_logins(settings: SweepSettings, options: SweepOptions, progress: SweepProgress | None = None, *,
-                 shard: Shard | None = None) -> list[LoginCheck]:
-    """Log in to every account (and out again), several at once; download nothing."""
-    sink: SweepProgress = progress or LogProgress()
-    accounts = select_accounts(settings, shard)
-    checks = {id(account): LoginCheck(account) for account in accounts}
-    passwords = _Passwords(options.password)
-
-    def attempt(job: _Job) -> _Again | None:
-        check = checks[id(job.settings)]
-        sink.account_start(job.settings.account, "login", job.attempts + 1)
-        job.attempts += 1
-        try:
-            with ImapSession(job.settings.connection, job.settings.account, passwords(job.settings)):
-                pass
-        except MailbackupError as exc:
-            busy = pushback_of(exc)
-            again = _again(job, busy, None, options) if busy is not None else None
-            if again is not None:
-                return again
-            check.problem, check.detail, check.exit_code = login_problem(exc), str(exc), exc.exit_code
-        sink.account_done(job.settings.account, check.exit_code,
-                          _("can log in") if check.ok else _("cannot log in: {problem}: {detail}").format(
-                              problem=check.problem, detail=check.detail))
-        return None
-
-    def skipped(job: _Job) -> None:
-        check = checks[id(job.settings)]
-        check.problem, check.detail, check.exit_code = LOGIN_PROBLEMS["local"], _("not checked: stopped"), \
-            ExitCode.INTERRUPTED
-
-    sink.sweep_start(len(accounts))
-    jobs = [_Job(account, _budget(options), "login") for account in accounts]
-    _Dispatcher(options.jobs, _limits(options), options.stop, sink).run(jobs, attempt, skipped)
-    return [checks[id(account)] for account in accounts]
-
-
-CHECK_COLUMNS = ("คำนำหน้า/title", "ชื่อ/name", "นามสกุล/surname", "ตำแหน่ง/position", "บัญชี/account",
-                 "ปัญหา/problem", "หน่วยงาน/unit", "รายละเอียด/detail")
-
-
-def check_rows(checks: Iterable[LoginCheck]) -> list[list[str]]:
-    """The accounts that cannot log in, shaped like the survey form the unit
-    sends to the mail administrator (title, name, surname, position, ...)."""
-    rows = []
-    for check in checks:
-        if check.ok:
-            continue
-        staff = check.settings.metadata
-        rows.append([staff.get("title", ""), staff.get("name", ""), staff.get("surname", ""),
-                     staff.get("position", ""), check.settings.account, str(check.problem), staff.get("unit", ""),
-                     check.detail])
-    return rows
-
-
-def check_csv(checks: Iterable[LoginCheck]) -> bytes:
-    """UTF-8 with a byte-order mark (Excel on Thai Windows), CRLF, formula-safe."""
-    return _csv_bytes(CHECK_COLUMNS, check_rows(checks))
-
-
-# ---------------------------------------------------------------------------
-# Reports
-# ---------------------------------------------------------------------------
-
-SWEEP_CSV_COLUMNS = ("account", "คำนำหน้า/title", "ชื่อ/name", "นามสกุล/surname", "ตำแหน่ง/position",
-                     "หน่วยงาน/unit", "backup", "verify", "exit_code", "messages", "bytes", "attempts",
-                     "busy_waited_seconds", "problem")
-
-
-def sweep_to_dict(result: SweepResult, generated_at: datetime) -> dict[str, Any]:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "generated_at": generated_at.isoformat(timespec="seconds"),
-        "started_at": result.started_at.isoformat(timespec="seconds"),
-        "tool_version": __version__,
-        "config": str(result.config) if result.config else None,
-        "shard": str(result.shard) if result.shard else None,
-        "seconds": round(result.seconds, 3),
-        "interrupted": result.interrupted,
-        "exit_code": int(result.exit_code),
-        "peak_connections": result.peak_connections,
-        "accounts": [_outcome_to_dict(outcome) for outcome in result.outcomes],
-    }
-
-
-def _outcome_to_dict(outcome: AccountOutcome) -> dict[str, Any]:
-    staff = outcome.settings.metadata
-    return {
-        "account": outcome.account,
-        "staff": {key: staff.get(key) for key in ("title", "name", "surname", "position", "unit")},
-        "server": str(outcome.settings.connection.server),
-        "archive": str(outcome.settings.dest),
-        "backup": outcome.backup,
-        "verify": outcome.verify,
-        "exit_code": int(outcome.exit_code),
-        "messages": outcome.messages,
-        "bytes": outcome.bytes,
-        "attempts": outcome.attempts,
-        "busy_waited_seconds": round(outcome.waited, 3),
-        "seconds": round(outcome.seconds, 3),
-        "error": outcome.error,
-        "problems": outcome.problems,
-    }
-
-
-def sweep_csv(data: dict[str, Any]) -> bytes:
-    rows = []
-    for row in data["accounts"]:
-        staff = row["staff"]
-        problem = "; ".join(([row["error"]] if row["error"] else []) + row["problems"])
-        rows.append([row["account"], *(staff[key] or "" for key in ("title", "name", "surname", "position", "unit")),
-                     row["backup"], row["verify"], row["exit_code"], row["messages"], row["bytes"], row["attempts"],
-                     row["busy_waited_seconds"], problem])
-    return _csv_bytes(SWEEP_CSV_COLUMNS, rows)
-
-
-def report_directory(settings: SweepSettings, report_dir: Path | None, shard: Shard | None) -> Path:
-    """``--report-dir`` or ``<dest>/reports``; one subdirectory per shard, so
-    machines sharing a destination do not overwrite each other's summary."""
-    directory = report_dir or settings.dest / "reports"
-    return directory / f"shard-{shard.index}-of-{shard.count}" if shard else directory
-
-
-def write_reports(result: SweepResult, directory: Path, *, as_of: date | None = None,
-                  generated_at: datetime | None = None) -> list[Path]:
-    """summary.json/.csv/.html (report.py's summary of these accounts) and
-    sweep.json/.csv (this run, with the staff details)."""
-    as_of = as_of or date.today()
-    generated_at = generated_at or datetime.now().astimezone()
-    written = write_summary(_summaries(result), directory, as_of, generated_at)
-    data = sweep_to_dict(result, generated_at)
-    contents = ((json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode("utf-8", "replace"), sweep_csv(data))
-    for name, payload in zip(SWEEP_NAMES, contents, strict=True):
-        atomic_write(directory / name, payload)
-        written.append(directory / name)
-    return written
-
-
-def _summaries(result: SweepResult) -> list[AccountSummary]:
-    """report.py's AccountSummary of every account of this sweep, whatever its dest."""
-    by_dest: dict[Path, dict[str, AccountSettings]] = {}
-    for outcome in result.outcomes:
-        by_dest.setdefault(outcome.settings.dest, {})[outcome.account.strip().casefold()] = outcome.settings
-    found = []
-    for dest, accounts in by_dest.items():
-        def deadline_for(account: str, accounts: dict[str, AccountSettings] = accounts) -> date | None:
-            settings = accounts.get(account.strip().casefold())
-            return settings.deadline if settings else None
-
-        names = [settings.account for settings in accounts.values()]
-        found += [summary for summary in collect_accounts(dest, deadline_for=deadline_for, expected=names)
-                  if summary.account.strip().casefold() in accounts]
-    return sorted(found, key=lambda summary: summary.account.casefold())

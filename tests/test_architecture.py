@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mailbackup"
 
 CORE = {"errors", "model", "i18n", "faults", "headers", "__init__", "_version"}
 PARTS = {"imap", "store", "state", "config", "configfile", "secrets", "throttle"}
-ENGINES = {"sync", "verify", "report", "migrate", "export", "sweep", "schedule"}
+ENGINES = {"sync", "verify", "report", "migrate", "export", "sweep", "logincheck", "sweepreport", "schedule",
+           "foldermap", "targetcheck"}
 LAYERS = [CORE, PARTS, ENGINES, {"cli", "__main__"}]
 ONLY_IN = {"imapclient": "imap", "click": "cli", "tqdm": "cli", "keyring": "secrets",
            "yaml": "configfile"}  # PyYAML: start-up time, see configfile.py

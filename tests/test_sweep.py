@@ -46,18 +46,18 @@ from mailbackup.errors import (
     TLSError,
     UsageError,
 )
+from mailbackup.logincheck import CHECK_COLUMNS, login_problem
 from mailbackup.model import ConnectionSettings, ServerAddress
 from mailbackup.sweep import (
-    CHECK_COLUMNS,
     SEVERITY,
     Shard,
     _Again,
     _Dispatcher,
     _Job,
-    login_problem,
     select_accounts,
     worst_exit_code,
 )
+from mailbackup.sync.archive import account_dir
 from mailbackup.throttle import ServerLimits, TokenBucket, WaitBudget, pushback_of, recognise, told_wait
 
 STAFF = [("นาย", "สมชาย", "ใจดี", "นิติกรชำนาญการ"), ("นางสาว", "มาลี", "ศรีสุข", "เจ้าพนักงานศาลยุติธรรม"),
@@ -267,6 +267,45 @@ def test_too_many_connections_is_waited_out_while_others_run(crowded_server: Dov
     assert "Maximum number of connections from user+IP exceeded" in log and "back in the queue" in log
     finished = [log.index(f"{user.name}: backup ok") for user in users]
     assert finished[0] > max(finished[1:])  # the others did not wait for him
+
+
+def sweep_through(proxy: Proxy, server: DovecotServer, users: list[ImapUser], tmp_path: Path,
+                  *options: str) -> subprocess.CompletedProcess[str]:
+    """`mailbackup sweep` of `users`, reaching `server` through `proxy`."""
+    env = keyring_env(tmp_path)
+    config = write_config(tmp_path / "unit.yaml", users, server=f"localhost:{proxy.port}", cafile=server.cafile,
+                          dest=tmp_path / "dest")
+    import_passwords(config, env, {user.name: user.password for user in users})
+    return run_cli(["sweep", str(config), "--retry-delay", "0.1", *options], env=env)
+
+
+def test_accounts_that_start_while_the_server_is_down_are_tried_again(dovecot_server: DovecotServer,
+                                                                      imap_client_factory: Callable[..., Any],
+                                                                      tmp_path: Path) -> None:
+    """The server restarts just as the night's sweep begins: the first
+    connections are closed before a greeting.  Those accounts go back in the
+    queue and are backed up when the server answers again."""
+    users = mailboxes(dovecot_server, 2, imap_client_factory)
+    log_file = tmp_path / "sweep.log"
+    with Proxy(dovecot_server.host, dovecot_server.port, reject_first=3) as proxy:
+        done = sweep_through(proxy, dovecot_server, users, tmp_path, "--jobs", "2", "--log-file", str(log_file))
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = sweep_rows(tmp_path / "dest" / "reports")
+    assert sum(row["attempts"] for row in rows.values()) >= 4  # three refused, then one each
+    assert all(row["verify"] == "complete" for row in rows.values())
+    assert "cannot reach the server" in log_file.read_text(encoding="utf-8")
+
+
+def test_a_server_down_for_good_fails_the_account_after_its_retries(dovecot_server: DovecotServer,
+                                                                     imap_client_factory: Callable[..., Any],
+                                                                     tmp_path: Path) -> None:
+    users = mailboxes(dovecot_server, 1, imap_client_factory)
+    with Proxy(dovecot_server.host, dovecot_server.port, reject_first=1000) as proxy:
+        done = sweep_through(proxy, dovecot_server, users, tmp_path, "--retries", "2")
+        connections = proxy.connections
+    assert done.returncode == ExitCode.CONNECTION, done.stdout + done.stderr
+    assert connections == 3  # the first try and two more, then it gave up
+    assert not account_dir(tmp_path / "dest", users[0].name).exists()  # no empty archive either
 
 
 def test_bye_too_many_connections_before_starttls_is_retried(dovecot_server: DovecotServer,

@@ -12,16 +12,9 @@ from mailbackup.cli.common import handle_errors, setup_logging, verbosity_option
 from mailbackup.cli.format import display_width
 from mailbackup.config import load_sweep
 from mailbackup.i18n import _
+from mailbackup.logincheck import CHECK_COLUMNS, check_csv, check_logins, check_rows
 from mailbackup.report import atomic_write
-from mailbackup.sweep import (
-    CHECK_COLUMNS,
-    Shard,
-    SweepOptions,
-    check_csv,
-    check_logins,
-    check_rows,
-    worst_exit_code,
-)
+from mailbackup.sweep import Shard, SweepOptions, worst_exit_code
 from mailbackup.sync.archive import private_umask
 
 SHOWN_COLUMNS = 6  # title, name, surname, position, account, problem: the form's columns

@@ -32,12 +32,11 @@ from mailbackup.sweep import (
     SweepProgress,
     SweepResult,
     describe,
-    report_directory,
     run_sweep,
     stage_word,
     take_sweep_lock,
-    write_reports,
 )
+from mailbackup.sweepreport import report_directory, write_reports
 from mailbackup.sync.archive import private_umask
 
 log = logging.getLogger("mailbackup.sweep")
