@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import Protocol
 
 from mailbackup.errors import StorageError, UsageError
+from mailbackup.foldermap import source_path, source_prefix_of
 from mailbackup.i18n import _
-from mailbackup.migrate import batches, source_path, source_prefix_of
+from mailbackup.migrate import batches
 from mailbackup.model import FolderInfo, StoredMessage
 from mailbackup.state.db import FolderRecord
 from mailbackup.store import mboxrd

@@ -1,15 +1,11 @@
-"""Restore an archive to an IMAP server, and check a server against an archive.
+"""Restore an archive to an IMAP server.
 
 Public API:
 
-* `plan_folders(...)`, `source_path(...)`, `target_name(...)`,
-  `source_prefix_of(state)`: where each archived folder goes on a target
-  (pure; export.py shares `source_path`);
 * `RestoreEngine(archive, target, options, progress).run()` → `RestoreStats`:
   uploads every archived copy once, with its flags and INTERNALDATE;
-* `check_target(archive, target, options)` → `TargetCheck`, and
-  `write_check_report(check, directory)` (``restore-verify.json``): is each
-  archived message on the target, with the same size, flags and date?
+* where each folder goes: foldermap.py; checking the target afterwards:
+  targetcheck.py.
 
 Nothing here prints: progress goes through `RestoreProgress`, results come
 back as dataclasses.  `mailbackup migrate` is the backup engine followed by
@@ -27,138 +23,41 @@ bytes when there is no Message-ID), so a killed run never leads to a message
 being appended twice.  Matching reads the target folder once (one FETCH of
 sizes and Message-ID headers per 500 messages) rather than one SEARCH per
 message.
-
-Folder names.  An archived folder's name is split on its own delimiter
-(`store.naming.split_folder`), an ``INBOX.``-style prefix of the source is
-dropped (recorded by `migrate`, otherwise detected), and the parts are
-joined with the target's delimiter under its personal namespace prefix
-(NAMESPACE); INBOX stays INBOX.  A part holding the target's delimiter has it
-replaced by ``_`` (a warning names the folder).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
-from mailbackup import __version__, faults
+from mailbackup import faults
 from mailbackup.errors import ConnectError, ConnectionLost, FolderError, Interrupted, ServerError
+from mailbackup.foldermap import (
+    FolderPlan,
+    plan_folders,
+    source_prefix_of,
+)
 from mailbackup.headers import summarize
 from mailbackup.i18n import _
-from mailbackup.imap.append import AppendItem, AppendResponse, Namespace, TargetFolder, TargetMailbox, TargetMessage
+from mailbackup.imap.append import AppendItem, AppendResponse, TargetFolder, TargetMailbox, TargetMessage
 from mailbackup.model import FolderInfo, StoredMessage
-from mailbackup.report import atomic_write
 from mailbackup.state.db import (
     UPLOAD_DONE,
-    UPLOAD_FAILED,
-    UPLOAD_PENDING,
-    FolderRecord,
     RestoreItem,
-    StateDB,
     UploadTarget,
-    now_iso,
 )
-from mailbackup.store.naming import split_folder
 from mailbackup.sync.archive import Archive
-from mailbackup.sync.plan import select_folders
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MEGABYTE = 1 << 20
-SOURCE_PREFIX_META = "source_namespace_prefix"  # set by `migrate`, which can ask the source
-CHECK_REPORT = "restore-verify.json"
-DELIMITER_STANDIN = "_"
 LINE_ENDS = re.compile(rb"\r?\n")
-
-
-# ---------------------------------------------------------------------------
-# Folder names
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FolderPlan:
-    record: FolderRecord
-    target: str  # the folder's name on the target
-    warnings: tuple[str, ...] = ()
-
-
-def source_prefix_of(state: StateDB) -> str:
-    """The source's personal namespace prefix: as `migrate` recorded it, else
-    ``INBOX<delim>`` when every other folder lives under INBOX (Courier, Cyrus)."""
-    recorded = state.get_meta(SOURCE_PREFIX_META)
-    if recorded is not None:
-        return recorded
-    return detect_source_prefix(state.folders())
-
-
-def detect_source_prefix(records: Sequence[FolderRecord]) -> str:
-    others = [record for record in records if record.name.upper() != "INBOX"]
-    delimiters = {record.delimiter for record in others}
-    if not others or len(delimiters) != 1:
-        return ""
-    delimiter = delimiters.pop()
-    if delimiter is None:
-        return ""
-    prefix = "INBOX" + delimiter
-    under_inbox = all(record.name.upper().startswith(prefix.upper()) for record in others)
-    return prefix if under_inbox else ""
-
-
-def source_path(name: str, delimiter: str | None, prefix: str) -> tuple[str, ...]:
-    """A folder's path components, without the source's namespace prefix."""
-    if name.upper() == "INBOX":
-        return ("INBOX",)
-    if prefix and name.upper().startswith(prefix.upper()) and len(name) > len(prefix):
-        name = name[len(prefix):]
-    return split_folder(name, delimiter)
-
-
-def target_name(path: tuple[str, ...], namespace: Namespace) -> tuple[str, bool]:
-    """(name on the target, whether a part had to change to fit its delimiter)."""
-    delimiter = namespace.delimiter
-    parts = [part.replace(delimiter, DELIMITER_STANDIN) if delimiter else part for part in path]
-    changed = parts != list(path)
-    joiner = delimiter or "/"  # a flat server: the parts stay in one name
-    if parts[0].upper() == "INBOX":
-        return joiner.join(["INBOX", *parts[1:]]), changed
-    return namespace.prefix + joiner.join(parts), changed
-
-
-def plan_folders(records: Iterable[FolderRecord], source_prefix: str, namespace: Namespace,
-                 include: Sequence[str], exclude: Sequence[str]) -> list[FolderPlan]:
-    """Archived folders chosen by the globs (on their archived names), parents
-    first, each with its target name."""
-    by_name = {record.name: record for record in records}
-    infos = [FolderInfo(name=record.name, delimiter=record.delimiter) for record in by_name.values()]
-    plans: list[FolderPlan] = []
-    taken: dict[str, str] = {}
-    for info in select_folders(infos, include, exclude):
-        record = by_name[info.name]
-        path = source_path(record.name, record.delimiter, source_prefix)
-        name, changed = target_name(path, namespace)
-        warnings = []
-        if changed:
-            warnings.append(_("folder {folder!r} becomes {target!r} on the target: {delimiter!r} separates folders "
-                              "there").format(folder=record.name, target=name, delimiter=namespace.delimiter))
-        if name in taken:
-            warnings.append(_("folders {first!r} and {second!r} both go to {target!r}").format(
-                first=taken[name], second=record.name, target=name))
-        taken.setdefault(name, record.name)
-        plans.append(FolderPlan(record, name, tuple(warnings)))
-    return sorted(plans, key=lambda plan: (plan.target.upper() != "INBOX", path_sort_key(plan)))
-
-
-def path_sort_key(plan: FolderPlan) -> tuple[str, ...]:
-    return split_folder(plan.record.name, plan.record.delimiter)
 
 
 # ---------------------------------------------------------------------------
@@ -337,7 +236,7 @@ class FolderRun:
         return self.plan.target
 
 
-class _TargetWork:
+class TargetWork:
     """What restoring and checking share: the plan, and calls that survive a
     dropped connection (reconnect with backoff, re-select, try again)."""
 
@@ -405,7 +304,7 @@ class _Check:
     upload_if_missing: bool  # False: recorded as uploaded, only its UID is unknown
 
 
-class RestoreEngine(_TargetWork):
+class RestoreEngine(TargetWork):
     def __init__(self, archive: Archive, target: TargetMailbox, options: RestoreOptions,
                  progress: RestoreProgress | None = None) -> None:
         super().__init__(archive, target, options)
@@ -644,184 +543,3 @@ def batches(items: Sequence[T], max_count: int, max_bytes: int, size_of: Callabl
         groups.append(current)
     return groups
 
-
-# ---------------------------------------------------------------------------
-# Checking the target
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CheckEntry:
-    """One archived message the check has something to say about."""
-
-    uid: int
-    uidvalidity: int
-    size: int
-    message_id: str | None
-    subject: str | None
-    reason: str
-    target_uid: int | None = None
-    target_size: int | None = None
-    flags: tuple[str, ...] = ()
-    target_flags: tuple[str, ...] = ()
-
-
-@dataclass
-class FolderCheck:
-    source: str
-    target: str
-    messages: int = 0
-    present: int = 0  # on the target with the same size, flags and date
-    missing: list[CheckEntry] = field(default_factory=list)
-    size_mismatch: list[CheckEntry] = field(default_factory=list)
-    flags_mismatch: list[CheckEntry] = field(default_factory=list)
-    date_mismatch: list[CheckEntry] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def status(self) -> str:
-        if self.error:
-            return "error"
-        problems = self.missing or self.size_mismatch or self.flags_mismatch or self.date_mismatch
-        return "incomplete" if problems else "ok"
-
-
-@dataclass
-class TargetCheck:
-    account: str
-    target: UploadTarget
-    started_at: str
-    finished_at: str = ""
-    folders: list[FolderCheck] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        return all(folder.status == "ok" for folder in self.folders)
-
-    def totals(self) -> dict[str, int]:
-        def total(pick: Callable[[FolderCheck], int]) -> int:
-            return sum(pick(folder) for folder in self.folders)
-
-        return {
-            "folders": len(self.folders),
-            "folders_with_errors": sum(1 for folder in self.folders if folder.error),
-            "messages": total(lambda f: f.messages),
-            "present": total(lambda f: f.present),
-            "missing": total(lambda f: len(f.missing)),
-            "size_mismatch": total(lambda f: len(f.size_mismatch)),
-            "flags_mismatch": total(lambda f: len(f.flags_mismatch)),
-            "date_mismatch": total(lambda f: len(f.date_mismatch)),
-        }
-
-
-class _Checker(_TargetWork):
-    def run(self, account: str) -> TargetCheck:
-        check = TargetCheck(account=account, target=self.options.target, started_at=now_iso())
-        existing = self.existing_folders()
-        for plan in self.plans():
-            folder_check = FolderCheck(source=plan.record.name, target=plan.target)
-            check.folders.append(folder_check)
-            try:
-                self._check_folder(plan, existing, folder_check)
-            except (FolderError, ServerError) as exc:
-                folder_check.error = exc.message
-        check.finished_at = now_iso()
-        return check
-
-    def _check_folder(self, plan: FolderPlan, existing: dict[str, FolderInfo], result: FolderCheck) -> None:
-        items = self.items(plan)
-        result.messages = len(items)
-        if plan.target not in existing or not existing[plan.target].selectable:
-            result.error = _("folder is not on the target")
-            result.missing = [_entry(item, _("folder is not on the target")) for item in items]
-            return
-        folder = self._call(None, lambda: self.target.select(plan.target))
-        run = FolderRun(plan=plan, folder=folder)
-        index = self.index(run)
-        pairs: list[tuple[RestoreItem, TargetMessage | None]] = []
-        unsure: list[RestoreItem] = []
-        for item in items:  # first the UIDs the uploads recorded, then match the rest
-            upload = item.upload
-            recorded = (upload is not None and upload.status == UPLOAD_DONE and upload.target_folder == plan.target
-                        and upload.target_uidvalidity == folder.uidvalidity and upload.target_uid is not None
-                        and upload.target_uid in index.by_uid and upload.target_uid not in run.claimed)
-            if recorded and upload is not None and upload.target_uid is not None:
-                run.claimed.add(upload.target_uid)
-                pairs.append((item, index.by_uid[upload.target_uid]))
-            else:
-                unsure.append(item)
-        for item in unsure:
-            pairs.append((item, index.claim(item.message, self.body_of(plan, item.message))))
-        for item, found in pairs:
-            self._compare(plan, folder, index, item, found, result)
-
-    def _compare(self, plan: FolderPlan, folder: TargetFolder, index: TargetIndex, item: RestoreItem,
-                 found: TargetMessage | None, result: FolderCheck) -> None:
-        message = item.message
-        if found is None:
-            result.missing.append(_entry(item, _missing_reason(item)))
-            return
-        expected = upload_flags(message.flags, folder)
-        details = {"target_uid": found.uid, "target_size": found.size, "flags": expected,
-                   "target_flags": found.flags}
-        if not index.size_matches(found, message, self.body_of(plan, message)):
-            result.size_mismatch.append(_entry(item, _("a different size on the target"), **details))
-        elif tuple(sorted(found.flags)) != expected:
-            result.flags_mismatch.append(_entry(item, _("different flags on the target"), **details))
-        elif found.internaldate is not None and found.internaldate != message.internaldate:
-            result.date_mismatch.append(_entry(item, _("arrival date on the target is {date}").format(
-                date=found.internaldate.isoformat()), **details))
-        else:
-            result.present += 1
-
-
-def check_target(archive: Archive, target: TargetMailbox, options: RestoreOptions, account: str) -> TargetCheck:
-    """Is every archived message (in the chosen folders) on the target, in the
-    folder a restore puts it, with the same size, flags and arrival date?"""
-    return _Checker(archive, target, options).run(account)
-
-
-def _entry(item: RestoreItem, reason: str, **details: Any) -> CheckEntry:
-    message = item.message
-    return CheckEntry(uid=message.uid, uidvalidity=message.uidvalidity, size=message.size,
-                      message_id=message.message_id, subject=message.subject, reason=reason, **details)
-
-
-def _missing_reason(item: RestoreItem) -> str:
-    upload = item.upload
-    if upload is None:
-        return _("not uploaded yet")
-    if upload.status == UPLOAD_FAILED:
-        return _("upload failed: {error}").format(error=upload.error)
-    if upload.status == UPLOAD_PENDING:
-        return _("upload was interrupted; run the restore again")
-    return _("uploaded {when} but no longer in the folder").format(when=upload.uploaded_at or "").replace("  ", " ")
-
-
-def check_to_dict(check: TargetCheck) -> dict[str, Any]:
-    return {
-        "report": "restore-verify",
-        "mailbackup_version": __version__,
-        "account": check.account,
-        "target": {"server": check.target.server, "account": check.target.account},
-        "started_at": check.started_at,
-        "finished_at": check.finished_at,
-        "status": "complete" if check.complete else "incomplete",
-        "checked": ["present", "size", "flags", "internaldate"],
-        "totals": check.totals(),
-        "folders": [
-            {"source": folder.source, "target": folder.target, "status": folder.status, "error": folder.error,
-             "messages": folder.messages, "present": folder.present,
-             **{kind: [asdict(entry) for entry in getattr(folder, kind)]
-                for kind in ("missing", "size_mismatch", "flags_mismatch", "date_mismatch")}}
-            for folder in check.folders
-        ],
-    }
-
-
-def write_check_report(check: TargetCheck, directory: Path) -> Path:
-    """``restore-verify.json`` in `directory` (written whole or not at all, 0600)."""
-    path = directory / CHECK_REPORT
-    data = json.dumps(check_to_dict(check), ensure_ascii=False, indent=2) + "\n"
-    atomic_write(path, data.encode("utf-8"))
-    return path

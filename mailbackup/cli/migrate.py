@@ -20,9 +20,10 @@ from mailbackup.cli.common import (
 from mailbackup.cli.progress import TqdmProgress
 from mailbackup.cli.restore import run_restore, target_connection, target_options
 from mailbackup.errors import ExitCode
+from mailbackup.foldermap import SOURCE_PREFIX_META
 from mailbackup.i18n import _
 from mailbackup.imap.append import read_namespace
-from mailbackup.migrate import SOURCE_PREFIX_META, RestoreOptions
+from mailbackup.migrate import RestoreOptions
 from mailbackup.state.db import UploadTarget
 from mailbackup.sync.archive import FORMATS, open_archive, private_umask
 from mailbackup.sync.engine import BackupEngine, BackupOptions
