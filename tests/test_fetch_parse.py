@@ -3,10 +3,12 @@ parser reads, for any UID, flags and date."""
 
 from __future__ import annotations
 
+import io
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailbackup.imap.fetchstream import COMMON_SHAPE, _parse_general, _parse_items
+from mailbackup.imap.fetchstream import COMMON_SHAPE, FetchPipeline, _parse_general, _parse_items
 from mailbackup.store.body import MessageBody
 
 ATOM = st.text(alphabet=st.sampled_from("abcdefXYZ$_-\\0123456789"), min_size=1, max_size=12)
@@ -28,3 +30,35 @@ def test_other_orders_take_the_general_path():
     assert not COMMON_SHAPE.match(text)
     items = _parse_items(text, literals)
     assert items["UID"] == 7 and items["FLAGS"] == ("\\Seen",) and items["BODY[]"] is literals[0]
+
+
+class _Server:
+    """Answers a FETCH the way a server may but Dovecot does not: bodies as
+    quoted strings (what no real server here sends, so scripted)."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self.answers = answers
+        self.stream = io.BytesIO()
+
+    def send(self, data: bytes) -> None:
+        tag = data.split(b" ", 1)[0]
+        self.stream = io.BytesIO(b"".join(self.answers) + tag + b" OK done\r\n")
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self.stream.readline(limit)
+
+    def read(self, size: int = -1) -> bytes:
+        return self.stream.read(size)
+
+
+def test_a_body_sent_as_a_quoted_string_is_kept(tmp_path):
+    date = b'"05-Jan-2024 09:03:07 +0700"'
+    server = _Server([
+        b"* 1 FETCH (UID 7 FLAGS (\\Seen) INTERNALDATE " + date + b' RFC822.SIZE 0 BODY[] "")\r\n',
+        b"* 2 FETCH (UID 8 FLAGS () INTERNALDATE " + date + b' RFC822.SIZE 16 BODY[] "Subject: \\"x\\"\\\\")\r\n',
+    ])
+    pipeline = FetchPipeline(server, server.send, spool_dir=tmp_path, spool_above=1 << 20)  # type: ignore[arg-type]
+    (result,) = list(pipeline.run([[7, 8]]))
+    assert result.status == "OK"
+    bodies = {message.uid: message.body.data for message in result.messages}
+    assert bodies == {7: b"", 8: b'Subject: "x"\\'}

@@ -206,6 +206,8 @@ class FetchPipeline:
             raise
         uid = items.get("UID")
         body = items.get("BODY[]")
+        if isinstance(body, _Quoted):  # RFC 3501 allows a string of either kind; no CR/LF fits in a quoted one
+            body = MessageBody.from_bytes(body.raw)
         if not isinstance(uid, int) or uid not in owner or not isinstance(body, MessageBody):
             _discard(literals)  # an unsolicited flag update, or a UID we did not ask for
             return
@@ -382,7 +384,10 @@ def _tokens(text: bytes, literals: list[MessageBody]) -> Iterator[object]:
         elif closing:
             yield ")"
         elif quoted is not None:
-            yield _Quoted(re.sub(rb"\\(.)", rb"\1", quoted).decode("utf-8", "replace"))
+            raw = re.sub(rb"\\(.)", rb"\1", quoted)
+            token = _Quoted(raw.decode("utf-8", "replace"))
+            token.raw = raw
+            yield token
         elif literal is not None:
             index = int(literal)
             if index >= len(literals):  # a NUL-framed number the server sent itself
@@ -394,7 +399,10 @@ def _tokens(text: bytes, literals: list[MessageBody]) -> Iterator[object]:
 
 
 class _Quoted(str):
-    """A quoted string, kept apart from atoms (NIL is an atom, "NIL" is text)."""
+    """A quoted string, kept apart from atoms (NIL is an atom, "NIL" is text),
+    with its bytes (a body may come quoted: `BODY[] ""` for an empty message)."""
+
+    raw: bytes = b""
 
 
 def _value(tokens: list[object], index: int) -> tuple[object, int]:
