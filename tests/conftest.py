@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from imapclient import IMAPClient
@@ -81,6 +82,18 @@ def new_user(server: DovecotServer) -> ImapUser:
     name, password = f"u{number}@coj.go.th", f"รหัสผ่านไทย{number}"
     server.add_user(name, password)
     return ImapUser(name, password, server.server_arg, server.cafile, server.maildir(name), server)
+
+
+def new_filled_user(server: DovecotServer, mailbox: Any) -> ImapUser:
+    """A fresh user whose mailbox holds `mailbox` (a sample_mail folder → messages mapping)."""
+    import sample_mail
+
+    user = new_user(server)
+    with IMAPClient(user.host, port=user.port, ssl=True, ssl_context=tls_context(user.cafile), timeout=30) as client:
+        client.plain_login(user.name, user.password)
+        sample_mail.fill_mailbox(client, mailbox)
+        client.logout()
+    return user
 
 
 @pytest.fixture

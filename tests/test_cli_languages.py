@@ -5,16 +5,14 @@ Dovecot.  English stays the default."""
 from __future__ import annotations
 
 import json
-import ssl
 from pathlib import Path
 
 import pytest
 import sample_mail  # scripts/ is put on sys.path by conftest
 from click.testing import CliRunner
-from conftest import ImapUser, new_user
+from conftest import ImapUser, new_filled_user
 from dovecot_server import DovecotServer
 from helpers import backup, run_cli, server_args, subcommands
-from imapclient import IMAPClient
 
 from mailbackup.cli import cli
 from mailbackup.errors import ExitCode
@@ -27,13 +25,7 @@ ENGLISH_LOCALE = {"LANG": "C.UTF-8", "LC_ALL": "", "LC_MESSAGES": "", "MAILBACKU
 @pytest.fixture(scope="module")
 def staff(dovecot_server: DovecotServer) -> ImapUser:
     """A mailbox with the sample mail (ten messages, Thai folder names)."""
-    user = new_user(dovecot_server)
-    context = ssl.create_default_context(cafile=str(user.cafile))
-    with IMAPClient(user.host, port=user.port, ssl=True, ssl_context=context, timeout=30) as client:
-        client.plain_login(user.name, user.password)
-        sample_mail.fill_mailbox(client, sample_mail.sample_mailbox())
-        client.logout()
-    return user
+    return new_filled_user(dovecot_server, sample_mail.sample_mailbox())
 
 
 def messages_in(box: dict[str, list[sample_mail.SampleMessage]]) -> int:

@@ -25,17 +25,15 @@ import os
 import re
 import shlex
 import shutil
-import ssl
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import sample_mail  # scripts/ is put on sys.path by conftest
-from conftest import ImapUser, new_user
+from conftest import ImapUser, new_filled_user
 from dovecot_server import DovecotServer
 from helpers import subcommands
-from imapclient import IMAPClient
 
 from mailbackup.cli import cli
 
@@ -127,13 +125,7 @@ def source_copy(target: Path) -> Path:
 
 
 def demo_user(server: DovecotServer) -> ImapUser:
-    user = new_user(server)
-    context = ssl.create_default_context(cafile=str(user.cafile))
-    with IMAPClient(user.host, port=user.port, ssl=True, ssl_context=context, timeout=30) as client:
-        client.plain_login(user.name, user.password)
-        sample_mail.fill_mailbox(client, sample_mail.demo_mailbox())
-        client.logout()
-    return user
+    return new_filled_user(server, sample_mail.demo_mailbox())
 
 
 @pytest.mark.parametrize("language", sorted(GUIDES))
