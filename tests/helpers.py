@@ -16,8 +16,8 @@ from typing import Any
 import click
 from imapclient import IMAPClient
 
+from mailbackup.archive import open_archive
 from mailbackup.store.mboxrd import unquote
-from mailbackup.sync.archive import open_archive
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,7 +68,7 @@ def archive_contents(dest: Path, account: str) -> dict[str, dict[int, Stored]]:
 
 
 def state_rows(dest: Path, account: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    from mailbackup.sync.archive import account_dir
+    from mailbackup.archive import account_dir
 
     db = sqlite3.connect(account_dir(dest, account) / "state.sqlite3")
     try:

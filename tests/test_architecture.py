@@ -14,13 +14,11 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mailbackup"
 
-CORE = {"errors", "model", "i18n", "faults", "headers", "__init__", "_version"}
-PARTS = {"imap", "store", "state", "config", "configfile", "secrets", "throttle"}
-ENGINES = {"sync", "verify", "report", "migrate", "export", "sweep", "logincheck", "sweepreport", "schedule",
-           "foldermap", "targetcheck"}
-LAYERS = [CORE, PARTS, ENGINES, {"cli", "__main__"}]
+CORE = {"errors", "model", "i18n", "faults", "headers", "text", "__init__", "_version"}
+PARTS = {"imap", "store", "state", "config", "secrets"}
+LAYERS = [CORE, PARTS, {"archive"}, {"sync"}, {"verify"}, {"restore"}, {"sweep"}, {"cli", "__main__"}]
 ONLY_IN = {"imapclient": "imap", "click": "cli", "tqdm": "cli", "keyring": "secrets",
-           "yaml": "configfile"}  # PyYAML: start-up time, see configfile.py
+           "yaml": "config"}  # PyYAML: start-up time, see configfile.py
 
 
 def modules() -> list[tuple[str, Path]]:

@@ -12,8 +12,8 @@ import pytest
 import sample_mail
 from helpers import archive_contents, backup, maildir_bodies, mbox_bodies, run_cli, server_args, server_contents
 
+from mailbackup.archive import account_dir
 from mailbackup.errors import ExitCode
-from mailbackup.sync.archive import account_dir
 
 FORMATS = ["maildir", "mbox"]
 

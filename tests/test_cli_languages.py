@@ -14,9 +14,9 @@ from conftest import ImapUser, new_filled_user
 from dovecot_server import DovecotServer
 from helpers import backup, run_cli, server_args, subcommands
 
+from mailbackup.archive import account_dir
 from mailbackup.cli import cli
 from mailbackup.errors import ExitCode
-from mailbackup.sync.archive import account_dir
 
 THAI_LOCALE = {"LANG": "th_TH.UTF-8", "LC_ALL": "", "LC_MESSAGES": "", "MAILBACKUP_LANG": ""}
 ENGLISH_LOCALE = {"LANG": "C.UTF-8", "LC_ALL": "", "LC_MESSAGES": "", "MAILBACKUP_LANG": ""}

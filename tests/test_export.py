@@ -13,9 +13,9 @@ import pytest
 import sample_mail
 from helpers import archive_contents, backup, mbox_bodies, run_cli
 
+from mailbackup.archive import account_dir, open_archive
 from mailbackup.errors import ExitCode
-from mailbackup.export import thunderbird_hash, thunderbird_name
-from mailbackup.sync.archive import account_dir, open_archive
+from mailbackup.restore.export import thunderbird_hash, thunderbird_name
 
 ODD_FOLDERS = {
     "Project: Q1": "Project_ Q1",  # ':' cannot be in a Windows file name

@@ -25,8 +25,8 @@ from conftest import ImapUser
 from helpers import REPO, server_args
 from imapclient import IMAPClient
 
+from mailbackup.archive import account_dir
 from mailbackup.errors import ExitCode
-from mailbackup.sync.archive import account_dir
 
 
 def terminal_env(home: Path, **extra: str) -> dict[str, str]:

@@ -19,8 +19,8 @@ from fakeserver import Certs, Conn, FakeImapServer, Folder, Message, Run, Script
 from helpers import archive_contents, state_rows
 from imapclient import imap_utf7
 
+from mailbackup.archive import account_dir
 from mailbackup.errors import ExitCode
-from mailbackup.sync.archive import account_dir
 
 ACCOUNT = "clerk@coj.go.th"
 BOUNDED_KIB = 120 * 1024  # mailbackup itself needs about 40 MB; the hostile inputs are 64 MB to 93 GB

@@ -197,7 +197,7 @@ def test_local_dates_follow_the_language(language: None) -> None:
 def test_thai_reports_are_thai_and_the_json_stays_neutral(language: None) -> None:
     from test_report import incomplete_result
 
-    from mailbackup.report import verify_csv, verify_html, verify_to_dict
+    from mailbackup.verify.report import verify_csv, verify_html, verify_to_dict
 
     result = incomplete_result()
     i18n.set_language("en")

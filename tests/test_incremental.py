@@ -7,11 +7,11 @@ from __future__ import annotations
 import sample_mail
 from helpers import archive_contents, backup, server_contents, state_rows
 
+from mailbackup.archive import account_dir, open_archive
 from mailbackup.errors import ExitCode
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import ConnectionSettings, ServerAddress
 from mailbackup.state.lock import ArchiveLock
-from mailbackup.sync.archive import account_dir, open_archive
 from mailbackup.sync.engine import BackupEngine, BackupOptions
 
 

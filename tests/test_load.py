@@ -23,7 +23,7 @@ from dovecot_server import DovecotServer, imap_utf7_encode
 from helpers import REPO, state_rows
 from netproxy import Proxy
 
-from mailbackup.sync.archive import account_dir
+from mailbackup.archive import account_dir
 
 ACCOUNTS = 50
 JOBS, CONNECTIONS = 8, 4

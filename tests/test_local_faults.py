@@ -23,13 +23,13 @@ from fakeserver import Certs, FakeImapServer, Folder, Run, letter, make_certs, r
 from helpers import state_rows
 from imapclient import imap_utf7
 
+from mailbackup import archive as archive_module
+from mailbackup.archive import account_dir, open_archive
 from mailbackup.cli import cli
 from mailbackup.errors import ExitCode
 from mailbackup.state.db import StateDB
 from mailbackup.store.body import SpoolFile
 from mailbackup.store.maildir import MaildirStore
-from mailbackup.sync import archive as archive_module
-from mailbackup.sync.archive import account_dir, open_archive
 
 ACCOUNT = "clerk@coj.go.th"
 IS_ROOT = os.geteuid() == 0

@@ -18,13 +18,13 @@ from dovecot_server import imap_utf7_encode
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from mailbackup.archive import account_dir
 from mailbackup.errors import ConnectionLost
 from mailbackup.imap import utf7
 from mailbackup.imap.fetchstream import FetchPipeline, ProtocolViolation, _parse_items
 from mailbackup.store import mbox, mboxrd
 from mailbackup.store.body import MessageBody
 from mailbackup.store.naming import local_path_for
-from mailbackup.sync.archive import account_dir
 
 THAI = st.characters(min_codepoint=0x0E01, max_codepoint=0x0E5B)
 FOLDER_TEXT = st.text(alphabet=st.one_of(THAI, st.sampled_from("&-+,/. ~AZaz09\\\"%*"),

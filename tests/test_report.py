@@ -21,7 +21,9 @@ from conftest import ImapUser
 from dovecot_server import DovecotServer
 from imapclient import IMAPClient
 
-from mailbackup.report import (
+from mailbackup.archive import account_dir
+from mailbackup.verify.check import FolderReport, MessageEntry, Mode, Status, VerifyResult
+from mailbackup.verify.report import (
     deadline_status,
     verify_csv,
     verify_from_dict,
@@ -29,8 +31,6 @@ from mailbackup.report import (
     verify_to_dict,
     write_verify_reports,
 )
-from mailbackup.sync.archive import account_dir
-from mailbackup.verify import FolderReport, MessageEntry, Mode, Status, VerifyResult
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

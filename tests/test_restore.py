@@ -27,15 +27,15 @@ import sample_mail
 from dovecot_server import DovecotServer
 from helpers import REPO, backup, run_cli, server_args, server_contents, state_rows
 
+from mailbackup.archive import account_dir, open_archive
 from mailbackup.errors import ExitCode
-from mailbackup.foldermap import detect_source_prefix, plan_folders, source_path, target_name
 from mailbackup.imap.append import Namespace, TargetFolder, TargetMailbox, expand_uid_set
 from mailbackup.imap.session import ImapSession
-from mailbackup.migrate import RestoreEngine, RestoreOptions, upload_flags
 from mailbackup.model import ConnectionSettings, ServerAddress
+from mailbackup.restore.foldermap import detect_source_prefix, plan_folders, source_path, target_name
+from mailbackup.restore.targetcheck import check_target
+from mailbackup.restore.upload import RestoreEngine, RestoreOptions, upload_flags
 from mailbackup.state.db import FolderRecord, UploadTarget
-from mailbackup.sync.archive import account_dir, open_archive
-from mailbackup.targetcheck import check_target
 
 SERVERS = {"dovecot": "dovecot_server", "courier": "courier_server"}
 

@@ -15,9 +15,9 @@ import pytest
 import sample_mail
 from helpers import REPO, archive_contents, backup, server_args, server_contents, state_rows
 
+from mailbackup.archive import account_dir, open_archive
 from mailbackup.errors import ExitCode
 from mailbackup.store import mboxrd
-from mailbackup.sync.archive import account_dir, open_archive
 
 BATCH = ["--batch-size", "40"]
 

@@ -17,8 +17,8 @@ from helpers import run_cli
 
 from mailbackup.config import load_sweep
 from mailbackup.errors import ExitCode
-from mailbackup.schedule import ScheduleSpec, crontab_line, parse_at, systemd_units
-from mailbackup.sweep import sweep_lock
+from mailbackup.sweep.run import sweep_lock
+from mailbackup.sweep.schedule import ScheduleSpec, crontab_line, parse_at, systemd_units
 
 CRON_FIELDS = (range(0, 60), range(0, 24))
 

@@ -19,7 +19,7 @@ from conftest import ImapUser, new_user
 from dovecot_server import DovecotServer
 from fakeserver import Certs, Conn, FakeImapServer, Run, Script, make_certs
 
-from mailbackup.sync.archive import account_dir
+from mailbackup.archive import account_dir
 
 SOURCE_PASSWORD = "ลับมาก-Source-7f3a9c"
 TARGET_PASSWORD = "ลับมาก-Target-51e0b2"

@@ -32,6 +32,7 @@ from dovecot_server import DovecotServer
 from helpers import REPO, archive_contents, run_cli
 from netproxy import Proxy
 
+from mailbackup.archive import account_dir
 from mailbackup.cli.auth import parse_password_lines
 from mailbackup.config import AccountSettings, SweepSettings
 from mailbackup.errors import (
@@ -46,9 +47,10 @@ from mailbackup.errors import (
     TLSError,
     UsageError,
 )
-from mailbackup.logincheck import CHECK_COLUMNS, login_problem
+from mailbackup.imap.pushback import ServerLimits, TokenBucket, WaitBudget, pushback_of, recognise, told_wait
 from mailbackup.model import ConnectionSettings, ServerAddress
-from mailbackup.sweep import (
+from mailbackup.sweep.logins import CHECK_COLUMNS, login_problem
+from mailbackup.sweep.run import (
     SEVERITY,
     Shard,
     _Again,
@@ -57,8 +59,6 @@ from mailbackup.sweep import (
     select_accounts,
     worst_exit_code,
 )
-from mailbackup.sync.archive import account_dir
-from mailbackup.throttle import ServerLimits, TokenBucket, WaitBudget, pushback_of, recognise, told_wait
 
 STAFF = [("นาย", "สมชาย", "ใจดี", "นิติกรชำนาญการ"), ("นางสาว", "มาลี", "ศรีสุข", "เจ้าพนักงานศาลยุติธรรม"),
          ("นาง", "วิภา", "ทองดี", "ผู้อำนวยการ"), ("นาย", "ประเสริฐ", "มั่นคง", "ผู้พิพากษา")]
@@ -707,13 +707,13 @@ def test_select_accounts_keeps_config_order() -> None:
 
 
 def test_sweep_modules_import_inward_only() -> None:
-    """sweep/throttle/schedule/config never print, never import the CLI;
-    throttle.py sits at the bottom (the IMAP layer imports it): errors and
+    """sweep, pushback, schedule and config never print, never import the CLI;
+    imap/pushback.py sits at the bottom of imap/ (every IMAP module imports it): errors and
     i18n, the innermost modules, are all it may use."""
     import ast
 
     package = REPO / "mailbackup"
-    for name in ("sweep.py", "throttle.py", "schedule.py", "config.py"):
+    for name in ("sweep/run.py", "imap/pushback.py", "sweep/schedule.py", "config/__init__.py"):
         source = (package / name).read_text(encoding="utf-8")
         tree = ast.parse(source)
         imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
@@ -721,7 +721,7 @@ def test_sweep_modules_import_inward_only() -> None:
         assert not {module for module in imported
                     if module.split(".")[0] in ("click", "tqdm") or module.startswith("mailbackup.cli")}, name
         assert "print(" not in source, name
-        if name == "throttle.py":
+        if name == "imap/pushback.py":
             assert {module for module in imported if module.startswith("mailbackup")} <= {"mailbackup.errors",
                                                                                          "mailbackup.i18n"}
 

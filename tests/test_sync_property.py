@@ -18,10 +18,10 @@ import sample_mail
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from mailbackup.archive import open_archive
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import ConnectionSettings, FolderResult, MessageMeta, ServerAddress
 from mailbackup.sync import plan
-from mailbackup.sync.archive import open_archive
 from mailbackup.sync.engine import BackupEngine, BackupOptions
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)

@@ -21,8 +21,8 @@ from conftest import ImapUser
 from helpers import backup, run_cli, server_args
 from imapclient import IMAPClient
 
+from mailbackup.archive import account_dir, open_archive
 from mailbackup.store import maildir
-from mailbackup.sync.archive import account_dir, open_archive
 
 FORBIDDEN = set('<>:"/\\|?*') | {chr(code) for code in range(32)}
 DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"{port}{digit}" for port in ("COM", "LPT") for digit in "123456789¹²³")}

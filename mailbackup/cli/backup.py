@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from mailbackup.archive import FORMATS, open_archive, private_umask
 from mailbackup.cli.common import (
     Context,
     build_context,
@@ -25,11 +26,10 @@ from mailbackup.cli.progress import TqdmProgress
 from mailbackup.errors import ExitCode
 from mailbackup.i18n import _
 from mailbackup.model import RunStats
-from mailbackup.sync.archive import FORMATS, open_archive, private_umask
 from mailbackup.sync.engine import BackupEngine, BackupOptions
 
 if TYPE_CHECKING:
-    from mailbackup.verify import VerifyResult
+    from mailbackup.verify.check import VerifyResult
 
 
 @click.command(help=_(
@@ -100,7 +100,7 @@ def _wants_verification(verify: bool | None, ctx: Context) -> bool:
 
 
 def explain(ctx: Context, result: VerifyResult, root: Path, html_report: Path) -> None:
-    from mailbackup.verify import Status
+    from mailbackup.verify.check import Status
 
     """The end of a backup for the person who started it: is the mail safe,
     what to do if not, where the backup and its report are."""
@@ -148,7 +148,7 @@ def _archive_for(ctx: Context, dry_run: bool) -> Iterator:  # type: ignore[type-
 
 
 def _has_state(ctx: Context) -> bool:
-    from mailbackup.sync.archive import account_dir
+    from mailbackup.archive import account_dir
 
     return (account_dir(ctx.account.dest, ctx.account.account) / "state.sqlite3").exists()
 

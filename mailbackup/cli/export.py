@@ -8,12 +8,12 @@ from typing import Any
 
 import click
 
+from mailbackup.archive import open_archive, private_umask
 from mailbackup.cli.common import build_context, folder_filter_options, handle_errors, verbosity_options
 from mailbackup.cli.format import duration, human_bytes
 from mailbackup.errors import ExitCode, UsageError
-from mailbackup.export import ExportOptions, export_archive
 from mailbackup.i18n import _
-from mailbackup.sync.archive import open_archive, private_umask
+from mailbackup.restore.export import ExportOptions, export_archive
 
 
 class EchoExportProgress:

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from mailbackup.archive import FORMATS, open_archive, private_umask
 from mailbackup.cli.backup import backup_exit_code, summarize_backup
 from mailbackup.cli.common import (
     build_context,
@@ -20,12 +21,11 @@ from mailbackup.cli.common import (
 from mailbackup.cli.progress import TqdmProgress
 from mailbackup.cli.restore import run_restore, target_connection, target_options
 from mailbackup.errors import ExitCode
-from mailbackup.foldermap import SOURCE_PREFIX_META
 from mailbackup.i18n import _
 from mailbackup.imap.append import read_namespace
-from mailbackup.migrate import RestoreOptions
+from mailbackup.restore.foldermap import SOURCE_PREFIX_META
+from mailbackup.restore.upload import RestoreOptions
 from mailbackup.state.db import UploadTarget
-from mailbackup.sync.archive import FORMATS, open_archive, private_umask
 from mailbackup.sync.engine import BackupEngine, BackupOptions
 
 

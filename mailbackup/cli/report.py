@@ -9,12 +9,14 @@ from typing import Any
 
 import click
 
+from mailbackup.archive import private_umask
 from mailbackup.cli.common import handle_errors, setup_logging, verbosity_options
 from mailbackup.cli.format import pad
 from mailbackup.config import load_account, read_config
 from mailbackup.errors import ExitCode, UsageError
 from mailbackup.i18n import _, language, local_datetime
-from mailbackup.report import (
+from mailbackup.verify.check import Status
+from mailbackup.verify.report import (
     SUMMARY_DIR,
     AccountSummary,
     collect_accounts,
@@ -23,8 +25,6 @@ from mailbackup.report import (
     write_summary,
     write_verify_reports,
 )
-from mailbackup.sync.archive import private_umask
-from mailbackup.verify import Status
 
 
 @click.command(help=_(

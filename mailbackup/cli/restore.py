@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from mailbackup import secrets
+from mailbackup.archive import Archive, open_archive, private_umask
 from mailbackup.cli.common import (
     Context,
     build_context,
@@ -25,11 +26,10 @@ from mailbackup.errors import ExitCode
 from mailbackup.i18n import _
 from mailbackup.imap.append import TargetMailbox
 from mailbackup.imap.session import ImapSession
-from mailbackup.migrate import FolderRestoreResult, RestoreEngine, RestoreOptions, RestoreStats
 from mailbackup.model import ConnectionSettings, FolderResult, ServerAddress, TLSMode
+from mailbackup.restore.targetcheck import TargetCheck, check_target, write_check_report
+from mailbackup.restore.upload import FolderRestoreResult, RestoreEngine, RestoreOptions, RestoreStats
 from mailbackup.state.db import UploadTarget
-from mailbackup.sync.archive import Archive, open_archive, private_umask
-from mailbackup.targetcheck import TargetCheck, check_target, write_check_report
 
 F = TypeVar("F", bound=Callable[..., Any])
 FAILURES_SHOWN = 20  # per folder; restore-verify.json lists them all

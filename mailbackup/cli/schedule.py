@@ -12,7 +12,8 @@ from mailbackup.cli.common import handle_errors, setup_logging, verbosity_option
 from mailbackup.config import load_sweep
 from mailbackup.errors import StorageError, UsageError
 from mailbackup.i18n import N_, _
-from mailbackup.schedule import (
+from mailbackup.sweep.run import Shard
+from mailbackup.sweep.schedule import (
     DEFAULT_AT,
     ScheduleSpec,
     crontab_line,
@@ -22,7 +23,6 @@ from mailbackup.schedule import (
     systemd_units,
     unit_name,
 )
-from mailbackup.sweep import Shard
 
 PASSWORD_NOTE = N_("A scheduled run has no desktop session: the OS keyring may be locked or absent. "
                    "Give each account a password_command, or use a file keyring (keyrings.alt).")

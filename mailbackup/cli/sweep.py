@@ -17,13 +17,15 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from mailbackup.archive import private_umask
 from mailbackup.cli.common import handle_errors, verbosity_options
 from mailbackup.cli.format import display_width, duration, human_bytes, pad
 from mailbackup.cli.verify import parse_duration
 from mailbackup.config import load_sweep
 from mailbackup.errors import ExitCode, StorageError
 from mailbackup.i18n import N_, _
-from mailbackup.sweep import (
+from mailbackup.sweep.reports import report_directory, write_reports
+from mailbackup.sweep.run import (
     SEVERITY,
     AccountOutcome,
     LogProgress,
@@ -36,8 +38,6 @@ from mailbackup.sweep import (
     stage_word,
     take_sweep_lock,
 )
-from mailbackup.sweepreport import report_directory, write_reports
-from mailbackup.sync.archive import private_umask
 
 log = logging.getLogger("mailbackup.sweep")
 LOG_FILE_BYTES = 5 * 1024 * 1024

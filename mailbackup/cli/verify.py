@@ -12,14 +12,13 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from mailbackup.archive import Archive, open_archive, private_umask
 from mailbackup.cli.common import Context, build_context, handle_errors, server_options, verbosity_options
 from mailbackup.cli.format import duration, human_bytes
 from mailbackup.config import AccountSettings
 from mailbackup.errors import AuthError, ConnectError, ExitCode, ServerError, TLSError, UsageError
 from mailbackup.i18n import _, local_date
-from mailbackup.report import extra_report_dir, mode_label, status_label, write_verify_reports
-from mailbackup.sync.archive import Archive, open_archive, private_umask
-from mailbackup.verify import (
+from mailbackup.verify.check import (
     FolderReport,
     Mode,
     Status,
@@ -30,6 +29,7 @@ from mailbackup.verify import (
     verify_offline,
     verify_online,
 )
+from mailbackup.verify.report import extra_report_dir, mode_label, status_label, write_verify_reports
 
 DURATION_PART = re.compile(r"(\d+)\s*([smhdw])")
 DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -29,8 +29,8 @@ from mailbackup.errors import (
     TLSError,
 )
 from mailbackup.i18n import N_, _
+from mailbackup.imap.pushback import busy_error
 from mailbackup.model import ConnectionSettings, TLSMode
-from mailbackup.throttle import busy_error
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from mailbackup.i18n import _
 from mailbackup.imap import compress, utf7
 from mailbackup.imap.connect import login, open_client, translate_errors
 from mailbackup.imap.fetchstream import MAX_LITERAL, BatchResult, FetchPipeline, MetaRow
+from mailbackup.imap.pushback import busy_error
 from mailbackup.imap.uidset import to_sequence_set
 from mailbackup.model import (
     ConnectionSettings,
@@ -33,7 +34,6 @@ from mailbackup.model import (
     MessageMeta,
     SelectedFolder,
 )
-from mailbackup.throttle import busy_error
 
 log = logging.getLogger(__name__)
 

@@ -20,18 +20,18 @@ from pathlib import PurePosixPath
 from typing import Protocol, TypeVar
 
 from mailbackup import faults
+from mailbackup.archive import Archive
 from mailbackup.errors import ConnectError, ConnectionLost, FolderError, Interrupted, ServerBusy, ServerError
 from mailbackup.headers import HeaderSummary, summarize
 from mailbackup.i18n import _
 from mailbackup.imap.fetchstream import BatchResult
+from mailbackup.imap.pushback import WaitBudget, busy_error
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, FolderResult, FolderStatus, MessageMeta, RunStats, StoredMessage
 from mailbackup.state.db import FolderRecord, now_iso
 from mailbackup.store.body import MessageBody
 from mailbackup.store.naming import local_path_for, path_key, unique_local_path
 from mailbackup.sync import plan
-from mailbackup.sync.archive import Archive
-from mailbackup.throttle import WaitBudget, busy_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -38,18 +38,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from mailbackup.archive import Archive
 from mailbackup.errors import StorageError, UsageError
-from mailbackup.foldermap import source_path, source_prefix_of
 from mailbackup.i18n import _
-from mailbackup.migrate import batches
 from mailbackup.model import FolderInfo, StoredMessage
+from mailbackup.restore.foldermap import source_path, source_prefix_of
+from mailbackup.restore.upload import batches
 from mailbackup.state.db import FolderRecord
 from mailbackup.store import mboxrd
 from mailbackup.store.base import MailStore, fsync_directory, make_private_dirs
 from mailbackup.store.body import MessageBody
 from mailbackup.store.maildir import MaildirStore
 from mailbackup.store.mbox import MboxStore
-from mailbackup.sync.archive import Archive
 from mailbackup.sync.plan import select_folders
 
 KINDS = ("thunderbird", "mbox", "maildir")

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mailbackup import secrets
+from mailbackup.archive import Archive, open_archive
 from mailbackup.config import AccountSettings, SweepSettings
 from mailbackup.errors import (
     ArchiveLocked,
@@ -55,16 +56,7 @@ from mailbackup.errors import (
     UsageError,
 )
 from mailbackup.i18n import N_, _
-from mailbackup.imap.session import ImapSession
-from mailbackup.model import FolderResult, RunStats
-from mailbackup.report import (
-    extra_report_dir,
-    write_verify_reports,
-)
-from mailbackup.state.lock import ArchiveLock
-from mailbackup.sync.archive import Archive, open_archive
-from mailbackup.sync.engine import MEGABYTE, BackupEngine, BackupOptions
-from mailbackup.throttle import (
+from mailbackup.imap.pushback import (
     DEFAULT_MAX_BUSY_WAIT,
     MAX_BACKOFF,
     ServerLimits,
@@ -73,8 +65,16 @@ from mailbackup.throttle import (
     pushback_of,
     recognise,
 )
-from mailbackup.verify import VerifyOptions, VerifyProgress, VerifyResult, failed_result, verify_online
-from mailbackup.verify import exit_code as verify_exit_code
+from mailbackup.imap.session import ImapSession
+from mailbackup.model import FolderResult, RunStats
+from mailbackup.state.lock import ArchiveLock
+from mailbackup.sync.engine import MEGABYTE, BackupEngine, BackupOptions
+from mailbackup.verify.check import VerifyOptions, VerifyProgress, VerifyResult, failed_result, verify_online
+from mailbackup.verify.check import exit_code as verify_exit_code
+from mailbackup.verify.report import (
+    extra_report_dir,
+    write_verify_reports,
+)
 
 log = logging.getLogger(__name__)
 

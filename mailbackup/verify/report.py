@@ -32,11 +32,11 @@ from string import Template
 from typing import Any
 
 from mailbackup import __version__, i18n
+from mailbackup.archive import account_dir, open_archive
 from mailbackup.errors import StorageError
 from mailbackup.i18n import N_, _
 from mailbackup.state.db import STATE_FILE, StateDB
-from mailbackup.sync.archive import account_dir, open_archive
-from mailbackup.verify import FolderReport, MessageEntry, Mode, Status, VerifyResult
+from mailbackup.verify.check import FolderReport, MessageEntry, Mode, Status, VerifyResult
 
 SCHEMA_VERSION = 1
 VERIFY_NAMES = ("verify.json", "verify.csv", "verify.html")

@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from mailbackup import __version__
+from mailbackup.archive import Archive
 from mailbackup.errors import FolderError, ServerError
-from mailbackup.foldermap import FolderPlan
 from mailbackup.i18n import _
 from mailbackup.imap.append import TargetFolder, TargetMailbox, TargetMessage
-from mailbackup.migrate import FolderRun, RestoreOptions, TargetIndex, TargetWork, upload_flags
 from mailbackup.model import FolderInfo
-from mailbackup.report import atomic_write
+from mailbackup.restore.foldermap import FolderPlan
+from mailbackup.restore.upload import FolderRun, RestoreOptions, TargetIndex, TargetWork, upload_flags
 from mailbackup.state.db import UPLOAD_DONE, UPLOAD_FAILED, UPLOAD_PENDING, RestoreItem, UploadTarget, now_iso
-from mailbackup.sync.archive import Archive
+from mailbackup.verify.report import atomic_write
 
 CHECK_REPORT = "restore-verify.json"
 

@@ -269,7 +269,7 @@ def _as_date(value: Any) -> dt.date | None:
 def read_config(path: Path) -> dict[str, Any]:
     """The validated document, every account entry a mapping (the shorthand
     ``- name`` read as ``- account: name``); ConfigError listing every problem otherwise."""
-    from mailbackup.configfile import read_document  # PyYAML only when a file is read (start-up time)
+    from mailbackup.config.yamlfile import read_document  # PyYAML only when a file is read (start-up time)
 
     data = read_document(path)
     if data.get("accounts"):

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
 from mailbackup import __version__
+from mailbackup.archive import Archive
 from mailbackup.errors import ConnectionLost, ExitCode, FolderError, ServerError
 from mailbackup.headers import HeaderSummary, summarize
 from mailbackup.i18n import _
@@ -45,7 +46,6 @@ from mailbackup.state.db import FolderRecord, now_iso
 from mailbackup.store import mboxrd
 from mailbackup.store.maildir import INFO_SEPARATORS, MaildirStore
 from mailbackup.store.mbox import MboxStore
-from mailbackup.sync.archive import Archive
 from mailbackup.sync.plan import select_folders
 
 log = logging.getLogger(__name__)

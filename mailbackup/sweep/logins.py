@@ -25,9 +25,9 @@ from mailbackup.errors import (
     TLSError,
 )
 from mailbackup.i18n import _, language
+from mailbackup.imap.pushback import pushback_of
 from mailbackup.imap.session import ImapSession
-from mailbackup.report import _csv_bytes
-from mailbackup.sweep import (
+from mailbackup.sweep.run import (
     LogProgress,
     Shard,
     SweepOptions,
@@ -41,7 +41,7 @@ from mailbackup.sweep import (
     _Passwords,
     select_accounts,
 )
-from mailbackup.throttle import pushback_of
+from mailbackup.verify.report import _csv_bytes
 
 
 @dataclass(frozen=True)

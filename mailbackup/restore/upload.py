@@ -37,22 +37,22 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from mailbackup import faults
+from mailbackup.archive import Archive
 from mailbackup.errors import ConnectError, ConnectionLost, FolderError, Interrupted, ServerError
-from mailbackup.foldermap import (
-    FolderPlan,
-    plan_folders,
-    source_prefix_of,
-)
 from mailbackup.headers import summarize
 from mailbackup.i18n import _
 from mailbackup.imap.append import AppendItem, AppendResponse, TargetFolder, TargetMailbox, TargetMessage
 from mailbackup.model import FolderInfo, StoredMessage
+from mailbackup.restore.foldermap import (
+    FolderPlan,
+    plan_folders,
+    source_prefix_of,
+)
 from mailbackup.state.db import (
     UPLOAD_DONE,
     RestoreItem,
     UploadTarget,
 )
-from mailbackup.sync.archive import Archive
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
