@@ -97,17 +97,26 @@ def test_thunderbird_tree_reads_back_message_for_message(archives, tmp_path, fmt
         read_back = mbox_bodies(out / relative)
         # an mbox needs a newline after a message that lacked one; mailbox.mbox keeps it
         archived = [m.body if m.body.endswith(b"\n") else m.body + b"\n" for m in stored[folder].values()]
-        assert read_back == archived, folder
+        # Thunderbird's status lines come first; the rest is the archived message
+        assert [without_status(body, b"X-Mozilla-") for body in read_back] == archived, folder
         messages = mailbox.mbox(str(out / relative), create=False)
         assert len(messages) == len(archived)
         messages.close()
+
+
+def without_status(body: bytes, prefix: bytes) -> bytes:
+    """`body` without the leading header lines whose names start with `prefix`."""
+    lines = body.splitlines(keepends=True)
+    while lines and lines[0].startswith(prefix):
+        lines.pop(0)
+    return b"".join(lines)
 
 
 def test_mbox_export_of_a_maildir_archive_is_the_mbox_archive(archives, tmp_path):
     user, root = archives
     out = tmp_path / "as-mbox"
 
-    done = export(user, root / "maildir", "--mbox", str(out))
+    done = export(user, root / "maildir", "--mbox", str(out), "--exact")
 
     assert done.returncode == 0, done.stderr
     archived = account_dir(root / "mbox", user.name) / "mail"
@@ -166,3 +175,60 @@ def test_thunderbird_hash_of_long_names():
     assert len(shortened) == 55 and shortened == name[:47] + thunderbird_hash(name)
     emoji = "📁" * 30  # surrogate pairs are never cut in half
     assert thunderbird_name(emoji) == "📁" * 23 + thunderbird_hash(emoji)
+
+
+def archive_fingerprint(dest: Path, account: str) -> dict[str, bytes]:
+    base = account_dir(dest, account) / "mail"
+    return {str(path.relative_to(base)): path.read_bytes() for path in base.rglob("*") if path.is_file()}
+
+
+@pytest.fixture(scope="module")
+def flagged_archive(dovecot_server, tmp_path_factory):
+    """INBOX with a message in each state a reader shows: new, read, replied+flagged, deleted, tagged."""
+    from conftest import new_user, tls_context
+    from imapclient import IMAPClient
+
+    user = new_user(dovecot_server)
+    letters = [sample_mail.thai_letter(i, sample_mail._DEFAULT_DATE) for i in range(5)]
+    flags = [(), ("\\Seen",), ("\\Seen", "\\Answered", "\\Flagged"), ("\\Seen", "\\Deleted"), ("\\Seen", "Work")]
+    with IMAPClient(user.host, port=user.port, ssl=True, ssl_context=tls_context(user.cafile), timeout=30) as client:
+        client.plain_login(user.name, user.password)
+        for letter, flag in zip(letters, flags, strict=True):
+            client.append("INBOX", letter, flags=flag)
+        client.logout()
+    root = tmp_path_factory.mktemp("flagged")
+    assert backup(user, root, "--format", "mbox").returncode == 0
+    return user, root, [letter if letter.endswith(b"\n") else letter + b"\n" for letter in letters]
+
+
+def test_thunderbird_shows_read_replied_flagged_as_on_the_server(flagged_archive, tmp_path):
+    user, root, letters = flagged_archive
+    before = archive_fingerprint(root, user.name)
+
+    assert export(user, root, "--thunderbird", str(tmp_path / "tb")).returncode == 0
+
+    messages = list(mailbox.mbox(str(tmp_path / "tb" / "Inbox"), create=False))
+    # nsMsgMessageFlags: Read 0x1, Replied 0x2, Marked 0x4; IMAP-deleted 0x200000 (still shown)
+    assert [m["X-Mozilla-Status"] for m in messages] == ["0000", "0001", "0007", "0001", "0001"]
+    assert [m["X-Mozilla-Status2"] for m in messages] == ["00000000"] * 3 + ["00200000", "00000000"]
+    assert [m["X-Mozilla-Keys"] for m in messages] == [None] * 4 + ["Work"]
+    assert [without_status(m.as_bytes(), b"X-Mozilla-") for m in messages] == \
+        [mailbox.mboxMessage(letter).as_bytes() for letter in letters]
+    assert archive_fingerprint(root, user.name) == before  # the archive stays byte-exact
+
+
+def test_mbox_export_tells_mutt_and_dovecot_what_was_read(flagged_archive, tmp_path):
+    user, root, letters = flagged_archive
+    before = archive_fingerprint(root, user.name)
+
+    assert export(user, root, "--mbox", str(tmp_path / "out")).returncode == 0
+
+    messages = list(mailbox.mbox(str(tmp_path / "out" / "INBOX.mbox"), create=False))
+    # Python's mailbox reads Status/X-Status as mutt does: R read, O old, A answered, F flagged, D deleted
+    assert [sorted(m.get_flags()) for m in messages] == [["O"], ["O", "R"], sorted("ROAF"), sorted("ROD"),
+                                                         ["O", "R"]]
+    assert archive_fingerprint(root, user.name) == before
+
+    exact = tmp_path / "exact"
+    assert export(user, root, "--mbox", str(exact), "--exact").returncode == 0
+    assert (exact / "INBOX.mbox").read_bytes() == before["INBOX.mbox"]

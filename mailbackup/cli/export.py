@@ -31,8 +31,9 @@ class EchoExportProgress:
 
 @click.command(help=_(
     "Export ACCOUNT's archive for Thunderbird, or convert it to mbox or Maildir.\n\n"
-    "OUT_DIR must be new or empty.  Messages are written byte for byte as archived.  For Thunderbird, see "
-    "docs/thunderbird.md for where to copy the tree."))
+    "OUT_DIR must be new or empty.  Messages are written as archived, with the header lines Thunderbird "
+    "(X-Mozilla-Status) or mbox readers (Status, X-Status) show read, replied and flagged from; --exact leaves "
+    "them out.  For Thunderbird, see docs/thunderbird.md for where to copy the tree."))
 @click.argument("account")
 @click.option("--dest", type=click.Path(file_okay=False), default=None,
               help=_("Archive root holding ACCOUNT's backup (default ./mail-backup)."))
@@ -44,13 +45,15 @@ class EchoExportProgress:
               help=_("Write the archive as Maildir folders (the layout of a Maildir archive's mail/ directory)."))
 @folder_filter_options
 @click.option("--skip-deleted", is_flag=True, help=_("Leave out messages the archive marks as gone from the server."))
+@click.option("--exact", is_flag=True,
+              help=_("Write every message byte for byte, without the read/flagged header lines readers use."))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help=_("YAML config with defaults and accounts."))
 @verbosity_options
 @handle_errors
 def export(account: str, dest: str | None, thunderbird_dir: str | None, mbox_dir: str | None,
            maildir_dir: str | None, include: tuple[str, ...], exclude: tuple[str, ...], skip_deleted: bool,
-           **options: Any) -> None:
+           exact: bool, **options: Any) -> None:
     chosen = [(kind, path) for kind, path in (("thunderbird", thunderbird_dir), ("mbox", mbox_dir),
                                               ("maildir", maildir_dir)) if path]
     if len(chosen) != 1:
@@ -59,7 +62,7 @@ def export(account: str, dest: str | None, thunderbird_dir: str | None, mbox_dir
     ctx = build_context(account, dest=dest, include=include, exclude=exclude, **options)
     private_umask()
     export_options = ExportOptions(kind=kind, out_dir=Path(out_dir), include=ctx.account.include,
-                                   exclude=ctx.account.exclude, skip_deleted=skip_deleted)
+                                   exclude=ctx.account.exclude, skip_deleted=skip_deleted, exact=exact)
     with open_archive(ctx.account.dest, account, lock=True, create=False) as archive:
         stats = export_archive(archive, export_options, EchoExportProgress())
     ctx.echo(_("Exported {folders} folders, {count} messages, {size} into {path} ({kind}) in {duration}.").format(

@@ -6,9 +6,11 @@ Public API: `ExportOptions`, `ExportProgress` (callback protocol),
 Thunderbird naming rules `thunderbird_name(component)` and
 `thunderbird_hash(name)`.
 
-Every message is written byte for byte as it was archived; nothing is added
-(no ``X-Mozilla-Status``: Thunderbird reads mail without it and shows it
-unread).  Nothing here prints.
+Every message is written as it was archived, with the header lines its
+reader takes read/replied/flagged from put first (statusheaders.py):
+``X-Mozilla-Status`` for Thunderbird, ``Status:``/``X-Status:`` in an mbox
+export; a Maildir export keeps flags in file names.  ``exact`` leaves them
+out: byte for byte.  The archive itself is never changed.  Nothing here prints.
 
 Thunderbird's layout (mailnews/local, nsMsgBrkMBoxStore): a folder is an
 mbox file named like the folder, without extension; its subfolders live in a
@@ -43,6 +45,7 @@ from mailbackup.errors import StorageError, UsageError
 from mailbackup.i18n import _
 from mailbackup.model import FolderInfo, StoredMessage
 from mailbackup.restore.foldermap import source_path, source_prefix_of
+from mailbackup.restore.statusheaders import MBOX_NAMES, MOZILLA_NAMES, mbox_headers, mozilla_headers, with_headers
 from mailbackup.restore.upload import batches
 from mailbackup.state.db import FolderRecord
 from mailbackup.store import mboxrd
@@ -174,6 +177,7 @@ class ExportOptions:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     skip_deleted: bool = False
+    exact: bool = False  # byte for byte: no reader status headers
 
 
 @dataclass
@@ -273,6 +277,13 @@ class _Exporter:
             self.progress.warn(text)
             return None
 
+    def _for_reader(self, body: bytes, message: StoredMessage, names: tuple[bytes, ...]) -> bytes:
+        """The exported copy: the archived bytes with the status headers of the reader `names` stands for."""
+        if self.options.exact or not names:
+            return body
+        headers = mozilla_headers(message.flags) if names == MOZILLA_NAMES else mbox_headers(message.flags)
+        return with_headers(body, headers, names)
+
     # -- Thunderbird --------------------------------------------------
     def _thunderbird(self) -> ExportStats:
         stats = ExportStats()
@@ -305,7 +316,8 @@ class _Exporter:
                     body = self._read(record, message, result)
                     if body is None:
                         continue
-                    handle.write(mboxrd.entry(message.sender, message.internaldate, body))
+                    handle.write(mboxrd.entry(message.sender, message.internaldate,
+                                              self._for_reader(body, message, MOZILLA_NAMES)))
                     result.messages += 1
                     result.bytes += len(body)
                     self.progress.exported(1, len(body))
@@ -339,7 +351,8 @@ class _Exporter:
         if not items:
             return committed
         planned = store.plan(record.local_path, [message for message, _ in items])
-        bodies = [MessageBody.from_bytes(body) for _, body in items]
+        names = MBOX_NAMES if self.options.kind == "mbox" else ()
+        bodies = [MessageBody.from_bytes(self._for_reader(body, message, names)) for message, body in items]
         stored = store.write(record.local_path, list(zip(planned, bodies, strict=True)), committed)
         size = sum(body.size for body in bodies)
         result.messages += len(stored)
