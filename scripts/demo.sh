@@ -11,7 +11,8 @@ chmod 755 "$DEMO_DIR"  # Dovecot's mail processes run unprivileged and must reac
 INFO="$DEMO_DIR/server.json"
 $PY scripts/dovecot_server.py --dir "$DEMO_DIR/server" --demo >"$INFO" &
 SERVER_PID=$!
-trap 'kill $SERVER_PID 2>/dev/null; wait $SERVER_PID 2>/dev/null || true' EXIT
+# The server's files (its config, certificate and the demo mailbox) go when the demo ends; the backup stays.
+trap 'kill $SERVER_PID 2>/dev/null; wait $SERVER_PID 2>/dev/null || true; rm -rf "$DEMO_DIR"' EXIT
 for _ in $(seq 150); do
   [ -s "$INFO" ] && break
   kill -0 $SERVER_PID 2>/dev/null || { echo "demo server failed to start" >&2; exit 1; }
@@ -29,6 +30,5 @@ echo "== second run (incremental: nothing new)"
 .venv/bin/mailbackup backup demo@coj.go.th --server "localhost:$PORT" --cafile "$CAFILE" --dest "$DEST"
 echo "== verify (server vs archive, message by message)"
 .venv/bin/mailbackup verify demo@coj.go.th --server "localhost:$PORT" --cafile "$CAFILE" --dest "$DEST"
-echo "report: $DEST/demo@coj.go.th/reports/verify.html"
 echo "== archive: $DEST/demo@coj.go.th"
 find "$DEST/demo@coj.go.th/mail" -type d -name cur -printf "%h\n" | sort

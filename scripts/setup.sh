@@ -18,6 +18,7 @@ fc-list :lang=th 2>/dev/null | grep -q . || need+=(fonts-thai-tlwg)
 command -v msgfmt >/dev/null 2>&1 || need+=(gettext)
 for extra in "$@"; do need+=("$extra"); done
 if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing system packages: ${need[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
@@ -26,6 +27,11 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet dovecot 2
   $SUDO systemctl stop dovecot || true
 fi
 
-[ -x .venv/bin/python ] || python3 -m venv .venv
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating the virtual environment .venv"
+  python3 -m venv .venv
+fi
+echo "setup: installing mailbackup and its test tools into .venv (about half a minute)"
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
+echo "setup: done (.venv/bin/mailbackup)"
