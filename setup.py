@@ -1,7 +1,11 @@
 """Build hook: compile the translation catalogues (.po → .mo) into the
 build, so installed copies load the standard binary catalogue.  The .mo
 files are built, never committed; `mailbackup/i18n.py` compiles a .po in
-memory when no .mo is present (an editable install runs no build)."""
+memory when no .mo is present (an editable install runs no build).
+
+The guides the commands point to (docs/thunderbird.md) are copied into the
+build as mailbackup/help/, so `mailbackup export --help-thunderbird` works
+for a pip-installed copy with no docs/ beside it."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
+SHIPPED_GUIDES = ("thunderbird.md",)
 
 
 def _i18n() -> ModuleType:
@@ -33,6 +38,10 @@ class BuildWithCatalogues(build_py):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(i18n.compile_po(po.read_text(encoding="utf-8")))
             self.announce(f"compiled {po.relative_to(HERE)} -> {target}", level=2)
+        for name in SHIPPED_GUIDES:
+            target = Path(self.build_lib) / "mailbackup" / "help" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes((HERE / "docs" / name).read_bytes())
 
 
 setup(cmdclass={"build_py": BuildWithCatalogues})

@@ -218,7 +218,7 @@ def test_thunderbird_shows_read_replied_flagged_as_on_the_server(flagged_archive
 
 
 def test_mbox_export_tells_mutt_and_dovecot_what_was_read(flagged_archive, tmp_path):
-    user, root, letters = flagged_archive
+    user, root, _ = flagged_archive
     before = archive_fingerprint(root, user.name)
 
     assert export(user, root, "--mbox", str(tmp_path / "out")).returncode == 0
@@ -232,3 +232,12 @@ def test_mbox_export_tells_mutt_and_dovecot_what_was_read(flagged_archive, tmp_p
     exact = tmp_path / "exact"
     assert export(user, root, "--mbox", str(exact), "--exact").returncode == 0
     assert (exact / "INBOX.mbox").read_bytes() == before["INBOX.mbox"]
+
+
+@pytest.mark.parametrize(("lang", "first_step", "other"), [("en", "### Step 1: export", "ขั้นตอนที่ 1"),
+                                                           ("th", "### ขั้นตอนที่ 1", "Step 1: export")])
+def test_export_prints_the_thunderbird_guide_in_the_users_language(lang, first_step, other):
+    done = run_cli(["export", "--help-thunderbird", "--lang", lang])
+    assert done.returncode == 0, done.stderr
+    assert first_step in done.stdout and other not in done.stdout
+    assert "docs/thunderbird.md" not in done.stdout + run_cli(["export", "--help"]).stdout

@@ -119,6 +119,8 @@ def source_copy(target: Path) -> Path:
     target.mkdir()
     for name in SOURCE_FILES:
         shutil.copy(ROOT / name, target / name)
+    (target / "docs").mkdir()
+    shutil.copy(ROOT / "docs" / "thunderbird.md", target / "docs" / "thunderbird.md")  # shipped in the package
     shutil.copytree(ROOT / "mailbackup", target / "mailbackup",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.mo"))
     return target

@@ -128,3 +128,7 @@ def test_kit_installs_offline_and_backs_up(kit: Path, tmp_path: Path, dovecot_se
     where = subprocess.run([str(target / "bin" / "python"), "-c", "import mailbackup; print(mailbackup.__file__)"],
                            capture_output=True, text=True, env=env, cwd=tmp_path)
     assert str(target) in where.stdout
+    # What the CLI points to ships with it: no docs/ beside an installed copy.
+    guide = subprocess.run([str(target / "bin" / "mailbackup"), "export", "--help-thunderbird"], capture_output=True,
+                           text=True, env=env, cwd=tmp_path)
+    assert guide.returncode == 0 and "Step 1: export" in guide.stdout, guide.stderr

@@ -1,5 +1,5 @@
 """`mailbackup export ACCOUNT`: the archive as a Thunderbird "Local Folders"
-tree (see docs/thunderbird.md), or in the other archive layout."""
+tree (`--help-thunderbird` prints where to copy it), or in the other archive layout."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import click
 from mailbackup.archive import open_archive, private_umask
 from mailbackup.cli.common import build_context, folder_filter_options, handle_errors, verbosity_options
 from mailbackup.cli.format import duration, human_bytes
+from mailbackup.cli.guides import guide_text
 from mailbackup.errors import ExitCode, UsageError
 from mailbackup.i18n import _
 from mailbackup.restore.export import ExportOptions, export_archive
@@ -29,12 +30,20 @@ class EchoExportProgress:
         click.echo(_("warning: {text}").format(text=text), err=True)
 
 
+def _print_thunderbird_guide(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(guide_text("thunderbird.md"))
+        ctx.exit(0)
+
+
 @click.command(help=_(
     "Export ACCOUNT's archive for Thunderbird, or convert it to mbox or Maildir.\n\n"
     "OUT_DIR must be new or empty.  Messages are written as archived, with the header lines Thunderbird "
     "(X-Mozilla-Status) or mbox readers (Status, X-Status) show read, replied and flagged from; --exact leaves "
-    "them out.  For Thunderbird, see docs/thunderbird.md for where to copy the tree."))
+    "them out.  For Thunderbird, --help-thunderbird prints where to copy the tree."))
 @click.argument("account")
+@click.option("--help-thunderbird", is_flag=True, is_eager=True, expose_value=False, callback=_print_thunderbird_guide,
+              help=_("Print how to open an export in Thunderbird, step by step, and exit."))
 @click.option("--dest", type=click.Path(file_okay=False), default=None,
               help=_("Archive root holding ACCOUNT's backup (default ./mail-backup)."))
 @click.option("--thunderbird", "thunderbird_dir", type=click.Path(file_okay=False), default=None, metavar="OUT_DIR",
@@ -69,5 +78,6 @@ def export(account: str, dest: str | None, thunderbird_dir: str | None, mbox_dir
         folders=len(stats.folders), count=stats.messages, size=human_bytes(stats.bytes), path=out_dir, kind=kind,
         duration=duration(stats.seconds)))
     if kind == "thunderbird":
-        ctx.echo(_("Copy it into Thunderbird as docs/thunderbird.md describes (Thunderbird closed)."))
+        ctx.echo(_("Copy it into Thunderbird as `mailbackup export --help-thunderbird` describes "
+                   "(Thunderbird closed)."))
     raise SystemExit(int(ExitCode.WARNINGS if stats.has_warnings else ExitCode.OK))
