@@ -108,3 +108,25 @@ def test_every_command_takes_lang(path: tuple[str, ...]) -> None:
     result = CliRunner().invoke(cli, [*path, "--lang", "en", "--help"])
     assert result.exit_code == 0, result.output
     assert "--lang [en|th]" in result.output
+
+
+def test_readme_names_exactly_the_commands_that_take_server_options() -> None:
+    """The README's sentence on server options agrees with the commands (issue: `export` was said to take them)."""
+    import re
+
+    from helpers import REPO, subcommands
+
+    from mailbackup.cli import cli
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    sentence = readme[readme.index("The commands that talk to the account's server"):].split(") take", 1)[0]
+    said = set(re.findall(r"`(\w+)`", sentence))
+    taking = set()
+    for name, command in subcommands(cli).items():
+        options = {opt for param in getattr(command, "params", []) for opt in getattr(param, "opts", [])}
+        nested = getattr(command, "commands", None)
+        if nested:
+            options = {opt for sub in nested.values() for param in sub.params for opt in param.opts}
+        if "--server" in options:
+            taking.add(name)
+    assert said == taking
