@@ -155,6 +155,8 @@ def test_dry_run_writes_nothing(imap_user, imap_client_factory, tmp_path):
     result = backup(imap_user, tmp_path, "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "would fetch 5 messages" in result.stdout and "งานคดี: 2 messages" in result.stdout
+    assert f"into {tmp_path.resolve() / imap_user.name}; nothing is written" in result.stderr  # not a scratch dir
+    assert "mailbackup-dry-" not in result.stdout + result.stderr
     assert not tmp_path.joinpath(imap_user.name).exists()
     assert backup(imap_user, tmp_path).returncode == 0
     client.append("INBOX", letters(1, 99)[0])

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mailbackup.archive import FORMATS, open_archive, private_umask
+from mailbackup.archive import FORMATS, account_dir, open_archive, private_umask
 from mailbackup.cli.common import (
     Context,
     build_context,
@@ -74,8 +74,13 @@ def backup(account: str, dest: str | None, format_: str | None, include: tuple[s
     progress = TqdmProgress(enabled=not dry_run, quiet=ctx.quiet)
     # Logged in first: a wrong password or an unreachable server leaves no empty archive behind.
     with ctx.session() as session, _archive_for(ctx, dry_run) as archive, stop_on_ctrl_c(engine_options.stop):
-        ctx.echo(_("Backing up {account} from {server} into {archive}").format(
-            account=account, server=settings.connection.server, archive=archive.root), err=True)
+        if dry_run:  # the scratch copy is an implementation detail: say where a real run would write
+            ctx.echo(_("Dry run: would back up {account} from {server} into {archive}; nothing is written").format(
+                account=account, server=settings.connection.server,
+                archive=account_dir(settings.dest, account).resolve()), err=True)
+        else:
+            ctx.echo(_("Backing up {account} from {server} into {archive}").format(
+                account=account, server=settings.connection.server, archive=archive.root), err=True)
         try:
             stats = BackupEngine(session, archive, engine_options, progress).run()
         finally:
@@ -148,7 +153,6 @@ def _archive_for(ctx: Context, dry_run: bool) -> Iterator:  # type: ignore[type-
 
 
 def _has_state(ctx: Context) -> bool:
-    from mailbackup.archive import account_dir
 
     return (account_dir(ctx.account.dest, ctx.account.account) / "state.sqlite3").exists()
 

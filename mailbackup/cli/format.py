@@ -42,3 +42,36 @@ def pad(text: str, width: int, *, right: bool = False) -> str:
     """`text` filled with spaces to `width` terminal columns (Thai marks take none)."""
     fill = " " * max(width - display_width(text), 0)
     return fill + text if right else text + fill
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """`text` in lines of at most `width` terminal columns, broken at spaces
+    (a word wider than a line is cut only then), so no word is cut at the edge."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        while display_width(word) > width:
+            head, word = _cut(word, width)
+            if line:
+                lines.append(line)
+                line = ""
+            lines.append(head)
+        candidate = f"{line} {word}" if line else word
+        if display_width(candidate) <= width:
+            line = candidate
+        else:
+            lines.append(line)
+            line = word
+    if line:
+        lines.append(line)
+    return lines or [""]
+
+
+def _cut(word: str, width: int) -> tuple[str, str]:
+    end = len(word)
+    while end > 1 and display_width(word[:end]) > width:
+        end -= 1
+    while end > 1 and unicodedata.category(word[end - 1]) == "Lo" and end < len(word) and \
+            unicodedata.category(word[end]) in ("Mn", "Me"):  # never part a Thai letter from its marks
+        end -= 1
+    return word[:end], word[end:]

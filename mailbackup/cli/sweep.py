@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import shutil
 import signal
 import sys
 import threading
@@ -19,7 +20,7 @@ from tqdm import tqdm
 
 from mailbackup.archive import private_umask
 from mailbackup.cli.common import handle_errors, verbosity_options
-from mailbackup.cli.format import display_width, duration, human_bytes, pad
+from mailbackup.cli.format import display_width, duration, human_bytes, pad, wrap
 from mailbackup.cli.verify import parse_duration
 from mailbackup.config import load_sweep
 from mailbackup.errors import ExitCode, StorageError
@@ -289,16 +290,30 @@ class TqdmSweepProgress:
 # -- the final table -------------------------------------------------------------------
 
 
+MIN_PROBLEM_COLUMNS = 30  # narrower than this, the problem goes on lines of its own below the row
+
+
 def _print_table(result: SweepResult) -> None:
     width = max([len(outcome.account) for outcome in result.outcomes] + [display_width(_("Account")), 7])
     click.echo(f"{pad(_('Account'), width)}  {pad(_('Backup'), 11)}  {pad(_('Verify'), 10)}  "
                f"{pad(_('Exit'), 4, right=True)}  {pad(_('New'), 6, right=True)}  {pad(_('Size'), 9, right=True)}  "
                f"{_('Problem')}")
+    indent = width + 2 + 11 + 2 + 10 + 2 + 4 + 2 + 6 + 2 + 9 + 2
+    columns = shutil.get_terminal_size((100, 24)).columns - 1
+    if columns - indent < MIN_PROBLEM_COLUMNS:
+        indent = 4
     for outcome in result.outcomes:
-        click.echo(f"{outcome.account.ljust(width)}  {pad(stage_word(outcome.backup), 11)}  "
-                   f"{pad(stage_word(outcome.verify), 10)}  "
-                   f"{int(outcome.exit_code):>4}  {outcome.messages:>6}  {human_bytes(outcome.bytes):>9}  "
-                   f"{_first_problem(outcome)}")
+        row = (f"{outcome.account.ljust(width)}  {pad(stage_word(outcome.backup), 11)}  "
+               f"{pad(stage_word(outcome.verify), 10)}  "
+               f"{int(outcome.exit_code):>4}  {outcome.messages:>6}  {human_bytes(outcome.bytes):>9}  ")
+        problem = wrap(_first_problem(outcome), max(columns - indent, MIN_PROBLEM_COLUMNS))
+        if indent == 4:  # narrow terminal
+            click.echo(row.rstrip())
+            problem = [line for line in problem if line]
+        else:
+            click.echo(row + problem.pop(0))
+        for line in problem:
+            click.echo(" " * indent + line)
     counts: dict[ExitCode, int] = {}
     for outcome in result.outcomes:
         counts[outcome.exit_code] = counts.get(outcome.exit_code, 0) + 1
@@ -323,4 +338,4 @@ def _first_problem(outcome: AccountOutcome) -> str:
     if not problems:
         return ""
     more = _(" (+{count} more in sweep.csv)").format(count=len(problems) - 1) if len(problems) > 1 else ""
-    return problems[0][:100] + more
+    return problems[0] + more
