@@ -25,7 +25,8 @@ from mailbackup.archive import account_dir, open_archive
 from mailbackup.cli.verify import parse_duration
 from mailbackup.errors import UsageError
 from mailbackup.model import StoredMessage
-from mailbackup.verify.check import NoProgress, VerifyOptions, verify_offline
+from mailbackup.verify.check import NoProgress, verify_offline
+from mailbackup.verify.results import VerifyOptions
 
 HOSTILE_SUBJECT = '<script>alert("x")</script> ทดสอบ & แท็ก'
 PACKAGE = Path(__file__).resolve().parent.parent / "mailbackup"

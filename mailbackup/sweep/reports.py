@@ -1,5 +1,5 @@
 """The reports of a sweep: ``summary.json|csv|html`` (the schema of
-`mailbackup report`, written by report.py) for its accounts, and
+`mailbackup report`, written by verify/summary.py) for its accounts, and
 ``sweep.json``/``sweep.csv``: this run, account by account, with the staff
 details.
 
@@ -16,8 +16,11 @@ from typing import Any
 
 from mailbackup import __version__
 from mailbackup.config import AccountSettings, SweepSettings
-from mailbackup.sweep.run import AccountOutcome, Shard, SweepResult
-from mailbackup.verify.report import AccountSummary, _csv_bytes, atomic_write, collect_accounts, write_summary
+from mailbackup.sweep.options import Shard
+from mailbackup.sweep.run import AccountOutcome, SweepResult
+from mailbackup.verify.render import csv_bytes
+from mailbackup.verify.report import atomic_write
+from mailbackup.verify.summary import AccountSummary, collect_accounts, write_summary
 
 SCHEMA_VERSION = 1
 SWEEP_NAMES = ("sweep.json", "sweep.csv")
@@ -70,7 +73,7 @@ def sweep_csv(data: dict[str, Any]) -> bytes:
         rows.append([row["account"], *(staff[key] or "" for key in ("title", "name", "surname", "position", "unit")),
                      row["backup"], row["verify"], row["exit_code"], row["messages"], row["bytes"], row["attempts"],
                      row["busy_waited_seconds"], problem])
-    return _csv_bytes(SWEEP_CSV_COLUMNS, rows)
+    return csv_bytes(SWEEP_CSV_COLUMNS, rows)
 
 
 def report_directory(settings: SweepSettings, report_dir: Path | None, shard: Shard | None) -> Path:
