@@ -156,7 +156,7 @@ def test_sweep_of_twenty_accounts(dovecot_server: DovecotServer, imap_client_fac
             assert (row["backup"], row["exit_code"]) == ("failed", ExitCode.AUTH)
             assert "AUTHENTICATIONFAILED" in row["error"]
         elif user is broken:
-            # (After the failed access Dovecot lists the folder \Noselect, and verify.py then skips it as
+            # (After the failed access Dovecot lists the folder \Noselect, and verify/check.py then skips it as
             # "excluded"; so the backup's finding is what reports the folder here.)
             assert (row["backup"], row["exit_code"]) == ("warnings", ExitCode.WARNINGS)
             assert any("งานคดี" in problem and "SERVERBUG" in problem for problem in row["problems"])

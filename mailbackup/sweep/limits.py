@@ -95,10 +95,6 @@ class ServerLimits:
             self._active[key] -= 1
         self._slot(key).release()
 
-    def active(self, host: str) -> int:
-        with self._lock:
-            return self._active.get(server_key(host), 0)
-
     def bucket(self, host: str) -> TokenBucket | None:
         if not self.max_bytes_per_second:
             return None

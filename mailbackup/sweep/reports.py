@@ -20,7 +20,7 @@ from mailbackup.sweep.options import Shard
 from mailbackup.sweep.run import AccountOutcome, SweepResult
 from mailbackup.verify.render import csv_bytes
 from mailbackup.verify.report import atomic_write
-from mailbackup.verify.summary import AccountSummary, collect_accounts, write_summary
+from mailbackup.verify.summary import SUMMARY_DIR, AccountSummary, collect_accounts, write_summary
 
 SCHEMA_VERSION = 1
 SWEEP_NAMES = ("sweep.json", "sweep.csv")
@@ -79,13 +79,13 @@ def sweep_csv(data: dict[str, Any]) -> bytes:
 def report_directory(settings: SweepSettings, report_dir: Path | None, shard: Shard | None) -> Path:
     """``--report-dir`` or ``<dest>/reports``; one subdirectory per shard, so
     machines sharing a destination do not overwrite each other's summary."""
-    directory = report_dir or settings.dest / "reports"
+    directory = report_dir or settings.dest / SUMMARY_DIR
     return directory / f"shard-{shard.index}-of-{shard.count}" if shard else directory
 
 
 def write_reports(result: SweepResult, directory: Path, *, as_of: date | None = None,
                   generated_at: datetime | None = None) -> list[Path]:
-    """summary.json/.csv/.html (report.py's summary of these accounts) and
+    """summary.json/.csv/.html (verify/summary.py's summary of these accounts) and
     sweep.json/.csv (this run, with the staff details)."""
     as_of = as_of or date.today()
     generated_at = generated_at or datetime.now().astimezone()
@@ -99,7 +99,7 @@ def write_reports(result: SweepResult, directory: Path, *, as_of: date | None = 
 
 
 def _summaries(result: SweepResult) -> list[AccountSummary]:
-    """report.py's AccountSummary of every account of this sweep, whatever its dest."""
+    """verify/summary.py's AccountSummary of every account of this sweep, whatever its dest."""
     by_dest: dict[Path, dict[str, AccountSettings]] = {}
     for outcome in result.outcomes:
         by_dest.setdefault(outcome.settings.dest, {})[outcome.account.strip().casefold()] = outcome.settings
