@@ -84,9 +84,10 @@ def backup(account: str, dest: str | None, format_: str | None, include: tuple[s
     summarize_backup(ctx, stats, dry_run)
     code = run_exit_code(stats)
     if code is not ExitCode.INTERRUPTED and not dry_run and _wants_verification(verify, ctx):
-        from mailbackup.cli.verify import options_for, run_verification  # only when it runs: start-up time
+        from mailbackup.cli.verify import run_verification  # only when it runs: start-up time
+        from mailbackup.verify.results import VerifyOptions
 
-        recorded = run_verification(ctx, options_for(settings))
+        recorded = run_verification(ctx, VerifyOptions.for_account(settings))
         explain(ctx, recorded.result, root, recorded.html_report)
         code = worst_exit_code([code, recorded.exit_code])
     raise SystemExit(int(code))

@@ -16,7 +16,6 @@ from tqdm import tqdm
 from mailbackup.archive import Archive, open_archive, private_umask
 from mailbackup.cli.common import Context, build_context, handle_errors, server_options, verbosity_options
 from mailbackup.cli.format import duration, human_bytes
-from mailbackup.config import AccountSettings
 from mailbackup.errors import UsageError
 from mailbackup.i18n import _, local_date
 from mailbackup.verify.check import verify_offline, verify_online
@@ -95,17 +94,10 @@ def verify(account: str, dest: str | None, offline: bool, max_age: str | None, d
            report_dir: str | None, **options: Any) -> None:
     ctx = build_context(account, dest=dest, deadline=deadline, **options)
     private_umask()
-    verify_options = options_for(ctx.account, parse_duration(max_age) if max_age else None)
+    verify_options = VerifyOptions.for_account(ctx.account, parse_duration(max_age) if max_age else None)
     recorded = run_verification(ctx, verify_options, offline=offline, report_dir=report_dir)
     _summarize(ctx, recorded.result, recorded.html_report)
     raise SystemExit(int(recorded.exit_code))
-
-
-def options_for(settings: AccountSettings, max_age: timedelta | None = None) -> VerifyOptions:
-    return VerifyOptions(
-        account=settings.account, server=str(settings.connection.server), include=settings.include,
-        exclude=settings.exclude, deadline=settings.deadline, max_age=max_age,
-    )
 
 
 def run_verification(ctx: Context, options: VerifyOptions, *, offline: bool = False,

@@ -363,10 +363,7 @@ class _SweepWorker:
 
     def _verify(self, job: Job, outcome: AccountOutcome, session: ImapSession, archive: Archive) -> Again | None:
         settings = job.settings
-        verify_options = VerifyOptions(
-            account=settings.account, server=str(settings.connection.server), include=settings.include,
-            exclude=settings.exclude, deadline=settings.deadline, max_age=self.options.verify_max_age,
-        )
+        verify_options = VerifyOptions.for_account(settings, self.options.verify_max_age)
         recorded = verify_recorded(
             archive, verify_options,
             partial(verify_online, session, archive, verify_options, _VerifyProgress(settings.account)),

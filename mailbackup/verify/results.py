@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from mailbackup import __version__
+from mailbackup.config import AccountSettings
 from mailbackup.errors import ExitCode
 from mailbackup.model import StoredMessage
 
@@ -156,6 +157,12 @@ class VerifyOptions:
     deadline: date | None = None
     max_age: timedelta | None = None  # skip files verified more recently than this
     clock: Callable[[], datetime] = field(default=lambda: datetime.now().astimezone())
+
+    @classmethod
+    def for_account(cls, settings: AccountSettings, max_age: timedelta | None = None) -> VerifyOptions:
+        """The account's folders, server and deadline, as configured."""
+        return cls(account=settings.account, server=str(settings.connection.server), include=settings.include,
+                   exclude=settings.exclude, deadline=settings.deadline, max_age=max_age)
 
 
 def exit_code(result: VerifyResult) -> ExitCode:
