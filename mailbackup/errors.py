@@ -8,7 +8,9 @@ turns any of them into that line on stderr and the exit code (see README,
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import IntEnum
+from typing import Protocol
 
 
 class ExitCode(IntEnum):
@@ -23,6 +25,41 @@ class ExitCode(IntEnum):
     CORRUPT = 8  # verify found archived mail damaged
     PROTOCOL = 9  # the server answered something we cannot use
     INTERRUPTED = 130  # Ctrl-C: stopped cleanly after the current batch
+
+
+# "Worst" wherever codes meet (a sweep, `check`, backup then verify, migrate):
+# the code later in this list wins, never the larger number.  Interrupted
+# comes last because it describes the whole run; a damaged archive is the most
+# serious finding about an account; local problems (storage, bad config) need
+# the officer before anything else can work; then what needs the mail
+# administrator (password, certificate); then what may pass by itself (server
+# down or odd, archive in use by another run).  The README lists this order.
+SEVERITY: tuple[ExitCode, ...] = (
+    ExitCode.OK, ExitCode.WARNINGS, ExitCode.LOCKED, ExitCode.PROTOCOL, ExitCode.CONNECTION, ExitCode.TLS,
+    ExitCode.AUTH, ExitCode.USAGE, ExitCode.STORAGE, ExitCode.CORRUPT, ExitCode.INTERRUPTED,
+)
+
+
+def worst_exit_code(codes: Iterable[ExitCode]) -> ExitCode:
+    """The most severe of `codes` in SEVERITY order; OK for none."""
+    return max(codes, key=SEVERITY.index, default=ExitCode.OK)
+
+
+class RunOutcome(Protocol):
+    """What a backup's or a restore's statistics say about how the run ended."""
+
+    @property
+    def interrupted(self) -> bool: ...
+
+    @property
+    def has_warnings(self) -> bool: ...
+
+
+def run_exit_code(stats: RunOutcome) -> ExitCode:
+    """A finished backup's or restore's code: 130 interrupted, 1 warnings, else 0."""
+    if stats.interrupted:
+        return ExitCode.INTERRUPTED
+    return ExitCode.WARNINGS if stats.has_warnings else ExitCode.OK
 
 
 class MailbackupError(Exception):

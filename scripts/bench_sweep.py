@@ -38,7 +38,8 @@ from netproxy import Proxy  # noqa: E402
 from mailbackup.archive import private_umask  # noqa: E402
 from mailbackup.config import AccountSettings, SweepSettings  # noqa: E402
 from mailbackup.model import ConnectionSettings, ServerAddress  # noqa: E402
-from mailbackup.sweep.run import SweepOptions, run_sweep  # noqa: E402
+from mailbackup.sweep.options import SweepOptions  # noqa: E402
+from mailbackup.sweep.run import run_sweep  # noqa: E402
 
 
 def fill(server: DovecotServer, count: int, messages: int) -> dict[str, str]:

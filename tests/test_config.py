@@ -11,15 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from mailbackup.config import (
-    ACCOUNT_KEYS,
-    DEFAULT_MAX_CONNECTIONS_PER_SERVER,
-    ENTRY_KEYS,
-    SWEEP_KEYS,
-    load_account,
-    load_sweep,
-    read_config,
-)
+from mailbackup.config import DEFAULT_MAX_CONNECTIONS_PER_SERVER, load_account, load_sweep, read_config
+from mailbackup.config.keys import ACCOUNT_KEYS, ENTRY_KEYS, SWEEP_KEYS
 from mailbackup.errors import ConfigError, ExitCode
 
 REPO = Path(__file__).resolve().parent.parent

@@ -22,15 +22,15 @@ from dovecot_server import DovecotServer
 from imapclient import IMAPClient
 
 from mailbackup.archive import account_dir
-from mailbackup.verify.check import FolderReport, MessageEntry, Mode, Status, VerifyResult
+from mailbackup.verify.render import deadline_status
 from mailbackup.verify.report import (
-    deadline_status,
     verify_csv,
     verify_from_dict,
     verify_html,
     verify_to_dict,
     write_verify_reports,
 )
+from mailbackup.verify.results import FolderReport, MessageEntry, Mode, Status, VerifyResult
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

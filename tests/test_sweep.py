@@ -47,18 +47,12 @@ from mailbackup.errors import (
     TLSError,
     UsageError,
 )
-from mailbackup.imap.pushback import ServerLimits, TokenBucket, WaitBudget, pushback_of, recognise, told_wait
+from mailbackup.imap.pushback import WaitBudget, pushback_of, recognise, told_wait
 from mailbackup.model import ConnectionSettings, ServerAddress
+from mailbackup.sweep.dispatch import Again, Dispatcher, Job
+from mailbackup.sweep.limits import ServerLimits, TokenBucket
 from mailbackup.sweep.logins import CHECK_COLUMNS, login_problem
-from mailbackup.sweep.run import (
-    SEVERITY,
-    Shard,
-    _Again,
-    _Dispatcher,
-    _Job,
-    select_accounts,
-    worst_exit_code,
-)
+from mailbackup.sweep.options import Shard, select_accounts
 
 STAFF = [("นาย", "สมชาย", "ใจดี", "นิติกรชำนาญการ"), ("นางสาว", "มาลี", "ศรีสุข", "เจ้าพนักงานศาลยุติธรรม"),
          ("นาง", "วิภา", "ทองดี", "ผู้อำนวยการ"), ("นาย", "ประเสริฐ", "มั่นคง", "ผู้พิพากษา")]
@@ -162,7 +156,7 @@ def test_sweep_of_twenty_accounts(dovecot_server: DovecotServer, imap_client_fac
             assert (row["backup"], row["exit_code"]) == ("failed", ExitCode.AUTH)
             assert "AUTHENTICATIONFAILED" in row["error"]
         elif user is broken:
-            # (After the failed access Dovecot lists the folder \Noselect, and verify.py then skips it as
+            # (After the failed access Dovecot lists the folder \Noselect, and verify/check.py then skips it as
             # "excluded"; so the backup's finding is what reports the folder here.)
             assert (row["backup"], row["exit_code"]) == ("warnings", ExitCode.WARNINGS)
             assert any("งานคดี" in problem and "SERVERBUG" in problem for problem in row["problems"])
@@ -622,15 +616,6 @@ def test_bad_shards_are_usage_errors(text: str) -> None:
         Shard.parse(text)
 
 
-def test_worst_exit_code_follows_the_documented_order() -> None:
-    assert worst_exit_code([]) is ExitCode.OK
-    assert worst_exit_code([ExitCode.WARNINGS, ExitCode.AUTH, ExitCode.CONNECTION]) is ExitCode.AUTH
-    assert worst_exit_code([ExitCode.PROTOCOL, ExitCode.LOCKED]) is ExitCode.PROTOCOL
-    assert worst_exit_code([ExitCode.CORRUPT, ExitCode.STORAGE, ExitCode.USAGE]) is ExitCode.CORRUPT
-    assert worst_exit_code([ExitCode.CORRUPT, ExitCode.INTERRUPTED]) is ExitCode.INTERRUPTED
-    assert set(SEVERITY) == set(ExitCode)
-
-
 @pytest.mark.parametrize(("error", "key"), [
     (AuthError("login refused: [AUTHENTICATIONFAILED] Authentication failed."), "wrong_password"),
     (AuthError("login refused: [AUTHORIZATIONFAILED] Account disabled"), "locked"),
@@ -668,7 +653,7 @@ def test_dispatcher_limits_each_server_and_requeues_without_blocking() -> None:
     order: list[str] = []
     lock = threading.Lock()
 
-    def work(job: _Job) -> _Again | None:
+    def work(job: Job) -> Again | None:
         with lock:
             active[job.settings.host] = active.get(job.settings.host, 0) + 1
             assert active[job.settings.host] <= 2
@@ -678,11 +663,11 @@ def test_dispatcher_limits_each_server_and_requeues_without_blocking() -> None:
             order.append(job.settings.account)
         if job.settings.account == "a0" and job.attempts == 0:
             job.attempts += 1
-            return _Again(0.1, "busy")
+            return Again(0.1, "busy")
         return None
 
-    jobs = [_Job(settings, WaitBudget(), "backup") for settings in accounts]
-    _Dispatcher(4, limits, threading.Event(), _Silent()).run(jobs, work, lambda job: None)
+    jobs = [Job(settings, WaitBudget(), "backup") for settings in accounts]
+    Dispatcher(4, limits, threading.Event(), _Silent()).run(jobs, work, lambda job: None)
     assert sorted(order) == sorted(["a0", *(s.account for s in accounts)])
     assert order[-1] == "a0" and order.count("a0") == 2
     assert limits.peak == {"one": 2, "two": 1}
@@ -713,7 +698,8 @@ def test_sweep_modules_import_inward_only() -> None:
     import ast
 
     package = REPO / "mailbackup"
-    for name in ("sweep/run.py", "imap/pushback.py", "sweep/schedule.py", "config/__init__.py"):
+    sweep = [f"sweep/{path.name}" for path in sorted((package / "sweep").glob("*.py"))]
+    for name in (*sweep, "imap/pushback.py", "config/__init__.py"):
         source = (package / name).read_text(encoding="utf-8")
         tree = ast.parse(source)
         imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}

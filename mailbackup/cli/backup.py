@@ -23,13 +23,13 @@ from mailbackup.cli.common import (
 )
 from mailbackup.cli.format import duration, human_bytes
 from mailbackup.cli.progress import TqdmProgress
-from mailbackup.errors import ExitCode
+from mailbackup.errors import ExitCode, run_exit_code, worst_exit_code
 from mailbackup.i18n import _
 from mailbackup.model import RunStats
 from mailbackup.sync.engine import BackupEngine, BackupOptions
 
 if TYPE_CHECKING:
-    from mailbackup.verify.check import VerifyResult
+    from mailbackup.verify.results import VerifyResult
 
 
 @click.command(help=_(
@@ -87,13 +87,14 @@ def backup(account: str, dest: str | None, format_: str | None, include: tuple[s
             progress.close()
         root = archive.root
     summarize_backup(ctx, stats, dry_run)
-    code = backup_exit_code(stats)
+    code = run_exit_code(stats)
     if code is not ExitCode.INTERRUPTED and not dry_run and _wants_verification(verify, ctx):
-        from mailbackup.cli.verify import options_for, run_verification  # only when it runs: start-up time
+        from mailbackup.cli.verify import run_verification  # only when it runs: start-up time
+        from mailbackup.verify.results import VerifyOptions
 
-        result, verify_code, html_report = run_verification(ctx, options_for(settings))
-        explain(ctx, result, root, html_report)
-        code = max(code, verify_code)
+        recorded = run_verification(ctx, VerifyOptions.for_account(settings))
+        explain(ctx, recorded.result, root, recorded.html_report)
+        code = worst_exit_code([code, recorded.exit_code])
     raise SystemExit(int(code))
 
 
@@ -105,10 +106,10 @@ def _wants_verification(verify: bool | None, ctx: Context) -> bool:
 
 
 def explain(ctx: Context, result: VerifyResult, root: Path, html_report: Path) -> None:
-    from mailbackup.verify.check import Status
-
     """The end of a backup for the person who started it: is the mail safe,
     what to do if not, where the backup and its report are."""
+    from mailbackup.verify.results import Status
+
     totals, account = result.totals, result.account
     if result.status is Status.COMPLETE:
         ctx.echo(_("Done: all {count} messages of {account} are in the backup, and every copy has been checked.")
@@ -183,9 +184,3 @@ def summarize_backup(ctx: Context, stats: RunStats, dry_run: bool) -> None:
     ctx.echo(_("{summary}.").format(summary=line + (f"; {', '.join(extras)}" if extras else "")))
     if stats.interrupted:
         ctx.echo(_("Interrupted: everything listed above is saved; run the same command to continue."), err=True)
-
-
-def backup_exit_code(stats: RunStats) -> ExitCode:
-    if stats.interrupted:
-        return ExitCode.INTERRUPTED
-    return ExitCode.WARNINGS if stats.has_warnings else ExitCode.OK

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from mailbackup.archive import FORMATS, open_archive, private_umask
-from mailbackup.cli.backup import backup_exit_code, summarize_backup
+from mailbackup.cli.backup import summarize_backup
 from mailbackup.cli.common import (
     build_context,
     folder_filter_options,
@@ -20,13 +20,12 @@ from mailbackup.cli.common import (
 )
 from mailbackup.cli.progress import TqdmProgress
 from mailbackup.cli.restore import run_restore, target_connection, target_options
-from mailbackup.errors import ExitCode
+from mailbackup.errors import ExitCode, run_exit_code, worst_exit_code
 from mailbackup.i18n import _
-from mailbackup.imap.append import read_namespace
-from mailbackup.restore.foldermap import SOURCE_PREFIX_META
+from mailbackup.restore.migrate import back_up_source
 from mailbackup.restore.upload import RestoreOptions
 from mailbackup.state.db import UploadTarget
-from mailbackup.sync.engine import BackupEngine, BackupOptions
+from mailbackup.sync.engine import BackupOptions
 
 
 @click.command(help=_(
@@ -64,14 +63,12 @@ def migrate(account: str, to_account: str, to_server: str | None, to_cafile: str
                 account=account, server=settings.connection.server, archive=archive.root), err=True)
             progress = TqdmProgress(enabled=True, quiet=ctx.quiet)
             try:
-                stats = BackupEngine(source, archive, backup_options, progress).run()
+                stats = back_up_source(source, archive, backup_options, progress)
             finally:
                 progress.close()
-            # Folder names on the target drop the source's own namespace prefix (INBOX. on Courier).
-            archive.state.set_meta(SOURCE_PREFIX_META, read_namespace(source).prefix)
         summarize_backup(ctx, stats, False)
-        backup_code = backup_exit_code(stats)
+        backup_code = run_exit_code(stats)
         if backup_code == ExitCode.INTERRUPTED:
             raise SystemExit(int(backup_code))
         restore_code = run_restore(ctx, archive, target_settings, restore_options, check=check)
-    raise SystemExit(int(max(backup_code, restore_code)))
+    raise SystemExit(int(worst_exit_code([backup_code, restore_code])))

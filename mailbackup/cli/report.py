@@ -13,17 +13,16 @@ from mailbackup.archive import private_umask
 from mailbackup.cli.common import handle_errors, setup_logging, verbosity_options
 from mailbackup.cli.format import pad
 from mailbackup.config import load_account, read_config
-from mailbackup.errors import ExitCode, UsageError
+from mailbackup.errors import UsageError
 from mailbackup.i18n import _, language, local_datetime
-from mailbackup.verify.check import Status
-from mailbackup.verify.report import (
+from mailbackup.verify.render import status_label
+from mailbackup.verify.results import Status
+from mailbackup.verify.summary import (
     SUMMARY_DIR,
     AccountSummary,
     collect_accounts,
-    extra_report_dir,
-    status_label,
-    write_summary,
-    write_verify_reports,
+    regenerate_reports,
+    summary_exit_code,
 )
 
 
@@ -56,16 +55,12 @@ def report(dest: str | None, report_dir: str | None, deadline: str | None, confi
         return load_account(config, account, {"deadline": deadline}).deadline
 
     accounts = collect_accounts(root, deadline_for=deadline_for, expected=_config_accounts(config, root))
-    today = date.today()
-    extra = Path(report_dir) if report_dir else None
-    for account in accounts:
-        _regenerate(account, extra, today)
-    summary_dir = extra or root / SUMMARY_DIR
-    written = write_summary(accounts, summary_dir, today, datetime.now().astimezone())
+    summary = regenerate_reports(accounts, root, Path(report_dir) if report_dir else None, date.today(),
+                                 datetime.now().astimezone())
     _print(accounts, quiet)
     if not quiet:
-        click.echo(_("Summary: {path}").format(path=written[2]))
-    raise SystemExit(int(_exit_code(accounts)))
+        click.echo(_("Summary: {path}").format(path=summary))
+    raise SystemExit(int(summary_exit_code(accounts)))
 
 
 def _config_accounts(config: Path | None, root: Path) -> list[str]:
@@ -75,15 +70,6 @@ def _config_accounts(config: Path | None, root: Path) -> list[str]:
     entries: list[dict[str, Any]] = read_config(config).get("accounts") or []
     names = [str(entry["account"]) for entry in entries if entry.get("account")]
     return [name for name in names if load_account(config, name, {}).dest == root]
-
-
-def _regenerate(account: AccountSummary, extra: Path | None, today: date) -> None:
-    if account.verification is None or account.reports_dir is None:
-        return
-    directories = [account.reports_dir]
-    if extra is not None:
-        directories.append(extra_report_dir(extra, account.account))
-    write_verify_reports(account.verification, directories, today)
 
 
 def _print(accounts: list[AccountSummary], quiet: bool) -> None:
@@ -100,12 +86,3 @@ def _print(accounts: list[AccountSummary], quiet: bool) -> None:
             click.echo(_("  warning: {problem}").format(problem=problem), err=True)
     complete = sum(1 for account in accounts if account.status == Status.COMPLETE)
     click.echo(_("{complete} of {total} accounts verified complete.").format(complete=complete, total=len(accounts)))
-
-
-def _exit_code(accounts: list[AccountSummary]) -> ExitCode:
-    statuses = {account.status for account in accounts}
-    if Status.CORRUPT.value in statuses:
-        return ExitCode.CORRUPT
-    if not accounts or statuses != {Status.COMPLETE.value}:
-        return ExitCode.WARNINGS
-    return ExitCode.OK

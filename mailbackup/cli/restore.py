@@ -27,8 +27,9 @@ from mailbackup.i18n import _
 from mailbackup.imap.append import TargetMailbox
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import ConnectionSettings, FolderResult, ServerAddress, TLSMode
-from mailbackup.restore.targetcheck import TargetCheck, check_target, write_check_report
-from mailbackup.restore.upload import FolderRestoreResult, RestoreEngine, RestoreOptions, RestoreStats
+from mailbackup.restore.migrate import check_and_report, restore_and_check
+from mailbackup.restore.targetcheck import TargetCheck
+from mailbackup.restore.upload import FolderRestoreResult, RestoreOptions, RestoreStats
 from mailbackup.state.db import UploadTarget
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -144,30 +145,27 @@ def run_restore(ctx: Context, archive: Archive, settings: ConnectionSettings, op
     with target_session(settings, target_account) as session, stop_on_ctrl_c(options.stop):
         target = TargetMailbox(session)
         if verify_only:
-            return _check(ctx, archive, target, options)
+            checked = check_and_report(archive, target, options, ctx.account.account)
+            summarize_check(ctx, checked.check, str(checked.report))
+            return checked.exit_code
         text = (_("Dry run: restoring {account} from {archive} to {target} on {server}") if options.dry_run
                 else _("Restoring {account} from {archive} to {target} on {server}"))
         ctx.echo(text.format(account=archive.state.get_meta("account") or ctx.account.account, archive=archive.root,
                              target=target_account, server=settings.server), err=True)
         progress = TqdmRestoreProgress(enabled=not options.dry_run, quiet=ctx.quiet)
+
+        def restored(stats: RestoreStats) -> None:
+            progress.close()
+            summarize(ctx, stats)
+
         try:
-            stats = RestoreEngine(archive, target, options, progress).run()
+            outcome = restore_and_check(archive, target, options, progress, check=check,
+                                        account=ctx.account.account, on_restored=restored)
         finally:
             progress.close()
-        summarize(ctx, stats)
-        if stats.interrupted:
-            return ExitCode.INTERRUPTED
-        code = ExitCode.WARNINGS if stats.has_warnings else ExitCode.OK
-        if check and not options.dry_run:
-            code = max(code, _check(ctx, archive, target, options))
-        return code
-
-
-def _check(ctx: Context, archive: Archive, target: TargetMailbox, options: RestoreOptions) -> ExitCode:
-    result = check_target(archive, target, options, ctx.account.account)
-    path = write_check_report(result, archive.reports_dir)
-    summarize_check(ctx, result, str(path))
-    return ExitCode.OK if result.complete else ExitCode.WARNINGS
+        if outcome.checked is not None:
+            summarize_check(ctx, outcome.checked.check, str(outcome.checked.report))
+        return outcome.exit_code
 
 
 def summarize(ctx: Context, stats: RestoreStats) -> None:

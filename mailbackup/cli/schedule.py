@@ -12,7 +12,7 @@ from mailbackup.cli.common import handle_errors, setup_logging, verbosity_option
 from mailbackup.config import load_sweep
 from mailbackup.errors import StorageError, UsageError
 from mailbackup.i18n import N_, _
-from mailbackup.sweep.run import Shard
+from mailbackup.sweep.options import Shard
 from mailbackup.sweep.schedule import (
     DEFAULT_AT,
     ScheduleSpec,

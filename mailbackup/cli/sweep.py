@@ -23,22 +23,12 @@ from mailbackup.cli.common import handle_errors, verbosity_options
 from mailbackup.cli.format import display_width, duration, human_bytes, pad, wrap
 from mailbackup.cli.verify import parse_duration
 from mailbackup.config import load_sweep
-from mailbackup.errors import ExitCode, StorageError
+from mailbackup.errors import SEVERITY, ExitCode, StorageError
 from mailbackup.i18n import N_, _
+from mailbackup.sweep.options import Shard, SweepOptions
+from mailbackup.sweep.progress import LogProgress, SweepProgress, stage_word
 from mailbackup.sweep.reports import report_directory, write_reports
-from mailbackup.sweep.run import (
-    SEVERITY,
-    AccountOutcome,
-    LogProgress,
-    Shard,
-    SweepOptions,
-    SweepProgress,
-    SweepResult,
-    describe,
-    run_sweep,
-    stage_word,
-    take_sweep_lock,
-)
+from mailbackup.sweep.run import AccountOutcome, SweepResult, describe, run_sweep, take_sweep_lock
 
 log = logging.getLogger("mailbackup.sweep")
 LOG_FILE_BYTES = 5 * 1024 * 1024

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import sys
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +16,12 @@ from tqdm import tqdm
 from mailbackup.archive import Archive, open_archive, private_umask
 from mailbackup.cli.common import Context, build_context, handle_errors, server_options, verbosity_options
 from mailbackup.cli.format import duration, human_bytes
-from mailbackup.config import AccountSettings
-from mailbackup.errors import AuthError, ConnectError, ExitCode, ServerError, TLSError, UsageError
+from mailbackup.errors import UsageError
 from mailbackup.i18n import _, local_date
-from mailbackup.verify.check import (
-    FolderReport,
-    Mode,
-    Status,
-    VerifyOptions,
-    VerifyResult,
-    exit_code,
-    failed_result,
-    verify_offline,
-    verify_online,
-)
-from mailbackup.verify.report import extra_report_dir, mode_label, status_label, write_verify_reports
+from mailbackup.verify.check import verify_offline, verify_online
+from mailbackup.verify.record import RecordedVerification, verify_recorded
+from mailbackup.verify.render import mode_label, status_label
+from mailbackup.verify.results import FolderReport, Mode, Status, VerifyOptions, VerifyResult
 
 DURATION_PART = re.compile(r"(\d+)\s*([smhdw])")
 DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -102,66 +94,32 @@ def verify(account: str, dest: str | None, offline: bool, max_age: str | None, d
            report_dir: str | None, **options: Any) -> None:
     ctx = build_context(account, dest=dest, deadline=deadline, **options)
     private_umask()
-    verify_options = options_for(ctx.account, parse_duration(max_age) if max_age else None)
-    result, code, html_report = run_verification(ctx, verify_options, offline=offline, report_dir=report_dir)
-    _summarize(ctx, result, html_report)
-    raise SystemExit(int(code))
-
-
-def options_for(settings: AccountSettings, max_age: timedelta | None = None) -> VerifyOptions:
-    return VerifyOptions(
-        account=settings.account, server=str(settings.connection.server), include=settings.include,
-        exclude=settings.exclude, deadline=settings.deadline, max_age=max_age,
-    )
+    verify_options = VerifyOptions.for_account(ctx.account, parse_duration(max_age) if max_age else None)
+    recorded = run_verification(ctx, verify_options, offline=offline, report_dir=report_dir)
+    _summarize(ctx, recorded.result, recorded.html_report)
+    raise SystemExit(int(recorded.exit_code))
 
 
 def run_verification(ctx: Context, options: VerifyOptions, *, offline: bool = False,
-                     report_dir: str | None = None) -> tuple[VerifyResult, ExitCode, Path]:
+                     report_dir: str | None = None) -> RecordedVerification:
     """What `mailbackup verify` does (and `backup` after it, at a terminal):
-    verify, keep the run in the state, write the reports.  The result, the
-    exit code, and the HTML report's path."""
+    verify with a progress bar, keep the run in the state, write the reports."""
     settings = ctx.account
-    with open_archive(settings.dest, settings.account, lock=True, create=False) as archive:
-        result, failure_code = _run_recorded(ctx, archive, options, offline)
-        directories = [archive.reports_dir]
-        if report_dir:
-            directories.append(extra_report_dir(Path(report_dir), settings.account))
-        written = write_verify_reports(result, directories, date.today())
-    return result, failure_code or exit_code(result), written[2]
-
-
-def _run_recorded(ctx: Context, archive: Archive, options: VerifyOptions,
-                  offline: bool) -> tuple[VerifyResult, ExitCode | None]:
-    """Run the verification, kept in the state's `runs` table like a backup."""
-    run_id = archive.state.start_run("verify")
     progress = TqdmVerifyProgress(quiet=ctx.quiet)
-    result: VerifyResult | None = None
-    try:
-        if offline:
-            result, code = verify_offline(archive, options, progress), None
-        else:
-            result, code = _verify_with_server(ctx, archive, options, progress)
-        return result, code
-    finally:
-        progress.close()
-        if result is None:
-            archive.state.finish_run(run_id, "interrupted", 0, 0)
-        else:
-            archive.state.finish_run(run_id, result.status.value, result.totals.checked,
-                                     result.totals.bytes_checked, result.mode.value)
 
-
-def _verify_with_server(ctx: Context, archive: Archive, options: VerifyOptions,
-                        progress: TqdmVerifyProgress) -> tuple[VerifyResult, ExitCode | None]:
-    """Online verification; a server we cannot reach or log in to still gets
-    a `failed` report, and the exit code of its error."""
-    try:
+    def with_server(archive: Archive) -> VerifyResult:
         with ctx.session() as session:
             ctx.echo(_("Verifying {account} on {server} against {archive}").format(
                 account=options.account, server=options.server, archive=archive.root), err=True)
-            return verify_online(session, archive, options, progress), None
-    except (ConnectError, AuthError, TLSError, ServerError) as exc:
-        return failed_result(options, str(exc)), exc.exit_code
+            return verify_online(session, archive, options, progress)
+
+    with open_archive(settings.dest, settings.account, lock=True, create=False) as archive:
+        try:
+            return verify_recorded(
+                archive, options, partial(verify_offline, archive, options, progress) if offline
+                else partial(with_server, archive), report_dir=Path(report_dir) if report_dir else None)
+        finally:
+            progress.close()
 
 
 def _summarize(ctx: Context, result: VerifyResult, html_report: Path) -> None:

@@ -22,21 +22,20 @@ Passwords are never read from this file (see secrets.py).
 
 Public API: `load_account` (one account, for the single-account commands),
 `load_sweep` (every account, for sweep/check/schedule/auth import),
-`read_config` (configfile.py checks the YAML).  Unknown keys, wrong types and impossible
+`read_config` (yamlfile.py checks the YAML against the keys of keys.py).  Unknown keys, wrong types and impossible
 values are all reported at once, each as ``FILE:LINE: what is expected``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailbackup.errors import ConfigError, UsageError
-from mailbackup.i18n import N_, _
+from mailbackup.config.keys import ACCOUNT_KEYS, COMPRESS_MODES, STAFF_KEYS
+from mailbackup.errors import ConfigError
+from mailbackup.i18n import _
 from mailbackup.model import DEFAULT_SERVER, ConnectionSettings, ServerAddress, TLSMode
 
 DEFAULT_DEST = "mail-backup"
@@ -44,66 +43,7 @@ DEFAULT_JOBS = 4
 # Per server host.  Dovecot allows 10 per user and IP by default; a sweep uses
 # one connection per account at a time, and government servers throttle.
 DEFAULT_MAX_CONNECTIONS_PER_SERVER = 4
-FORMATS = ("maildir", "mbox")  # the stores sync/archive.py can open
-FORBIDDEN = {"password", "pass", "passwd", "pwd", "secret"}
-STAFF_KEYS = ("title", "name", "surname", "position", "unit")
 ACCOUNT_PLACEHOLDER = "{account}"
-
-
-@dataclass(frozen=True)
-class Key:
-    expected: str  # "HOST or HOST:PORT": said in every error about this key (marked with N_, shown with _)
-    accepts: Callable[[Any], bool]
-
-
-def _text(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
-
-
-def _flag(value: Any) -> bool:
-    return isinstance(value, bool)
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _seconds(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-
-
-def _server(value: Any) -> bool:
-    if not _text(value):
-        return False
-    try:
-        ServerAddress.parse(value)
-    except UsageError:
-        return False
-    return True
-
-
-def _date(value: Any) -> bool:
-    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        return True
-    if not isinstance(value, str):
-        return False
-    try:
-        dt.date.fromisoformat(value.strip())
-    except ValueError:
-        return False
-    return True
-
-
-def _globs(value: Any) -> bool:
-    return _text(value) or (isinstance(value, list) and bool(value) and all(_text(item) for item in value))
-
-
-def _account_name(value: Any) -> bool:
-    # No spaces or quotes: the name goes into file names and password commands.
-    return _text(value) and not re.search(r"[\s\"'`$\\/]", value)
-
-
-COMPRESS_MODES = ("auto", "always", "never")
 
 
 def _compress_mode(value: Any) -> str:
@@ -112,34 +52,6 @@ def _compress_mode(value: Any) -> str:
     if value is False:
         return "never"
     return str(value) if value in COMPRESS_MODES else "auto"
-
-
-ACCOUNT_KEYS: dict[str, Key] = {
-    "server": Key(N_("HOST or HOST:PORT (e.g. imap.mail.go.th:993)"), _server),
-    "cafile": Key(N_("the path of a PEM file"), _text),
-    "starttls": Key(N_("true or false"), _flag),
-    "insecure": Key(N_("true or false"), _flag),
-    "compress": Key(N_("auto, always or never (true = always, false = never)"),
-                    lambda value: _flag(value) or value in COMPRESS_MODES),
-    "timeout": Key(N_("a number of seconds above 0"), _seconds),
-    "dest": Key(N_("a directory path"), _text),
-    "format": Key(N_("maildir or mbox"), lambda value: value in FORMATS),
-    "deadline": Key(N_("a date YYYY-MM-DD"), _date),
-    "include": Key(N_("a folder glob or a list of them"), _globs),
-    "exclude": Key(N_("a folder glob or a list of them"), _globs),
-    "password_command": Key(N_("a command that prints the password"), _text),
-}
-SWEEP_KEYS: dict[str, Key] = {
-    "jobs": Key(N_("a whole number of accounts at once, 1 or more"), _count),
-    "max_connections_per_server": Key(N_("a whole number, 1 or more"), _count),
-    "max_bytes_per_second": Key(N_("a whole number of bytes per second, 1 or more (e.g. 2000000)"), _count),
-}
-ENTRY_KEYS: dict[str, Key] = {
-    "account": Key(N_("the IMAP login, e.g. somchai.j@coj.go.th (no spaces or quotes)"), _account_name),
-    **{key: Key(N_("text (quote numbers)"), _text) for key in STAFF_KEYS},
-}
-DEFAULTS_ALLOWED = {**ACCOUNT_KEYS, **SWEEP_KEYS, "unit": ENTRY_KEYS["unit"]}
-ENTRY_ALLOWED = {**ACCOUNT_KEYS, **ENTRY_KEYS}
 
 
 @dataclass

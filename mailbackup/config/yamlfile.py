@@ -1,8 +1,8 @@
-"""Reading a YAML config file and checking it against the keys config.py
+"""Reading a YAML config file and checking it against the keys keys.py
 defines: every problem reported as ``FILE:LINE: what is expected``, all at
-once.
+once.  The only importer of PyYAML.
 
-Apart from config.py because PyYAML takes about 15 ms to import, a tenth of
+Apart from config/__init__.py because PyYAML takes about 15 ms to import, a tenth of
 a no-op backup run, and most runs read no config file.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from yaml.constructor import SafeConstructor
 
-from mailbackup.config import DEFAULTS_ALLOWED, ENTRY_ALLOWED, ENTRY_KEYS, FORBIDDEN, SWEEP_KEYS, Key
+from mailbackup.config.keys import DEFAULTS_ALLOWED, ENTRY_ALLOWED, ENTRY_KEYS, FORBIDDEN, SWEEP_KEYS, Key
 from mailbackup.errors import ConfigError
 from mailbackup.i18n import N_, _
 

@@ -1,7 +1,7 @@
 """Is every archived message on the target server, in the folder a restore
 puts it, with the same size, flags and arrival date?  `check_target` reads
-the target through migrate.py's matching (the uploads' recorded UIDs first,
-then Message-ID and size); `write_check_report` writes
+the target as a restore does (the uploads' recorded UIDs first, then
+matching.py: Message-ID and size); `write_check_report` writes
 ``restore-verify.json``.
 
 Public API: `check_target(archive, target, options, account)` →
@@ -23,7 +23,8 @@ from mailbackup.i18n import _
 from mailbackup.imap.append import TargetFolder, TargetMailbox, TargetMessage
 from mailbackup.model import FolderInfo
 from mailbackup.restore.foldermap import FolderPlan
-from mailbackup.restore.upload import FolderRun, RestoreOptions, TargetIndex, TargetWork, upload_flags
+from mailbackup.restore.matching import TargetIndex
+from mailbackup.restore.upload import FolderRun, RestoreOptions, TargetWork, upload_flags
 from mailbackup.state.db import UPLOAD_DONE, UPLOAD_FAILED, UPLOAD_PENDING, RestoreItem, UploadTarget, now_iso
 from mailbackup.verify.report import atomic_write
 
@@ -94,7 +95,7 @@ class TargetCheck:
         }
 
 
-class _Checker(TargetWork):
+class _TargetChecker(TargetWork):
     def run(self, account: str) -> TargetCheck:
         check = TargetCheck(account=account, target=self.options.target, started_at=now_iso())
         existing = self.existing_folders()
@@ -158,7 +159,7 @@ class _Checker(TargetWork):
 def check_target(archive: Archive, target: TargetMailbox, options: RestoreOptions, account: str) -> TargetCheck:
     """Is every archived message (in the chosen folders) on the target, in the
     folder a restore puts it, with the same size, flags and arrival date?"""
-    return _Checker(archive, target, options).run(account)
+    return _TargetChecker(archive, target, options).run(account)
 
 
 def _entry(item: RestoreItem, reason: str, **details: Any) -> CheckEntry:

@@ -4,12 +4,12 @@ Public API:
 
 * `RestoreEngine(archive, target, options, progress).run()` → `RestoreStats`:
   uploads every archived copy once, with its flags and INTERNALDATE;
-* where each folder goes: foldermap.py; checking the target afterwards:
-  targetcheck.py.
+* where each folder goes: foldermap.py; which target message is an
+  archived copy: matching.py; checking the target afterwards:
+  targetcheck.py; backup then restore (`mailbackup migrate`): migrate.py.
 
 Nothing here prints: progress goes through `RestoreProgress`, results come
-back as dataclasses.  `mailbackup migrate` is the backup engine followed by
-this engine, so every migration leaves its copy on disk.
+back as dataclasses.
 
 Idempotence.  The state's `uploads` table (state/schema.py, version 2) holds
 per archived copy and target account: folder, UIDVALIDITY, UID, status.  A
@@ -27,9 +27,7 @@ message.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -39,15 +37,15 @@ from typing import Protocol, TypeVar
 from mailbackup import faults
 from mailbackup.archive import Archive
 from mailbackup.errors import ConnectError, ConnectionLost, FolderError, Interrupted, ServerError
-from mailbackup.headers import summarize
 from mailbackup.i18n import _
-from mailbackup.imap.append import AppendItem, AppendResponse, TargetFolder, TargetMailbox, TargetMessage
+from mailbackup.imap.append import AppendItem, AppendResponse, TargetFolder, TargetMailbox
 from mailbackup.model import FolderInfo, StoredMessage
 from mailbackup.restore.foldermap import (
     FolderPlan,
     plan_folders,
     source_prefix_of,
 )
+from mailbackup.restore.matching import ArchivedBody, TargetIndex
 from mailbackup.state.db import (
     UPLOAD_DONE,
     RestoreItem,
@@ -57,7 +55,6 @@ from mailbackup.state.db import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MEGABYTE = 1 << 20
-LINE_ENDS = re.compile(rb"\r?\n")
 
 
 # ---------------------------------------------------------------------------
@@ -146,69 +143,6 @@ class RestoreOptions:
     max_retries: int = 5
     retry_delay: float = 1.0  # first backoff after a lost connection; doubles per try
     stop: threading.Event = field(default_factory=threading.Event)
-
-
-# ---------------------------------------------------------------------------
-# Matching archived copies with messages on the target
-# ---------------------------------------------------------------------------
-
-
-def crlf_normalized(body: bytes) -> bytes:
-    """What a server that stores mail with CRLF line ends serves back (Dovecot does)."""
-    return LINE_ENDS.sub(b"\r\n", body)
-
-
-class ArchivedBody:
-    """An archived message's bytes, read only when a match needs them."""
-
-    def __init__(self, read: Callable[[], bytes]) -> None:
-        self._read = read
-        self._normalized: bytes | None = None
-
-    def normalized(self) -> bytes:
-        if self._normalized is None:
-            self._normalized = crlf_normalized(self._read())
-        return self._normalized
-
-
-class TargetIndex:
-    """The messages of one target folder; each can be claimed by one archived copy."""
-
-    def __init__(self, messages: Iterable[TargetMessage], claimed: set[int],
-                 fetch_body: Callable[[int], bytes | None]) -> None:
-        self.claimed = claimed  # shared with the caller: UIDs already paired
-        self.by_uid = {message.uid: message for message in messages}
-        self.by_message_id: dict[str | None, list[TargetMessage]] = {}
-        for message in self.by_uid.values():
-            key = summarize(message.header).message_id if message.header else None
-            self.by_message_id.setdefault(key, []).append(message)
-        self._fetch_body = fetch_body
-
-    def claim(self, message: StoredMessage, body: ArchivedBody) -> TargetMessage | None:
-        """The first unclaimed target message with the same Message-ID and size
-        (and, without a Message-ID, the same bytes); claimed when found."""
-        candidates = [m for m in self.by_message_id.get(message.message_id, []) if m.uid not in self.claimed]
-        same_size = [m for m in candidates if m.size == message.size]
-        if not same_size and candidates:
-            wire_size = len(body.normalized())
-            same_size = [m for m in candidates if m.size == wire_size]
-        if message.message_id is None:  # the size alone proves nothing: compare the bytes
-            match = next((m for m in same_size if self._same_bytes(m.uid, message, body)), None)
-        else:
-            match = same_size[0] if same_size else None
-        if match is not None:
-            self.claimed.add(match.uid)
-        return match
-
-    def _same_bytes(self, uid: int, message: StoredMessage, body: ArchivedBody) -> bool:
-        on_target = self._fetch_body(uid)
-        if on_target is None:
-            return False
-        digest = hashlib.sha256(on_target).hexdigest()
-        return digest == message.sha256 or on_target == body.normalized()
-
-    def size_matches(self, found: TargetMessage, message: StoredMessage, body: ArchivedBody) -> bool:
-        return found.size == message.size or found.size == len(body.normalized())
 
 
 def upload_flags(flags: Iterable[str], folder: TargetFolder) -> tuple[str, ...]:

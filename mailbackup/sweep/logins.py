@@ -5,7 +5,7 @@ of the survey form the mail administrator asks units for.
 Public API: `check_logins(settings, options, progress)` → one `LoginCheck`
 per account; `login_problem`, `LOGIN_PROBLEMS`; `check_rows`/`check_csv` and
 `CHECK_COLUMNS`, the form's columns.  Runs on the sweep's dispatcher
-(sweep.py): the same connection limits, the same waiting out of a busy
+(dispatch.py): the same connection limits, the same waiting out of a busy
 server.
 """
 
@@ -27,21 +27,10 @@ from mailbackup.errors import (
 from mailbackup.i18n import _, language
 from mailbackup.imap.pushback import pushback_of
 from mailbackup.imap.session import ImapSession
-from mailbackup.sweep.run import (
-    LogProgress,
-    Shard,
-    SweepOptions,
-    SweepProgress,
-    _Again,
-    _again,
-    _budget,
-    _Dispatcher,
-    _Job,
-    _limits,
-    _Passwords,
-    select_accounts,
-)
-from mailbackup.verify.report import _csv_bytes
+from mailbackup.sweep.dispatch import Again, Dispatcher, Job, Passwords, requeue, server_limits, wait_budget
+from mailbackup.sweep.options import Shard, SweepOptions, select_accounts
+from mailbackup.sweep.progress import LogProgress, SweepProgress
+from mailbackup.verify.render import csv_bytes
 
 
 @dataclass(frozen=True)
@@ -113,9 +102,9 @@ def check_logins(settings: SweepSettings, options: SweepOptions, progress: Sweep
     sink: SweepProgress = progress or LogProgress()
     accounts = select_accounts(settings, shard)
     checks = {id(account): LoginCheck(account) for account in accounts}
-    passwords = _Passwords(options.password)
+    passwords = Passwords(options.password)
 
-    def attempt(job: _Job) -> _Again | None:
+    def attempt(job: Job) -> Again | None:
         check = checks[id(job.settings)]
         sink.account_start(job.settings.account, "login", job.attempts + 1)
         job.attempts += 1
@@ -124,7 +113,7 @@ def check_logins(settings: SweepSettings, options: SweepOptions, progress: Sweep
                 pass
         except MailbackupError as exc:
             busy = pushback_of(exc)
-            again = _again(job, busy, None, options) if busy is not None else None
+            again = requeue(job, busy, None, options) if busy is not None else None
             if again is not None:
                 return again
             check.problem, check.detail, check.exit_code = login_problem(exc), str(exc), exc.exit_code
@@ -133,14 +122,14 @@ def check_logins(settings: SweepSettings, options: SweepOptions, progress: Sweep
                               problem=check.problem, detail=check.detail))
         return None
 
-    def skipped(job: _Job) -> None:
+    def skipped(job: Job) -> None:
         check = checks[id(job.settings)]
         check.problem, check.detail, check.exit_code = LOGIN_PROBLEMS["local"], _("not checked: stopped"), \
             ExitCode.INTERRUPTED
 
     sink.sweep_start(len(accounts))
-    jobs = [_Job(account, _budget(options), "login") for account in accounts]
-    _Dispatcher(options.jobs, _limits(options), options.stop, sink).run(jobs, attempt, skipped)
+    jobs = [Job(account, wait_budget(options), "login") for account in accounts]
+    Dispatcher(options.jobs, server_limits(options), options.stop, sink).run(jobs, attempt, skipped)
     return [checks[id(account)] for account in accounts]
 
 
@@ -164,4 +153,4 @@ def check_rows(checks: Iterable[LoginCheck]) -> list[list[str]]:
 
 def check_csv(checks: Iterable[LoginCheck]) -> bytes:
     """UTF-8 with a byte-order mark (Excel on Thai Windows), CRLF, formula-safe."""
-    return _csv_bytes(CHECK_COLUMNS, check_rows(checks))
+    return csv_bytes(CHECK_COLUMNS, check_rows(checks))

@@ -1,5 +1,5 @@
 """The reports of a sweep: ``summary.json|csv|html`` (the schema of
-`mailbackup report`, written by report.py) for its accounts, and
+`mailbackup report`, written by verify/summary.py) for its accounts, and
 ``sweep.json``/``sweep.csv``: this run, account by account, with the staff
 details.
 
@@ -16,8 +16,11 @@ from typing import Any
 
 from mailbackup import __version__
 from mailbackup.config import AccountSettings, SweepSettings
-from mailbackup.sweep.run import AccountOutcome, Shard, SweepResult
-from mailbackup.verify.report import AccountSummary, _csv_bytes, atomic_write, collect_accounts, write_summary
+from mailbackup.sweep.options import Shard
+from mailbackup.sweep.run import AccountOutcome, SweepResult
+from mailbackup.verify.render import csv_bytes
+from mailbackup.verify.report import atomic_write
+from mailbackup.verify.summary import SUMMARY_DIR, AccountSummary, collect_accounts, write_summary
 
 SCHEMA_VERSION = 1
 SWEEP_NAMES = ("sweep.json", "sweep.csv")
@@ -70,19 +73,19 @@ def sweep_csv(data: dict[str, Any]) -> bytes:
         rows.append([row["account"], *(staff[key] or "" for key in ("title", "name", "surname", "position", "unit")),
                      row["backup"], row["verify"], row["exit_code"], row["messages"], row["bytes"], row["attempts"],
                      row["busy_waited_seconds"], problem])
-    return _csv_bytes(SWEEP_CSV_COLUMNS, rows)
+    return csv_bytes(SWEEP_CSV_COLUMNS, rows)
 
 
 def report_directory(settings: SweepSettings, report_dir: Path | None, shard: Shard | None) -> Path:
     """``--report-dir`` or ``<dest>/reports``; one subdirectory per shard, so
     machines sharing a destination do not overwrite each other's summary."""
-    directory = report_dir or settings.dest / "reports"
+    directory = report_dir or settings.dest / SUMMARY_DIR
     return directory / f"shard-{shard.index}-of-{shard.count}" if shard else directory
 
 
 def write_reports(result: SweepResult, directory: Path, *, as_of: date | None = None,
                   generated_at: datetime | None = None) -> list[Path]:
-    """summary.json/.csv/.html (report.py's summary of these accounts) and
+    """summary.json/.csv/.html (verify/summary.py's summary of these accounts) and
     sweep.json/.csv (this run, with the staff details)."""
     as_of = as_of or date.today()
     generated_at = generated_at or datetime.now().astimezone()
@@ -96,7 +99,7 @@ def write_reports(result: SweepResult, directory: Path, *, as_of: date | None = 
 
 
 def _summaries(result: SweepResult) -> list[AccountSummary]:
-    """report.py's AccountSummary of every account of this sweep, whatever its dest."""
+    """verify/summary.py's AccountSummary of every account of this sweep, whatever its dest."""
     by_dest: dict[Path, dict[str, AccountSettings]] = {}
     for outcome in result.outcomes:
         by_dest.setdefault(outcome.settings.dest, {})[outcome.account.strip().casefold()] = outcome.settings

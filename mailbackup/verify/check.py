@@ -8,9 +8,9 @@ Public API:
 * `verify_offline(archive, options, progress)`: the archive against its own
   state only (files present, hashes, mbox entries where the state says,
   Maildir names well formed, no stray files);
-* `failed_result(...)`: the result written when the server could not be reached;
-* `exit_code(result)`, and the dataclasses `VerifyResult`, `FolderReport`,
-  `MessageEntry`, `Totals` with the enums `Status` and `Mode`.
+* `VerifyProgress`, the callbacks of a caller that shows progress.
+
+The results are the dataclasses of results.py.
 
 Each message ends in one class: ok, missing (not in the archive, or its file
 is gone), size mismatch (server and archive disagree), corrupt (the file does
@@ -27,26 +27,25 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from enum import StrEnum
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
-from mailbackup import __version__
 from mailbackup.archive import Archive
-from mailbackup.errors import ConnectionLost, ExitCode, FolderError, ServerError
+from mailbackup.errors import ConnectionLost, FolderError, ServerError
 from mailbackup.headers import HeaderSummary, summarize
 from mailbackup.i18n import _
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, MessageMeta, StoredMessage
 from mailbackup.state.db import FolderRecord, now_iso
-from mailbackup.store import mboxrd
 from mailbackup.store.maildir import INFO_SEPARATORS, MaildirStore
 from mailbackup.store.mbox import MboxStore
 from mailbackup.sync.plan import select_folders
+from mailbackup.verify.mboxspans import mbox_structure
+from mailbackup.verify.results import FolderReport, MessageEntry, Mode, VerifyOptions, VerifyResult
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,135 +58,6 @@ RETRIES = 2  # reconnects per server action before giving up
 # Our Maildir names (store/maildir.py) and those of other tools:
 # <digits>.<unique>[<sep>2,<flags>]; no separators, slashes or spaces in the base.
 MAILDIR_NAME = re.compile(r"\d+\.[^:;!/\\\s]+(?:[:;!]2,[A-Za-z]*)?")
-
-
-class Status(StrEnum):
-    COMPLETE = "complete"
-    INCOMPLETE = "incomplete"
-    CORRUPT = "corrupt"
-    FAILED = "failed"
-
-
-class Mode(StrEnum):
-    ONLINE = "online"
-    OFFLINE = "offline"
-
-
-@dataclass(frozen=True)
-class MessageEntry:
-    """One message worth naming in a report (missing, corrupt, ...)."""
-
-    uid: int
-    uidvalidity: int | None
-    size: int | None  # the server's size when known, else the recorded one
-    message_id: str | None = None
-    subject: str | None = None
-    date: str | None = None  # INTERNALDATE, ISO 8601
-    reason: str | None = None
-    local_size: int | None = None  # size mismatch: the size recorded in the archive
-
-
-@dataclass
-class FolderReport:
-    name: str
-    status: Status = Status.COMPLETE
-    server_messages: int | None = None  # None: not compared with a server
-    local_messages: int = 0
-    ok: int = 0
-    missing: list[MessageEntry] = field(default_factory=list)
-    corrupt: list[MessageEntry] = field(default_factory=list)
-    size_mismatch: list[MessageEntry] = field(default_factory=list)
-    only_local: list[MessageEntry] = field(default_factory=list)
-    bytes: int = 0  # archived bytes of this folder
-    checked: int = 0  # messages hashed in this run
-    bytes_checked: int = 0
-    skipped_recent: int = 0  # verified within max_age: not hashed again
-    problems: list[str] = field(default_factory=list)  # damage to the folder's files as a whole
-    stray_files: list[str] = field(default_factory=list)  # files the state does not know
-    warnings: list[str] = field(default_factory=list)  # worth a look; exit code 1
-    notes: list[str] = field(default_factory=list)  # for information only
-    error: str | None = None  # the server would not let us read this folder
-
-    def settle_status(self) -> Status:
-        if self.error:
-            self.status = Status.FAILED
-        elif self.corrupt or self.problems:
-            self.status = Status.CORRUPT
-        elif self.missing or self.size_mismatch:
-            self.status = Status.INCOMPLETE
-        else:
-            self.status = Status.COMPLETE
-        return self.status
-
-
-@dataclass(frozen=True)
-class Totals:
-    server_messages: int | None
-    local_messages: int
-    ok: int
-    missing: int
-    corrupt: int
-    size_mismatch: int
-    only_local: int
-    bytes: int
-    checked: int
-    bytes_checked: int
-    skipped_recent: int
-    stray_files: int
-
-
-@dataclass
-class VerifyResult:
-    account: str
-    server: str
-    mode: Mode
-    generated_at: datetime  # when the verification ran (aware, local time)
-    folders: list[FolderReport] = field(default_factory=list)
-    deadline: date | None = None
-    tool_version: str = __version__
-    error: str | None = None  # set only when the whole verification failed
-    seconds: float = 0.0
-
-    @property
-    def status(self) -> Status:
-        if self.error:
-            return Status.FAILED
-        statuses = {folder.status for folder in self.folders}
-        if Status.CORRUPT in statuses:
-            return Status.CORRUPT
-        if statuses & {Status.INCOMPLETE, Status.FAILED}:
-            return Status.INCOMPLETE
-        return Status.COMPLETE
-
-    @property
-    def has_warnings(self) -> bool:
-        return any(folder.warnings or folder.stray_files for folder in self.folders)
-
-    @property
-    def totals(self) -> Totals:
-        folders = self.folders
-        known = [folder.server_messages for folder in folders if folder.server_messages is not None]
-        return Totals(
-            server_messages=sum(known) if self.mode is Mode.ONLINE and not self.error else None,
-            local_messages=sum(f.local_messages for f in folders), ok=sum(f.ok for f in folders),
-            missing=sum(len(f.missing) for f in folders), corrupt=sum(len(f.corrupt) for f in folders),
-            size_mismatch=sum(len(f.size_mismatch) for f in folders),
-            only_local=sum(len(f.only_local) for f in folders), bytes=sum(f.bytes for f in folders),
-            checked=sum(f.checked for f in folders), bytes_checked=sum(f.bytes_checked for f in folders),
-            skipped_recent=sum(f.skipped_recent for f in folders),
-            stray_files=sum(len(f.stray_files) for f in folders),
-        )
-
-
-@dataclass(frozen=True)
-class VerifyOptions:
-    account: str
-    server: str
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    deadline: date | None = None
-    max_age: timedelta | None = None  # skip files verified more recently than this
-    clock: Callable[[], datetime] = field(default=lambda: datetime.now().astimezone())
 
 
 class VerifyProgress(Protocol):
@@ -205,24 +75,6 @@ class NoProgress:
 
     def hashed(self, byte_count: int) -> None:
         pass
-
-
-def exit_code(result: VerifyResult) -> ExitCode:
-    """0 complete, 1 incomplete (or complete with warnings), 8 corrupt.  A
-    failed verification carries its error's own code, which the caller knows."""
-    status = result.status
-    if status is Status.CORRUPT:
-        return ExitCode.CORRUPT
-    if status is Status.FAILED:
-        return ExitCode.CONNECTION
-    if status is Status.INCOMPLETE or result.has_warnings:
-        return ExitCode.WARNINGS
-    return ExitCode.OK
-
-
-def failed_result(options: VerifyOptions, error: str) -> VerifyResult:
-    return VerifyResult(account=options.account, server=options.server, mode=Mode.ONLINE,
-                        generated_at=options.clock(), deadline=options.deadline, error=error)
 
 
 # ---------------------------------------------------------------------------
@@ -262,14 +114,14 @@ def verify_online(session: ImapSession, archive: Archive, options: VerifyOptions
                 [FolderInfo(info.name, info.delimiter)], options.include, options.exclude):
             server[info.name] = ServerFolder(info.name, error="the server lists this folder but will not open it")
     excluded = {info.name for info in listed} - set(server)
-    return _Checker(archive, options, progress, Mode.ONLINE, started).run(server, excluded)
+    return _ArchiveChecker(archive, options, progress, Mode.ONLINE, started).run(server, excluded)
 
 
 def verify_offline(archive: Archive, options: VerifyOptions,
                    progress: VerifyProgress | None = None) -> VerifyResult:
     """Check the archive against its own state, with no server."""
     progress = progress or NoProgress()
-    return _Checker(archive, options, progress, Mode.OFFLINE, options.clock()).run(None, set())
+    return _ArchiveChecker(archive, options, progress, Mode.OFFLINE, options.clock()).run(None, set())
 
 
 def _read_server_folder(session: ImapSession, archive: Archive, name: str) -> ServerFolder:
@@ -352,7 +204,7 @@ class _FolderWork:
     absent: dict[tuple[int, int], _Outcome] = field(default_factory=dict)  # known before hashing
 
 
-class _Checker:
+class _ArchiveChecker:
     def __init__(self, archive: Archive, options: VerifyOptions, progress: VerifyProgress,
                  mode: Mode, started: datetime) -> None:
         self.archive = archive
@@ -500,17 +352,17 @@ class _Checker:
                     only_local: bool) -> None:
         outcome = self.outcomes.get((message.folder_id, message.uidvalidity, message.uid), OK)
         if outcome.kind == "corrupt":
-            report.corrupt.append(_stored_entry(message, outcome.reason))
+            report.corrupt.append(MessageEntry.from_stored(message, outcome.reason))
         elif outcome.kind == "missing":
             reason = outcome.reason if not only_local else _("{reason}; no longer on the server either").format(
                 reason=outcome.reason)
-            report.missing.append(_stored_entry(message, reason))
+            report.missing.append(MessageEntry.from_stored(message, reason))
         elif meta is not None and meta.size != message.size:
-            report.size_mismatch.append(_stored_entry(
+            report.size_mismatch.append(MessageEntry.from_stored(
                 message, _("the server's size differs from the archived copy"), size=meta.size,
                 local_size=message.size))
         elif only_local:
-            report.only_local.append(_stored_entry(message, None))
+            report.only_local.append(MessageEntry.from_stored(message, None))
         else:
             report.ok += 1
 
@@ -549,14 +401,6 @@ def _server_entry(server: ServerFolder, meta: MessageMeta, reason: str | None) -
         date=meta.internaldate.isoformat(), reason=reason or _("not in the archive"),
     )
 
-
-def _stored_entry(message: StoredMessage, reason: str | None, *, size: int | None = None,
-                  local_size: int | None = None) -> MessageEntry:
-    return MessageEntry(
-        uid=message.uid, uidvalidity=message.uidvalidity, size=message.size if size is None else size,
-        message_id=message.message_id, subject=message.subject, date=message.internaldate.isoformat(),
-        reason=reason, local_size=local_size,
-    )
 
 
 # ---------------------------------------------------------------------------
@@ -633,34 +477,4 @@ def _index_mbox(store: MboxStore, record: FolderRecord, work: _FolderWork, *, pa
         elif offset + length > size:
             work.absent[(message.uidvalidity, message.uid)] = _Outcome("corrupt", _("the mbox file ends inside it"))
     if parse:
-        report.problems.extend(_mbox_structure(path, min(size, committed), work.local))
-
-
-def _mbox_structure(path: Path, committed: int, messages: Iterable[StoredMessage]) -> list[str]:
-    """Differences between the entries the file parses into (up to the saved
-    length) and the spans the state records."""
-    recorded = {(m.mbox_offset, m.mbox_length) for m in messages if m.mbox_offset is not None}
-    try:
-        with open(path, "rb") as handle:
-            parsed = {(span.offset, span.length) for span in mboxrd.iter_entries(handle)
-                      if span.offset < committed}
-    except ValueError as exc:
-        return [_("mbox file cannot be parsed: {error}").format(error=exc)]
-    except OSError as exc:
-        return [_("mbox file cannot be read: {error}").format(error=exc.strerror or exc)]
-    # The last entry before an uncommitted tail runs on into it when parsed.
-    parsed = {(offset, min(length, committed - offset)) for offset, length in parsed}
-    problems = []
-    if len(parsed) != len(recorded):
-        problems.append(_("mbox holds {count} messages where the state records {recorded}").format(
-            count=len(parsed), recorded=len(recorded)))
-    unexpected = sorted(parsed - recorded)
-    if unexpected:
-        shown = ", ".join(str(offset) for offset, _length in unexpected[:10])
-        problems.append(_("{count} mbox entries not where the state records any (at byte {offsets})").format(
-            count=len(unexpected), offsets=shown))
-    unmatched = len(recorded - parsed)
-    if unmatched:
-        problems.append(_("{count} recorded messages do not parse as one entry at their recorded place").format(
-            count=unmatched))
-    return problems
+        report.problems.extend(mbox_structure(path, min(size, committed), work.local))

@@ -1,0 +1,79 @@
+"""Which message on a target folder is an archived copy: the same
+Message-ID and size (the size a CRLF-storing server serves back counts too),
+and, without a Message-ID, the same bytes.  Restoring uses it to find what a
+killed run had already sent; checking the target, to find every copy.
+
+Public API: `TargetIndex` (one target folder; each message claimed once),
+`ArchivedBody` (an archived copy's bytes, read only when needed),
+`crlf_normalized`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable
+
+from mailbackup.headers import summarize
+from mailbackup.imap.append import TargetMessage
+from mailbackup.model import StoredMessage
+
+LINE_ENDS = re.compile(rb"\r?\n")
+
+
+def crlf_normalized(body: bytes) -> bytes:
+    """What a server that stores mail with CRLF line ends serves back (Dovecot does)."""
+    return LINE_ENDS.sub(b"\r\n", body)
+
+
+class ArchivedBody:
+    """An archived message's bytes, read only when a match needs them."""
+
+    def __init__(self, read: Callable[[], bytes]) -> None:
+        self._read = read
+        self._normalized: bytes | None = None
+
+    def normalized(self) -> bytes:
+        if self._normalized is None:
+            self._normalized = crlf_normalized(self._read())
+        return self._normalized
+
+
+class TargetIndex:
+    """The messages of one target folder; each can be claimed by one archived copy."""
+
+    def __init__(self, messages: Iterable[TargetMessage], claimed: set[int],
+                 fetch_body: Callable[[int], bytes | None]) -> None:
+        self.claimed = claimed  # shared with the caller: UIDs already paired
+        self.by_uid = {message.uid: message for message in messages}
+        self.by_message_id: dict[str | None, list[TargetMessage]] = {}
+        for message in self.by_uid.values():
+            key = summarize(message.header).message_id if message.header else None
+            self.by_message_id.setdefault(key, []).append(message)
+        self._fetch_body = fetch_body
+
+    def claim(self, message: StoredMessage, body: ArchivedBody) -> TargetMessage | None:
+        """The first unclaimed target message with the same Message-ID and size
+        (and, without a Message-ID, the same bytes); claimed when found."""
+        candidates = [m for m in self.by_message_id.get(message.message_id, []) if m.uid not in self.claimed]
+        same_size = [m for m in candidates if m.size == message.size]
+        if not same_size and candidates:
+            wire_size = len(body.normalized())
+            same_size = [m for m in candidates if m.size == wire_size]
+        if message.message_id is None:  # the size alone proves nothing: compare the bytes
+            match = next((m for m in same_size if self._same_bytes(m.uid, message, body)), None)
+        else:
+            match = same_size[0] if same_size else None
+        if match is not None:
+            self.claimed.add(match.uid)
+        return match
+
+    def _same_bytes(self, uid: int, message: StoredMessage, body: ArchivedBody) -> bool:
+        on_target = self._fetch_body(uid)
+        if on_target is None:
+            return False
+        digest = hashlib.sha256(on_target).hexdigest()
+        return digest == message.sha256 or on_target == body.normalized()
+
+    def size_matches(self, found: TargetMessage, message: StoredMessage, body: ArchivedBody) -> bool:
+        return found.size == message.size or found.size == len(body.normalized())

@@ -1,0 +1,59 @@
+"""Verify and record: what `mailbackup verify`, a backup at a terminal and
+a sweep all do.  The verification is kept in the state's `runs` table like a
+backup, and its reports are written into the archive's ``reports/`` (and an
+extra directory).
+
+Public API: `verify_recorded(archive, options, verify, ...)` →
+`RecordedVerification`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from mailbackup.archive import Archive
+from mailbackup.errors import AuthError, ConnectError, ExitCode, ServerError, TLSError
+from mailbackup.imap.pushback import pushback_of
+from mailbackup.verify.report import extra_report_dir, write_verify_reports
+from mailbackup.verify.results import VerifyOptions, VerifyResult, exit_code, failed_result
+
+
+@dataclass(frozen=True)
+class RecordedVerification:
+    result: VerifyResult
+    exit_code: ExitCode
+    html_report: Path  # in the archive's reports directory
+
+
+def verify_recorded(archive: Archive, options: VerifyOptions, verify: Callable[[], VerifyResult], *,
+                    report_dir: Path | None = None, retry_pushback: bool = False) -> RecordedVerification:
+    """Run `verify` (online or offline), record the run and write the reports.
+
+    A server that cannot be reached, or refuses the login, still gets a
+    `failed` result and report, with its error's exit code.  With
+    `retry_pushback`, a server that asks for a pause raises its `ServerBusy`
+    instead, for the caller to come back later (nothing is written then)."""
+    run_id = archive.state.start_run("verify")
+    result: VerifyResult | None = None
+    code: ExitCode | None = None
+    try:
+        try:
+            result = verify()
+        except (ConnectError, AuthError, TLSError, ServerError) as exc:
+            if retry_pushback and pushback_of(exc) is not None:
+                raise
+            result, code = failed_result(options, str(exc)), exc.exit_code
+    finally:
+        if result is None:
+            archive.state.finish_run(run_id, "interrupted", 0, 0)
+        else:
+            archive.state.finish_run(run_id, result.status.value, result.totals.checked,
+                                     result.totals.bytes_checked, result.mode.value)
+    directories = [archive.reports_dir]
+    if report_dir is not None:
+        directories.append(extra_report_dir(report_dir, options.account))
+    written = write_verify_reports(result, directories, date.today())
+    return RecordedVerification(result, code or exit_code(result), written[2])

@@ -1,0 +1,183 @@
+"""What a verification finds, as data: one `VerifyResult` per account with
+a `FolderReport` per folder, and the exit code it means.
+
+Public API: the enums `Status` and `Mode`; the dataclasses `MessageEntry`,
+`FolderReport`, `Totals`, `VerifyResult` and `VerifyOptions`; `exit_code(result)`;
+`failed_result(options, error)`, the result written when the server could
+not be reached.  check.py fills these in; report.py and summary.py write them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+
+from mailbackup import __version__
+from mailbackup.config import AccountSettings
+from mailbackup.errors import ExitCode
+from mailbackup.model import StoredMessage
+
+
+class Status(StrEnum):
+    COMPLETE = "complete"
+    INCOMPLETE = "incomplete"
+    CORRUPT = "corrupt"
+    FAILED = "failed"
+
+
+class Mode(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True)
+class MessageEntry:
+    """One message worth naming in a report (missing, corrupt, ...)."""
+
+    uid: int
+    uidvalidity: int | None
+    size: int | None  # the server's size when known, else the recorded one
+    message_id: str | None = None
+    subject: str | None = None
+    date: str | None = None  # INTERNALDATE, ISO 8601
+    reason: str | None = None
+    local_size: int | None = None  # size mismatch: the size recorded in the archive
+
+    @classmethod
+    def from_stored(cls, message: StoredMessage, reason: str | None, *, size: int | None = None,
+                    local_size: int | None = None) -> MessageEntry:
+        """An archived message, by what the state recorded when it was saved."""
+        return cls(
+            uid=message.uid, uidvalidity=message.uidvalidity, size=message.size if size is None else size,
+            message_id=message.message_id, subject=message.subject, date=message.internaldate.isoformat(),
+            reason=reason, local_size=local_size,
+        )
+
+
+@dataclass
+class FolderReport:
+    name: str
+    status: Status = Status.COMPLETE
+    server_messages: int | None = None  # None: not compared with a server
+    local_messages: int = 0
+    ok: int = 0
+    missing: list[MessageEntry] = field(default_factory=list)
+    corrupt: list[MessageEntry] = field(default_factory=list)
+    size_mismatch: list[MessageEntry] = field(default_factory=list)
+    only_local: list[MessageEntry] = field(default_factory=list)
+    bytes: int = 0  # archived bytes of this folder
+    checked: int = 0  # messages hashed in this run
+    bytes_checked: int = 0
+    skipped_recent: int = 0  # verified within max_age: not hashed again
+    problems: list[str] = field(default_factory=list)  # damage to the folder's files as a whole
+    stray_files: list[str] = field(default_factory=list)  # files the state does not know
+    warnings: list[str] = field(default_factory=list)  # worth a look; exit code 1
+    notes: list[str] = field(default_factory=list)  # for information only
+    error: str | None = None  # the server would not let us read this folder
+
+    def settle_status(self) -> Status:
+        if self.error:
+            self.status = Status.FAILED
+        elif self.corrupt or self.problems:
+            self.status = Status.CORRUPT
+        elif self.missing or self.size_mismatch:
+            self.status = Status.INCOMPLETE
+        else:
+            self.status = Status.COMPLETE
+        return self.status
+
+
+@dataclass(frozen=True)
+class Totals:
+    server_messages: int | None
+    local_messages: int
+    ok: int
+    missing: int
+    corrupt: int
+    size_mismatch: int
+    only_local: int
+    bytes: int
+    checked: int
+    bytes_checked: int
+    skipped_recent: int
+    stray_files: int
+
+
+@dataclass
+class VerifyResult:
+    account: str
+    server: str
+    mode: Mode
+    generated_at: datetime  # when the verification ran (aware, local time)
+    folders: list[FolderReport] = field(default_factory=list)
+    deadline: date | None = None
+    tool_version: str = __version__
+    error: str | None = None  # set only when the whole verification failed
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> Status:
+        if self.error:
+            return Status.FAILED
+        statuses = {folder.status for folder in self.folders}
+        if Status.CORRUPT in statuses:
+            return Status.CORRUPT
+        if statuses & {Status.INCOMPLETE, Status.FAILED}:
+            return Status.INCOMPLETE
+        return Status.COMPLETE
+
+    @property
+    def has_warnings(self) -> bool:
+        return any(folder.warnings or folder.stray_files for folder in self.folders)
+
+    @property
+    def totals(self) -> Totals:
+        folders = self.folders
+        known = [folder.server_messages for folder in folders if folder.server_messages is not None]
+        return Totals(
+            server_messages=sum(known) if self.mode is Mode.ONLINE and not self.error else None,
+            local_messages=sum(f.local_messages for f in folders), ok=sum(f.ok for f in folders),
+            missing=sum(len(f.missing) for f in folders), corrupt=sum(len(f.corrupt) for f in folders),
+            size_mismatch=sum(len(f.size_mismatch) for f in folders),
+            only_local=sum(len(f.only_local) for f in folders), bytes=sum(f.bytes for f in folders),
+            checked=sum(f.checked for f in folders), bytes_checked=sum(f.bytes_checked for f in folders),
+            skipped_recent=sum(f.skipped_recent for f in folders),
+            stray_files=sum(len(f.stray_files) for f in folders),
+        )
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    account: str
+    server: str
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    deadline: date | None = None
+    max_age: timedelta | None = None  # skip files verified more recently than this
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now().astimezone())
+
+    @classmethod
+    def for_account(cls, settings: AccountSettings, max_age: timedelta | None = None) -> VerifyOptions:
+        """The account's folders, server and deadline, as configured."""
+        return cls(account=settings.account, server=str(settings.connection.server), include=settings.include,
+                   exclude=settings.exclude, deadline=settings.deadline, max_age=max_age)
+
+
+def exit_code(result: VerifyResult) -> ExitCode:
+    """0 complete, 1 incomplete (or complete with warnings), 8 corrupt.  A
+    failed verification carries its error's own code, which the caller knows."""
+    status = result.status
+    if status is Status.CORRUPT:
+        return ExitCode.CORRUPT
+    if status is Status.FAILED:
+        return ExitCode.CONNECTION
+    if status is Status.INCOMPLETE or result.has_warnings:
+        return ExitCode.WARNINGS
+    return ExitCode.OK
+
+
+def failed_result(options: VerifyOptions, error: str) -> VerifyResult:
+    return VerifyResult(account=options.account, server=options.server, mode=Mode.ONLINE,
+                        generated_at=options.clock(), deadline=options.deadline, error=error)

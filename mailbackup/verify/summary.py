@@ -1,0 +1,238 @@
+"""The summary across all accounts of an archive root: ``summary.json``,
+``summary.csv`` and ``summary.html`` (schema: docs/summary.schema.json),
+from each account's state and last verification report.
+
+Public API: `collect_accounts(dest, ...)` → one `AccountSummary` per
+account; `summary_to_dict`, `summary_csv`, `summary_html`; `write_summary`;
+`regenerate_reports` and `summary_exit_code`, what `mailbackup report` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from mailbackup import __version__
+from mailbackup.archive import account_dir, open_archive
+from mailbackup.errors import ExitCode, StorageError
+from mailbackup.i18n import N_, _
+from mailbackup.state.db import STATE_FILE, StateDB
+from mailbackup.verify.render import (
+    NEVER_VERIFIED,
+    SCHEMA_VERSION,
+    blank,
+    csv_bytes,
+    csv_header,
+    csv_word,
+    deadline_status,
+    deadline_text,
+    entry_date,
+    escape,
+    heading,
+    json_bytes,
+    label,
+    num_cell,
+    page,
+    report_time,
+    size_text,
+    status_cell,
+    table,
+)
+from mailbackup.verify.report import VERIFY_NAMES, atomic_write, extra_report_dir, load_verify, write_verify_reports
+from mailbackup.verify.results import Status, VerifyResult
+
+SUMMARY_NAMES = ("summary.json", "summary.csv", "summary.html")
+SUMMARY_DIR = "reports"  # under the archive root, beside the account directories
+SUCCESSFUL_BACKUP = ("ok", "warnings")
+
+
+@dataclass
+class AccountSummary:
+    account: str
+    archive: Path | None  # None: in the config, never backed up here
+    reports_dir: Path | None = None
+    messages: int = 0
+    bytes: int = 0
+    last_backup: str | None = None  # finished_at of the last backup that ended ok or with warnings
+    verification: VerifyResult | None = None
+    deadline: date | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return self.verification.status.value if self.verification else NEVER_VERIFIED
+
+
+def no_deadline(account: str) -> date | None:
+    return None
+
+
+def collect_accounts(dest: Path, *, deadline_for: Callable[[str], date | None] = no_deadline,
+                     expected: Iterable[str] = ()) -> list[AccountSummary]:
+    """Every account archive under `dest`, and each `expected` account (from
+    the config) that has none.  `deadline_for` overrides the deadline an
+    account's last verification recorded."""
+    found: list[AccountSummary] = []
+    if dest.is_dir():
+        for directory in sorted(path for path in dest.iterdir() if (path / STATE_FILE).is_file()):
+            found.append(_account_summary(dest, directory, deadline_for))
+    known = {summary.account for summary in found}
+    found += [AccountSummary(account=name, archive=None, deadline=deadline_for(name))
+              for name in dict.fromkeys(expected) if name not in known]
+    return sorted(found, key=lambda summary: summary.account.casefold())
+
+
+def _account_summary(dest: Path, directory: Path, deadline_for: Callable[[str], date | None]) -> AccountSummary:
+    state = StateDB(directory / STATE_FILE)
+    try:
+        account = state.get_meta("account") or directory.name
+    finally:
+        state.close()
+    summary = AccountSummary(account=account, archive=directory, deadline=deadline_for(account))
+    if account_dir(dest, account) != directory:
+        summary.problems.append(_("archive directory {directory} does not match account {account}").format(
+            directory=directory.name, account=account))
+        return summary
+    with open_archive(dest, account, lock=False, create=False) as archive:
+        summary.messages, summary.bytes = archive.state.stored_totals()
+        run = archive.state.last_run_in("backup", SUCCESSFUL_BACKUP)
+        summary.last_backup = run["finished_at"] if run else None
+        summary.reports_dir = archive.reports_dir
+        report = archive.reports_dir / VERIFY_NAMES[0]
+        if report.is_file():
+            try:
+                summary.verification = load_verify(report)
+            except StorageError as exc:
+                summary.problems.append(exc.message)
+    if summary.verification is not None:
+        if summary.deadline is not None:
+            summary.verification.deadline = summary.deadline
+        summary.deadline = summary.verification.deadline
+    return summary
+
+
+def summary_to_dict(accounts: list[AccountSummary], as_of: date, generated_at: datetime) -> dict[str, Any]:
+    rows = [_summary_row(account, as_of) for account in accounts]
+    counts = {status: sum(1 for row in rows if row["status"] == status)
+              for status in ("complete", "incomplete", "corrupt", "failed", NEVER_VERIFIED)}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "generated_at": generated_at.isoformat(timespec="seconds"),
+        "tool_version": __version__,
+        "as_of": as_of.isoformat(),
+        "totals": {"accounts": len(rows), **counts, "overdue": sum(1 for row in rows if row["overdue"]),
+                   "messages": sum(row["messages"] for row in rows), "bytes": sum(row["bytes"] for row in rows)},
+        "accounts": rows,
+    }
+
+
+def _summary_row(account: AccountSummary, as_of: date) -> dict[str, Any]:
+    verification = account.verification
+    days_left, overdue = deadline_status(account.deadline, account.status, as_of)
+    totals = verification.totals if verification else None
+    return {
+        "account": account.account,
+        "status": account.status,
+        "archive": str(account.archive) if account.archive else None,
+        "server": verification.server if verification else None,
+        "messages": account.messages,
+        "bytes": account.bytes,
+        "last_backup": account.last_backup,
+        "verified_at": verification.generated_at.isoformat(timespec="seconds") if verification else None,
+        "mode": verification.mode.value if verification else None,
+        "missing": totals.missing if totals else None,
+        "corrupt": totals.corrupt if totals else None,
+        "size_mismatch": totals.size_mismatch if totals else None,
+        "deadline": account.deadline.isoformat() if account.deadline else None,
+        "days_left": days_left,
+        "overdue": overdue,
+        "problems": account.problems,
+    }
+
+
+SUMMARY_CSV_COLUMNS = ("account", "status", "overdue", "deadline", "days_left", "messages", "bytes", "last_backup",
+                       "verified_at", "mode", "missing", "corrupt", "size_mismatch", "server", "archive")
+
+
+def summary_csv(data: dict[str, Any]) -> bytes:
+    def cell(row: dict[str, Any], column: str) -> object:
+        if column == "overdue":
+            return _("yes") if row["overdue"] else _("no")
+        if column in ("status", "mode") and row[column]:
+            return csv_word(row[column])
+        return blank(row[column])
+
+    rows = [[cell(row, column) for column in SUMMARY_CSV_COLUMNS] for row in data["accounts"]]
+    return csv_bytes(csv_header(SUMMARY_CSV_COLUMNS), rows)
+
+
+def summary_html(data: dict[str, Any]) -> bytes:
+    totals = data["totals"]
+    all_good = totals["accounts"] > 0 and totals["complete"] == totals["accounts"]
+    headline = label(N_("{complete} of {accounts} accounts complete"), complete=totals["complete"],
+                      accounts=totals["accounts"])
+    counts = "".join(num_cell(totals[key]) for key in ("accounts", "complete", "incomplete", "corrupt", "failed",
+                                                   NEVER_VERIFIED, "overdue"))
+    rows = [_summary_html_row(row) for row in data["accounts"]]
+    body = "\n".join([
+        "<header>" + heading(N_("Mail backup summary, all accounts")),
+        f'<div class="status {"good" if all_good else "bad"}" id="status">{escape(headline)}</div>',
+        f'<dl class="facts"><dt>{escape(label(N_("Generated")))}</dt>'
+        f'<dd>{escape(report_time(datetime.fromisoformat(data["generated_at"])))}</dd>'
+        f"<dt>{escape(label(N_('Tool version')))}</dt><dd>mailbackup {escape(data['tool_version'])}</dd></dl></header>",
+        f"<h2>{escape(label(N_('Totals')))}</h2>" + table(
+            [label(N_("Accounts")), label(N_("Complete")), label(N_("Incomplete")), label(N_("Corrupt")),
+             label(N_("Failed")), label(N_("Never verified")), label(N_("Overdue"))],
+            [f"<tr>{counts}</tr>"]) + f"<p>{escape(label(N_('Total size')))}: {escape(size_text(totals['bytes']))}</p>",
+        f"<h2>{escape(label(N_('Accounts')))}</h2>" + table(
+            [label(N_("Account")), label(N_("Status")), label(N_("Deadline")), label(N_("Messages")),
+             label(N_("Size")), label(N_("Last good backup")), label(N_("Last verified")), label(N_("Missing")),
+             label(N_("Corrupt"))], rows),
+    ])
+    return page(_("Mail backup summary"), body)
+
+
+def _summary_html_row(row: dict[str, Any]) -> str:
+    deadline = date.fromisoformat(row["deadline"]) if row["deadline"] else None
+    when = {key: entry_date(row[key]) for key in ("last_backup", "verified_at")}
+    return (f"<tr><td>{escape(row['account'])}</td>{status_cell(row['status'])}"
+            f"<td>{deadline_text(deadline, row['days_left'], row['overdue'])}</td>{num_cell(row['messages'])}"
+            f"{num_cell(size_text(row['bytes']))}<td>{escape(when['last_backup'])}</td><td>{escape(when['verified_at'])}</td>"
+            f"{num_cell(row['missing'])}{num_cell(row['corrupt'])}</tr>")
+
+
+def write_summary(accounts: list[AccountSummary], directory: Path, as_of: date,
+                  generated_at: datetime) -> list[Path]:
+    data = summary_to_dict(accounts, as_of, generated_at)
+    contents = (json_bytes(data), summary_csv(data), summary_html(data))
+    for name, payload in zip(SUMMARY_NAMES, contents, strict=True):
+        atomic_write(directory / name, payload)
+    return [directory / name for name in SUMMARY_NAMES]
+
+
+def regenerate_reports(accounts: list[AccountSummary], root: Path, extra: Path | None, as_of: date,
+                       generated_at: datetime) -> Path:
+    """`mailbackup report`: each account's verify reports written again from
+    its last verify.json (also into `extra`), then the summary (into `extra`,
+    else the root's reports directory).  The summary's HTML page."""
+    for account in accounts:
+        if account.verification is None or account.reports_dir is None:
+            continue
+        directories = [account.reports_dir]
+        if extra is not None:
+            directories.append(extra_report_dir(extra, account.account))
+        write_verify_reports(account.verification, directories, as_of)
+    return write_summary(accounts, extra or root / SUMMARY_DIR, as_of, generated_at)[2]
+
+
+def summary_exit_code(accounts: list[AccountSummary]) -> ExitCode:
+    """8 when any account is corrupt, 1 when any is not verified complete (or there are none), else 0."""
+    statuses = {account.status for account in accounts}
+    if Status.CORRUPT.value in statuses:
+        return ExitCode.CORRUPT
+    if not accounts or statuses != {Status.COMPLETE.value}:
+        return ExitCode.WARNINGS
+    return ExitCode.OK
