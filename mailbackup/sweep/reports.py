@@ -16,7 +16,8 @@ from typing import Any
 
 from mailbackup import __version__
 from mailbackup.config import AccountSettings, SweepSettings
-from mailbackup.sweep.run import AccountOutcome, Shard, SweepResult
+from mailbackup.i18n import _
+from mailbackup.sweep.run import INSECURE_WARNING, AccountOutcome, Shard, SweepResult
 from mailbackup.verify.report import AccountSummary, _csv_bytes, atomic_write, collect_accounts, write_summary
 
 SCHEMA_VERSION = 1
@@ -48,6 +49,7 @@ def _outcome_to_dict(outcome: AccountOutcome) -> dict[str, Any]:
         "account": outcome.account,
         "staff": {key: staff.get(key) for key in ("title", "name", "surname", "position", "unit")},
         "server": str(outcome.settings.connection.server),
+        "insecure": outcome.settings.connection.insecure,  # certificate not checked
         "archive": str(outcome.settings.dest),
         "backup": outcome.backup,
         "verify": outcome.verify,
@@ -66,7 +68,8 @@ def sweep_csv(data: dict[str, Any]) -> bytes:
     rows = []
     for row in data["accounts"]:
         staff = row["staff"]
-        problem = "; ".join(([row["error"]] if row["error"] else []) + row["problems"])
+        insecure = [_(INSECURE_WARNING)] if row["insecure"] else []
+        problem = "; ".join(([row["error"]] if row["error"] else []) + insecure + row["problems"])
         rows.append([row["account"], *(staff[key] or "" for key in ("title", "name", "surname", "position", "unit")),
                      row["backup"], row["verify"], row["exit_code"], row["messages"], row["bytes"], row["attempts"],
                      row["busy_waited_seconds"], problem])
@@ -109,4 +112,9 @@ def _summaries(result: SweepResult) -> list[AccountSummary]:
         names = [settings.account for settings in accounts.values()]
         found += [summary for summary in collect_accounts(dest, deadline_for=deadline_for, expected=names)
                   if summary.account.strip().casefold() in accounts]
+    insecure = {outcome.account.strip().casefold() for outcome in result.outcomes
+                if outcome.settings.connection.insecure}
+    for summary in found:
+        if summary.account.strip().casefold() in insecure:
+            summary.problems.insert(0, _(INSECURE_WARNING))
     return sorted(found, key=lambda summary: summary.account.casefold())

@@ -550,6 +550,17 @@ def _budget(options: SweepOptions) -> WaitBudget:
 # ---------------------------------------------------------------------------
 
 
+INSECURE_WARNING = N_("insecure: true in the config: the server's certificate is NOT checked, so anyone on the "
+                      "way can pose as the server and read the password and the mail")
+
+
+def warn_insecure(accounts: Iterable[AccountSettings], sink: SweepProgress) -> None:
+    """A config's `insecure: true` is never silent: one warning per account (stderr and the log)."""
+    for settings in accounts:
+        if settings.connection.insecure:
+            sink.warning(settings.account, _(INSECURE_WARNING))
+
+
 def run_sweep(settings: SweepSettings, options: SweepOptions, progress: SweepProgress | None = None, *,
               shard: Shard | None = None) -> SweepResult:
     """Back up and verify every account of `settings` (of `shard`), in parallel."""
@@ -562,6 +573,7 @@ def run_sweep(settings: SweepSettings, options: SweepOptions, progress: SweepPro
     worker = _SweepWorker(options, limits, sink, outcomes)
     started = time.monotonic()
     sink.sweep_start(len(accounts))
+    warn_insecure(accounts, sink)
     jobs = [_Job(account, _budget(options), "backup") for account in accounts]
     _Dispatcher(options.jobs, limits, options.stop, sink).run(jobs, worker, worker.skipped)
     result.seconds = time.monotonic() - started

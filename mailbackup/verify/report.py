@@ -678,7 +678,9 @@ def summary_html(data: dict[str, Any]) -> bytes:
 def _summary_html_row(row: dict[str, Any]) -> str:
     deadline = date.fromisoformat(row["deadline"]) if row["deadline"] else None
     when = {key: _entry_date(row[key]) for key in ("last_backup", "verified_at")}
-    return (f"<tr><td>{_e(row['account'])}</td>{_status_cell(row['status'])}"
+    # Problems (an unchecked certificate, a mismatched archive) under the name: the page is what people read.
+    problems = "".join(f'<div class="problem">{_e(text)}</div>' for text in row["problems"])
+    return (f"<tr><td>{_e(row['account'])}{problems}</td>{_status_cell(row['status'])}"
             f"<td>{_deadline_text(deadline, row['days_left'], row['overdue'])}</td>{_num(row['messages'])}"
             f"{_num(_size(row['bytes']))}<td>{_e(when['last_backup'])}</td><td>{_e(when['verified_at'])}</td>"
             f"{_num(row['missing'])}{_num(row['corrupt'])}</tr>")
