@@ -54,6 +54,7 @@ class ConnectionSettings:
     insecure: bool = False  # skip certificate and host-name checks (still encrypted)
     timeout: float = 60.0
     compress: str = "auto"  # COMPRESS=DEFLATE: "auto" (when offered, not on loopback), "always", "never"
+    target: bool = False  # the target of a restore or migration: advice names its --to-… options
 
 
 @dataclass(frozen=True)

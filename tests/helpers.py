@@ -34,6 +34,12 @@ def run_cli(args: list[str], *, password: str | None = None, env: dict[str, str]
                           env=environment, timeout=timeout, input=input, cwd=REPO)
 
 
+def keyring_env(directory: Path) -> dict[str, str]:
+    """A keyring of the test's own (tests/testkeyring.py), in `directory`, for the processes it starts."""
+    return {"PYTHON_KEYRING_BACKEND": "testkeyring.SandboxKeyring", "PYTHONPATH": str(REPO / "tests"),
+            "MAILBACKUP_TEST_KEYRING": str(directory / "keyring.json")}
+
+
 def server_args(user: Any) -> list[str]:
     return ["--server", user.server_arg, "--cafile", str(user.cafile)]
 

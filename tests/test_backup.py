@@ -8,6 +8,7 @@ import socket
 import stat
 import threading
 
+import helpers
 import pytest
 import sample_mail
 from helpers import archive_contents, backup, maildir_bodies, mbox_bodies, run_cli, server_args, server_contents
@@ -285,9 +286,8 @@ def test_unselectable_folder_does_not_stop_the_others(imap_user, imap_client_fac
 
 
 def test_auth_set_test_delete_with_a_real_keyring(imap_user, tmp_path):
-    keyring_env = {"PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring",
-                   "XDG_DATA_HOME": str(tmp_path / "data"), "HOME": str(tmp_path)}
-    stored = run_cli(["auth", "set", imap_user.name, "--server", imap_user.server_arg], env=keyring_env,
+    keyring_env = {**helpers.keyring_env(tmp_path), "HOME": str(tmp_path)}
+    stored = run_cli(["auth", "set", imap_user.name, *server_args(imap_user)], env=keyring_env,
                      input=imap_user.password + "\n")
     assert stored.returncode == 0, stored.stderr
     tested = run_cli(["auth", "test", imap_user.name, *server_args(imap_user)], env=keyring_env)

@@ -1,8 +1,9 @@
 """The first run of a staff member who knows only their address, at a real
 terminal (a pseudo-terminal): `mailbackup backup you@coj.go.th` asks for the
 password once, offers to remember it, backs up, verifies and explains; the
-second run asks nothing.  The keyring is a real one (keyrings.alt's file
-keyring in this test's own home), read back by a separate process."""
+second run asks nothing.  The keyring is the test's own (tests/testkeyring.py,
+in this test's directory), read back by a separate process; on a machine
+with no safe keyring, nothing is offered."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 import sample_mail  # scripts/ is put on sys.path by conftest
 from conftest import ImapUser
-from helpers import REPO, server_args
+from helpers import REPO, keyring_env, server_args
 from imapclient import IMAPClient
 
 from mailbackup.archive import account_dir
@@ -32,8 +33,7 @@ from mailbackup.errors import ExitCode
 def terminal_env(home: Path, **extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items()
            if key not in ("MAILBACKUP_PASSWORD", "MAILBACKUP_LANG", "LC_ALL", "LC_MESSAGES", "LANG")}
-    env.update({"PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring", "HOME": str(home),
-                "XDG_DATA_HOME": str(home / "data"), "LANG": "C.UTF-8", **extra})
+    env.update({**keyring_env(home), "HOME": str(home), "LANG": "C.UTF-8", **extra})
     return env
 
 
@@ -131,3 +131,23 @@ def test_a_mistyped_password_is_never_kept(imap_user: ImapUser, tmp_path: Path) 
     assert code == ExitCode.AUTH, screen
     assert "ปฏิเสธการเข้าสู่ระบบ" in screen and "mailadmin@coj.go.th" in screen
     assert stored_password(env, "localhost", imap_user.name) is None
+
+
+def test_without_a_safe_keyring_nothing_is_offered(newcomer: ImapUser, tmp_path: Path) -> None:
+    """A headless server (no desktop keyring): the password is asked for, the
+    backup runs, and no "Remember?" is asked only to fail afterwards."""
+    env = terminal_env(tmp_path, PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
+    code, screen = run_in_terminal(["backup", newcomer.name, *server_args(newcomer), "--dest", str(tmp_path / "d")],
+                                   env, [(f"Password for {newcomer.name}:", newcomer.password + "\n")])
+    assert code == 0, screen
+    assert "Remember" not in screen and "could not be remembered" not in screen
+    assert "no safe keyring, so the password will be asked for again next time" in screen
+    assert "password_file" in screen
+
+
+def test_auth_set_without_a_safe_keyring_fails_before_asking(imap_user: ImapUser, tmp_path: Path) -> None:
+    env = terminal_env(tmp_path, PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring")
+    code, screen = run_in_terminal(["auth", "set", imap_user.name, *server_args(imap_user)], env, [])
+    assert code == ExitCode.USAGE, screen
+    assert "Password" not in screen
+    assert "no safe keyring on this machine" in screen and "password_file" in screen

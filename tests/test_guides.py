@@ -33,7 +33,7 @@ import pytest
 import sample_mail  # scripts/ is put on sys.path by conftest
 from conftest import ImapUser, new_filled_user
 from dovecot_server import DovecotServer
-from helpers import subcommands
+from helpers import keyring_env, subcommands
 
 from mailbackup.cli import cli
 
@@ -84,7 +84,7 @@ def prelude(users: dict[str, ImapUser], server: DovecotServer) -> str:
     patterns = "|".join(f'" {path} "*' for path in server_command_paths())
     return f"""set -euo pipefail
 set -x
-export PATH="$SITE/bin:$PATH" PYTHONPATH="$SITE"
+export PATH="$SITE/bin:$PATH" PYTHONPATH="$SITE:$PYTHONPATH"  # then the test's keyring (helpers.keyring_env)
 pip() {{ "$PYTHON" -m pip "$@" --quiet --no-deps --no-build-isolation --no-index --target "$SITE"; }}
 declare -A PASSWORD=({passwords})
 mailbackup() {{
@@ -157,7 +157,7 @@ def test_every_command_of_the_guide_runs(language: str, dovecot_server: DovecotS
     env = {key: value for key, value in os.environ.items()
            if key not in ("MAILBACKUP_PASSWORD", "MAILBACKUP_LANG", "LC_ALL", "LC_MESSAGES", "PYTHONPATH")}
     env.update({"LANG": locale, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"),
-                "PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring", "PYTHON": sys.executable,
+                **keyring_env(tmp_path), "PYTHON": sys.executable,
                 "SITE": str(site), "CAFILE": str(dovecot_server.cafile),
                 "MAILBACKUP_PASSWORD": users["you@coj.go.th"].password})
     done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,

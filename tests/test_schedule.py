@@ -4,6 +4,7 @@ installation; and a running sweep keeps a second one out."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -23,12 +24,13 @@ from mailbackup.sweep.schedule import ScheduleSpec, crontab_line, parse_at, syst
 CRON_FIELDS = (range(0, 60), range(0, 24))
 
 
-def config(tmp_path: Path, name: str = "unit config.yaml", body: str = "accounts:\n  - a@coj.go.th\n") -> Path:
+def config(tmp_path: Path, name: str = "unit config.yaml", body: str = "accounts:\n  - a@coj.go.th\n",
+           directory_name: str = "mail 100%", dest: str | None = None) -> Path:
     """A config in a directory with a space and a % in its name (both need quoting)."""
-    directory = tmp_path / "mail 100%"
+    directory = tmp_path / directory_name
     directory.mkdir(exist_ok=True)
     path = directory / name
-    path.write_text(f"defaults:\n  dest: {directory / 'dest'}\n{body}", encoding="utf-8")
+    path.write_text(f"defaults:\n  dest: {dest or json.dumps(str(directory / 'dest'))}\n{body}", encoding="utf-8")
     return path
 
 
@@ -93,7 +95,7 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 def test_windows_command_names_this_installation(tmp_path: Path) -> None:
-    path = config(tmp_path)
+    path = config(tmp_path, directory_name="mail (unit 7)")  # a % is refused for Windows: see test_schedule_windows
     done = run_cli(["schedule", str(path), "--windows", "--at", "3:07", "-j", "6"])
     assert done.returncode == 0, done.stderr
     command = next(line for line in done.stdout.splitlines() if line.startswith("schtasks "))

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 import sample_mail
 from cli_run import validated
@@ -79,9 +80,8 @@ def mailboxes(server: DovecotServer, count: int, connect: Callable[..., Any]) ->
 
 
 def keyring_env(tmp_path: Path) -> dict[str, str]:
-    """A real (file) keyring of this test's own: what `auth import` fills and the sweep reads."""
-    return {"PYTHON_KEYRING_BACKEND": "keyrings.alt.file.PlaintextKeyring", "XDG_DATA_HOME": str(tmp_path / "data"),
-            "HOME": str(tmp_path)}
+    """A keyring of this test's own (tests/testkeyring.py): what `auth import` fills and the sweep reads."""
+    return {**helpers.keyring_env(tmp_path), "HOME": str(tmp_path)}
 
 
 def write_config(path: Path, users: list[ImapUser], *, server: str, cafile: Path, dest: Path,

@@ -64,6 +64,25 @@ def test_a_bad_certificate_is_refused_with_the_way_out(dovecot, kind, reason):
         assert trusted.code == 0, trusted.stderr
 
 
+def test_a_bad_target_certificate_names_the_target_options(dovecot, certs, tmp_path):
+    """restore and migrate take --to-cafile/--to-insecure for the target: the advice says those."""
+    dest = tmp_path / "dest"
+    backed_up = Run(["backup", USER, "--server", dovecot.server_arg, "--cafile", str(dovecot.cafile),
+                     "--dest", str(dest)], PASSWORD)
+    assert backed_up.code == 0, backed_up.stderr
+    wrong_ca = str(certs["good"].ca)  # the fake servers' CA: not the one that signed Dovecot's certificate
+    target = ["--to", USER, "--to-server", dovecot.server_arg, "--to-cafile", wrong_ca]
+    env = {"MAILBACKUP_TARGET_PASSWORD": PASSWORD}
+    for args in (["restore", USER, "--dest", str(dest), *target],
+                 ["migrate", USER, "--server", dovecot.server_arg, "--cafile", str(dovecot.cafile),
+                  "--dest", str(tmp_path / "migrate"), *target]):
+        run = Run(args, PASSWORD, env=env)
+        assert run.code == ExitCode.TLS, run.stderr
+        line = run.error_line()
+        assert "not trusted" in line and "--to-cafile FILE" in line and "--to-insecure" in line, line
+        assert " --cafile" not in line and " --insecure" not in line, line
+
+
 def test_the_good_certificate_and_starttls_work(dovecot):
     assert auth_test("--server", dovecot.server_arg, "--cafile", str(dovecot.cafile)).code == 0
     starttls = auth_test("--server", dovecot.starttls_server_arg, "--starttls", "--cafile", str(dovecot.cafile))
@@ -103,6 +122,9 @@ def test_starttls_never_falls_back_to_plain_text(certs, script, expected):
 
     assert run.code == ExitCode.TLS, run.stderr  # a TLS problem, whichever way STARTTLS fails
     assert expected in run.error_line()
+    if isinstance(script, RefusesStarttls):  # the server's own words, not imaplib's
+        assert "(STARTTLS is disabled here, log in anyway)" in run.error_line()
+        assert "Couldn't establish" not in run.stderr
     assert server.credentials == []
     assert {item.line.split(b" ")[1].strip() for item in received} <= {b"CAPABILITY", b"STARTTLS"}
     assert_nothing_secret_in_plain_text(server)

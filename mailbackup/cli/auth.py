@@ -1,4 +1,8 @@
-"""`mailbackup auth set|delete|test|import`: passwords in the OS keyring."""
+"""`mailbackup auth set|delete|test|import`: passwords in the OS keyring.
+
+A password is stored only in a keyring that keeps it safely (see
+secrets.require_safe_keyring), checked before anything is asked; `auth set`
+stores only a password the server has just accepted."""
 
 from __future__ import annotations
 
@@ -27,13 +31,27 @@ def auth() -> None:
     pass
 
 
-@auth.command("set", help=_("Store ACCOUNT's password in the OS keyring (asked without echo, or read from stdin)."))
+@auth.command("set", help=_("Log in with ACCOUNT's password, then store it in the OS keyring (asked without echo, "
+                            "or read from stdin)."))
 @click.argument("account")
+@click.option("--no-check", is_flag=True, help=_("Store without logging in first (the server is unreachable now)."))
 @server_options
 @verbosity_options
 @handle_errors
-def auth_set(account: str, **options: object) -> None:
+def auth_set(account: str, no_check: bool, **options: object) -> None:
     ctx = build_context(account, **options)  # type: ignore[arg-type]
+    secrets.require_safe_keyring()  # before the password is typed, not after
+    password = _read_new_password(account)
+    if not no_check:
+        ctx.use_password(password)
+        with ctx.session():  # a refused password ends here (exit 3): nothing is stored
+            pass
+    secrets.store_in_keyring(ctx.connection.server.host, account, password)
+    ctx.echo(_("Password for {account} on {server} stored in the keyring.").format(
+        account=account, server=ctx.connection.server.host))
+
+
+def _read_new_password(account: str) -> str:
     if sys.stdin.isatty():
         password = click.prompt(_("Password for {account}").format(account=account), hide_input=True,
                                 confirmation_prompt=True, err=True)
@@ -41,9 +59,7 @@ def auth_set(account: str, **options: object) -> None:
         password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         raise UsageError(_("empty password; nothing stored"))
-    secrets.store_in_keyring(ctx.connection.server.host, account, password)
-    ctx.echo(_("Password for {account} on {server} stored in the keyring.").format(
-        account=account, server=ctx.connection.server.host))
+    return password
 
 
 @auth.command("delete", help=_("Remove ACCOUNT's password from the keyring."))
@@ -86,6 +102,7 @@ def auth_test(account: str, **options: object) -> None:
 @handle_errors
 def auth_import(config_path: str | None, server: str | None, verbose: int, quiet: bool) -> None:
     setup_logging(verbose, quiet)
+    secrets.require_safe_keyring()
     if sys.stdin.isatty():
         raise UsageError(_("auth import reads a file, not the keyboard (typed passwords would show)"),
                          hint="mailbackup auth import --config CONFIG < passwords.txt")

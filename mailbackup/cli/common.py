@@ -75,6 +75,8 @@ def server_options(func: F) -> F:
                      help=_("COMPRESS=DEFLATE: auto (default) uses it when offered, except on this machine.")),
         click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
                      help=_("YAML config with defaults and accounts.")),
+        click.option("--password-file", type=click.Path(dir_okay=False), default=None,
+                     help=_("Read the password from the first line of this file (yours alone: chmod 600).")),
     ]
     for option in reversed(options):
         func = option(func)
@@ -114,14 +116,26 @@ class Context:
     def password(self) -> str:
         if self._password is None:
             self._password = secrets.lookup(self.account.account, self.connection.server.host,
-                                            password_command=self.account.password_command, prompt=self._ask)
+                                            password_command=self.account.password_command,
+                                            password_file=self.account.password_file, prompt=self._ask)
         return self._password
+
+    def use_password(self, password: str) -> None:
+        """Log in with this password instead of looking one up (`auth set` tries what it will store)."""
+        self._password = password
 
     def _ask(self, account: str) -> str:
         """The first run of someone who only knows their address: ask for the
-        password, and whether to keep it so that the next run asks nothing."""
+        password, and whether to keep it so that the next run asks nothing
+        (only offered when this machine has a keyring that keeps it safely)."""
         password = prompt_password(account)
-        self.remember = bool(click.confirm(_("Remember the password on this computer?"), default=True, err=True))
+        if secrets.keyring_problem() is None:
+            self.remember = bool(click.confirm(_("Remember the password on this computer?"), default=True,
+                                               err=True))
+        else:
+            self.echo(_("This computer has no safe keyring, so the password will be asked for again next time; "
+                        "for runs without a person, give the account a password_file or a password_command."),
+                      err=True)
         return password
 
     def session(self) -> ImapSession:

@@ -66,11 +66,11 @@ def target_connection(ctx: Context, to_server: str | None, to_cafile: str | None
     base = ctx.connection
     if to_server is None:
         return replace(base, cafile=to_cafile or base.cafile, insecure=to_insecure or base.insecure,
-                       tls_mode=TLSMode.STARTTLS if to_starttls else base.tls_mode)
+                       tls_mode=TLSMode.STARTTLS if to_starttls else base.tls_mode, target=True)
     return ConnectionSettings(
         server=ServerAddress.parse(to_server, starttls=to_starttls),
         tls_mode=TLSMode.STARTTLS if to_starttls else TLSMode.IMPLICIT,
-        cafile=to_cafile, insecure=to_insecure, timeout=base.timeout, compress=base.compress,
+        cafile=to_cafile, insecure=to_insecure, timeout=base.timeout, compress=base.compress, target=True,
     )
 
 

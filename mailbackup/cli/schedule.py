@@ -15,7 +15,9 @@ from mailbackup.i18n import N_, _
 from mailbackup.sweep.options import Shard
 from mailbackup.sweep.schedule import (
     DEFAULT_AT,
+    WINDOWS_SPECIAL,
     ScheduleSpec,
+    check_printable,
     crontab_line,
     parse_at,
     schtasks_command,
@@ -25,7 +27,7 @@ from mailbackup.sweep.schedule import (
 )
 
 PASSWORD_NOTE = N_("A scheduled run has no desktop session: the OS keyring may be locked or absent. "
-                   "Give each account a password_command, or use a file keyring (keyrings.alt).")
+                   "Give each account a password_file (readable by you alone) or a password_command.")
 
 
 @click.command(help=_(
@@ -64,6 +66,7 @@ def schedule(config: str, kind: str | None, at: str, jobs: int | None, shard: st
     name = unit_name(config_path, str(parsed_shard) if parsed_shard else None)
     spec = ScheduleSpec(python=str(Path(sys.executable).absolute()), config=config_path, hour=hour, minute=minute,
                         sweep_args=tuple(args), name=name)
+    check_printable(spec, forbidden=WINDOWS_SPECIAL if kind == "windows" else "")  # before anything is printed
     if not settings.dest.is_absolute():
         click.echo(_("warning: {config} sets no absolute dest; a scheduled run writes into its working "
                      "directory. Add `dest:` under `defaults:`.").format(config=config_path), err=True)

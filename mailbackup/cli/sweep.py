@@ -40,9 +40,9 @@ NOISY_LOGGERS = ("imapclient", "imaplib")
 
 @click.command(help=_(
     "Back up, then verify, every account in CONFIG, several at once.\n\n"
-    "One failing account never stops the others.  Passwords come from each account's password_command or the "
-    "keyring (`mailbackup auth set`, `mailbackup auth import`); nobody is asked.  Writes summary.json/.csv/.html "
-    "and sweep.json/.csv into DEST/reports (per shard: DEST/reports/shard-I-of-N).\n\n"
+    "One failing account never stops the others.  Passwords come from each account's password_command, "
+    "password_file or the keyring (`mailbackup auth set`, `mailbackup auth import`); nobody is asked.  "
+    "Writes summary.json/.csv/.html and sweep.json/.csv into DEST/reports (per shard: DEST/reports/shard-I-of-N).\n\n"
     "Exit code: the worst account's, in this order (worst last): 0 ok, 1 warnings, 6 archive in use, 9 server "
     "error, 4 connection, 5 TLS, 3 password, 2 config, 7 local storage, 8 corrupt, 130 interrupted."))
 @click.argument("config", type=click.Path(dir_okay=False, exists=True))

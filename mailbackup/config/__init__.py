@@ -15,9 +15,9 @@ options; the command line wins over the account's entry, which wins over
 `max_bytes_per_second` concern a whole sweep and belong under `defaults:`;
 `account` and the staff details (`title`, `name`, `surname`, `position`;
 `unit` also under `defaults:`) belong to an entry.  Relative paths in the
-file (`dest`, `cafile`) are relative to the file's own directory, so a
+file (`dest`, `cafile`, `password_file`) are relative to the file's own directory, so a
 scheduled run finds them whatever its working directory; ``~`` is expanded.
-``{account}`` in a `password_command` is replaced by the account name.
+``{account}`` in a `password_command` or `password_file` is replaced by the account name.
 Passwords are never read from this file (see secrets.py).
 
 Public API: `load_account` (one account, for the single-account commands),
@@ -63,6 +63,7 @@ class AccountSettings:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     password_command: str | None = None
+    password_file: str | None = None
     deadline: dt.date | None = None
     metadata: dict[str, str] = field(default_factory=dict)  # staff details: title, name, surname, position, unit
 
@@ -137,7 +138,7 @@ def _merge(defaults: dict[str, Any], entry: dict[str, Any], path: Path) -> tuple
     values = {key: value for key, value in defaults.items() if key in ACCOUNT_KEYS}
     values.update({key: value for key, value in entry.items() if key in ACCOUNT_KEYS})
     base = path.resolve().parent
-    for key in ("dest", "cafile"):
+    for key in ("dest", "cafile", "password_file"):
         if values.get(key):
             values[key] = str(base / Path(str(values[key])).expanduser())
     metadata = {key: str(defaults[key]) for key in STAFF_KEYS if key in defaults}
@@ -153,12 +154,13 @@ def _settings(account: str, values: dict[str, Any], metadata: dict[str, str]) ->
         cafile=values.get("cafile"), insecure=bool(values.get("insecure")),
         timeout=float(values.get("timeout") or 60.0), compress=_compress_mode(values.get("compress")),
     )
-    command = values.get("password_command")
+    command, password_file = values.get("password_command"), values.get("password_file")
     return AccountSettings(
         account=account, connection=connection, dest=Path(values.get("dest") or DEFAULT_DEST),
         format=values.get("format"), include=_glob_tuple(values.get("include")),
         exclude=_glob_tuple(values.get("exclude")),
         password_command=command.replace(ACCOUNT_PLACEHOLDER, account.strip()) if command else None,
+        password_file=password_file.replace(ACCOUNT_PLACEHOLDER, account.strip()) if password_file else None,
         deadline=_as_date(values.get("deadline")), metadata=metadata,
     )
 

@@ -90,6 +90,7 @@ ACCOUNT_KEYS: dict[str, Key] = {
     "include": Key(N_("a folder glob or a list of them"), _globs),
     "exclude": Key(N_("a folder glob or a list of them"), _globs),
     "password_command": Key(N_("a command that prints the password"), _text),
+    "password_file": Key(N_("the path of a file holding the password, readable by you alone"), _text),
 }
 SWEEP_KEYS: dict[str, Key] = {
     "jobs": Key(N_("a whole number of accounts at once, 1 or more"), _count),

@@ -147,7 +147,7 @@ def _check_mapping(node: yaml.Node, path: Path, allowed: dict[str, Key], what: s
         key, line = str(key_node.value), _line(key_node)
         if key.lower() in FORBIDDEN:
             problems.append((line, _("passwords do not belong in the config; use `mailbackup auth set`, "
-                                     "`mailbackup auth import` or password_command")))
+                                     "`mailbackup auth import`, password_command or password_file")))
         elif key not in allowed:
             problems.append((line, _misplaced(key, allowed, what)))
         else:

@@ -35,6 +35,8 @@ from mailbackup.model import ConnectionSettings, TLSMode
 log = logging.getLogger(__name__)
 
 TLS_HINT = N_("use --cafile FILE to trust the server's certificate authority, or --insecure to skip the check")
+TARGET_TLS_HINT = N_("use --to-cafile FILE to trust the target server's certificate authority, or --to-insecure "
+                     "to skip the check")
 # Circular ศย ๐๑๓/ว ๓๓๙: a forgotten password goes through the unit's computer officer.
 LOGIN_HINT = N_("check the password (`mailbackup auth set` stores a new one); if it is forgotten, give your name, "
                 "surname and ID-card number to your unit's computer officer, who asks the mail administrator "
@@ -90,14 +92,40 @@ def _start_tls(client: imapclient.IMAPClient, context: ssl.SSLContext, settings:
             _("{server} does not offer STARTTLS; refusing to continue unencrypted").format(server=settings.server),
             hint=_("use implicit TLS on port 993 without --starttls"),
         )
+    replies = _recording_replies(client)
     try:
         client.starttls(context)
     except imaplib.IMAP4.abort:
         raise
     except (imap_exceptions.IMAPClientError, imaplib.IMAP4.error) as exc:
         client.shutdown()
+        # imaplib replaces a tagged NO with its own "Couldn't establish TLS session": show the server's words.
+        reply = replies[-1] if replies else _server_text(exc)
         raise TLSError(_("{server} refused STARTTLS ({reply}); refusing to continue unencrypted").format(
-            server=settings.server, reply=_server_text(exc))) from None
+            server=settings.server, reply=reply)) from None
+    finally:
+        vars(client._imap).pop("_simple_command", None)
+
+
+def _recording_replies(client: imapclient.IMAPClient) -> list[str]:
+    """The text of each tagged reply imaplib's commands get from now on, until
+    the instance attribute set here is removed."""
+    imap = client._imap
+    original = imap._simple_command
+    replies: list[str] = []
+
+    def recording(name: str, *args: object) -> tuple[str, list[object]]:
+        typ, data = original(name, *args)
+        replies.append(" ".join(_text_of(item) for item in data if item is not None).strip() or typ)
+        return typ, data
+
+    imap._simple_command = recording
+    return replies
+
+
+def _text_of(item: object) -> str:
+    text = item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
+    return " ".join(text.split())[:300]
 
 
 def login(client: imapclient.IMAPClient, settings: ConnectionSettings, account: str, password: str) -> None:
@@ -136,12 +164,12 @@ def translate_errors(settings: ConnectionSettings, *, account: str | None = None
                 account=account, server=server, reply=_server_text(exc)), hint=_(LOGIN_HINT)) from None
     except ssl.SSLCertVerificationError as exc:
         raise TLSError(_("certificate of {server} not trusted: {reason}").format(
-            server=server, reason=exc.verify_message), hint=_(TLS_HINT)) from None
+            server=server, reason=exc.verify_message), hint=tls_hint(settings)) from None
     except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError):
         raise ConnectionLost(_("connection to {server} lost during the TLS exchange").format(server=server)) from None
     except ssl.SSLError as exc:
         raise TLSError(_("TLS handshake with {server} failed: {reason}").format(
-            server=server, reason=exc.reason or exc), hint=_(TLS_HINT)) from None
+            server=server, reason=exc.reason or exc), hint=tls_hint(settings)) from None
     except socket.gaierror:
         raise ConnectError(_("cannot find server {host}").format(host=server.host),
                            hint=_("check the name and your network")) from None
@@ -162,6 +190,11 @@ def translate_errors(settings: ConnectionSettings, *, account: str | None = None
             raise ConnectError(_("cannot reach {server}: {error}").format(server=server, error=exc.strerror)) from None
         raise ConnectionLost(_("connection to {server} failed: {error}").format(
             server=server, error=exc.strerror or exc)) from None
+
+
+def tls_hint(settings: ConnectionSettings) -> str:
+    """The options that cure a certificate problem, as spelled for this connection's command."""
+    return _(TARGET_TLS_HINT) if settings.target else _(TLS_HINT)
 
 
 def _server_text(exc: BaseException) -> str:

@@ -59,10 +59,11 @@ def select_accounts(settings: SweepSettings, shard: Shard | None) -> list[Accoun
 
 
 def password_from_command_or_keyring(settings: AccountSettings) -> str:
-    """An unattended lookup: the account's password_command, else the keyring.
-    MAILBACKUP_PASSWORD is for one account and is not used; nobody is asked."""
+    """An unattended lookup: the account's password_command, its password_file,
+    else the keyring.  MAILBACKUP_PASSWORD is for one account and is not used;
+    nobody is asked."""
     return secrets.lookup(settings.account, settings.host, password_command=settings.password_command,
-                          prompt=None, use_env=False)
+                          password_file=settings.password_file, prompt=None, use_env=False)
 
 
 @dataclass

@@ -16,8 +16,9 @@ from typing import Any
 
 from mailbackup import __version__
 from mailbackup.config import AccountSettings, SweepSettings
+from mailbackup.i18n import _
 from mailbackup.sweep.options import Shard
-from mailbackup.sweep.run import AccountOutcome, SweepResult
+from mailbackup.sweep.run import INSECURE_WARNING, AccountOutcome, SweepResult
 from mailbackup.verify.render import csv_bytes
 from mailbackup.verify.report import atomic_write
 from mailbackup.verify.summary import SUMMARY_DIR, AccountSummary, collect_accounts, write_summary
@@ -51,6 +52,7 @@ def _outcome_to_dict(outcome: AccountOutcome) -> dict[str, Any]:
         "account": outcome.account,
         "staff": {key: staff.get(key) for key in ("title", "name", "surname", "position", "unit")},
         "server": str(outcome.settings.connection.server),
+        "insecure": outcome.settings.connection.insecure,  # certificate not checked
         "archive": str(outcome.settings.dest),
         "backup": outcome.backup,
         "verify": outcome.verify,
@@ -69,7 +71,8 @@ def sweep_csv(data: dict[str, Any]) -> bytes:
     rows = []
     for row in data["accounts"]:
         staff = row["staff"]
-        problem = "; ".join(([row["error"]] if row["error"] else []) + row["problems"])
+        insecure = [_(INSECURE_WARNING)] if row["insecure"] else []
+        problem = "; ".join(([row["error"]] if row["error"] else []) + insecure + row["problems"])
         rows.append([row["account"], *(staff[key] or "" for key in ("title", "name", "surname", "position", "unit")),
                      row["backup"], row["verify"], row["exit_code"], row["messages"], row["bytes"], row["attempts"],
                      row["busy_waited_seconds"], problem])
@@ -112,4 +115,9 @@ def _summaries(result: SweepResult) -> list[AccountSummary]:
         names = [settings.account for settings in accounts.values()]
         found += [summary for summary in collect_accounts(dest, deadline_for=deadline_for, expected=names)
                   if summary.account.strip().casefold() in accounts]
+    insecure = {outcome.account.strip().casefold() for outcome in result.outcomes
+                if outcome.settings.connection.insecure}
+    for summary in found:
+        if summary.account.strip().casefold() in insecure:
+            summary.problems.insert(0, _(INSECURE_WARNING))
     return sorted(found, key=lambda summary: summary.account.casefold())

@@ -36,6 +36,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -53,7 +54,7 @@ from mailbackup.errors import (
     run_exit_code,
     worst_exit_code,
 )
-from mailbackup.i18n import _
+from mailbackup.i18n import N_, _
 from mailbackup.imap.pushback import WaitBudget, pushback_of, recognise
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderResult, RunStats
@@ -257,6 +258,17 @@ class _VerifyProgress:
 # ---------------------------------------------------------------------------
 
 
+INSECURE_WARNING = N_("insecure: true in the config: the server's certificate is NOT checked, so anyone on the "
+                      "way can pose as the server and read the password and the mail")
+
+
+def warn_insecure(accounts: Iterable[AccountSettings], sink: SweepProgress) -> None:
+    """A config's `insecure: true` is never silent: one warning per account (stderr and the log)."""
+    for settings in accounts:
+        if settings.connection.insecure:
+            sink.warning(settings.account, _(INSECURE_WARNING))
+
+
 def run_sweep(settings: SweepSettings, options: SweepOptions, progress: SweepProgress | None = None, *,
               shard: Shard | None = None) -> SweepResult:
     """Back up and verify every account of `settings` (of `shard`), in parallel."""
@@ -269,6 +281,7 @@ def run_sweep(settings: SweepSettings, options: SweepOptions, progress: SweepPro
     worker = _SweepWorker(options, limits, sink, outcomes)
     started = time.monotonic()
     sink.sweep_start(len(accounts))
+    warn_insecure(accounts, sink)
     jobs = [Job(account, wait_budget(options), "backup") for account in accounts]
     Dispatcher(options.jobs, limits, options.stop, sink).run(jobs, worker, worker.skipped)
     result.seconds = time.monotonic() - started

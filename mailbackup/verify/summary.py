@@ -198,7 +198,9 @@ def summary_html(data: dict[str, Any]) -> bytes:
 def _summary_html_row(row: dict[str, Any]) -> str:
     deadline = date.fromisoformat(row["deadline"]) if row["deadline"] else None
     when = {key: entry_date(row[key]) for key in ("last_backup", "verified_at")}
-    return (f"<tr><td>{escape(row['account'])}</td>{status_cell(row['status'])}"
+    # Problems (an unchecked certificate, a mismatched archive) under the name: the page is what people read.
+    problems = "".join(f'<div class="problem">{escape(text)}</div>' for text in row["problems"])
+    return (f"<tr><td>{escape(row['account'])}{problems}</td>{status_cell(row['status'])}"
             f"<td>{deadline_text(deadline, row['days_left'], row['overdue'])}</td>{num_cell(row['messages'])}"
             f"{num_cell(size_text(row['bytes']))}<td>{escape(when['last_backup'])}</td><td>{escape(when['verified_at'])}</td>"
             f"{num_cell(row['missing'])}{num_cell(row['corrupt'])}</tr>")
