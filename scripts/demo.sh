@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 PY=.venv/bin/python
-DEMO_DIR=$(mktemp -d /tmp/mbdemo.XXXXXX)
+DEMO_DIR=$(mktemp -d "${TMPDIR:-/tmp}/mbdemo.XXXXXX")
 chmod 755 "$DEMO_DIR"  # Dovecot's mail processes run unprivileged and must reach the homes inside
 INFO="$DEMO_DIR/server.json"
 $PY scripts/dovecot_server.py --dir "$DEMO_DIR/server" --demo >"$INFO" &
