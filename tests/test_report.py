@@ -65,8 +65,9 @@ def test_json_matches_schema_and_round_trips() -> None:
     jsonschema.Draft202012Validator(SCHEMAS["verify"]).validate(data)
     assert data["status"] == "corrupt" and data["days_left"] == 40 and data["overdue"] is False
     assert data["totals"] == {
-        "server_messages": 4, "local_messages": 4, "ok": 2, "missing": 1, "corrupt": 1, "size_mismatch": 0,
-        "only_local": 1, "bytes": 4708, "checked": 3, "bytes_checked": 4608, "skipped_recent": 0, "stray_files": 1,
+        "server_messages": 4, "local_messages": 4, "intact": 3, "ok": 2, "missing": 1, "corrupt": 1,
+        "size_mismatch": 0, "only_local": 1, "bytes": 4708, "checked": 3, "bytes_checked": 4608, "skipped_recent": 0,
+        "stray_files": 1,
     }
     again = verify_from_dict(json.loads(json.dumps(data)))
     assert again == result
