@@ -116,11 +116,13 @@ h3 { font-size: 1.05em; margin: 1em 0 .3em; }
 dl.facts { display: grid; grid-template-columns: max-content auto; gap: .2em 1.2em; margin: .6em 0; }
 dl.facts dt { font-weight: bold; } dl.facts dd { margin: 0; }
 table { border-collapse: collapse; width: 100%; margin: .4em 0 1em; font-size: .95em; }
-th, td { border: 1px solid #b8b8b8; padding: .25em .5em; text-align: left; vertical-align: top;
-         overflow-wrap: anywhere; word-break: break-word; }
+th, td { border: 1px solid #b8b8b8; padding: .25em .5em; text-align: left; vertical-align: top; }
+td { overflow-wrap: anywhere; } /* a long folder name or address wraps inside its column */
 th { background: #eee; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.num, td.s-complete, td.s-bad { overflow-wrap: normal; } td.name { width: 28%; } td.deadline { min-width: 7em; }
+dl.facts dd { overflow-wrap: anywhere; }
 td.s-complete { color: #1e7b34; font-weight: bold; } td.s-bad { color: #b3261e; font-weight: bold; }
-.why { font-weight: normal; color: #1b1b1b; font-size: .9em; }
+.why { font-weight: normal; color: #1b1b1b; font-size: .9em; min-width: 8em; }
 .subject { word-break: break-word; } .mid { font-size: .85em; color: #555; word-break: break-all; }
 ul.issues li { margin: .15em 0; overflow-wrap: anywhere; } footer { margin-top: 2em; font-size: .85em; color: #555; }
 section.signature { margin-top: 2.5em; break-inside: avoid; page-break-inside: avoid; }
@@ -134,7 +136,6 @@ section.signature dt { font-weight: bold; } section.signature dd { margin: 0; bo
   table { width: 100%; table-layout: auto; font-size: 9pt; }
   thead { display: table-header-group; } tfoot { display: table-footer-group; }
   tr, td, th { break-inside: avoid; page-break-inside: avoid; }
-  td.num { white-space: normal; }
 }
 </style>
 </head>

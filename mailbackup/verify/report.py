@@ -221,7 +221,7 @@ def verify_html(result: VerifyResult, as_of: date) -> bytes:
 
 def _folder_table(folders: list[FolderReport]) -> str:
     rows = [
-        f"<tr><td>{escape(folder.name)}</td>{status_cell(folder.status.value)}"
+        f"<tr><td class='name'>{escape(folder.name)}</td>{status_cell(folder.status.value)}"
         + "".join(num_cell(value) for value in (folder.server_messages, folder.local_messages, folder.intact,
                                              len(folder.missing), len(folder.corrupt), len(folder.size_mismatch),
                                              len(folder.only_local)))

@@ -268,8 +268,9 @@ def _summary_html_row(row: dict[str, Any], *, show_unit: bool) -> str:
         staff = Staff(title=staff.title, name=staff.name, surname=staff.surname, position=staff.position)
     who = "".join(f'<div class="mid">{value}</div>' for _label, value in staff_facts(staff))
     why = f'<div class="why">{escape(row["reason"])}</div>' if row["reason"] else ""
-    return (f"<tr><td>{escape(row['account'])}{who}</td>{status_cell(row['status'], why)}"
-            f"<td>{deadline_text(deadline, row['days_left'], row['overdue'])}</td>{num_cell(row['messages'])}"
+    return (f"<tr><td class='name'>{escape(row['account'])}{who}</td>{status_cell(row['status'], why)}"
+            f"<td class='deadline'>{deadline_text(deadline, row['days_left'], row['overdue'])}</td>"
+            f"{num_cell(row['messages'])}"
             f"{num_cell(size_text(row['bytes']))}<td>{escape(when['last_backup'])}</td><td>{escape(when['verified_at'])}</td>"
             f"{num_cell(row['missing'])}{num_cell(row['corrupt'])}</tr>\n")
 
