@@ -292,3 +292,37 @@ def test_report_summarizes_all_accounts(two_accounts: tuple[Path, ImapUser, Imap
     assert validated(out / "summary.json", "summary")["totals"]["accounts"] == 2
     done = mailbackup("report", "--dest", tmp_path / "typo")
     assert done.returncode == 2 and not (tmp_path / "typo").exists()
+
+
+def test_report_says_why_in_words_with_one_date_format(two_accounts: tuple[Path, ImapUser, ImapUser],
+                                                       tmp_path: Path) -> None:
+    dest, verified, unverified = two_accounts
+    failed = mailbackup("verify", unverified.name, "--server", "127.0.0.1:1", "--dest", dest,
+                        password=unverified.password)
+    assert failed.returncode == 4, failed.stderr
+    config = tmp_path / "mailbackup.yaml"
+    config.write_text(f"defaults:\n  dest: {dest}\n  deadline: 2020-01-31\naccounts:\n"
+                      f"  - account: {verified.name}\n  - account: {unverified.name}\n"
+                      f"  - account: newcomer@coj.go.th\n", encoding="utf-8")
+
+    english = mailbackup("report", "--config", config, "--lang", "en")
+    assert english.returncode == 1, english.stderr
+    assert "never_verified" not in english.stdout and "NEVER VERIFIED" in english.stdout
+    assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", english.stdout)  # no raw ISO time beside a local one
+    lines = english.stdout.splitlines()
+    line = next(text for text in lines if text.startswith(verified.name))
+    assert len(re.findall(r"\b\d{4}-\d\d-\d\d \d\d:\d\d\b", line)) == 2, line  # verified, last good backup
+    assert "  why: never backed up here, so never verified" in lines
+    assert any(text.startswith("  why: the last verification failed: ") for text in lines), lines
+    assert "  why: overdue by" in english.stdout
+    page = (dest / "reports" / "summary.html").read_text(encoding="utf-8")
+    assert '<div class="why">the last verification failed: ' in page
+    assert '<div class="why">never backed up here, so never verified; overdue by' in page
+    rows = {row["account"]: row for row in validated(dest / "reports" / "summary.json", "summary")["accounts"]}
+    assert rows[verified.name]["reason"] is None and rows[unverified.name]["status"] == "failed"
+
+    thai = mailbackup("report", "--config", config, "--lang", "th")
+    assert thai.returncode == 1, thai.stderr
+    assert "never_verified" not in thai.stdout and "ยังไม่เคยตรวจสอบ" in thai.stdout
+    assert f" {date.today().year + 543} เวลา " in thai.stdout and "  สาเหตุ: การตรวจสอบครั้งล่าสุดไม่สำเร็จ" in thai.stdout
+    assert not re.search(r"\d{4}-\d\d-\d\d", thai.stdout.replace(str(dest), ""))  # Thai dates only
