@@ -122,6 +122,7 @@ class FolderResult:
     error: str | None = None
     skipped_unchanged: bool = False
     warnings: list[str] = field(default_factory=list)
+    repaired: list[int] = field(default_factory=list)  # --repair: damaged copies removed to be fetched again
 
 
 @dataclass

@@ -14,6 +14,8 @@ python3 -c "import venv, ensurepip" 2>/dev/null || need+=(python3-venv)
 # The HTML report test renders the page in headless Chromium; Thai needs a Thai font.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 fc-list :lang=th 2>/dev/null | grep -q . || need+=(fonts-thai-tlwg)
+# The print test reads the PDF Chromium prints with poppler's pdfinfo and pdftotext.
+command -v pdftotext >/dev/null 2>&1 || need+=(poppler-utils)
 # tests/test_i18n.py checks the Thai catalogue with GNU gettext's msgfmt.
 command -v msgfmt >/dev/null 2>&1 || need+=(gettext)
 for extra in "$@"; do need+=("$extra"); done

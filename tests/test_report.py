@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -30,7 +31,8 @@ from mailbackup.verify.report import (
     verify_to_dict,
     write_verify_reports,
 )
-from mailbackup.verify.results import FolderReport, MessageEntry, Mode, Status, VerifyResult
+from mailbackup.verify.results import FolderReport, MessageEntry, Mode, Staff, Status, VerifyResult
+from mailbackup.verify.summary import AccountSummary, write_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -65,8 +67,9 @@ def test_json_matches_schema_and_round_trips() -> None:
     jsonschema.Draft202012Validator(SCHEMAS["verify"]).validate(data)
     assert data["status"] == "corrupt" and data["days_left"] == 40 and data["overdue"] is False
     assert data["totals"] == {
-        "server_messages": 4, "local_messages": 4, "ok": 2, "missing": 1, "corrupt": 1, "size_mismatch": 0,
-        "only_local": 1, "bytes": 4708, "checked": 3, "bytes_checked": 4608, "skipped_recent": 0, "stray_files": 1,
+        "server_messages": 4, "local_messages": 4, "intact": 3, "ok": 2, "missing": 1, "corrupt": 1,
+        "size_mismatch": 0, "only_local": 1, "bytes": 4708, "checked": 3, "bytes_checked": 4608, "skipped_recent": 0,
+        "stray_files": 1,
     }
     again = verify_from_dict(json.loads(json.dumps(data)))
     assert again == result
@@ -152,6 +155,89 @@ def test_html_renders_in_chromium(tmp_path: Path) -> None:
     assert "&lt;script&gt;document.title" in dom and "<script" not in dom
 
 
+# ------------------------------------------------------------------- printing
+LONG_SUBJECT = "หนังสือขอความอนุเคราะห์ส่งสำเนาคำพิพากษาและเอกสารประกอบสำนวนคดีหมายเลขดำที่" * 3
+STAFF = Staff(title="นาย", name="สมชาย", surname="ใจดี", position="นิติกรชำนาญการ", unit="ศาลแพ่ง")
+
+
+def big_result(folders: int) -> VerifyResult:
+    """Many folders with long Thai names, some with missing messages whose subjects and IDs are long."""
+    reports = []
+    for index in range(folders):
+        missing = [MessageEntry(uid=1000 + item, uidvalidity=7, size=123_456, message_id=f"<{'x' * 80}@coj.go.th>",
+                                subject=f"S{index:03d}-{item} {LONG_SUBJECT}", date="2024-01-15T09:30:00+07:00",
+                                reason="not in the archive") for item in range(2 if index % 10 == 0 else 0)]
+        reports.append(FolderReport(
+            name=f"F{index:03d}/งานคดีแพ่งและคดีอาญาประจำปีงบประมาณ2566/คำร้องขอคัดถ่ายเอกสาร{'และสำเนา' * (index % 5)}",
+            status=Status.INCOMPLETE if missing else Status.COMPLETE, server_messages=123_456,
+            local_messages=123_456 - len(missing), ok=123_456 - len(missing), missing=missing, bytes=987_654_321))
+    return VerifyResult(account="somchai.jaidee.with.a.long.address@coj.go.th", server="imap.mail.go.th:993",
+                        mode=Mode.ONLINE, generated_at=datetime(2025, 11, 20, 14, 5, tzinfo=BKK), folders=reports,
+                        deadline=date(2025, 12, 31), staff=STAFF)
+
+
+def big_summary(directory: Path, accounts: int) -> Path:
+    summaries = [AccountSummary(account=f"A{index:03d}.staff.member.with.a.long.address@coj.go.th", archive=None,
+                                staff=STAFF, deadline=date(2025, 12, 31)) for index in range(accounts)]
+    return write_summary(summaries, directory, date(2026, 1, 5), datetime(2026, 1, 5, 9, 0, tzinfo=BKK))[2]
+
+
+def poppler(tool: str) -> str:
+    found = shutil.which(tool)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{tool} is missing: scripts/setup.sh installs poppler-utils")
+        pytest.skip(f"{tool} not installed (apt-get install poppler-utils)")
+    return found
+
+
+def print_to_pdf(page: Path, profile: Path) -> Path:
+    """What an officer gets printing the page from Chromium (no browser header or footer)."""
+    pdf = page.with_suffix(".pdf")
+    command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={profile}", "--no-pdf-header-footer", "--print-to-pdf-no-header",
+               f"--print-to-pdf={pdf}", page.as_uri()]
+    done = subprocess.run(command, capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0 and pdf.is_file(), done.stderr[-2000:]
+    return pdf
+
+
+WORD = re.compile(r'<word xMin="([0-9.]+)" yMin="[0-9.]+" xMax="([0-9.]+)" yMax="[0-9.]+">([^<]*)</word>')
+PAGE = re.compile(r'<page width="([0-9.]+)" height="([0-9.]+)">')
+
+
+@pytest.mark.parametrize("which", ["verify", "summary"])
+def test_a_big_report_prints_on_a4_with_its_signature_block(tmp_path: Path, which: str) -> None:
+    chromium()
+    if which == "verify":
+        [_, _, page] = write_verify_reports(big_result(150), [tmp_path], date(2026, 1, 5))
+        expected = [f"F{index:03d}/" for index in range(150)]
+    else:
+        page = big_summary(tmp_path, 90)
+        expected = [f"A{index:03d}." for index in range(90)]
+    pdf = print_to_pdf(page, tmp_path / "profile")
+    info = subprocess.run([poppler("pdfinfo"), pdf], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"Page size:\s+594\.\d+ x 841\.\d+ pts \(A4\)", info), info
+    assert int(re.search(r"Pages:\s+(\d+)", info).group(1)) > 1  # type: ignore[union-attr]
+    boxes = subprocess.run([poppler("pdftotext"), "-bbox", pdf, "-"], capture_output=True, text=True,
+                           check=True).stdout
+    pages = PAGE.findall(boxes)
+    words = WORD.findall(boxes)
+    width = float(pages[0][0])
+    margin = 12 / 25.4 * 72 - 2  # @page's 12 mm, less a little for anti-aliasing
+    outside = [text for left, right, text in words if float(left) < margin or float(right) > width - margin]
+    assert not outside, f"text beyond the margins: {outside[:10]}"
+    text = subprocess.run([poppler("pdftotext"), "-layout", pdf, "-"], capture_output=True, text=True,
+                          check=True).stdout
+    for needle in ("Checked by", "Checking officer's name", "Signature", "Date", "ลงชื่อ", "ผู้ตรวจสอบ", "ศาลแพ่ง"):
+        assert needle in text, needle
+    assert text.rindex("Checking officer's name") > text.rindex(expected[-1])  # the block ends the report
+    absent = [name for name in expected if name not in text]
+    assert not absent, f"rows missing from the printed report: {absent[:10]}"
+    assert "นาย สมชาย ใจดี" in text and "นิติกรชำนาญการ" in text
+
+
 # --------------------------------------------------------- `mailbackup report`
 @pytest.fixture
 def two_accounts(dovecot_server: DovecotServer, imap_user_factory: Callable[[DovecotServer], ImapUser],
@@ -206,3 +292,37 @@ def test_report_summarizes_all_accounts(two_accounts: tuple[Path, ImapUser, Imap
     assert validated(out / "summary.json", "summary")["totals"]["accounts"] == 2
     done = mailbackup("report", "--dest", tmp_path / "typo")
     assert done.returncode == 2 and not (tmp_path / "typo").exists()
+
+
+def test_report_says_why_in_words_with_one_date_format(two_accounts: tuple[Path, ImapUser, ImapUser],
+                                                       tmp_path: Path) -> None:
+    dest, verified, unverified = two_accounts
+    failed = mailbackup("verify", unverified.name, "--server", "127.0.0.1:1", "--dest", dest,
+                        password=unverified.password)
+    assert failed.returncode == 4, failed.stderr
+    config = tmp_path / "mailbackup.yaml"
+    config.write_text(f"defaults:\n  dest: {dest}\n  deadline: 2020-01-31\naccounts:\n"
+                      f"  - account: {verified.name}\n  - account: {unverified.name}\n"
+                      f"  - account: newcomer@coj.go.th\n", encoding="utf-8")
+
+    english = mailbackup("report", "--config", config, "--lang", "en")
+    assert english.returncode == 1, english.stderr
+    assert "never_verified" not in english.stdout and "NEVER VERIFIED" in english.stdout
+    assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", english.stdout)  # no raw ISO time beside a local one
+    lines = english.stdout.splitlines()
+    line = next(text for text in lines if text.startswith(verified.name))
+    assert len(re.findall(r"\b\d{4}-\d\d-\d\d \d\d:\d\d\b", line)) == 2, line  # verified, last good backup
+    assert "  why: never backed up here, so never verified" in lines
+    assert any(text.startswith("  why: the last verification failed: ") for text in lines), lines
+    assert "  why: overdue by" in english.stdout
+    page = (dest / "reports" / "summary.html").read_text(encoding="utf-8")
+    assert '<div class="why">the last verification failed: ' in page
+    assert '<div class="why">never backed up here, so never verified; overdue by' in page
+    rows = {row["account"]: row for row in validated(dest / "reports" / "summary.json", "summary")["accounts"]}
+    assert rows[verified.name]["reason"] is None and rows[unverified.name]["status"] == "failed"
+
+    thai = mailbackup("report", "--config", config, "--lang", "th")
+    assert thai.returncode == 1, thai.stderr
+    assert "never_verified" not in thai.stdout and "ยังไม่เคยตรวจสอบ" in thai.stdout
+    assert f" {date.today().year + 543} เวลา " in thai.stdout and "  สาเหตุ: การตรวจสอบครั้งล่าสุดไม่สำเร็จ" in thai.stdout
+    assert not re.search(r"\d{4}-\d\d-\d\d", thai.stdout.replace(str(dest), ""))  # Thai dates only

@@ -195,12 +195,40 @@ def test_repair_fetches_damaged_copies_again(imap_user, imap_client_factory, tmp
 
     repaired = backup(imap_user, tmp_path, "--repair")
 
-    assert repaired.returncode == 1, repaired.stderr  # damage was found: worth a look
-    assert "2 damaged copies found; 2 fetched again" in repaired.stderr
+    # Every damaged copy was fetched again whole: done, and it says which.
+    assert repaired.returncode == 0, repaired.stderr
+    assert f"Repaired damaged copies (2): INBOX UID {rows[2].uid}, INBOX UID {rows[5].uid}" in repaired.stdout
+    assert "damaged copies found" not in repaired.stderr
     assert "saved 2 messages" in repaired.stdout
     assert_consistent(tmp_path, imap_user.name)
     assert_exactly_once_in(tmp_path, imap_user, client, "INBOX")
     assert backup(imap_user, tmp_path, "--repair").returncode == 0  # nothing left to repair
+
+
+def test_repair_that_cannot_fetch_a_copy_again_still_warns(imap_user, imap_client_factory, tmp_path):
+    """A damaged copy of mail the server no longer has cannot be repaired: exit 1 and say so."""
+    client = imap_client_factory(imap_user)
+    sample_mail.fill_mailbox(client, {"INBOX": [sample_mail.thai_letter(i, sample_mail._DEFAULT_DATE)
+                                                for i in range(4)]})
+    assert backup(imap_user, tmp_path).returncode == 0
+    client.select_folder("INBOX")
+    gone_uid, damaged_uid = sorted(client.search("ALL"))[:2]
+    client.delete_messages([gone_uid])
+    client.expunge()
+    assert backup(imap_user, tmp_path).returncode == 0  # the archive keeps it, marked gone from the server
+    with open_archive(tmp_path, imap_user.name, lock=False, create=False) as archive:
+        folder = archive.state.folder("INBOX")
+        assert folder is not None
+        for row in archive.state.messages(folder.id):
+            if row.uid in (gone_uid, damaged_uid):
+                path = archive.store.find(folder.local_path, row)  # type: ignore[attr-defined]
+                path.write_bytes(path.read_bytes().replace(b"Subject", b"Subjekt", 1))
+
+    repaired = backup(imap_user, tmp_path, "--repair")
+
+    assert repaired.returncode == 1, repaired.stderr
+    assert "2 damaged copies found; 1 fetched again, 1 no longer on the server (kept as they are)" in repaired.stderr
+    assert f"Repaired damaged copies (1): INBOX UID {damaged_uid}" in repaired.stdout
 
 
 def assert_exactly_once_in(dest: Path, user, client, folder: str) -> None:

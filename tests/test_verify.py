@@ -151,6 +151,62 @@ def test_deleted_maildir_file_is_missing_with_uid_and_subject(mail_user: ImapUse
     assert "<script>" not in html and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; ทดสอบ &amp; แท็ก" in html
 
 
+def test_counts_after_a_deleted_file_agree_with_the_verdict(mail_user: ImapUser,
+                                                             copy_of: Callable[[str], Path]) -> None:
+    """The records still list a message whose file is gone: the totals say
+    records and intact copies apart, so they agree with "1 missing"."""
+    dest = copy_of("maildir")
+    victim = stored(dest, mail_user.name, "INBOX")[0]
+    mail_file(dest, mail_user.name, "INBOX", victim).unlink()
+    done = mailbackup("verify", mail_user.name, *server_args(mail_user), "--dest", dest, password=mail_user.password)
+    assert done.returncode == 1, done.stderr
+    report = validated(account_dir(dest, mail_user.name) / "reports" / "verify.json", "verify")
+    totals = report["totals"]
+    assert totals["server_messages"] == totals["local_messages"] == totals["intact"] + 1
+    assert folder(report, "INBOX")["intact"] == folder(report, "INBOX")["local_messages"] - 1
+    line = next(text for text in done.stdout.splitlines() if "on the server" in text)
+    assert line.startswith(f"  {totals['server_messages']} messages on the server; {totals['local_messages']} in the "
+                           f"archive's records, {totals['intact']} found intact (")
+    assert line.endswith("; 1 missing")
+    html = (account_dir(dest, mail_user.name) / "reports" / "verify.html").read_text(encoding="utf-8")
+    assert "Found intact" in html and f'<td class="num">{totals["intact"]}</td>' in html
+
+
+STAFF_YAML = """accounts:
+  - account: {account}
+    title: นาย
+    name: สมชาย
+    surname: ใจดี
+    position: นิติกรชำนาญการ
+    unit: ศาลแพ่ง
+"""
+
+
+def test_staff_details_from_the_config_reach_the_reports_and_are_remembered(
+        mail_user: ImapUser, copy_of: Callable[[str], Path], tmp_path: Path) -> None:
+    dest = copy_of("maildir")
+    config = tmp_path / "staff.yaml"
+    config.write_text(STAFF_YAML.format(account=mail_user.name), encoding="utf-8")
+    reports = account_dir(dest, mail_user.name) / "reports"
+    expected = {"title": "นาย", "name": "สมชาย", "surname": "ใจดี", "position": "นิติกรชำนาญการ", "unit": "ศาลแพ่ง"}
+    for extra in (["--config", config], []):  # the second run has no config: the archive remembers
+        code, report = verify(mail_user, dest, *extra)
+        assert code == 0 and report["staff"] == expected
+        html = (reports / "verify.html").read_text(encoding="utf-8")
+        assert "นาย สมชาย ใจดี" in html and "นิติกรชำนาญการ" in html and "ศาลแพ่ง" in html
+        rows = list(csv.DictReader(io.StringIO((reports / "verify.csv").read_text(encoding="utf-8-sig"))))
+        assert {(row["name"], row["surname"], row["unit"]) for row in rows} == {("สมชาย", "ใจดี", "ศาลแพ่ง")}
+
+    done = mailbackup("report", "--dest", dest)
+    summary = validated(dest / "reports" / "summary.json", "summary")
+    assert done.returncode == 0, done.stderr
+    assert summary["units"] == ["ศาลแพ่ง"] and summary["accounts"][0]["staff"] == expected
+    page = (dest / "reports" / "summary.html").read_text(encoding="utf-8")
+    assert "<h1>สรุปผลการสำรองข้อมูลอีเมลทุกบัญชี: ศาลแพ่ง<small>" in page and "นาย สมชาย ใจดี" in page
+    rows = list(csv.DictReader(io.StringIO((dest / "reports" / "summary.csv").read_text(encoding="utf-8-sig"))))
+    assert [(row["title"], row["position"], row["unit"]) for row in rows] == [("นาย", "นิติกรชำนาญการ", "ศาลแพ่ง")]
+
+
 @pytest.mark.parametrize("format_", ["maildir", "mbox"])
 def test_flipped_byte_is_corrupt(mail_user: ImapUser, copy_of: Callable[[str], Path], format_: str) -> None:
     dest = copy_of(format_)

@@ -182,5 +182,14 @@ def summarize_backup(ctx: Context, stats: RunStats, dry_run: bool) -> None:
         (flags, _("{count} flag changes").format(count=flags)),
         (gone, _("{count} gone from server").format(count=gone))) if count]
     ctx.echo(_("{summary}.").format(summary=line + (f"; {', '.join(extras)}" if extras else "")))
+    _say_repaired(ctx, stats)
     if stats.interrupted:
         ctx.echo(_("Interrupted: everything listed above is saved; run the same command to continue."), err=True)
+
+
+def _say_repaired(ctx: Context, stats: RunStats) -> None:
+    """--repair: the damaged copies fetched again whole (one that failed to download is listed above)."""
+    copies = [_("{folder} UID {uid}").format(folder=folder.name, uid=uid) for folder in stats.folders
+              for uid in folder.repaired if uid not in folder.failed_uids and not folder.error]
+    if copies:
+        ctx.echo(_("Repaired damaged copies ({count}): {copies}").format(count=len(copies), copies=", ".join(copies)))

@@ -14,14 +14,15 @@ from mailbackup.cli.common import handle_errors, setup_logging, verbosity_option
 from mailbackup.cli.format import pad
 from mailbackup.config import load_account, read_config
 from mailbackup.errors import UsageError
-from mailbackup.i18n import _, language, local_datetime
+from mailbackup.i18n import _, local_datetime
 from mailbackup.verify.render import status_label
-from mailbackup.verify.results import Status
+from mailbackup.verify.results import Staff, Status
 from mailbackup.verify.summary import (
     SUMMARY_DIR,
     AccountSummary,
     collect_accounts,
     regenerate_reports,
+    status_reasons,
     summary_exit_code,
 )
 
@@ -54,10 +55,15 @@ def report(dest: str | None, report_dir: str | None, deadline: str | None, confi
     def deadline_for(account: str) -> date | None:
         return load_account(config, account, {"deadline": deadline}).deadline
 
-    accounts = collect_accounts(root, deadline_for=deadline_for, expected=_config_accounts(config, root))
-    summary = regenerate_reports(accounts, root, Path(report_dir) if report_dir else None, date.today(),
+    def staff_for(account: str) -> Staff:
+        return Staff.from_mapping(load_account(config, account, {}).metadata)
+
+    accounts = collect_accounts(root, deadline_for=deadline_for, staff_for=staff_for,
+                                expected=_config_accounts(config, root))
+    today = date.today()
+    summary = regenerate_reports(accounts, root, Path(report_dir) if report_dir else None, today,
                                  datetime.now().astimezone())
-    _print(accounts, quiet)
+    _print(accounts, today, quiet)
     if not quiet:
         click.echo(_("Summary: {path}").format(path=summary))
     raise SystemExit(int(summary_exit_code(accounts)))
@@ -72,17 +78,26 @@ def _config_accounts(config: Path | None, root: Path) -> list[str]:
     return [name for name in names if load_account(config, name, {}).dest == root]
 
 
-def _print(accounts: list[AccountSummary], quiet: bool) -> None:
+def _print(accounts: list[AccountSummary], today: date, quiet: bool) -> None:
     if quiet:
         return
     width = max([len(account.account) for account in accounts] + [7])
     for account in accounts:
-        when = local_datetime(account.verification.generated_at) if account.verification else "-"
-        status = status_label(account.status) if language() == "th" else account.status
+        when = _when(account.verification.generated_at if account.verification else None)
         click.echo(_("{account}  {status}  verified {when}  last good backup {backup}").format(
-            account=account.account.ljust(width), status=pad(status, 14), when=when,
-            backup=account.last_backup or "-"))
+            account=account.account.ljust(width), status=pad(status_label(account.status), 14), when=when,
+            backup=_when(datetime.fromisoformat(account.last_backup) if account.last_backup else None)))
+        for reason in status_reasons(account, today):
+            click.echo(_("  why: {reason}").format(reason=reason))
         for problem in account.problems:
             click.echo(_("  warning: {problem}").format(problem=problem), err=True)
     complete = sum(1 for account in accounts if account.status == Status.COMPLETE)
     click.echo(_("{complete} of {total} accounts verified complete.").format(complete=complete, total=len(accounts)))
+
+
+def _when(stamp: datetime | None) -> str:
+    """One format for every time on a line: local time, Buddhist era in Thai."""
+    if stamp is None:
+        return "-"
+    local = stamp.astimezone() if stamp.tzinfo else stamp  # a naive stamp is already local
+    return local_datetime(local)

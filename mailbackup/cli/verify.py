@@ -130,12 +130,13 @@ def _summarize(ctx: Context, result: VerifyResult, html_report: Path) -> None:
     if result.error:
         ctx.echo(_("  could not verify: {error}").format(error=result.error), err=True)
     else:
+        # Records and intact copies apart: a deleted file is still recorded, and
+        # "33 in the archive" beside "1 missing" reads as a contradiction.
+        found = _("{local} in the archive's records, {intact} found intact ({size})").format(
+            local=totals.local_messages, intact=totals.intact, size=human_bytes(totals.bytes))
         if result.mode is Mode.ONLINE:
-            ctx.echo(_("  {server} messages on the server, {local} in the archive ({size})").format(
-                server=totals.server_messages, local=totals.local_messages, size=human_bytes(totals.bytes)))
-        else:
-            ctx.echo(_("  {local} messages in the archive ({size})").format(
-                local=totals.local_messages, size=human_bytes(totals.bytes)))
+            found = _("{server} messages on the server; {found}").format(server=totals.server_messages, found=found)
+        ctx.echo("  " + "; ".join([found, *_problem_counts(totals.missing, totals.corrupt, totals.size_mismatch)]))
         ctx.echo(_("  {checked} files checked ({size}), {skipped} skipped as recently verified").format(
             checked=totals.checked, size=human_bytes(totals.bytes_checked), skipped=totals.skipped_recent))
         for folder in result.folders:
@@ -150,10 +151,8 @@ def _summarize(ctx: Context, result: VerifyResult, html_report: Path) -> None:
 
 def _summarize_folder(ctx: Context, folder: FolderReport) -> None:
     if folder.status is not Status.COMPLETE:
-        counts = [_("{count} missing").format(count=len(folder.missing)) if folder.missing else "",
-                  _("{count} corrupt").format(count=len(folder.corrupt)) if folder.corrupt else "",
-                  _("{count} size mismatch").format(count=len(folder.size_mismatch)) if folder.size_mismatch else ""]
-        shown = ", ".join(count for count in counts if count) or folder.error or ""
+        counts = _problem_counts(len(folder.missing), len(folder.corrupt), len(folder.size_mismatch))
+        shown = ", ".join(counts) or folder.error or ""
         ctx.echo(f"  {status_label(folder.status.value)} {folder.name}: {shown}")
         for entry in (folder.missing + folder.corrupt + folder.size_mismatch)[:SHOWN_PER_FOLDER]:
             ctx.echo(_("    UID {uid}: {subject} - {reason}").format(
@@ -162,3 +161,10 @@ def _summarize_folder(ctx: Context, folder: FolderReport) -> None:
         ctx.echo(_("  damage {folder}: {problem}").format(folder=folder.name, problem=line), err=True)
     for line in [_("stray file {name}").format(name=name) for name in folder.stray_files] + folder.warnings:
         ctx.echo(_("  warning {folder}: {problem}").format(folder=folder.name, problem=line), err=True)
+
+
+def _problem_counts(missing: int, corrupt: int, size_mismatch: int) -> list[str]:
+    """"1 missing", "2 corrupt", ...: the counts that are not zero."""
+    return [text.format(count=count) for count, text in (
+        (missing, _("{count} missing")), (corrupt, _("{count} corrupt")),
+        (size_mismatch, _("{count} size mismatch"))) if count]

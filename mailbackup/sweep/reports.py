@@ -21,6 +21,7 @@ from mailbackup.sweep.options import Shard
 from mailbackup.sweep.run import INSECURE_WARNING, AccountOutcome, SweepResult
 from mailbackup.verify.render import csv_bytes
 from mailbackup.verify.report import atomic_write
+from mailbackup.verify.results import Staff
 from mailbackup.verify.summary import SUMMARY_DIR, AccountSummary, collect_accounts, write_summary
 
 SCHEMA_VERSION = 1
@@ -112,8 +113,13 @@ def _summaries(result: SweepResult) -> list[AccountSummary]:
             settings = accounts.get(account.strip().casefold())
             return settings.deadline if settings else None
 
+        def staff_for(account: str, accounts: dict[str, AccountSettings] = accounts) -> Staff:
+            settings = accounts.get(account.strip().casefold())
+            return Staff.from_mapping(settings.metadata if settings else None)
+
         names = [settings.account for settings in accounts.values()]
-        found += [summary for summary in collect_accounts(dest, deadline_for=deadline_for, expected=names)
+        found += [summary for summary in collect_accounts(dest, deadline_for=deadline_for, staff_for=staff_for,
+                                                          expected=names)
                   if summary.account.strip().casefold() in accounts]
     insecure = {outcome.account.strip().casefold() for outcome in result.outcomes
                 if outcome.settings.connection.insecure}

@@ -287,12 +287,14 @@ class BackupEngine:
                     self.state.set_meta(rewrite_key, "1")
             self._settle_rewrite(run)
             run.record = self.state.folder_by_id(run.record.id)
-        if damaged:
+        # A copy fetched again is repaired, not a warning (one that then fails
+        # to download is in failed_uids); one the server no longer has stays damaged.
+        run.result.repaired = sorted(row.uid for row in fixable)
+        if len(damaged) > len(fixable):
             text = _("folder {folder!r}: {damaged} damaged copies found; {fixed} fetched again").format(
                 folder=run.info.name, damaged=len(damaged), fixed=len(fixable))
-            if len(damaged) > len(fixable):
-                text += _(", {count} no longer on the server (kept as they are)").format(
-                    count=len(damaged) - len(fixable))
+            text += _(", {count} no longer on the server (kept as they are)").format(
+                count=len(damaged) - len(fixable))
             run.result.warnings.append(text)
             self.progress.warn(text)
 

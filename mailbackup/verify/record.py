@@ -3,12 +3,18 @@ a sweep all do.  The verification is kept in the state's `runs` table like a
 backup, and its reports are written into the archive's ``reports/`` (and an
 extra directory).
 
+The staff details (whose mailbox, which unit) come from the config.  A run
+that has them keeps them in the state's ``meta`` table, so a later
+`verify` or `backup` without ``--config`` still puts them in its reports:
+the archive belongs to one person, and its state is what travels with it.
+
 Public API: `verify_recorded(archive, options, verify, ...)` →
-`RecordedVerification`.
+`RecordedVerification`; `remembered_staff(archive, staff)`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -18,7 +24,9 @@ from mailbackup.archive import Archive
 from mailbackup.errors import AuthError, ConnectError, ExitCode, ServerError, TLSError
 from mailbackup.imap.pushback import pushback_of
 from mailbackup.verify.report import extra_report_dir, write_verify_reports
-from mailbackup.verify.results import VerifyOptions, VerifyResult, exit_code, failed_result
+from mailbackup.verify.results import Staff, VerifyOptions, VerifyResult, exit_code, failed_result
+
+STAFF_META = "staff"
 
 
 @dataclass(frozen=True)
@@ -52,8 +60,21 @@ def verify_recorded(archive: Archive, options: VerifyOptions, verify: Callable[[
         else:
             archive.state.finish_run(run_id, result.status.value, result.totals.checked,
                                      result.totals.bytes_checked, result.mode.value)
+    result.staff = remembered_staff(archive, options.staff)
     directories = [archive.reports_dir]
     if report_dir is not None:
         directories.append(extra_report_dir(report_dir, options.account))
     written = write_verify_reports(result, directories, date.today())
     return RecordedVerification(result, code or exit_code(result), written[2])
+
+
+def remembered_staff(archive: Archive, staff: Staff) -> Staff:
+    """`staff` when the run has some (and remember them), else the last ones this archive was given."""
+    if not staff.is_empty:
+        with archive.state.transaction():
+            archive.state.set_meta(STAFF_META, json.dumps(staff.to_dict(), ensure_ascii=False))
+        return staff
+    try:
+        return Staff.from_mapping(json.loads(archive.state.get_meta(STAFF_META) or "{}"))
+    except (ValueError, TypeError, AttributeError):  # a damaged value: the reports go without
+        return Staff()

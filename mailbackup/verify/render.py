@@ -19,7 +19,7 @@ from typing import Any
 
 from mailbackup import __version__, i18n
 from mailbackup.i18n import N_, _
-from mailbackup.verify.results import Mode, Status
+from mailbackup.verify.results import Mode, Staff, Status
 
 SCHEMA_VERSION = 1
 NEVER_VERIFIED = "never_verified"
@@ -54,6 +54,8 @@ CSV_HEADINGS = {
     "generated_at": N_("Verified at"), "mode": N_("Mode"), "tool_version": N_("Tool version"),
     "deadline": N_("Deadline"), "overdue": N_("Overdue"), "days_left": N_("Days left"), "messages": N_("Messages"),
     "last_backup": N_("Last good backup"), "verified_at": N_("Last verified"), "archive": N_("Archive"),
+    "intact": N_("Found intact"), "title": N_("Title"), "name": N_("Name"), "surname": N_("Surname"),
+    "position": N_("Position"), "unit": N_("Unit"), "reason": N_("Why"),
 }
 
 
@@ -115,13 +117,26 @@ dl.facts { display: grid; grid-template-columns: max-content auto; gap: .2em 1.2
 dl.facts dt { font-weight: bold; } dl.facts dd { margin: 0; }
 table { border-collapse: collapse; width: 100%; margin: .4em 0 1em; font-size: .95em; }
 th, td { border: 1px solid #b8b8b8; padding: .25em .5em; text-align: left; vertical-align: top; }
+td { overflow-wrap: anywhere; } /* a long folder name or address wraps inside its column */
 th { background: #eee; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.num, td.s-complete, td.s-bad { overflow-wrap: normal; } td.name { width: 28%; } td.deadline { min-width: 7em; }
+dl.facts dd { overflow-wrap: anywhere; }
 td.s-complete { color: #1e7b34; font-weight: bold; } td.s-bad { color: #b3261e; font-weight: bold; }
+.why { font-weight: normal; color: #1b1b1b; font-size: .9em; min-width: 8em; }
 .subject { word-break: break-word; } .mid { font-size: .85em; color: #555; word-break: break-all; }
-ul.issues li { margin: .15em 0; } footer { margin-top: 2em; font-size: .85em; color: #555; }
-@media print { body { margin: 0; } .status, td.s-complete, td.s-bad {
-  -webkit-print-color-adjust: exact; print-color-adjust: exact; } h2 { break-after: avoid; }
-  tr { break-inside: avoid; } }
+ul.issues li { margin: .15em 0; overflow-wrap: anywhere; } footer { margin-top: 2em; font-size: .85em; color: #555; }
+section.signature { margin-top: 2.5em; break-inside: avoid; page-break-inside: avoid; }
+section.signature dl { display: grid; grid-template-columns: max-content 1fr; gap: 1.6em 1em; max-width: 34em; }
+section.signature dt { font-weight: bold; } section.signature dd { margin: 0; border-bottom: 1px dotted #333; }
+@page { size: A4; margin: 15mm 12mm 15mm 12mm; }
+@media print {
+  body { margin: 0; font-size: 10pt; }
+  .status, td.s-complete, td.s-bad, th { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+  h2, h3 { break-after: avoid; page-break-after: avoid; }
+  table { width: 100%; table-layout: auto; font-size: 9pt; }
+  thead { display: table-header-group; } tfoot { display: table-footer-group; }
+  tr, td, th { break-inside: avoid; page-break-inside: avoid; }
+}
 </style>
 </head>
 <body>
@@ -175,9 +190,37 @@ def label(msgid: str, **values: object) -> str:
     return english if thai == english else f"{thai} / {english}"
 
 
-def heading(msgid: str) -> str:
+def heading(msgid: str, subject: str = "") -> str:
+    """A page's h1 in Thai (and English under it), `subject` (a unit's name) after it."""
     thai = i18n.translations("th").gettext(msgid)
-    return f"<h1>{escape(thai)}</h1>" if thai_report() else f"<h1>{escape(thai)}<small>{escape(msgid)}</small></h1>"
+    after = f": {escape(subject)}" if subject else ""
+    if thai_report():
+        return f"<h1>{escape(thai)}{after}</h1>"
+    return f"<h1>{escape(thai)}{after}<small>{escape(msgid)}</small></h1>"
+
+
+def both(msgid: str) -> str:
+    """Thai and English whatever the report's language: a form's printed
+    words, which the Thai office and an English reader both fill in."""
+    thai = i18n.translations("th").gettext(msgid)
+    return msgid if thai == msgid else f"{thai} / {msgid}"
+
+
+STAFF_LABELS = (("name", N_("Staff member")), ("position", N_("Position")), ("unit", N_("Unit")))
+
+
+def staff_facts(staff: Staff) -> list[tuple[str, str]]:
+    """(label, escaped HTML) rows of a report's facts for the staff details it has."""
+    values = {"name": staff.full_name, "position": staff.position or "", "unit": staff.unit or ""}
+    return [(label(msgid), escape(values[key])) for key, msgid in STAFF_LABELS if values[key]]
+
+
+def signature_block() -> str:
+    """Where the checking officer signs a printed report: name, signature, date."""
+    rows = "".join(f"<dt>{escape(both(msgid))}</dt><dd>&nbsp;</dd>" for msgid in (
+        N_("Checking officer's name"), N_("Position"), N_("Signature"), N_("Date")))
+    return (f'<section class="signature" id="signature"><h2>{escape(both(N_("Checked by")))}</h2>'
+            f"<dl>{rows}</dl></section>")
 
 
 def escape(value: object) -> str:
@@ -194,9 +237,10 @@ def bilingual_status(status: str) -> str:
     return label(word) if word else status.upper()
 
 
-def status_cell(status: str) -> str:
+def status_cell(status: str, details: str = "") -> str:
+    """A status word, coloured; `details` (escaped HTML) under it."""
     css = "s-complete" if status == Status.COMPLETE else "s-bad"
-    return f'<td class="{css}">{escape(bilingual_status(status))}</td>'
+    return f'<td class="{css}">{escape(bilingual_status(status))}{details}</td>'
 
 
 def report_date(day: date) -> str:
@@ -247,11 +291,15 @@ def table(header: Iterable[str], rows: Iterable[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def entry_date(text: str | None) -> str:
+def entry_date(text: str | None, *, local: bool = False) -> str:
+    """An ISO time as the report shows it; `local`: in this machine's time zone
+    (our own runs' times, recorded in UTC), else as written (a message's date)."""
     if not text:
         return "-"
     try:
         stamp = datetime.fromisoformat(text)
     except ValueError:
         return text
+    if local and stamp.tzinfo is not None:
+        stamp = stamp.astimezone()
     return i18n.local_datetime(stamp) if thai_report() else stamp.strftime("%Y-%m-%d %H:%M")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mailbackup.archive import account_dir
+from mailbackup.config.keys import STAFF_KEYS
 from mailbackup.errors import StorageError
 from mailbackup.i18n import N_, _
 from mailbackup.verify.render import (
@@ -45,11 +46,13 @@ from mailbackup.verify.render import (
     num_cell,
     page,
     report_time,
+    signature_block,
     size_text,
+    staff_facts,
     status_cell,
     table,
 )
-from mailbackup.verify.results import FolderReport, MessageEntry, Mode, Status, VerifyResult
+from mailbackup.verify.results import FolderReport, MessageEntry, Mode, Staff, Status, VerifyResult
 
 VERIFY_NAMES = ("verify.json", "verify.csv", "verify.html")
 HTML_LIST_LIMIT = 1000  # messages listed per folder and kind in HTML; the JSON has all
@@ -65,6 +68,7 @@ def verify_to_dict(result: VerifyResult, as_of: date) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "account": result.account,
+        "staff": result.staff.to_dict(),
         "server": result.server,
         "generated_at": result.generated_at.isoformat(timespec="seconds"),
         "tool_version": result.tool_version,
@@ -87,6 +91,7 @@ def _folder_to_dict(folder: FolderReport) -> dict[str, Any]:
         "status": folder.status.value,
         "server_messages": folder.server_messages,
         "local_messages": folder.local_messages,
+        "intact": folder.intact,
         "ok": folder.ok,
         "missing": [asdict(entry) for entry in folder.missing],
         "corrupt": [asdict(entry) for entry in folder.corrupt],
@@ -113,6 +118,7 @@ def verify_from_dict(data: dict[str, Any]) -> VerifyResult:
         folders=[_folder_from_dict(item) for item in data["folders"]],
         deadline=date.fromisoformat(data["deadline"]) if data.get("deadline") else None,
         tool_version=data["tool_version"], error=data.get("error"), seconds=float(data.get("seconds", 0.0)),
+        staff=Staff.from_mapping(data.get("staff")),
     )
 
 
@@ -150,18 +156,21 @@ def load_verify(path: Path) -> VerifyResult:
 VERIFY_CSV_COLUMNS = (
     "folder", "status", "server_messages", "local_messages", "ok", "missing", "corrupt", "size_mismatch",
     "only_local", "bytes", "stray_files", "error", "account", "server", "generated_at", "mode", "tool_version",
-    "deadline",
+    "deadline", "intact", *STAFF_KEYS,
 )
 
 
 def verify_csv(result: VerifyResult) -> bytes:
     stamp = [result.account, result.server, result.generated_at.isoformat(timespec="seconds"),
              csv_word(result.mode.value), result.tool_version, result.deadline.isoformat() if result.deadline else ""]
+    staff = [result.staff.to_dict()[key] or "" for key in STAFF_KEYS]
     rows = [[folder.name, csv_word(folder.status.value), blank(folder.server_messages), folder.local_messages,
              folder.ok, len(folder.missing), len(folder.corrupt), len(folder.size_mismatch), len(folder.only_local),
-             folder.bytes, len(folder.stray_files), folder.error or "", *stamp] for folder in result.folders]
+             folder.bytes, len(folder.stray_files), folder.error or "", *stamp, folder.intact, *staff]
+            for folder in result.folders]
     if result.error:  # no folders were read: one row still says so
-        rows.append(["", csv_word(result.status.value), "", "", "", "", "", "", "", "", "", result.error, *stamp])
+        rows.append(["", csv_word(result.status.value), "", "", "", "", "", "", "", "", "", result.error, *stamp, "",
+                     *staff])
     return csv_bytes(csv_header(VERIFY_CSV_COLUMNS), rows)
 
 
@@ -178,6 +187,7 @@ def verify_html(result: VerifyResult, as_of: date) -> bytes:
             else label(N_("archive checked on its own (offline)")))
     facts = [
         (label(N_("Account")), escape(result.account)),
+        *staff_facts(result.staff),
         (label(N_("Server")), escape(result.server)),
         (label(N_("Verified at")), escape(report_time(result.generated_at))),
         (label(N_("Mode")), escape(mode)),
@@ -194,31 +204,34 @@ def verify_html(result: VerifyResult, as_of: date) -> bytes:
     if result.error:
         parts.append(f"<h2>{escape(label(N_('Error')))}</h2><p>{escape(result.error)}</p>")
     parts.append(f"<h2>{escape(label(N_('Totals')))}</h2>" + table(
-        [label(N_("On server")), label(N_("In archive")), label(N_("Missing")), label(N_("Corrupt")),
-         label(N_("Size mismatch")), label(N_("Only in archive")), label(N_("Size"))],
+        [label(N_("On server")), label(N_("In the archive's records")), label(N_("Found intact")),
+         label(N_("Missing")), label(N_("Corrupt")), label(N_("Size mismatch")), label(N_("Only in archive")),
+         label(N_("Size"))],
         ["<tr>" + "".join(num_cell(value) for value in (
-            totals.server_messages, totals.local_messages, totals.missing, totals.corrupt, totals.size_mismatch,
-            totals.only_local)) + num_cell(size_text(totals.bytes)) + "</tr>"]))
+            totals.server_messages, totals.local_messages, totals.intact, totals.missing, totals.corrupt,
+            totals.size_mismatch, totals.only_local)) + num_cell(size_text(totals.bytes)) + "</tr>"]))
     if result.folders:
         parts.append(f"<h2>{escape(label(N_('Folders')))}</h2>" + _folder_table(result.folders))
     parts.extend(_message_sections(result.folders))
     parts.append(_issue_section(result.folders))
+    parts.append(signature_block())
     title = f"{bilingual_status(status)}: {result.account}"
     return page(title, "\n".join(part for part in parts if part))
 
 
 def _folder_table(folders: list[FolderReport]) -> str:
     rows = [
-        f"<tr><td>{escape(folder.name)}</td>{status_cell(folder.status.value)}"
-        + "".join(num_cell(value) for value in (folder.server_messages, folder.local_messages, len(folder.missing),
-                                             len(folder.corrupt), len(folder.size_mismatch),
+        f"<tr><td class='name'>{escape(folder.name)}</td>{status_cell(folder.status.value)}"
+        + "".join(num_cell(value) for value in (folder.server_messages, folder.local_messages, folder.intact,
+                                             len(folder.missing), len(folder.corrupt), len(folder.size_mismatch),
                                              len(folder.only_local)))
         + num_cell(size_text(folder.bytes)) + "</tr>"
         for folder in folders
     ]
-    return table([label(N_("Folder")), label(N_("Status")), label(N_("On server")), label(N_("In archive")),
-                   label(N_("Missing")), label(N_("Corrupt")), label(N_("Size mismatch")),
-                   label(N_("Only in archive")), label(N_("Size"))], rows)
+    return table([label(N_("Folder")), label(N_("Status")), label(N_("On server")),
+                  label(N_("In the archive's records")), label(N_("Found intact")), label(N_("Missing")),
+                  label(N_("Corrupt")), label(N_("Size mismatch")), label(N_("Only in archive")), label(N_("Size"))],
+                 rows)
 
 
 MESSAGE_KINDS = (

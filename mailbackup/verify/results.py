@@ -1,7 +1,7 @@
 """What a verification finds, as data: one `VerifyResult` per account with
 a `FolderReport` per folder, and the exit code it means.
 
-Public API: the enums `Status` and `Mode`; the dataclasses `MessageEntry`,
+Public API: the enums `Status` and `Mode`; the dataclasses `Staff`, `MessageEntry`,
 `FolderReport`, `Totals`, `VerifyResult` and `VerifyOptions`; `exit_code(result)`;
 `failed_result(options, error)`, the result written when the server could
 not be reached.  check.py fills these in; report.py and summary.py write them.
@@ -10,9 +10,10 @@ not be reached.  check.py fills these in; report.py and summary.py write them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import date, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from mailbackup import __version__
 from mailbackup.config import AccountSettings
@@ -30,6 +31,36 @@ class Status(StrEnum):
 class Mode(StrEnum):
     ONLINE = "online"
     OFFLINE = "offline"
+
+
+@dataclass(frozen=True)
+class Staff:
+    """Whose mailbox it is, as the config's staff details say (all optional)."""
+
+    title: str | None = None
+    name: str | None = None
+    surname: str | None = None
+    position: str | None = None
+    unit: str | None = None
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any] | None) -> Staff:
+        """From a config's metadata or a report's ``staff`` object; other keys and empty values are dropped."""
+        values = values or {}
+        return cls(**{item.name: str(values[item.name]) for item in fields(cls) if values.get(item.name)})
+
+    def to_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+    @property
+    def is_empty(self) -> bool:
+        return not any(self.to_dict().values())
+
+    @property
+    def full_name(self) -> str:
+        """นาย สมชาย ใจดี: Thai writes the title joined to the name (นายสมชาย) but
+        the config may hold either form, so the parts are kept as given."""
+        return " ".join(part for part in (self.title, self.name, self.surname) if part)
 
 
 @dataclass(frozen=True)
@@ -88,11 +119,18 @@ class FolderReport:
             self.status = Status.COMPLETE
         return self.status
 
+    @property
+    def intact(self) -> int:
+        """Archived copies found whole: every record that is neither missing
+        its file nor corrupt (a size mismatch is the server's copy differing)."""
+        return self.ok + len(self.size_mismatch) + len(self.only_local)
+
 
 @dataclass(frozen=True)
 class Totals:
     server_messages: int | None
-    local_messages: int
+    local_messages: int  # the archive's records
+    intact: int  # of those, copies found whole
     ok: int
     missing: int
     corrupt: int
@@ -116,6 +154,7 @@ class VerifyResult:
     tool_version: str = __version__
     error: str | None = None  # set only when the whole verification failed
     seconds: float = 0.0
+    staff: Staff = field(default_factory=Staff)
 
     @property
     def status(self) -> Status:
@@ -138,7 +177,8 @@ class VerifyResult:
         known = [folder.server_messages for folder in folders if folder.server_messages is not None]
         return Totals(
             server_messages=sum(known) if self.mode is Mode.ONLINE and not self.error else None,
-            local_messages=sum(f.local_messages for f in folders), ok=sum(f.ok for f in folders),
+            local_messages=sum(f.local_messages for f in folders), intact=sum(f.intact for f in folders),
+            ok=sum(f.ok for f in folders),
             missing=sum(len(f.missing) for f in folders), corrupt=sum(len(f.corrupt) for f in folders),
             size_mismatch=sum(len(f.size_mismatch) for f in folders),
             only_local=sum(len(f.only_local) for f in folders), bytes=sum(f.bytes for f in folders),
@@ -156,13 +196,15 @@ class VerifyOptions:
     exclude: tuple[str, ...] = ()
     deadline: date | None = None
     max_age: timedelta | None = None  # skip files verified more recently than this
+    staff: Staff = field(default_factory=Staff)  # from the config; empty: the archive's remembered ones
     clock: Callable[[], datetime] = field(default=lambda: datetime.now().astimezone())
 
     @classmethod
     def for_account(cls, settings: AccountSettings, max_age: timedelta | None = None) -> VerifyOptions:
         """The account's folders, server and deadline, as configured."""
         return cls(account=settings.account, server=str(settings.connection.server), include=settings.include,
-                   exclude=settings.exclude, deadline=settings.deadline, max_age=max_age)
+                   exclude=settings.exclude, deadline=settings.deadline, max_age=max_age,
+                   staff=Staff.from_mapping(settings.metadata))
 
 
 def exit_code(result: VerifyResult) -> ExitCode:

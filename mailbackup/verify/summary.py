@@ -3,8 +3,12 @@
 from each account's state and last verification report.
 
 Public API: `collect_accounts(dest, ...)` → one `AccountSummary` per
-account; `summary_to_dict`, `summary_csv`, `summary_html`; `write_summary`;
+account; `status_reasons` (why an account is not complete, in words);
+`summary_to_dict`, `summary_csv`, `summary_html`; `write_summary`;
 `regenerate_reports` and `summary_exit_code`, what `mailbackup report` does.
+
+Staff details: the config's (`staff_for`) win; else those the account's last
+verification recorded (verify/record.py remembers them in the archive).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from typing import Any
 
 from mailbackup import __version__
 from mailbackup.archive import account_dir, open_archive
+from mailbackup.config.keys import STAFF_KEYS
 from mailbackup.errors import ExitCode, StorageError
-from mailbackup.i18n import N_, _
+from mailbackup.i18n import N_, _, local_date
 from mailbackup.state.db import STATE_FILE, StateDB
 from mailbackup.verify.render import (
     NEVER_VERIFIED,
@@ -37,12 +42,14 @@ from mailbackup.verify.render import (
     num_cell,
     page,
     report_time,
+    signature_block,
     size_text,
+    staff_facts,
     status_cell,
     table,
 )
 from mailbackup.verify.report import VERIFY_NAMES, atomic_write, extra_report_dir, load_verify, write_verify_reports
-from mailbackup.verify.results import Status, VerifyResult
+from mailbackup.verify.results import Staff, Status, VerifyResult
 
 SUMMARY_NAMES = ("summary.json", "summary.csv", "summary.html")
 SUMMARY_DIR = "reports"  # under the archive root, beside the account directories
@@ -60,6 +67,7 @@ class AccountSummary:
     verification: VerifyResult | None = None
     deadline: date | None = None
     problems: list[str] = field(default_factory=list)
+    staff: Staff = field(default_factory=Staff)
 
     @property
     def status(self) -> str:
@@ -70,11 +78,16 @@ def no_deadline(account: str) -> date | None:
     return None
 
 
+def no_staff(account: str) -> Staff:
+    return Staff()
+
+
 def collect_accounts(dest: Path, *, deadline_for: Callable[[str], date | None] = no_deadline,
+                     staff_for: Callable[[str], Staff] = no_staff,
                      expected: Iterable[str] = ()) -> list[AccountSummary]:
     """Every account archive under `dest`, and each `expected` account (from
     the config) that has none.  `deadline_for` overrides the deadline an
-    account's last verification recorded."""
+    account's last verification recorded, `staff_for` (when not empty) its staff details."""
     found: list[AccountSummary] = []
     if dest.is_dir():
         for directory in sorted(path for path in dest.iterdir() if (path / STATE_FILE).is_file()):
@@ -82,6 +95,14 @@ def collect_accounts(dest: Path, *, deadline_for: Callable[[str], date | None] =
     known = {summary.account for summary in found}
     found += [AccountSummary(account=name, archive=None, deadline=deadline_for(name))
               for name in dict.fromkeys(expected) if name not in known]
+    for summary in found:
+        configured = staff_for(summary.account)
+        if not configured.is_empty:
+            summary.staff = configured
+        elif summary.verification is not None:
+            summary.staff = summary.verification.staff
+        if summary.verification is not None:  # its regenerated report shows the same
+            summary.verification.staff = summary.staff
     return sorted(found, key=lambda summary: summary.account.casefold())
 
 
@@ -114,6 +135,42 @@ def _account_summary(dest: Path, directory: Path, deadline_for: Callable[[str], 
     return summary
 
 
+Words = Callable[..., str]
+
+
+def _translated(msgid: str, **values: object) -> str:
+    return _(msgid).format(**values)
+
+
+def status_reasons(account: AccountSummary, as_of: date, words: Words = _translated) -> list[str]:
+    """Why an account is not verified complete, in words (empty when it is).
+    `words(msgid, **values)` picks the language: the console's, or a report's label()."""
+    verification, reasons = account.verification, []
+    if verification is None:
+        reasons.append(words(N_("never verified")) if account.archive else
+                       words(N_("never backed up here, so never verified")))
+    elif verification.error:
+        reasons.append(words(N_("the last verification failed: {error}"), error=verification.error))
+    else:
+        reasons += _result_reasons(verification, words)
+    days_left, overdue = deadline_status(account.deadline, account.status, as_of)
+    if overdue and account.deadline is not None and days_left is not None:
+        reasons.append(words(N_("overdue by {days} days (deadline {deadline})"), days=-days_left,
+                             deadline=local_date(account.deadline)))
+    return reasons
+
+
+def _result_reasons(verification: VerifyResult, words: Words) -> list[str]:
+    totals = verification.totals
+    reasons = [words(msgid, count=count) for count, msgid in (
+        (totals.missing, N_("{count} messages missing from the archive")),
+        (totals.corrupt, N_("{count} archived copies damaged")),
+        (totals.size_mismatch, N_("{count} messages differ in size from the server"))) if count]
+    reasons += [words(N_("folder {folder} could not be read: {error}"), folder=folder.name, error=folder.error)
+                for folder in verification.folders if folder.error]
+    return reasons
+
+
 def summary_to_dict(accounts: list[AccountSummary], as_of: date, generated_at: datetime) -> dict[str, Any]:
     rows = [_summary_row(account, as_of) for account in accounts]
     counts = {status: sum(1 for row in rows if row["status"] == status)
@@ -123,6 +180,7 @@ def summary_to_dict(accounts: list[AccountSummary], as_of: date, generated_at: d
         "generated_at": generated_at.isoformat(timespec="seconds"),
         "tool_version": __version__,
         "as_of": as_of.isoformat(),
+        "units": sorted({account.staff.unit for account in accounts if account.staff.unit}),
         "totals": {"accounts": len(rows), **counts, "overdue": sum(1 for row in rows if row["overdue"]),
                    "messages": sum(row["messages"] for row in rows), "bytes": sum(row["bytes"] for row in rows)},
         "accounts": rows,
@@ -135,7 +193,9 @@ def _summary_row(account: AccountSummary, as_of: date) -> dict[str, Any]:
     totals = verification.totals if verification else None
     return {
         "account": account.account,
+        "staff": account.staff.to_dict(),
         "status": account.status,
+        "reason": "; ".join(status_reasons(account, as_of) + account.problems) or None,
         "archive": str(account.archive) if account.archive else None,
         "server": verification.server if verification else None,
         "messages": account.messages,
@@ -154,7 +214,8 @@ def _summary_row(account: AccountSummary, as_of: date) -> dict[str, Any]:
 
 
 SUMMARY_CSV_COLUMNS = ("account", "status", "overdue", "deadline", "days_left", "messages", "bytes", "last_backup",
-                       "verified_at", "mode", "missing", "corrupt", "size_mismatch", "server", "archive")
+                       "verified_at", "mode", "missing", "corrupt", "size_mismatch", "server", "archive", "reason",
+                       *STAFF_KEYS)
 
 
 def summary_csv(data: dict[str, Any]) -> bytes:
@@ -163,6 +224,8 @@ def summary_csv(data: dict[str, Any]) -> bytes:
             return _("yes") if row["overdue"] else _("no")
         if column in ("status", "mode") and row[column]:
             return csv_word(row[column])
+        if column in STAFF_KEYS:
+            return row["staff"][column] or ""
         return blank(row[column])
 
     rows = [[cell(row, column) for column in SUMMARY_CSV_COLUMNS] for row in data["accounts"]]
@@ -170,15 +233,15 @@ def summary_csv(data: dict[str, Any]) -> bytes:
 
 
 def summary_html(data: dict[str, Any]) -> bytes:
-    totals = data["totals"]
+    totals, units = data["totals"], data["units"]
     all_good = totals["accounts"] > 0 and totals["complete"] == totals["accounts"]
     headline = label(N_("{complete} of {accounts} accounts complete"), complete=totals["complete"],
                       accounts=totals["accounts"])
     counts = "".join(num_cell(totals[key]) for key in ("accounts", "complete", "incomplete", "corrupt", "failed",
                                                    NEVER_VERIFIED, "overdue"))
-    rows = [_summary_html_row(row) for row in data["accounts"]]
+    rows = [_summary_html_row(row, show_unit=len(units) > 1) for row in data["accounts"]]
     body = "\n".join([
-        "<header>" + heading(N_("Mail backup summary, all accounts")),
+        "<header>" + heading(N_("Mail backup summary, all accounts"), ", ".join(units)),
         f'<div class="status {"good" if all_good else "bad"}" id="status">{escape(headline)}</div>',
         f'<dl class="facts"><dt>{escape(label(N_("Generated")))}</dt>'
         f'<dd>{escape(report_time(datetime.fromisoformat(data["generated_at"])))}</dd>'
@@ -191,19 +254,27 @@ def summary_html(data: dict[str, Any]) -> bytes:
             [label(N_("Account")), label(N_("Status")), label(N_("Deadline")), label(N_("Messages")),
              label(N_("Size")), label(N_("Last good backup")), label(N_("Last verified")), label(N_("Missing")),
              label(N_("Corrupt"))], rows),
+        signature_block(),
     ])
-    return page(_("Mail backup summary"), body)
+    title = _("Mail backup summary") + (f": {', '.join(units)}" if units else "")
+    return page(title, body)
 
 
-def _summary_html_row(row: dict[str, Any]) -> str:
+def _summary_html_row(row: dict[str, Any], *, show_unit: bool) -> str:
     deadline = date.fromisoformat(row["deadline"]) if row["deadline"] else None
-    when = {key: entry_date(row[key]) for key in ("last_backup", "verified_at")}
-    # Problems (an unchecked certificate, a mismatched archive) under the name: the page is what people read.
-    problems = "".join(f'<div class="problem">{escape(text)}</div>' for text in row["problems"])
-    return (f"<tr><td>{escape(row['account'])}{problems}</td>{status_cell(row['status'])}"
-            f"<td>{deadline_text(deadline, row['days_left'], row['overdue'])}</td>{num_cell(row['messages'])}"
+    when = {key: entry_date(row[key], local=True) for key in ("last_backup", "verified_at")}
+    staff = Staff.from_mapping(row["staff"])
+    if not show_unit:
+        staff = Staff(title=staff.title, name=staff.name, surname=staff.surname, position=staff.position)
+    who = "".join(f'<div class="mid">{value}</div>' for _label, value in staff_facts(staff))
+    # The reason holds the account's problems too (an unchecked certificate, a mismatched archive):
+    # the page is what people read.
+    why = f'<div class="why">{escape(row["reason"])}</div>' if row["reason"] else ""
+    return (f"<tr><td class='name'>{escape(row['account'])}{who}</td>{status_cell(row['status'], why)}"
+            f"<td class='deadline'>{deadline_text(deadline, row['days_left'], row['overdue'])}</td>"
+            f"{num_cell(row['messages'])}"
             f"{num_cell(size_text(row['bytes']))}<td>{escape(when['last_backup'])}</td><td>{escape(when['verified_at'])}</td>"
-            f"{num_cell(row['missing'])}{num_cell(row['corrupt'])}</tr>")
+            f"{num_cell(row['missing'])}{num_cell(row['corrupt'])}</tr>\n")
 
 
 def write_summary(accounts: list[AccountSummary], directory: Path, as_of: date,
