@@ -21,11 +21,12 @@ from typing import Protocol, TypeVar
 
 from mailbackup import faults
 from mailbackup.archive import Archive
-from mailbackup.errors import ConnectError, ConnectionLost, FolderError, Interrupted, ServerBusy, ServerError
+from mailbackup.errors import ConnectionLost, FolderError, Interrupted, ServerError
 from mailbackup.headers import HeaderSummary, summarize
 from mailbackup.i18n import _
 from mailbackup.imap.fetchstream import BatchResult
 from mailbackup.imap.pushback import WaitBudget, busy_error
+from mailbackup.imap.retry import Retrying, RetryPolicy
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, FolderResult, FolderStatus, MessageMeta, RunStats, StoredMessage
 from mailbackup.state.db import FolderRecord, now_iso
@@ -102,6 +103,8 @@ class BackupEngine:
         self.progress = progress or NoProgress()
         self._path_keys: set[str] | None = None
         self._statuses: dict[str, FolderStatus] = {}  # read with the folder list, where the server can
+        policy = RetryPolicy(options.max_retries, options.retry_delay, options.busy_wait, options.stop)
+        self.retrying = Retrying(policy, session.reconnect, str(session.settings.server))
 
     # -- the run ------------------------------------------------------
     def run(self) -> RunStats:
@@ -563,47 +566,17 @@ class BackupEngine:
 
     # -- retries ------------------------------------------------------
     def _call(self, run: FolderRun | None, action: Callable[[], T], tries: int | None = None) -> T:
-        """Run an IMAP action; on a lost connection reconnect (with backoff),
-        re-select the folder and try again, `tries` times in all.  A server
-        that says it is busy is waited for as it asks (not counted as a try),
-        within `options.busy_wait`."""
-        attempts = tries or (self.options.max_retries + 1)
-        attempt = busy_tries = 0
-        while True:
-            try:
-                return action()
-            except ConnectionLost as exc:
-                attempt += 1
-                if attempt == attempts:
-                    raise
-                log.info("connection lost (%s); reconnecting, try %d", exc.message, attempt)
-                self._reconnect(run)
-            except (ServerBusy, FolderError) as exc:
-                busy_tries += 1
-                self.options.busy_wait.wait_or_raise(exc, tries=busy_tries, first_delay=self.options.retry_delay,
-                                                     stop=self.options.stop)
+        """Run an IMAP action under the retry policy, re-selecting the folder after a reconnect."""
+        return self.retrying.call(action, self._reopen(run), tries)
 
     def _reconnect(self, run: FolderRun | None) -> None:
-        delay = self.options.retry_delay
-        attempt = busy_tries = 0
-        time.sleep(delay)
-        while True:
-            try:
-                self.session.reconnect()
-                if run is not None:
-                    self.session.examine(run.info.name)
-                return
-            except (ConnectionLost, ConnectError) as exc:
-                attempt += 1
-                if attempt >= self.options.max_retries:
-                    raise ConnectError(_("could not reconnect after {count} tries: {error}").format(
-                        count=attempt, error=exc.message)) from None
-                delay = min(delay * 2, 60.0)
-                time.sleep(delay)
-            except (ServerBusy, FolderError) as exc:  # e.g. NO [LIMIT] too many connections at login
-                busy_tries += 1
-                self.options.busy_wait.wait_or_raise(exc, tries=busy_tries, first_delay=self.options.retry_delay,
-                                                     stop=self.options.stop)
+        self.retrying.reconnect(self._reopen(run))
+
+    def _reopen(self, run: FolderRun | None) -> Callable[[], object] | None:
+        if run is None:
+            return None
+        name = run.info.name
+        return lambda: self.session.examine(name)
 
 
 def describe_stats_line(stats: RunStats) -> str:

@@ -40,6 +40,7 @@ from mailbackup.archive import Archive
 from mailbackup.errors import ConnectionLost, ExitCode, FolderError, ServerError
 from mailbackup.headers import HeaderSummary, summarize
 from mailbackup.i18n import _
+from mailbackup.imap.retry import Retrying, RetryPolicy
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, MessageMeta, StoredMessage
 from mailbackup.state.db import FolderRecord, now_iso
@@ -307,19 +308,9 @@ def _probe_headers(session: ImapSession, folder: str, uid: int) -> HeaderSummary
 
 
 def _retrying(session: ImapSession, folder: str | None, action: Callable[[], T]) -> T:
-    """Run a server action; on a dropped connection reconnect, re-select and
-    try again.  A reconnect that fails raises ConnectError."""
-    for attempt in range(RETRIES + 1):
-        try:
-            return action()
-        except ConnectionLost as exc:
-            if attempt == RETRIES:
-                raise
-            log.info("connection lost (%s); reconnecting", exc.message)
-            session.reconnect()
-            if folder is not None:
-                session.examine(folder)
-    raise AssertionError("unreachable")
+    """Run a server action under the retry policy; after a reconnect the folder is selected again."""
+    retrying = Retrying(RetryPolicy(max_retries=RETRIES), session.reconnect, str(session.settings.server))
+    return retrying.call(action, None if folder is None else lambda: session.examine(folder))
 
 
 # ---------------------------------------------------------------------------
