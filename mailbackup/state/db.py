@@ -235,15 +235,15 @@ class StateDB:
                               "LIMIT 1", (folder_id, uidvalidity)).fetchone()
         return row is not None
 
-    def find_old_copy(self, folder_id: int, uidvalidity: int, sha256: str, size: int,
-                      message_id: str | None) -> StoredMessage | None:
-        """A copy from an earlier UIDVALIDITY generation that no current UID has claimed."""
-        row = self.db.execute(
+    def old_copies(self, folder_id: int, uidvalidity: int, sha256: str, size: int,
+                   message_id: str | None) -> list[StoredMessage]:
+        """Copies from earlier UIDVALIDITY generations that no current UID has claimed."""
+        rows = self.db.execute(
             "SELECT * FROM messages WHERE folder_id=? AND sha256=? AND size=? AND uidvalidity<>? "
-            "AND coalesce(message_id, '')=coalesce(?, '') LIMIT 1",
+            "AND coalesce(message_id, '')=coalesce(?, '') ORDER BY uidvalidity, uid",
             (folder_id, sha256, size, uidvalidity, message_id),
-        ).fetchone()
-        return _message(row) if row else None
+        )
+        return [_message(row) for row in rows]
 
     def move_to_generation(self, old: StoredMessage, uidvalidity: int, uid: int, flags: tuple[str, ...]) -> None:
         self.db.execute(

@@ -489,10 +489,10 @@ class BackupEngine:
             return
         to_write: list[tuple[StoredMessage, MessageBody]] = []
         matched: list[tuple[StoredMessage, MessageMeta]] = []
+        claimed: set[tuple[int, int]] = set()
         for meta, body in items:
             message = self._describe(run, meta, body)
-            old = self.state.find_old_copy(run.record.id, run.uidvalidity, body.sha256, body.size,
-                                           message.message_id) if run.new_generation else None
+            old = self._claim_old_copy(run, message, claimed) if run.new_generation else None
             if old is not None:
                 matched.append((old, meta))
                 body.discard()
@@ -527,6 +527,18 @@ class BackupEngine:
         run.result.fetched_bytes += size
         run.result.matched += len(matched)
         self.progress.saved(len(stored) + len(matched), size + sum(meta.size for _, meta in matched))
+
+    def _claim_old_copy(self, run: FolderRun, message: StoredMessage,
+                        claimed: set[tuple[int, int]]) -> StoredMessage | None:
+        """An unclaimed copy of an earlier generation to move into this one.
+        The moves run after the whole batch is matched, so the batch's own
+        claims are kept in `claimed`: two identical messages take two rows."""
+        for old in self.state.old_copies(run.record.id, run.uidvalidity, message.sha256, message.size,
+                                         message.message_id):
+            if (old.uidvalidity, old.uid) not in claimed:
+                claimed.add((old.uidvalidity, old.uid))
+                return old
+        return None
 
     def _describe(self, run: FolderRun, meta: MessageMeta, body: MessageBody) -> StoredMessage:
         try:
