@@ -4,6 +4,7 @@ message look like once they have crossed our boundary.  No I/O here."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -87,6 +88,13 @@ class SelectedFolder:
     uidnext: int
     exists: int
     highestmodseq: int | None
+
+
+def message_flags(flags: Iterable[str]) -> tuple[str, ...]:
+    """A message's flags as we keep them, sorted.  \\Recent belongs to one
+    session, not to the message (RFC 3501 2.3.2), and flag names are
+    case-insensitive: a server may send \\RECENT or \\recent."""
+    return tuple(sorted(flag for flag in flags if flag.lower() != "\\recent"))
 
 
 @dataclass(frozen=True)

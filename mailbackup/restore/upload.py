@@ -44,7 +44,7 @@ from mailbackup.i18n import _
 from mailbackup.imap.append import AppendItem, AppendResponse, TargetFolder, TargetMailbox, TargetMessage
 from mailbackup.imap.pushback import WaitBudget
 from mailbackup.imap.retry import Retrying, RetryPolicy, refusal_pushback
-from mailbackup.model import FolderInfo, StoredMessage
+from mailbackup.model import FolderInfo, StoredMessage, message_flags
 from mailbackup.restore.foldermap import (
     FolderPlan,
     plan_folders,
@@ -218,7 +218,7 @@ class TargetIndex:
 def upload_flags(flags: Iterable[str], folder: TargetFolder) -> tuple[str, ...]:
     """The flags to APPEND with: never \\Recent, only what the folder keeps
     (keywords only with ``\\*`` or listed in PERMANENTFLAGS)."""
-    return tuple(sorted(flag for flag in flags if flag.lower() != "\\recent" and folder.keeps(flag)))
+    return tuple(flag for flag in message_flags(flags) if folder.keeps(flag))
 
 
 # ---------------------------------------------------------------------------
