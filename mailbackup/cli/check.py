@@ -13,9 +13,9 @@ from mailbackup.cli.common import handle_errors, setup_logging, verbosity_option
 from mailbackup.cli.format import display_width
 from mailbackup.config import load_sweep
 from mailbackup.i18n import _
+from mailbackup.store.files import atomic_write
 from mailbackup.sweep.logins import CHECK_COLUMNS, check_csv, check_logins, check_rows
 from mailbackup.sweep.run import Shard, SweepOptions, worst_exit_code
-from mailbackup.verify.report import atomic_write
 
 SHOWN_COLUMNS = 6  # title, name, surname, position, account, problem: the form's columns
 

@@ -25,7 +25,7 @@ from mailbackup.model import FolderInfo
 from mailbackup.restore.foldermap import FolderPlan
 from mailbackup.restore.upload import FolderRun, RestoreOptions, TargetIndex, TargetWork, upload_flags
 from mailbackup.state.db import UPLOAD_DONE, UPLOAD_FAILED, UPLOAD_PENDING, RestoreItem, UploadTarget, now_iso
-from mailbackup.verify.report import atomic_write
+from mailbackup.store.files import atomic_write
 
 CHECK_REPORT = "restore-verify.json"
 

@@ -12,12 +12,9 @@ order that makes crashes harmless:
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import os
-import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -103,54 +100,3 @@ class MailStore(ABC):
     @abstractmethod
     def iter_chunks(self, local_path: str, message: StoredMessage) -> Iterator[bytes]:
         """The message as the server sent it, in bounded chunks (for hashing)."""
-
-
-def make_private_dirs(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-
-@functools.cache
-def _syncfs() -> Callable[[int], int] | None:
-    """Linux's syncfs(), looked up at the first batch (not at import: a no-op run writes nothing)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.syncfs
-    except (OSError, AttributeError):
-        return None
-
-
-def make_durable(files: list[Path], directory: Path) -> None:
-    """Flush a batch of freshly written files to disk with one call.
-
-    One fsync per message caps a Maildir near 1,000 messages/s on an ordinary
-    disk; Linux's syncfs() flushes the whole batch at once.  Elsewhere each
-    file is fsynced."""
-    syncfs = _syncfs()
-    if syncfs is not None and files:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            if syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    for path in files:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def fsync_directory(path: Path) -> None:
-    """Make a rename durable; directories cannot be opened on Windows."""
-    if os.name == "nt":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

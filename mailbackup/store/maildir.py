@@ -20,8 +20,9 @@ from pathlib import Path
 from mailbackup.errors import StorageError
 from mailbackup.i18n import _
 from mailbackup.model import StoredMessage
-from mailbackup.store.base import MailStore, Recovery, fsync_directory, make_durable, make_private_dirs
+from mailbackup.store.base import MailStore, Recovery
 from mailbackup.store.body import CHUNK, MessageBody, sha256_of_file
+from mailbackup.store.files import fsync_directory, make_durable, make_private_dirs
 
 FLAG_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S", "\\Deleted": "T"}
 INFO_SEPARATORS = (":", ";", "!")

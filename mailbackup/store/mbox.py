@@ -22,8 +22,9 @@ from mailbackup.errors import StorageError
 from mailbackup.i18n import _
 from mailbackup.model import StoredMessage
 from mailbackup.store import mboxrd
-from mailbackup.store.base import MailStore, Recovery, make_private_dirs
+from mailbackup.store.base import MailStore, Recovery
 from mailbackup.store.body import CHUNK, MessageBody
+from mailbackup.store.files import make_private_dirs
 
 MBOX_SUFFIX = ".mbox"
 LONG_LINE = 1 << 20

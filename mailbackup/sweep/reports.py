@@ -16,8 +16,9 @@ from typing import Any
 
 from mailbackup import __version__
 from mailbackup.config import AccountSettings, SweepSettings
+from mailbackup.store.files import atomic_write
 from mailbackup.sweep.run import AccountOutcome, Shard, SweepResult
-from mailbackup.verify.report import AccountSummary, _csv_bytes, atomic_write, collect_accounts, write_summary
+from mailbackup.verify.report import AccountSummary, _csv_bytes, collect_accounts, write_summary
 
 SCHEMA_VERSION = 1
 SWEEP_NAMES = ("sweep.json", "sweep.csv")
