@@ -8,6 +8,9 @@ order that makes crashes harmless:
 2. `write()` puts the bytes there and makes them durable (fsync);
 3. the engine commits the state;
 4. after a crash, `recover()` says which pending writes completed.
+
+`inventory()` tells verification what is stored where, so nothing outside a
+store needs to know its format.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 from mailbackup.errors import StorageError
 from mailbackup.i18n import _
@@ -30,6 +34,24 @@ class Recovery:
     completed: list[StoredMessage]  # pending writes found whole on disk
     mbox_committed: int | None = None  # new committed length of an mbox file
     shorter_than_committed: int | None = None  # an mbox found cut below its committed length: its length
+
+
+@dataclass(frozen=True)
+class Absent:
+    """Why a recorded message is not whole where the state says it is."""
+
+    kind: Literal["missing", "corrupt"]
+    reason: str
+
+
+@dataclass
+class Inventory:
+    """What is stored where: one folder's files held against the state's records."""
+
+    absent: dict[tuple[int, int], Absent] = field(default_factory=dict)  # (uidvalidity, uid) → why
+    stray: list[str] = field(default_factory=list)  # files no record names, relative to the folder
+    problems: list[str] = field(default_factory=list)  # the files contradict the state
+    warnings: list[str] = field(default_factory=list)  # harmless: leftovers of a killed run, odd names
 
 
 class MailStore(ABC):
@@ -92,6 +114,14 @@ class MailStore(ABC):
     @abstractmethod
     def set_flags(self, local_path: str, message: StoredMessage, flags: tuple[str, ...]) -> StoredMessage:
         """Reflect new flags where the format can (a Maildir file name)."""
+
+    @abstractmethod
+    def inventory(self, local_path: str, messages: list[StoredMessage], *, committed: int,
+                  deep: bool = False) -> Inventory:
+        """Which of `messages` (the folder's records) are on disk, what else is
+        there, and what contradicts the state; `committed` is the folder's
+        committed length (mbox), `deep` also checks the file's structure.
+        Nothing is hashed or changed."""
 
     @abstractmethod
     def read(self, local_path: str, message: StoredMessage) -> bytes:

@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from functools import partial
-from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
 from mailbackup import __version__
@@ -44,9 +41,6 @@ from mailbackup.imap.retry import Retrying, RetryPolicy
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, MessageMeta, StoredMessage
 from mailbackup.state.db import FolderRecord, now_iso
-from mailbackup.store import mboxrd
-from mailbackup.store.maildir import INFO_SEPARATORS, MaildirStore
-from mailbackup.store.mbox import MboxStore
 from mailbackup.sync.plan import select_folders
 
 log = logging.getLogger(__name__)
@@ -57,9 +51,6 @@ HEADER_PROBE_BYTES = 16 * 1024  # enough of a message for its Subject and Messag
 HEADER_PROBE_LIMIT = 200  # per folder: one round trip each, so bounded
 VERIFIED_BATCH = 500  # verified_at updates per transaction
 RETRIES = 2  # reconnects per server action before giving up
-# Our Maildir names (store/maildir.py) and those of other tools:
-# <digits>.<unique>[<sep>2,<flags>]; no separators, slashes or spaces in the base.
-MAILDIR_NAME = re.compile(r"\d+\.[^:;!/\\\s]+(?:[:;!]2,[A-Za-z]*)?")
 
 
 class Status(StrEnum):
@@ -396,10 +387,12 @@ class _Checker:
         work.local = list(self.state.messages(record.id))
         report.local_messages = len(work.local)
         report.bytes = sum(message.size for message in work.local)
-        if isinstance(self.store, MaildirStore):
-            _index_maildir(self.store, record, work)
-        elif isinstance(self.store, MboxStore):
-            _index_mbox(self.store, record, work, parse=self.mode is Mode.OFFLINE)
+        found = self.store.inventory(record.local_path, work.local, committed=record.mbox_committed,
+                                     deep=self.mode is Mode.OFFLINE)
+        report.problems.extend(found.problems)
+        report.warnings.extend(found.warnings)
+        report.stray_files.extend(found.stray)
+        work.absent.update((key, _Outcome(absent.kind, absent.reason)) for key, absent in found.absent.items())
         return work
 
     # -- hashing ------------------------------------------------------
@@ -548,110 +541,3 @@ def _stored_entry(message: StoredMessage, reason: str | None, *, size: int | Non
         message_id=message.message_id, subject=message.subject, date=message.internaldate.isoformat(),
         reason=reason, local_size=local_size,
     )
-
-
-# ---------------------------------------------------------------------------
-# Format checks: what is on disk besides the bytes of each message
-# ---------------------------------------------------------------------------
-
-
-def _index_maildir(store: MaildirStore, record: FolderRecord, work: _FolderWork) -> None:
-    """Which recorded files exist; stray, duplicate and malformed names."""
-    folder = store.resolve(record.local_path)
-    report = work.report
-    bases: dict[str, str] = {}
-    for sub in ("cur", "new"):
-        for name in _list_files(folder / sub):
-            relative = f"{sub}/{name}"
-            if not MAILDIR_NAME.fullmatch(name):
-                report.warnings.append(_("malformed Maildir file name {name}").format(name=relative))
-            base = _maildir_base(name)
-            if base in bases:
-                report.warnings.append(_("two files for one message: {first} and {second}").format(
-                    first=bases[base], second=relative))
-            bases.setdefault(base, relative)
-    known = {message.location for message in work.local if message.location}
-    report.stray_files.extend(sorted(path for base, path in bases.items() if base not in known))
-    leftovers = _list_files(folder / "tmp")
-    if leftovers:
-        report.warnings.append(_("{count} files in tmp/ left by an interrupted backup (the next backup removes them)")
-                               .format(count=len(leftovers)))
-    for message in work.local:
-        if not message.location:
-            work.absent[(message.uidvalidity, message.uid)] = _Outcome("corrupt", _("no file name recorded"))
-        elif message.location not in bases:
-            work.absent[(message.uidvalidity, message.uid)] = _Outcome("missing", _("message file not found"))
-
-
-def _maildir_base(name: str) -> str:
-    cut = min((index for index in (name.find(sep) for sep in INFO_SEPARATORS) if index >= 0), default=len(name))
-    return name[:cut]
-
-
-def _list_files(directory: Path) -> list[str]:
-    try:
-        return sorted(entry.name for entry in os.scandir(directory) if entry.is_file())
-    except FileNotFoundError:
-        return []
-
-
-def _index_mbox(store: MboxStore, record: FolderRecord, work: _FolderWork, *, parse: bool) -> None:
-    """Which recorded entries lie inside the file; offline, also whether the
-    file parses into exactly the recorded entries."""
-    path = store.mbox_path(record.local_path)
-    report = work.report
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        if work.local:
-            report.problems.append(_("mbox file {name} is missing").format(name=path.name))
-        for message in work.local:
-            work.absent[(message.uidvalidity, message.uid)] = _Outcome("missing", _("mbox file not found"))
-        return
-    committed = record.mbox_committed
-    if size < committed:
-        report.problems.append(_("mbox file is cut off: {size} bytes where {saved} were saved").format(
-            size=size, saved=committed))
-    elif size > committed:
-        report.warnings.append(_("{count} bytes after the last saved message (left by an interrupted backup; the "
-                                 "next backup removes them)").format(count=size - committed))
-    for message in work.local:
-        offset, length = message.mbox_offset, message.mbox_length
-        if offset is None or length is None:
-            work.absent[(message.uidvalidity, message.uid)] = _Outcome("corrupt", _("no place in the mbox recorded"))
-        elif offset >= size:
-            work.absent[(message.uidvalidity, message.uid)] = _Outcome("missing", _("the mbox file ends before it"))
-        elif offset + length > size:
-            work.absent[(message.uidvalidity, message.uid)] = _Outcome("corrupt", _("the mbox file ends inside it"))
-    if parse:
-        report.problems.extend(_mbox_structure(path, min(size, committed), work.local))
-
-
-def _mbox_structure(path: Path, committed: int, messages: Iterable[StoredMessage]) -> list[str]:
-    """Differences between the entries the file parses into (up to the saved
-    length) and the spans the state records."""
-    recorded = {(m.mbox_offset, m.mbox_length) for m in messages if m.mbox_offset is not None}
-    try:
-        with open(path, "rb") as handle:
-            parsed = {(span.offset, span.length) for span in mboxrd.iter_entries(handle)
-                      if span.offset < committed}
-    except ValueError as exc:
-        return [_("mbox file cannot be parsed: {error}").format(error=exc)]
-    except OSError as exc:
-        return [_("mbox file cannot be read: {error}").format(error=exc.strerror or exc)]
-    # The last entry before an uncommitted tail runs on into it when parsed.
-    parsed = {(offset, min(length, committed - offset)) for offset, length in parsed}
-    problems = []
-    if len(parsed) != len(recorded):
-        problems.append(_("mbox holds {count} messages where the state records {recorded}").format(
-            count=len(parsed), recorded=len(recorded)))
-    unexpected = sorted(parsed - recorded)
-    if unexpected:
-        shown = ", ".join(str(offset) for offset, _length in unexpected[:10])
-        problems.append(_("{count} mbox entries not where the state records any (at byte {offsets})").format(
-            count=len(unexpected), offsets=shown))
-    unmatched = len(recorded - parsed)
-    if unmatched:
-        problems.append(_("{count} recorded messages do not parse as one entry at their recorded place").format(
-            count=unmatched))
-    return problems
