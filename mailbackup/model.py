@@ -107,14 +107,6 @@ class MessageMeta:
     internaldate: datetime
 
 
-@dataclass(frozen=True)
-class FetchedMessage:
-    """A message body as the server sent it, byte for byte."""
-
-    meta: MessageMeta
-    body: bytes
-
-
 @dataclass
 class FolderResult:
     """What one folder's sync did; filled by the engine, read by the CLI and reports."""
@@ -144,10 +136,6 @@ class RunStats:
     @property
     def bytes(self) -> int:
         return sum(folder.fetched_bytes for folder in self.folders)
-
-    @property
-    def failed_folders(self) -> list[FolderResult]:
-        return [folder for folder in self.folders if folder.error]
 
     @property
     def has_warnings(self) -> bool:

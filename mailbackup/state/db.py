@@ -256,10 +256,6 @@ class StateDB:
         self.db.execute("UPDATE messages SET verified_at=? WHERE folder_id=? AND uidvalidity=? AND uid=?",
                         (when, folder_id, uidvalidity, uid))
 
-    def set_location(self, message: StoredMessage, location: str) -> None:
-        self.db.execute("UPDATE messages SET location=? WHERE folder_id=? AND uidvalidity=? AND uid=?",
-                        (location, message.folder_id, message.uidvalidity, message.uid))
-
     # -- pending batches ----------------------------------------------
     def add_pending(self, messages: Iterable[StoredMessage]) -> None:
         self.db.executemany(_insert_sql("pending"), (_values(message) for message in messages))
@@ -270,9 +266,6 @@ class StateDB:
 
     def clear_pending(self, folder_id: int) -> None:
         self.db.execute("DELETE FROM pending WHERE folder_id=?", (folder_id,))
-
-    def folders_with_pending(self) -> list[int]:
-        return [row[0] for row in self.db.execute("SELECT DISTINCT folder_id FROM pending")]
 
     # -- failures and runs --------------------------------------------
     def record_failure(self, folder_id: int, uidvalidity: int, uid: int, error: str) -> None:
@@ -305,15 +298,6 @@ class StateDB:
             "UPDATE runs SET finished_at=?, status=?, messages=?, bytes=?, detail=? WHERE id=?",
             (now_iso(), status, messages, byte_count, detail, run_id),
         )
-
-    def last_run(self, command: str, status: str | None = None) -> sqlite3.Row | None:
-        sql = "SELECT * FROM runs WHERE command=? AND finished_at IS NOT NULL"
-        params: tuple[object, ...] = (command,)
-        if status:
-            sql += " AND status=?"
-            params += (status,)
-        row: sqlite3.Row | None = self.db.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
-        return row
 
     # -- read-only queries for verify and report ----------------------
     def last_run_in(self, command: str, statuses: Iterable[str]) -> sqlite3.Row | None:
@@ -357,14 +341,6 @@ class StateDB:
     def mark_upload_failed(self, item: RestoreItem, target: UploadTarget, folder: str, uidvalidity: int | None,
                            error: str) -> None:
         self._upsert_upload(item, target, folder, uidvalidity, None, UPLOAD_FAILED, error)
-
-    def upload_totals(self, target: UploadTarget) -> dict[str, int]:
-        """Rows per status (pending, uploaded, failed) for one target account."""
-        rows = self.db.execute(
-            "SELECT status, count(*) FROM uploads WHERE target_server=? AND target_account=? GROUP BY status",
-            (target.server, target.account),
-        )
-        return {row[0]: int(row[1]) for row in rows}
 
     def _upsert_upload(self, item: RestoreItem, target: UploadTarget, folder: str, uidvalidity: int | None,
                        uid: int | None, status: str, error: str | None, *, attempt: bool = False) -> None:

@@ -2,8 +2,8 @@
 directory of the folder's name beside it.
 
 We append with our own code, not `mailbox.mbox` (it rescans the whole file
-on first use, quadratic over a mailbox's life), under an OS lock so a mail
-client reading the file never sees half an entry.  The state records each
+on first use, quadratic over a mailbox's life), under an OS lock (POSIX) so a
+mail client reading the file never sees half an entry.  The state records each
 entry's offset and length and the file's committed length: after a crash
 the file is cut back to that length, keeping whole pending entries.
 """
@@ -317,7 +317,8 @@ def _truncate_quietly(path: Path, length: int) -> None:
 
 
 class _locked:
-    """An exclusive OS lock on the mbox while we write (fcntl, or msvcrt on Windows)."""
+    """An exclusive OS lock on the mbox while we write (fcntl).  None on Windows:
+    there the archive lock alone keeps other writers out."""
 
     def __init__(self, handle: BinaryIO) -> None:
         self.handle = handle

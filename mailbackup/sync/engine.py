@@ -589,9 +589,3 @@ class BackupEngine:
             return None
         name = run.info.name
         return lambda: self.session.examine(name)
-
-
-def describe_stats_line(stats: RunStats) -> str:
-    return _("{folders} folders, {count} messages, {megabytes:.1f} MB in {seconds:.1f} s").format(
-        folders=len(stats.folders), count=stats.messages, megabytes=stats.bytes / MEGABYTE, seconds=stats.seconds)
-

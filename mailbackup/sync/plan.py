@@ -1,6 +1,6 @@
 """Pure planning for a sync: which folders, whether a folder changed, which
 UIDs to fetch or mark gone, and how to cut them into batches.  No I/O, so it
-is property-tested on its own (tests/test_plan.py)."""
+is property-tested on its own (tests/test_sync_property.py)."""
 
 from __future__ import annotations
 
