@@ -25,7 +25,7 @@ from mailbackup.i18n import _
 from mailbackup.imap.append import read_namespace
 from mailbackup.restore.foldermap import SOURCE_PREFIX_META
 from mailbackup.restore.upload import RestoreOptions
-from mailbackup.state.db import UploadTarget
+from mailbackup.state.uploads import UploadTarget
 from mailbackup.sync.engine import BackupEngine, BackupOptions
 
 

@@ -29,7 +29,7 @@ from mailbackup.imap.session import ImapSession
 from mailbackup.model import ConnectionSettings, FolderResult, ServerAddress, TLSMode
 from mailbackup.restore.targetcheck import TargetCheck, check_target, write_check_report
 from mailbackup.restore.upload import FolderRestoreResult, RestoreEngine, RestoreOptions, RestoreStats
-from mailbackup.state.db import UploadTarget
+from mailbackup.state.uploads import UploadTarget
 
 F = TypeVar("F", bound=Callable[..., Any])
 FAILURES_SHOWN = 20  # per folder; restore-verify.json lists them all

@@ -50,7 +50,7 @@ from mailbackup.restore.foldermap import (
     plan_folders,
     source_prefix_of,
 )
-from mailbackup.state.db import (
+from mailbackup.state.uploads import (
     UPLOAD_DONE,
     RestoreItem,
     UploadTarget,

@@ -29,7 +29,8 @@ from mailbackup.imap.pushback import WaitBudget, busy_error
 from mailbackup.imap.retry import Retrying, RetryPolicy
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, FolderResult, FolderStatus, MessageMeta, RunStats, StoredMessage
-from mailbackup.state.db import FolderRecord, now_iso
+from mailbackup.state.db import FolderRecord
+from mailbackup.state.rows import now_iso
 from mailbackup.store.body import MessageBody
 from mailbackup.store.naming import local_path_for, path_key, unique_local_path
 from mailbackup.sync import plan

@@ -40,7 +40,8 @@ from mailbackup.i18n import _
 from mailbackup.imap.retry import Retrying, RetryPolicy
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, MessageMeta, StoredMessage
-from mailbackup.state.db import FolderRecord, now_iso
+from mailbackup.state.db import FolderRecord
+from mailbackup.state.rows import now_iso
 from mailbackup.sync.plan import select_folders
 
 log = logging.getLogger(__name__)
