@@ -12,7 +12,8 @@ from mailbackup.errors import ExitCode
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import ConnectionSettings, ServerAddress
 from mailbackup.state.lock import ArchiveLock
-from mailbackup.sync.engine import BackupEngine, BackupOptions
+from mailbackup.sync.engine import BackupEngine
+from mailbackup.sync.folder import BackupOptions
 
 
 def letters(count: int, start: int = 0) -> list[bytes]:

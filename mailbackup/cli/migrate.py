@@ -26,7 +26,8 @@ from mailbackup.imap.append import read_namespace
 from mailbackup.restore.foldermap import SOURCE_PREFIX_META
 from mailbackup.restore.upload import RestoreOptions
 from mailbackup.state.uploads import UploadTarget
-from mailbackup.sync.engine import BackupEngine, BackupOptions
+from mailbackup.sync.engine import BackupEngine
+from mailbackup.sync.folder import BackupOptions
 
 
 @click.command(help=_(

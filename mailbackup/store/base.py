@@ -98,9 +98,11 @@ class MailStore(ABC):
         return size != message.size or digest.hexdigest() != message.sha256
 
     @abstractmethod
-    def discard(self, local_path: str, damaged: list[StoredMessage], kept: list[StoredMessage]) -> list[StoredMessage]:
-        """Remove damaged copies so fresh ones can be fetched; return `kept` as
-        stored afterwards (an mbox is rewritten, so offsets change)."""
+    def discard(self, local_path: str, damaged: list[StoredMessage],
+                kept: list[StoredMessage]) -> list[StoredMessage] | None:
+        """Remove damaged copies so fresh ones can be fetched.  A format that
+        rewrites the folder's file to do so (mbox) returns `kept` with their
+        new places, to be committed before `settle_rewrite()`; otherwise None."""
 
     @abstractmethod
     def settle_rewrite(self, local_path: str, *, committed: bool) -> None:

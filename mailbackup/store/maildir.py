@@ -159,12 +159,13 @@ class MaildirStore(MailStore):
                 found.absent[(message.uidvalidity, message.uid)] = Absent("missing", _("message file not found"))
         return found
 
-    def discard(self, local_path: str, damaged: list[StoredMessage], kept: list[StoredMessage]) -> list[StoredMessage]:
+    def discard(self, local_path: str, damaged: list[StoredMessage],
+                kept: list[StoredMessage]) -> list[StoredMessage] | None:
         for message in damaged:
             path = self.find(local_path, message)
             if path is not None:
                 path.unlink()
-        return kept
+        return None  # one file per message: the others stay where they are
 
     def settle_rewrite(self, local_path: str, *, committed: bool) -> None:
         pass  # nothing is rewritten: damaged files are simply removed

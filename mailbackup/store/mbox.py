@@ -97,7 +97,8 @@ class MboxStore(MailStore):
             os.fsync(handle.fileno())
         return Recovery(completed=completed, mbox_committed=offset)
 
-    def discard(self, local_path: str, damaged: list[StoredMessage], kept: list[StoredMessage]) -> list[StoredMessage]:
+    def discard(self, local_path: str, damaged: list[StoredMessage],
+                kept: list[StoredMessage]) -> list[StoredMessage] | None:
         """Rewrite the folder file with only the good entries, into ``.mbox.new``.
 
         The caller commits the new offsets, then calls `settle_rewrite()`; a

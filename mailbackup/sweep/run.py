@@ -68,7 +68,8 @@ from mailbackup.imap.pushback import (
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderResult, RunStats
 from mailbackup.state.lock import ArchiveLock
-from mailbackup.sync.engine import MEGABYTE, BackupEngine, BackupOptions
+from mailbackup.sync.engine import BackupEngine
+from mailbackup.sync.folder import MEGABYTE, BackupOptions
 from mailbackup.verify.check import VerifyOptions, VerifyProgress, VerifyResult, failed_result, verify_online
 from mailbackup.verify.check import exit_code as verify_exit_code
 from mailbackup.verify.report import (
