@@ -37,6 +37,7 @@ from mailbackup.archive import Archive
 from mailbackup.errors import ConnectionLost, ExitCode, FolderError, ServerError
 from mailbackup.headers import HeaderSummary, summarize
 from mailbackup.i18n import _
+from mailbackup.imap.pushback import WaitBudget
 from mailbackup.imap.retry import Retrying, RetryPolicy
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, MessageMeta, StoredMessage
@@ -300,8 +301,11 @@ def _probe_headers(session: ImapSession, folder: str, uid: int) -> HeaderSummary
 
 
 def _retrying(session: ImapSession, folder: str | None, action: Callable[[], T]) -> T:
-    """Run a server action under the retry policy; after a reconnect the folder is selected again."""
-    retrying = Retrying(RetryPolicy(max_retries=RETRIES), session.reconnect, str(session.settings.server))
+    """Run a server action under the retry policy; after a reconnect the folder is selected again.
+    Pushback is not waited out here (no wait budget): it reaches the caller,
+    which decides (a sweep verifies again later, on a rested server)."""
+    policy = RetryPolicy(max_retries=RETRIES, busy_wait=WaitBudget(limit=0.0))
+    retrying = Retrying(policy, session.reconnect, str(session.settings.server))
     return retrying.call(action, None if folder is None else lambda: session.examine(folder))
 
 
