@@ -122,10 +122,6 @@ class FolderError(ServerError):
     """One folder could not be selected or read; the others go on."""
 
 
-class MessageFetchError(ServerError):
-    """The server fails every time on one message (e.g. a corrupt file on its disk)."""
-
-
 class ArchiveLocked(MailbackupError):
     exit_code = ExitCode.LOCKED
 
@@ -136,10 +132,6 @@ class StorageError(MailbackupError):
 
 class StateError(StorageError):
     """The state database is damaged or from a newer mailbackup."""
-
-
-class ArchiveCorrupt(MailbackupError):
-    exit_code = ExitCode.CORRUPT
 
 
 class Interrupted(MailbackupError):

@@ -4,6 +4,7 @@ message look like once they have crossed our boundary.  No I/O here."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -90,6 +91,13 @@ class SelectedFolder:
     highestmodseq: int | None
 
 
+def message_flags(flags: Iterable[str]) -> tuple[str, ...]:
+    """A message's flags as we keep them, sorted.  \\Recent belongs to one
+    session, not to the message (RFC 3501 2.3.2), and flag names are
+    case-insensitive: a server may send \\RECENT or \\recent."""
+    return tuple(sorted(flag for flag in flags if flag.lower() != "\\recent"))
+
+
 @dataclass(frozen=True)
 class MessageMeta:
     """What the server says of a message before its body is fetched."""
@@ -98,14 +106,6 @@ class MessageMeta:
     size: int
     flags: tuple[str, ...]
     internaldate: datetime
-
-
-@dataclass(frozen=True)
-class FetchedMessage:
-    """A message body as the server sent it, byte for byte."""
-
-    meta: MessageMeta
-    body: bytes
 
 
 @dataclass
@@ -138,10 +138,6 @@ class RunStats:
     @property
     def bytes(self) -> int:
         return sum(folder.fetched_bytes for folder in self.folders)
-
-    @property
-    def failed_folders(self) -> list[FolderResult]:
-        return [folder for folder in self.folders if folder.error]
 
     @property
     def has_warnings(self) -> bool:

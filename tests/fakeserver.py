@@ -2,7 +2,8 @@
 
 It speaks just enough IMAP4rev1 for mailbackup: CAPABILITY, STARTTLS,
 AUTHENTICATE PLAIN, LOGIN, LIST, STATUS, EXAMINE/SELECT, UID SEARCH,
-UID FETCH (meta, whole bodies, partial bodies), NOOP, LOGOUT, over implicit
+UID FETCH (meta, whole bodies, partial bodies), CREATE, APPEND (one message,
+answered with APPENDUID), NOOP, LOGOUT, over implicit
 TLS, STARTTLS or plain text.  Everything it answers goes through a `Script`
 whose methods a test overrides to misbehave: a malformed FETCH, a literal
 whose length lies, a folder list of 10,000 entries, a BYE in the middle of
@@ -138,6 +139,7 @@ class Conn:
         self.selected: Folder | None = None
         self.authenticated = False
         self.closed = False
+        self.last_line = b""  # the last command as received, literals included
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -151,6 +153,7 @@ class Conn:
             self.send(b"+ go ahead\r\n")
             line = line + self.file.read(int(match.group(1))) + self.file.readline(limit)
         self.server.record(Received(line, self.encrypted))
+        self.last_line = line
         return line
 
     def start_tls(self) -> None:
@@ -204,6 +207,14 @@ class Script:
                   b"* OK [UIDVALIDITY %d] UIDs valid\r\n* OK [UIDNEXT %d] Predicted next UID\r\n"
                   % (len(folder.messages), folder.uidvalidity, folder.uidnext))
         conn.send(tag + b" OK [READ-ONLY] Examine completed.\r\n")
+
+    def select(self, conn: Conn, tag: bytes, folder: Folder) -> None:
+        conn.selected = folder
+        conn.send(b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n* %d EXISTS\r\n* 0 RECENT\r\n"
+                  b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted\r\n"
+                  b"* OK [UIDVALIDITY %d] UIDs valid\r\n* OK [UIDNEXT %d] Predicted next UID\r\n"
+                  % (len(folder.messages), folder.uidvalidity, folder.uidnext))
+        conn.send(tag + b" OK [READ-WRITE] Select completed.\r\n")
 
     # -- messages -----------------------------------------------------
     def search(self, conn: Conn, tag: bytes, folder: Folder) -> None:
@@ -301,7 +312,10 @@ class Script:
         if folder is not None:
             self.examine(conn, tag, folder)
 
-    do_select = do_examine
+    def do_select(self, conn: Conn, tag: bytes, args: bytes) -> None:
+        folder = self._folder(conn, tag, args)
+        if folder is not None:
+            self.select(conn, tag, folder)
 
     def do_uid(self, conn: Conn, tag: bytes, args: bytes) -> None:
         verb, _, rest = args.partition(b" ")
@@ -316,6 +330,33 @@ class Script:
             self.fetch(conn, tag, folder, uid_set(sequence, folder.uidnext - 1), items)
         else:
             conn.send(tag + b" BAD Unknown UID command.\r\n")
+
+    def do_create(self, conn: Conn, tag: bytes, args: bytes) -> None:
+        wanted = parse_args(args)[0]
+        assert isinstance(wanted, bytes)
+        if conn.server.folder(wanted) is None:
+            conn.server.folders.append(Folder(wanted))
+            conn.send(tag + b" OK Create completed.\r\n")
+        else:
+            conn.send(tag + b" NO [ALREADYEXISTS] Mailbox already exists\r\n")
+
+    def do_subscribe(self, conn: Conn, tag: bytes, args: bytes) -> None:
+        conn.send(tag + b" OK Subscribe completed.\r\n")
+
+    def do_append(self, conn: Conn, tag: bytes, args: bytes) -> None:
+        """One message (no MULTIAPPEND): ``APPEND folder [(flags)] ["date"] {n}``."""
+        folder = self._folder(conn, tag, args)
+        if folder is not None:
+            self.append(conn, tag, folder, conn.last_line)
+
+    def append(self, conn: Conn, tag: bytes, folder: Folder, line: bytes) -> None:
+        literal = re.search(rb"\{(\d+)\+?\}\r\n", line)
+        assert literal is not None, line
+        body = line[literal.end():literal.end() + int(literal.group(1))]
+        flags = re.search(rb"\(([^)]*)\)", line[:literal.start()])
+        message = Message(folder.uidnext, body, tuple(flags.group(1).decode().split()) if flags else ())
+        folder.messages.append(message)
+        conn.send(tag + b" OK [APPENDUID %d %d] Append completed.\r\n" % (folder.uidvalidity, message.uid))
 
     def _folder(self, conn: Conn, tag: bytes, args: bytes) -> Folder | None:
         parsed = parse_args(args)

@@ -5,14 +5,15 @@ does not duplicate the archive, and the archive lock holds."""
 from __future__ import annotations
 
 import sample_mail
-from helpers import archive_contents, backup, server_contents, state_rows
+from helpers import archive_contents, backup, run_cli, server_args, server_contents, state_rows
 
 from mailbackup.archive import account_dir, open_archive
 from mailbackup.errors import ExitCode
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import ConnectionSettings, ServerAddress
 from mailbackup.state.lock import ArchiveLock
-from mailbackup.sync.engine import BackupEngine, BackupOptions
+from mailbackup.sync.engine import BackupEngine
+from mailbackup.sync.folder import BackupOptions
 
 
 def letters(count: int, start: int = 0) -> list[bytes]:
@@ -104,6 +105,32 @@ def test_uidvalidity_change_does_not_duplicate(imap_user, imap_client_factory, t
         assert total == 7  # one copy each
     cur = account_dir(tmp_path / "maildir", imap_user.name) / "mail" / "Cases" / "cur"
     assert len(list(cur.iterdir())) == 7
+
+
+def test_identical_copies_each_keep_their_row_after_uidvalidity_change(imap_user, imap_client_factory, tmp_path):
+    """Issue 13 defect 1: [A, A, B], folder deleted and recreated with the same
+    three: each old row is claimed by one new UID, none is lost or marked gone."""
+    client = imap_client_factory(imap_user)
+    same, other = letters(2)
+    sample_mail.fill_mailbox(client, {"Cases": [same, same, other]})
+    for fmt in ("maildir", "mbox"):
+        assert backup(imap_user, tmp_path / fmt, "--format", fmt).returncode == 0
+    client.delete_folder("Cases")
+    sample_mail.fill_mailbox(client, {"Cases": [same, same, other]})
+    uidvalidity = client.folder_status("Cases", ["UIDVALIDITY"])[b"UIDVALIDITY"]
+
+    for fmt in ("maildir", "mbox"):
+        again = backup(imap_user, tmp_path / fmt)
+        assert again.returncode == 0, again.stderr
+        assert "3 matched after UIDVALIDITY change" in again.stdout
+        rows = state_rows(tmp_path / fmt, imap_user.name, "SELECT uidvalidity, uid, gone_at FROM messages "
+                          "ORDER BY uid")
+        assert rows == [(uidvalidity, 1, None), (uidvalidity, 2, None), (uidvalidity, 3, None)], fmt
+        stored = archive_contents(tmp_path / fmt, imap_user.name)["Cases"]
+        assert sorted(message.body for message in stored.values()) == sorted([same, same, other])
+        verify = run_cli(["verify", imap_user.name, *server_args(imap_user), "--dest", str(tmp_path / fmt)],
+                         password=imap_user.password)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
 def test_unchanged_folders_cost_no_command_of_their_own(imap_user, imap_client_factory, tmp_path):

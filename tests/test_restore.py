@@ -35,7 +35,8 @@ from mailbackup.model import ConnectionSettings, ServerAddress
 from mailbackup.restore.foldermap import detect_source_prefix, plan_folders, source_path, target_name
 from mailbackup.restore.targetcheck import check_target
 from mailbackup.restore.upload import RestoreEngine, RestoreOptions, upload_flags
-from mailbackup.state.db import FolderRecord, UploadTarget
+from mailbackup.state.db import FolderRecord
+from mailbackup.state.uploads import UploadTarget
 
 SERVERS = {"dovecot": "dovecot_server", "courier": "courier_server"}
 

@@ -1,7 +1,10 @@
 """Property tests of the sync planner and engine.
 
 1. The pure planner (`sync.plan`): batches keep order and bounds; the UID
-   diff finds exactly what is new and what is gone.
+   diff finds exactly what is new and what is gone; `plan_start` skips only
+   an unchanged folder; `plan_folder` fetches exactly what is not stored and
+   marks gone exactly what the server lost; a listing that disagrees with
+   EXAMINE is not trusted.
 2. The engine against a real Dovecot, driven by hypothesis through random
    sequences of server changes (append, expunge, flag changes, the folder
    recreated with a new UIDVALIDITY) and interrupted runs: after a final
@@ -20,9 +23,11 @@ from hypothesis import strategies as st
 
 from mailbackup.archive import open_archive
 from mailbackup.imap.session import ImapSession
-from mailbackup.model import ConnectionSettings, FolderResult, MessageMeta, ServerAddress
+from mailbackup.model import ConnectionSettings, FolderResult, FolderStatus, MessageMeta, SelectedFolder, ServerAddress
+from mailbackup.state.db import FolderRecord
 from mailbackup.sync import plan
-from mailbackup.sync.engine import BackupEngine, BackupOptions
+from mailbackup.sync.engine import BackupEngine
+from mailbackup.sync.folder import BackupOptions
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -45,6 +50,59 @@ def test_uid_diff(server, stored, gone_already):
     assert set(diff.new) == server - stored
     assert set(diff.gone) == active - server
     assert diff.new == sorted(diff.new)
+
+
+def folder_record(uidvalidity: int | None, *, uidnext: int = 10, messages: int = 3,
+                  modseq: int | None = None) -> FolderRecord:
+    return FolderRecord(1, "INBOX", "/", "INBOX", uidvalidity, uidnext, modseq, messages, 0, 0, None, None)
+
+
+def metas_for(uids: set[int]) -> list[MessageMeta]:
+    return [MessageMeta(uid=uid, size=uid * 10, flags=(), internaldate=NOW) for uid in sorted(uids)]
+
+
+@given(server=st.sets(st.integers(1, 120)), stored=st.sets(st.integers(1, 120)),
+       gone_already=st.sets(st.integers(1, 120)), listed=st.booleans(), new_generation=st.booleans(),
+       uidvalidity=st.sampled_from([None, 7]))
+def test_plan_folder_fetches_the_new_marks_the_gone_and_keeps_the_rest(server, stored, gone_already, listed,
+                                                                        new_generation, uidvalidity):
+    """Whatever the server and the state hold: fetch exactly what is not stored
+    (ascending), mark gone exactly the active ones the server lost, never both."""
+    active = stored - gone_already
+    selected = SelectedFolder("INBOX", 7, max(server, default=0) + 1, len(server), None)
+    known = plan.trusted_listing(metas_for(server), selected) if listed else None
+    facts = plan.FolderFacts(folder_record(uidvalidity), selected, stored, active, new_generation, known,
+                             [] if listed else sorted(server))
+    todo = plan.plan_folder(facts)
+    assert todo.fetch == sorted(server - stored)
+    assert set(todo.gone) == active - server and not set(todo.gone) & server
+    assert todo.on_server == server
+    assert todo.sync_flags == (not new_generation and uidvalidity is not None)
+    if listed:
+        assert todo.known is not None and set(todo.known) == server
+        assert all(todo.known[uid].size == uid * 10 for uid in todo.fetch)
+
+
+@given(server=st.sets(st.integers(1, 50), min_size=1), extra=st.integers(0, 3), hidden=st.integers(0, 3))
+def test_a_listing_that_disagrees_with_examine_is_not_trusted(server, extra, hidden):
+    """A server that hides or invents messages in its listing is asked with SEARCH."""
+    selected = SelectedFolder("INBOX", 7, max(server) + 1, len(server) + extra, None)
+    listing = metas_for(set(sorted(server)[hidden:]) | {max(server) + 5})  # one beyond UIDNEXT is ignored
+    trusted = plan.trusted_listing(listing, selected)
+    assert (trusted is not None) == (extra == 0 and hidden == 0)
+    if trusted is not None:
+        assert set(trusted) == server
+
+
+@given(same=st.booleans(), failures=st.booleans(), stored_any=st.booleans(), refresh=st.booleans(),
+       messages=st.integers(0, 20))
+def test_plan_start_skips_only_an_unchanged_folder(same, failures, stored_any, refresh, messages):
+    record = folder_record(7, uidnext=10, messages=messages)
+    status = FolderStatus("INBOX", messages, 10 if same else 11, 7)
+    start = plan.plan_start(record, status, has_failures=failures, stored_any=stored_any, refresh_flags=refresh,
+                            new_slice=10)
+    assert start.skip == (same and not failures and not refresh)
+    assert start.list_with_examine == (not stored_any and messages <= 10)
 
 
 # -- the engine, against Dovecot ------------------------------------------------------------

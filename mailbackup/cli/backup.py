@@ -26,7 +26,8 @@ from mailbackup.cli.progress import TqdmProgress
 from mailbackup.errors import ExitCode, run_exit_code, worst_exit_code
 from mailbackup.i18n import _
 from mailbackup.model import RunStats
-from mailbackup.sync.engine import BackupEngine, BackupOptions
+from mailbackup.sync.engine import BackupEngine
+from mailbackup.sync.folder import BackupOptions
 
 if TYPE_CHECKING:
     from mailbackup.verify.results import VerifyResult

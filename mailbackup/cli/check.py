@@ -14,9 +14,9 @@ from mailbackup.cli.format import display_width
 from mailbackup.config import load_sweep
 from mailbackup.errors import worst_exit_code
 from mailbackup.i18n import _
+from mailbackup.store.files import atomic_write
 from mailbackup.sweep.logins import CHECK_COLUMNS, check_csv, check_logins, check_rows
 from mailbackup.sweep.options import Shard, SweepOptions
-from mailbackup.verify.report import atomic_write
 
 SHOWN_COLUMNS = 6  # title, name, surname, position, account, problem: the form's columns
 

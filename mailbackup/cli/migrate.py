@@ -24,8 +24,8 @@ from mailbackup.errors import ExitCode, run_exit_code, worst_exit_code
 from mailbackup.i18n import _
 from mailbackup.restore.migrate import back_up_source
 from mailbackup.restore.upload import RestoreOptions
-from mailbackup.state.db import UploadTarget
-from mailbackup.sync.engine import BackupOptions
+from mailbackup.state.uploads import UploadTarget
+from mailbackup.sync.folder import BackupOptions
 
 
 @click.command(help=_(

@@ -30,7 +30,7 @@ from mailbackup.model import ConnectionSettings, FolderResult, ServerAddress, TL
 from mailbackup.restore.migrate import check_and_report, restore_and_check
 from mailbackup.restore.targetcheck import TargetCheck
 from mailbackup.restore.upload import FolderRestoreResult, RestoreOptions, RestoreStats
-from mailbackup.state.db import UploadTarget
+from mailbackup.state.uploads import UploadTarget
 
 F = TypeVar("F", bound=Callable[..., Any])
 FAILURES_SHOWN = 20  # per folder; restore-verify.json lists them all

@@ -34,7 +34,7 @@ from mailbackup.errors import FolderError, ServerError
 from mailbackup.i18n import _
 from mailbackup.imap.connect import translate_errors
 from mailbackup.imap.session import ImapSession
-from mailbackup.model import FolderInfo
+from mailbackup.model import FolderInfo, message_flags
 
 INDEX_CHUNK = 500  # UIDs per FETCH when reading a folder back
 MESSAGE_ID_ITEM = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
@@ -287,7 +287,7 @@ def _target_message(uid: int, data: dict[bytes, Any]) -> TargetMessage:
     when = data.get(b"INTERNALDATE")
     if isinstance(when, datetime) and when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    flags = tuple(sorted(text for flag in data.get(b"FLAGS", ()) if (text := _text(flag)) != "\\Recent"))
+    flags = message_flags(_text(flag) for flag in data.get(b"FLAGS", ()))
     return TargetMessage(uid=uid, size=int(data.get(b"RFC822.SIZE", 0)), flags=flags,
                          internaldate=when if isinstance(when, datetime) else None, header=header)
 

@@ -36,6 +36,7 @@ from mailbackup import faults
 from mailbackup.errors import ConnectionLost, ExitCode, ServerError, StorageError
 from mailbackup.i18n import _
 from mailbackup.imap.uidset import to_sequence_set
+from mailbackup.model import message_flags
 from mailbackup.store.body import MessageBody, SpoolFile
 
 MAX_LINE = 1 << 20  # a response line longer than this (without its literals) is hostile
@@ -354,12 +355,12 @@ def _parse_general(text: bytes, literals: list[MessageBody]) -> dict[str, object
 
 
 def _flags(value: object) -> tuple[str, ...]:
-    """FLAGS as sorted text, without the session-only \\Recent."""
+    """FLAGS as sorted text, without the session-only \\Recent (model.message_flags)."""
     if value is None:
         return ()
     if not isinstance(value, tuple) or not all(isinstance(flag, str) for flag in value):
         raise ProtocolViolation(_("malformed FLAGS in a FETCH response: {value!r:.80}").format(value=value))
-    return tuple(sorted(flag for flag in value if flag != "\\Recent"))
+    return message_flags(value)
 
 
 def _number(key: str, value: object) -> object:

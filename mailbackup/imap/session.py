@@ -33,6 +33,7 @@ from mailbackup.model import (
     FolderStatus,
     MessageMeta,
     SelectedFolder,
+    message_flags,
 )
 
 log = logging.getLogger(__name__)
@@ -378,8 +379,7 @@ def _metas(rows: list[MetaRow], wanted: set[int] | None) -> list[MessageMeta]:
 
 
 def _flags(data: dict[bytes, Any]) -> tuple[str, ...]:
-    # \Recent belongs to one session, not to the message: never store it.
-    return tuple(sorted(text for flag in data.get(b"FLAGS", ()) if (text := _text(flag)) != "\\Recent"))
+    return message_flags(_text(flag) for flag in data.get(b"FLAGS", ()))
 
 
 def _text(value: object) -> str:

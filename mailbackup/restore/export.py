@@ -49,8 +49,9 @@ from mailbackup.restore.statusheaders import MBOX_NAMES, MOZILLA_NAMES, mbox_hea
 from mailbackup.restore.upload import batches
 from mailbackup.state.db import FolderRecord
 from mailbackup.store import mboxrd
-from mailbackup.store.base import MailStore, fsync_directory, make_private_dirs
+from mailbackup.store.base import MailStore
 from mailbackup.store.body import MessageBody
+from mailbackup.store.files import fsync_directory, make_private_dirs
 from mailbackup.store.maildir import MaildirStore
 from mailbackup.store.mbox import MboxStore
 from mailbackup.sync.plan import select_folders

@@ -31,10 +31,12 @@ from mailbackup.model import RunStats
 from mailbackup.restore.foldermap import SOURCE_PREFIX_META
 from mailbackup.restore.targetcheck import TargetCheck, check_target, write_check_report
 from mailbackup.restore.upload import RestoreEngine, RestoreOptions, RestoreProgress, RestoreStats
-from mailbackup.sync.engine import BackupEngine, BackupOptions, Progress
+from mailbackup.sync.engine import BackupEngine
+from mailbackup.sync.folder import BackupOptions, BackupProgress
 
 
-def back_up_source(session: ImapSession, archive: Archive, options: BackupOptions, progress: Progress) -> RunStats:
+def back_up_source(session: ImapSession, archive: Archive, options: BackupOptions,
+                   progress: BackupProgress) -> RunStats:
     stats = BackupEngine(session, archive, options, progress).run()
     # Folder names on the target drop the source's own namespace prefix (INBOX. on Courier).
     archive.state.set_meta(SOURCE_PREFIX_META, read_namespace(session).prefix)

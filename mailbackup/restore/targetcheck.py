@@ -25,8 +25,9 @@ from mailbackup.model import FolderInfo
 from mailbackup.restore.foldermap import FolderPlan
 from mailbackup.restore.matching import TargetIndex
 from mailbackup.restore.upload import FolderRun, RestoreOptions, TargetWork, upload_flags
-from mailbackup.state.db import UPLOAD_DONE, UPLOAD_FAILED, UPLOAD_PENDING, RestoreItem, UploadTarget, now_iso
-from mailbackup.verify.report import atomic_write
+from mailbackup.state.rows import now_iso
+from mailbackup.state.uploads import UPLOAD_DONE, UPLOAD_FAILED, UPLOAD_PENDING, RestoreItem, UploadTarget
+from mailbackup.store.files import atomic_write
 
 CHECK_REPORT = "restore-verify.json"
 

@@ -36,17 +36,19 @@ from typing import Protocol, TypeVar
 
 from mailbackup import faults
 from mailbackup.archive import Archive
-from mailbackup.errors import ConnectError, ConnectionLost, FolderError, Interrupted, ServerError
+from mailbackup.errors import ConnectionLost, FolderError, Interrupted, ServerError
 from mailbackup.i18n import _
 from mailbackup.imap.append import AppendItem, AppendResponse, TargetFolder, TargetMailbox
-from mailbackup.model import FolderInfo, StoredMessage
+from mailbackup.imap.pushback import WaitBudget
+from mailbackup.imap.retry import Retrying, RetryPolicy, refusal_pushback
+from mailbackup.model import FolderInfo, StoredMessage, message_flags
 from mailbackup.restore.foldermap import (
     FolderPlan,
     plan_folders,
     source_prefix_of,
 )
 from mailbackup.restore.matching import ArchivedBody, TargetIndex
-from mailbackup.state.db import (
+from mailbackup.state.uploads import (
     UPLOAD_DONE,
     RestoreItem,
     UploadTarget,
@@ -143,12 +145,14 @@ class RestoreOptions:
     max_retries: int = 5
     retry_delay: float = 1.0  # first backoff after a lost connection; doubles per try
     stop: threading.Event = field(default_factory=threading.Event)
+    # Waits a busy target ("[UNAVAILABLE] try again later") may cost this run in all.
+    busy_wait: WaitBudget = field(default_factory=WaitBudget)
 
 
 def upload_flags(flags: Iterable[str], folder: TargetFolder) -> tuple[str, ...]:
     """The flags to APPEND with: never \\Recent, only what the folder keeps
     (keywords only with ``\\*`` or listed in PERMANENTFLAGS)."""
-    return tuple(sorted(flag for flag in flags if flag.lower() != "\\recent" and folder.keeps(flag)))
+    return tuple(flag for flag in message_flags(flags) if folder.keeps(flag))
 
 
 # ---------------------------------------------------------------------------
@@ -180,6 +184,8 @@ class TargetWork:
         self.store = archive.store
         self.target = target
         self.options = options
+        policy = RetryPolicy(options.max_retries, options.retry_delay, options.busy_wait, options.stop)
+        self.retrying = Retrying(policy, target.reconnect, str(target.session.settings.server))
 
     def plans(self) -> list[FolderPlan]:
         namespace = self._call(None, self.target.namespace)
@@ -201,30 +207,18 @@ class TargetWork:
         return TargetIndex(messages, run.claimed, lambda uid: self._call(run, lambda: self.target.fetch_body(uid)))
 
     def _call(self, run: FolderRun | None, action: Callable[[], T]) -> T:
-        for attempt in range(1, self.options.max_retries + 2):
-            try:
-                return action()
-            except ConnectionLost as exc:
-                if attempt > self.options.max_retries:
-                    raise
-                log.info("target connection lost (%s); reconnecting, try %d", exc.message, attempt)
-                self._reconnect(run)
-        raise AssertionError("unreachable")
+        return self.retrying.call(action, self._reopen(run))
 
     def _reconnect(self, run: FolderRun | None) -> None:
-        delay = self.options.retry_delay
-        for attempt in range(1, self.options.max_retries + 1):
-            time.sleep(delay)
-            try:
-                self.target.reconnect()
-                if run is not None:
-                    run.folder = self.target.select(run.name)
-                return
-            except (ConnectionLost, ConnectError) as exc:
-                if attempt == self.options.max_retries:
-                    raise ConnectError(_("could not reconnect to the target after {count} tries: {error}").format(
-                        count=attempt, error=exc.message)) from None
-                delay = min(delay * 2, 60.0)
+        self.retrying.reconnect(self._reopen(run))
+
+    def _reopen(self, run: FolderRun | None) -> Callable[[], object] | None:
+        if run is None:
+            return None
+
+        def reselect() -> None:
+            run.folder = self.target.select(run.name)
+        return reselect
 
 
 # ---------------------------------------------------------------------------
@@ -399,7 +393,7 @@ class RestoreEngine(TargetWork):
         tries_left = self.options.max_retries if tries_left is None else tries_left
         before = run.uidnext
         try:
-            response = self.target.append(run.name, [append_item for _, append_item in chunk])
+            response = self.retrying.call_when_free(lambda: self._send(run, chunk))
         except ConnectionLost:
             if tries_left <= 0:
                 raise
@@ -421,6 +415,14 @@ class RestoreEngine(TargetWork):
                 self._append(run, [pair], result, tries_left)
         else:
             self._fail(run, chunk[0][0], describe_refusal(response), result)
+
+    def _send(self, run: FolderRun, chunk: list[tuple[RestoreItem, AppendItem]]) -> AppendResponse:
+        """One APPEND; a target saying "busy, try later" raises ServerBusy to be waited out."""
+        response = self.target.append(run.name, [append_item for _, append_item in chunk])
+        busy = None if response.ok else refusal_pushback(self.retrying.server, response.code, response.text)
+        if busy is not None:
+            raise busy
+        return response
 
     def _record(self, run: FolderRun, chunk: list[tuple[RestoreItem, AppendItem]], response: AppendResponse,
                 before: int, result: FolderRestoreResult) -> None:

@@ -1,5 +1,6 @@
 """The state database of one account archive: folders, stored messages,
-pending batches, failures and runs.
+pending batches and failures; runs (runs.py) and restore uploads
+(uploads.py) are mixed into `StateDB`, rows convert in rows.py.
 
 Durability rule: WAL journal with ``synchronous=FULL``, so a commit is on disk
 when `commit()` returns; the engine commits `pending` before writing mail
@@ -12,26 +13,18 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from mailbackup import __version__
 from mailbackup.errors import StateError, StorageError
 from mailbackup.i18n import _
 from mailbackup.model import StoredMessage
+from mailbackup.state.rows import insert_sql, message_from_row, message_values, now_iso, split_flags
+from mailbackup.state.runs import RunLog
 from mailbackup.state.schema import MIGRATIONS, SCHEMA_VERSION
+from mailbackup.state.uploads import UploadLedger
 
 STATE_FILE = "state.sqlite3"
-MESSAGE_FIELDS = (
-    "folder_id", "uidvalidity", "uid", "size", "sha256", "internaldate", "flags", "message_id",
-    "subject", "sender", "location", "mbox_offset", "mbox_length", "saved_at",
-)
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
 @dataclass(frozen=True)
 class FolderRecord:
     id: int
@@ -48,7 +41,10 @@ class FolderRecord:
     gone_at: str | None
 
 
-class StateDB:
+class StateDB(RunLog, UploadLedger):
+    """One archive's state: folders, stored messages, pending batches and
+    failures here; runs (runs.py) and restore uploads (uploads.py) mixed in."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         existed = path.exists()
@@ -148,7 +144,7 @@ class StateDB:
     def messages(self, folder_id: int, *, include_gone: bool = True) -> Iterator[StoredMessage]:
         sql = "SELECT * FROM messages WHERE folder_id=?" + ("" if include_gone else " AND gone_at IS NULL")
         for row in self.db.execute(sql + " ORDER BY uidvalidity, uid", (folder_id,)):
-            yield _message(row)
+            yield message_from_row(row)
 
     def active_uids(self, folder_id: int, uidvalidity: int) -> set[int]:
         rows = self.db.execute(
@@ -170,12 +166,12 @@ class StateDB:
             "SELECT uid, flags FROM messages WHERE folder_id=? AND uidvalidity=? AND gone_at IS NULL",
             (folder_id, uidvalidity),
         )
-        return {row[0]: _split_flags(row[1]) for row in rows}
+        return {row[0]: split_flags(row[1]) for row in rows}
 
     def message(self, folder_id: int, uidvalidity: int, uid: int) -> StoredMessage | None:
         row = self.db.execute("SELECT * FROM messages WHERE folder_id=? AND uidvalidity=? AND uid=?",
                               (folder_id, uidvalidity, uid)).fetchone()
-        return _message(row) if row else None
+        return message_from_row(row) if row else None
 
     def mbox_end_within(self, folder_id: int, length: int) -> int:
         """End of the last recorded mbox entry that lies wholly within `length` bytes."""
@@ -211,7 +207,7 @@ class StateDB:
             ((m.mbox_offset, m.mbox_length, m.folder_id, m.uidvalidity, m.uid) for m in messages))
 
     def insert_messages(self, messages: Iterable[StoredMessage]) -> None:
-        self.db.executemany(_insert_sql("messages"), (_values(message) for message in messages))
+        self.db.executemany(insert_sql("messages"), (message_values(message) for message in messages))
 
     def set_flags(self, folder_id: int, uidvalidity: int, uid: int, flags: tuple[str, ...]) -> None:
         self.db.execute("UPDATE messages SET flags=? WHERE folder_id=? AND uidvalidity=? AND uid=?",
@@ -235,15 +231,15 @@ class StateDB:
                               "LIMIT 1", (folder_id, uidvalidity)).fetchone()
         return row is not None
 
-    def find_old_copy(self, folder_id: int, uidvalidity: int, sha256: str, size: int,
-                      message_id: str | None) -> StoredMessage | None:
-        """A copy from an earlier UIDVALIDITY generation that no current UID has claimed."""
-        row = self.db.execute(
+    def old_copies(self, folder_id: int, uidvalidity: int, sha256: str, size: int,
+                   message_id: str | None) -> list[StoredMessage]:
+        """Copies from earlier UIDVALIDITY generations that no current UID has claimed."""
+        rows = self.db.execute(
             "SELECT * FROM messages WHERE folder_id=? AND sha256=? AND size=? AND uidvalidity<>? "
-            "AND coalesce(message_id, '')=coalesce(?, '') LIMIT 1",
+            "AND coalesce(message_id, '')=coalesce(?, '') ORDER BY uidvalidity, uid",
             (folder_id, sha256, size, uidvalidity, message_id),
-        ).fetchone()
-        return _message(row) if row else None
+        )
+        return [message_from_row(row) for row in rows]
 
     def move_to_generation(self, old: StoredMessage, uidvalidity: int, uid: int, flags: tuple[str, ...]) -> None:
         self.db.execute(
@@ -256,23 +252,16 @@ class StateDB:
         self.db.execute("UPDATE messages SET verified_at=? WHERE folder_id=? AND uidvalidity=? AND uid=?",
                         (when, folder_id, uidvalidity, uid))
 
-    def set_location(self, message: StoredMessage, location: str) -> None:
-        self.db.execute("UPDATE messages SET location=? WHERE folder_id=? AND uidvalidity=? AND uid=?",
-                        (location, message.folder_id, message.uidvalidity, message.uid))
-
     # -- pending batches ----------------------------------------------
     def add_pending(self, messages: Iterable[StoredMessage]) -> None:
-        self.db.executemany(_insert_sql("pending"), (_values(message) for message in messages))
+        self.db.executemany(insert_sql("pending"), (message_values(message) for message in messages))
 
     def pending(self, folder_id: int) -> list[StoredMessage]:
         rows = self.db.execute("SELECT * FROM pending WHERE folder_id=? ORDER BY seq", (folder_id,))
-        return [_message(row) for row in rows]
+        return [message_from_row(row) for row in rows]
 
     def clear_pending(self, folder_id: int) -> None:
         self.db.execute("DELETE FROM pending WHERE folder_id=?", (folder_id,))
-
-    def folders_with_pending(self) -> list[int]:
-        return [row[0] for row in self.db.execute("SELECT DISTINCT folder_id FROM pending")]
 
     # -- failures and runs --------------------------------------------
     def record_failure(self, folder_id: int, uidvalidity: int, uid: int, error: str) -> None:
@@ -296,94 +285,10 @@ class StateDB:
                                (folder_id,))
         return [(row[0], row[1], row[2]) for row in rows]
 
-    def start_run(self, command: str) -> int:
-        cursor = self.db.execute("INSERT INTO runs (command, started_at) VALUES (?, ?)", (command, now_iso()))
-        return int(cursor.lastrowid or 0)
-
-    def finish_run(self, run_id: int, status: str, messages: int, byte_count: int, detail: str = "") -> None:
-        self.db.execute(
-            "UPDATE runs SET finished_at=?, status=?, messages=?, bytes=?, detail=? WHERE id=?",
-            (now_iso(), status, messages, byte_count, detail, run_id),
-        )
-
-    def last_run(self, command: str, status: str | None = None) -> sqlite3.Row | None:
-        sql = "SELECT * FROM runs WHERE command=? AND finished_at IS NOT NULL"
-        params: tuple[object, ...] = (command,)
-        if status:
-            sql += " AND status=?"
-            params += (status,)
-        row: sqlite3.Row | None = self.db.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
-        return row
-
-    # -- read-only queries for verify and report ----------------------
-    def last_run_in(self, command: str, statuses: Iterable[str]) -> sqlite3.Row | None:
-        """The latest finished run of `command` whose status is one of `statuses`."""
-        wanted = tuple(statuses)
-        marks = ", ".join("?" * len(wanted))
-        row: sqlite3.Row | None = self.db.execute(
-            f"SELECT * FROM runs WHERE command=? AND finished_at IS NOT NULL AND status IN ({marks}) "
-            "ORDER BY id DESC LIMIT 1", (command, *wanted),
-        ).fetchone()
-        return row
-
     def stored_totals(self) -> tuple[int, int]:
         """(messages, bytes) held in the archive, gone-from-server ones included."""
         row = self.db.execute("SELECT count(*), coalesce(sum(size), 0) FROM messages").fetchone()
         return int(row[0]), int(row[1])
-
-    # -- uploads (restore) --------------------------------------------
-    def restore_items(self, folder_id: int, target: UploadTarget, *, include_gone: bool = True) -> list[RestoreItem]:
-        """Every archived copy in a folder with what is known of its upload to `target`."""
-        sql = (
-            "SELECT m.id AS message_row, m.*, u.target_folder, u.target_uidvalidity, u.target_uid, "
-            "u.status AS upload_status, u.error AS upload_error, u.attempts AS upload_attempts, u.uploaded_at "
-            "FROM messages m LEFT JOIN uploads u "
-            "ON u.message_row = m.id AND u.target_server=? AND u.target_account=? WHERE m.folder_id=?"
-            + ("" if include_gone else " AND m.gone_at IS NULL") + " ORDER BY m.uidvalidity, m.uid"
-        )
-        rows = self.db.execute(sql, (target.server, target.account, folder_id))
-        return [RestoreItem(row["message_row"], _message(row), _upload(row)) for row in rows]
-
-    def mark_uploads_pending(self, items: Iterable[RestoreItem], target: UploadTarget, folder: str,
-                             uidvalidity: int) -> None:
-        """Record the intent before the APPEND goes out (commit before sending)."""
-        for item in items:
-            self._upsert_upload(item, target, folder, uidvalidity, None, UPLOAD_PENDING, None, attempt=True)
-
-    def mark_uploaded(self, item: RestoreItem, target: UploadTarget, folder: str, uidvalidity: int,
-                      uid: int | None) -> None:
-        self._upsert_upload(item, target, folder, uidvalidity, uid, UPLOAD_DONE, None)
-
-    def mark_upload_failed(self, item: RestoreItem, target: UploadTarget, folder: str, uidvalidity: int | None,
-                           error: str) -> None:
-        self._upsert_upload(item, target, folder, uidvalidity, None, UPLOAD_FAILED, error)
-
-    def upload_totals(self, target: UploadTarget) -> dict[str, int]:
-        """Rows per status (pending, uploaded, failed) for one target account."""
-        rows = self.db.execute(
-            "SELECT status, count(*) FROM uploads WHERE target_server=? AND target_account=? GROUP BY status",
-            (target.server, target.account),
-        )
-        return {row[0]: int(row[1]) for row in rows}
-
-    def _upsert_upload(self, item: RestoreItem, target: UploadTarget, folder: str, uidvalidity: int | None,
-                       uid: int | None, status: str, error: str | None, *, attempt: bool = False) -> None:
-        when = now_iso()
-        message = item.message
-        self.db.execute(
-            "INSERT INTO uploads (message_row, folder_id, uidvalidity, uid, target_server, target_account, "
-            "target_folder, target_uidvalidity, target_uid, status, error, attempts, uploaded_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (target_server, target_account, message_row) DO UPDATE SET "
-            "folder_id=excluded.folder_id, uidvalidity=excluded.uidvalidity, uid=excluded.uid, "
-            "target_folder=excluded.target_folder, target_uidvalidity=excluded.target_uidvalidity, "
-            "target_uid=excluded.target_uid, status=excluded.status, error=excluded.error, "
-            "attempts=attempts+excluded.attempts, uploaded_at=coalesce(excluded.uploaded_at, uploaded_at), "
-            "updated_at=excluded.updated_at",
-            (item.message_row, message.folder_id, message.uidvalidity, message.uid, target.server, target.account,
-             folder, uidvalidity, uid, status, error, int(attempt), when if status == UPLOAD_DONE else None, when),
-        )
-
 
 class _Transaction:
     """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
@@ -417,79 +322,7 @@ def _create_private(path: Path) -> None:
     os.close(fd)
 
 
-def _insert_sql(table: str) -> str:
-    return f"INSERT INTO {table} ({', '.join(MESSAGE_FIELDS)}) VALUES ({', '.join('?' * len(MESSAGE_FIELDS))})"
-
-
-def _values(message: StoredMessage) -> tuple[object, ...]:
-    return (
-        message.folder_id, message.uidvalidity, message.uid, message.size, message.sha256,
-        message.internaldate.isoformat(), " ".join(message.flags), message.message_id, message.subject,
-        message.sender, message.location, message.mbox_offset, message.mbox_length, message.saved_at,
-    )
-
-
-def _split_flags(text: str) -> tuple[str, ...]:
-    return tuple(text.split()) if text else ()
-
-
-def _message(row: sqlite3.Row) -> StoredMessage:
-    keys = row.keys()
-    return StoredMessage(
-        folder_id=row["folder_id"], uidvalidity=row["uidvalidity"], uid=row["uid"], size=row["size"],
-        sha256=row["sha256"], internaldate=datetime.fromisoformat(row["internaldate"]),
-        flags=_split_flags(row["flags"]), message_id=row["message_id"], subject=row["subject"],
-        sender=row["sender"], location=row["location"], mbox_offset=row["mbox_offset"],
-        mbox_length=row["mbox_length"], saved_at=row["saved_at"],
-        gone_at=row["gone_at"] if "gone_at" in keys else None,
-        verified_at=row["verified_at"] if "verified_at" in keys else None,
-    )
-
-
 def _folder(row: sqlite3.Row) -> FolderRecord:
     return FolderRecord(**{key: row[key] for key in row.keys() if key != "path_key"})  # noqa: SIM118
 
 
-# -- uploads (restore) ------------------------------------------------
-UPLOAD_PENDING = "pending"  # APPEND about to be sent or sent: look on the target before sending again
-UPLOAD_DONE = "uploaded"
-UPLOAD_FAILED = "failed"  # the target refused it (quota, size, ...): tried again next run
-
-
-@dataclass(frozen=True)
-class UploadTarget:
-    """A target mailbox: host name (lower case, no port: 993 and 143 reach the
-    same mail) and account."""
-
-    server: str
-    account: str
-
-
-@dataclass(frozen=True)
-class UploadRecord:
-    target_folder: str
-    target_uidvalidity: int | None
-    target_uid: int | None
-    status: str
-    error: str | None
-    attempts: int
-    uploaded_at: str | None
-
-
-@dataclass(frozen=True)
-class RestoreItem:
-    """One archived copy (by its `messages` row id) and its upload, if any."""
-
-    message_row: int
-    message: StoredMessage
-    upload: UploadRecord | None
-
-
-def _upload(row: sqlite3.Row) -> UploadRecord | None:
-    if row["upload_status"] is None:
-        return None
-    return UploadRecord(
-        target_folder=row["target_folder"], target_uidvalidity=row["target_uidvalidity"],
-        target_uid=row["target_uid"], status=row["upload_status"], error=row["upload_error"],
-        attempts=row["upload_attempts"], uploaded_at=row["uploaded_at"],
-    )

@@ -8,18 +8,19 @@ order that makes crashes harmless:
 2. `write()` puts the bytes there and makes them durable (fsync);
 3. the engine commits the state;
 4. after a crash, `recover()` says which pending writes completed.
+
+`inventory()` tells verification what is stored where, so nothing outside a
+store needs to know its format.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import os
-import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 from mailbackup.errors import StorageError
 from mailbackup.i18n import _
@@ -33,6 +34,24 @@ class Recovery:
     completed: list[StoredMessage]  # pending writes found whole on disk
     mbox_committed: int | None = None  # new committed length of an mbox file
     shorter_than_committed: int | None = None  # an mbox found cut below its committed length: its length
+
+
+@dataclass(frozen=True)
+class Absent:
+    """Why a recorded message is not whole where the state says it is."""
+
+    kind: Literal["missing", "corrupt"]
+    reason: str
+
+
+@dataclass
+class Inventory:
+    """What is stored where: one folder's files held against the state's records."""
+
+    absent: dict[tuple[int, int], Absent] = field(default_factory=dict)  # (uidvalidity, uid) → why
+    stray: list[str] = field(default_factory=list)  # files no record names, relative to the folder
+    problems: list[str] = field(default_factory=list)  # the files contradict the state
+    warnings: list[str] = field(default_factory=list)  # harmless: leftovers of a killed run, odd names
 
 
 class MailStore(ABC):
@@ -79,9 +98,11 @@ class MailStore(ABC):
         return size != message.size or digest.hexdigest() != message.sha256
 
     @abstractmethod
-    def discard(self, local_path: str, damaged: list[StoredMessage], kept: list[StoredMessage]) -> list[StoredMessage]:
-        """Remove damaged copies so fresh ones can be fetched; return `kept` as
-        stored afterwards (an mbox is rewritten, so offsets change)."""
+    def discard(self, local_path: str, damaged: list[StoredMessage],
+                kept: list[StoredMessage]) -> list[StoredMessage] | None:
+        """Remove damaged copies so fresh ones can be fetched.  A format that
+        rewrites the folder's file to do so (mbox) returns `kept` with their
+        new places, to be committed before `settle_rewrite()`; otherwise None."""
 
     @abstractmethod
     def settle_rewrite(self, local_path: str, *, committed: bool) -> None:
@@ -97,60 +118,17 @@ class MailStore(ABC):
         """Reflect new flags where the format can (a Maildir file name)."""
 
     @abstractmethod
+    def inventory(self, local_path: str, messages: list[StoredMessage], *, committed: int,
+                  deep: bool = False) -> Inventory:
+        """Which of `messages` (the folder's records) are on disk, what else is
+        there, and what contradicts the state; `committed` is the folder's
+        committed length (mbox), `deep` also checks the file's structure.
+        Nothing is hashed or changed."""
+
+    @abstractmethod
     def read(self, local_path: str, message: StoredMessage) -> bytes:
         """The message exactly as the server sent it."""
 
     @abstractmethod
     def iter_chunks(self, local_path: str, message: StoredMessage) -> Iterator[bytes]:
         """The message as the server sent it, in bounded chunks (for hashing)."""
-
-
-def make_private_dirs(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-
-@functools.cache
-def _syncfs() -> Callable[[int], int] | None:
-    """Linux's syncfs(), looked up at the first batch (not at import: a no-op run writes nothing)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.syncfs
-    except (OSError, AttributeError):
-        return None
-
-
-def make_durable(files: list[Path], directory: Path) -> None:
-    """Flush a batch of freshly written files to disk with one call.
-
-    One fsync per message caps a Maildir near 1,000 messages/s on an ordinary
-    disk; Linux's syncfs() flushes the whole batch at once.  Elsewhere each
-    file is fsynced."""
-    syncfs = _syncfs()
-    if syncfs is not None and files:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            if syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    for path in files:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def fsync_directory(path: Path) -> None:
-    """Make a rename durable; directories cannot be opened on Windows."""
-    if os.name == "nt":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

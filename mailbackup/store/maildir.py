@@ -20,11 +20,15 @@ from pathlib import Path
 from mailbackup.errors import StorageError
 from mailbackup.i18n import _
 from mailbackup.model import StoredMessage
-from mailbackup.store.base import MailStore, Recovery, fsync_directory, make_durable, make_private_dirs
+from mailbackup.store.base import Absent, Inventory, MailStore, Recovery
 from mailbackup.store.body import CHUNK, MessageBody, sha256_of_file
+from mailbackup.store.files import fsync_directory, make_durable, make_private_dirs
 
 FLAG_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S", "\\Deleted": "T"}
 INFO_SEPARATORS = (":", ";", "!")
+# Our names and those of other tools: <digits>.<unique>[<sep>2,<flags>]; no
+# separators, slashes or spaces in the base.
+WELL_FORMED = re.compile(r"\d+\.[^:;!/\\\s]+(?:[:;!]2,[A-Za-z]*)?")
 SUBDIRS = ("cur", "new", "tmp")
 
 
@@ -35,6 +39,20 @@ def default_info_separator() -> str:
 def info_suffix(flags: tuple[str, ...], separator: str) -> str:
     letters = sorted({FLAG_LETTERS[flag] for flag in flags if flag in FLAG_LETTERS})
     return f"{separator}2,{''.join(letters)}"
+
+
+def base_name(file_name: str) -> str:
+    """A Maildir file name without its info part (``:2,S`` or ``;2,S``): what the state records."""
+    cut = min((index for index in (file_name.find(sep) for sep in INFO_SEPARATORS) if index >= 0),
+              default=len(file_name))
+    return file_name[:cut]
+
+
+def _list_files(directory: Path) -> list[str]:
+    try:
+        return sorted(entry.name for entry in os.scandir(directory) if entry.is_file())
+    except FileNotFoundError:
+        return []
 
 
 def _safe_host() -> str:
@@ -108,16 +126,46 @@ class MaildirStore(MailStore):
             except FileNotFoundError:
                 continue
             for name in names:
-                if name == base or (name.startswith(base) and name[len(base)] in INFO_SEPARATORS):
+                if base_name(name) == base:
                     return folder / sub / name
         return None
 
-    def discard(self, local_path: str, damaged: list[StoredMessage], kept: list[StoredMessage]) -> list[StoredMessage]:
+    def inventory(self, local_path: str, messages: list[StoredMessage], *, committed: int,
+                  deep: bool = False) -> Inventory:
+        """Which recorded files exist; stray, duplicate and malformed names."""
+        folder = self.resolve(local_path)
+        found = Inventory()
+        bases: dict[str, str] = {}
+        for sub in ("cur", "new"):
+            for name in _list_files(folder / sub):
+                relative = f"{sub}/{name}"
+                if not WELL_FORMED.fullmatch(name):
+                    found.warnings.append(_("malformed Maildir file name {name}").format(name=relative))
+                base = base_name(name)
+                if base in bases:
+                    found.warnings.append(_("two files for one message: {first} and {second}").format(
+                        first=bases[base], second=relative))
+                bases.setdefault(base, relative)
+        known = {message.location for message in messages if message.location}
+        found.stray.extend(sorted(path for base, path in bases.items() if base not in known))
+        leftovers = _list_files(folder / "tmp")
+        if leftovers:
+            found.warnings.append(_("{count} files in tmp/ left by an interrupted backup (the next backup removes "
+                                    "them)").format(count=len(leftovers)))
+        for message in messages:
+            if not message.location:
+                found.absent[(message.uidvalidity, message.uid)] = Absent("corrupt", _("no file name recorded"))
+            elif message.location not in bases:
+                found.absent[(message.uidvalidity, message.uid)] = Absent("missing", _("message file not found"))
+        return found
+
+    def discard(self, local_path: str, damaged: list[StoredMessage],
+                kept: list[StoredMessage]) -> list[StoredMessage] | None:
         for message in damaged:
             path = self.find(local_path, message)
             if path is not None:
                 path.unlink()
-        return kept
+        return None  # one file per message: the others stay where they are
 
     def settle_rewrite(self, local_path: str, *, committed: bool) -> None:
         pass  # nothing is rewritten: damaged files are simply removed

@@ -2,8 +2,8 @@
 directory of the folder's name beside it.
 
 We append with our own code, not `mailbox.mbox` (it rescans the whole file
-on first use, quadratic over a mailbox's life), under an OS lock so a mail
-client reading the file never sees half an entry.  The state records each
+on first use, quadratic over a mailbox's life), under an OS lock (POSIX) so a
+mail client reading the file never sees half an entry.  The state records each
 entry's offset and length and the file's committed length: after a crash
 the file is cut back to that length, keeping whole pending entries.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
@@ -22,8 +22,9 @@ from mailbackup.errors import StorageError
 from mailbackup.i18n import _
 from mailbackup.model import StoredMessage
 from mailbackup.store import mboxrd
-from mailbackup.store.base import MailStore, Recovery, make_private_dirs
+from mailbackup.store.base import Absent, Inventory, MailStore, Recovery
 from mailbackup.store.body import CHUNK, MessageBody
+from mailbackup.store.files import make_private_dirs
 
 MBOX_SUFFIX = ".mbox"
 LONG_LINE = 1 << 20
@@ -96,7 +97,8 @@ class MboxStore(MailStore):
             os.fsync(handle.fileno())
         return Recovery(completed=completed, mbox_committed=offset)
 
-    def discard(self, local_path: str, damaged: list[StoredMessage], kept: list[StoredMessage]) -> list[StoredMessage]:
+    def discard(self, local_path: str, damaged: list[StoredMessage],
+                kept: list[StoredMessage]) -> list[StoredMessage] | None:
         """Rewrite the folder file with only the good entries, into ``.mbox.new``.
 
         The caller commits the new offsets, then calls `settle_rewrite()`; a
@@ -134,6 +136,34 @@ class MboxStore(MailStore):
                 handle.truncate(length)
                 os.fsync(handle.fileno())
 
+    def inventory(self, local_path: str, messages: list[StoredMessage], *, committed: int,
+                  deep: bool = False) -> Inventory:
+        """Which recorded entries lie inside the file; `deep`, also whether the
+        file parses into exactly the recorded entries."""
+        path = self.mbox_path(local_path)
+        found = Inventory()
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            if messages:
+                found.problems.append(_("mbox file {name} is missing").format(name=path.name))
+            for message in messages:
+                found.absent[(message.uidvalidity, message.uid)] = Absent("missing", _("mbox file not found"))
+            return found
+        if size < committed:
+            found.problems.append(_("mbox file is cut off: {size} bytes where {saved} were saved").format(
+                size=size, saved=committed))
+        elif size > committed:
+            found.warnings.append(_("{count} bytes after the last saved message (left by an interrupted backup; "
+                                    "the next backup removes them)").format(count=size - committed))
+        for message in messages:
+            place = _place_problem(message, size)
+            if place is not None:
+                found.absent[(message.uidvalidity, message.uid)] = place
+        if deep:
+            found.problems.extend(_mbox_structure(path, min(size, committed), messages))
+        return found
+
     def set_flags(self, local_path: str, message: StoredMessage, flags: tuple[str, ...]) -> StoredMessage:
         return replace(message, flags=flags)  # an mbox keeps flags only in the state
 
@@ -149,6 +179,48 @@ class MboxStore(MailStore):
             yield body[start:start + CHUNK]
         if not body:
             yield b""
+
+
+def _place_problem(message: StoredMessage, size: int) -> Absent | None:
+    """Why the entry the state records is not inside a file of `size` bytes, if it is not."""
+    offset, length = message.mbox_offset, message.mbox_length
+    if offset is None or length is None:
+        return Absent("corrupt", _("no place in the mbox recorded"))
+    if offset >= size:
+        return Absent("missing", _("the mbox file ends before it"))
+    if offset + length > size:
+        return Absent("corrupt", _("the mbox file ends inside it"))
+    return None
+
+
+def _mbox_structure(path: Path, committed: int, messages: Iterable[StoredMessage]) -> list[str]:
+    """Differences between the entries the file parses into (up to the saved
+    length) and the spans the state records."""
+    recorded = {(m.mbox_offset, m.mbox_length) for m in messages if m.mbox_offset is not None}
+    try:
+        with open(path, "rb") as handle:
+            parsed = {(span.offset, span.length) for span in mboxrd.iter_entries(handle)
+                      if span.offset < committed}
+    except ValueError as exc:
+        return [_("mbox file cannot be parsed: {error}").format(error=exc)]
+    except OSError as exc:
+        return [_("mbox file cannot be read: {error}").format(error=exc.strerror or exc)]
+    # The last entry before an uncommitted tail runs on into it when parsed.
+    parsed = {(offset, min(length, committed - offset)) for offset, length in parsed}
+    problems = []
+    if len(parsed) != len(recorded):
+        problems.append(_("mbox holds {count} messages where the state records {recorded}").format(
+            count=len(parsed), recorded=len(recorded)))
+    unexpected = sorted(parsed - recorded)
+    if unexpected:
+        shown = ", ".join(str(offset) for offset, _length in unexpected[:10])
+        problems.append(_("{count} mbox entries not where the state records any (at byte {offsets})").format(
+            count=len(unexpected), offsets=shown))
+    unmatched = len(recorded - parsed)
+    if unmatched:
+        problems.append(_("{count} recorded messages do not parse as one entry at their recorded place").format(
+            count=unmatched))
+    return problems
 
 
 def _read_body(handle: BinaryIO, message: StoredMessage) -> bytes:
@@ -246,7 +318,8 @@ def _truncate_quietly(path: Path, length: int) -> None:
 
 
 class _locked:
-    """An exclusive OS lock on the mbox while we write (fcntl, or msvcrt on Windows)."""
+    """An exclusive OS lock on the mbox while we write (fcntl).  None on Windows:
+    there the archive lock alone keeps other writers out."""
 
     def __init__(self, handle: BinaryIO) -> None:
         self.handle = handle

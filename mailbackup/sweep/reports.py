@@ -17,10 +17,10 @@ from typing import Any
 from mailbackup import __version__
 from mailbackup.config import AccountSettings, SweepSettings
 from mailbackup.i18n import _
+from mailbackup.store.files import atomic_write
 from mailbackup.sweep.options import Shard
 from mailbackup.sweep.run import INSECURE_WARNING, AccountOutcome, SweepResult
 from mailbackup.verify.render import csv_bytes
-from mailbackup.verify.report import atomic_write
 from mailbackup.verify.results import Staff
 from mailbackup.verify.summary import SUMMARY_DIR, AccountSummary, collect_accounts, write_summary
 

@@ -72,7 +72,8 @@ from mailbackup.sweep.dispatch import (
 from mailbackup.sweep.limits import ServerLimits, TokenBucket
 from mailbackup.sweep.options import Shard, SweepOptions, select_accounts
 from mailbackup.sweep.progress import STAGE_WORDS, LogProgress, SweepProgress, stage_word
-from mailbackup.sync.engine import MEGABYTE, BackupEngine, BackupOptions
+from mailbackup.sync.engine import BackupEngine
+from mailbackup.sync.folder import MEGABYTE, BackupOptions
 from mailbackup.verify.check import verify_online
 from mailbackup.verify.record import verify_recorded
 from mailbackup.verify.results import VerifyOptions, VerifyResult

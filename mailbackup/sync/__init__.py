@@ -1,6 +1,8 @@
 """Sync: plan what to fetch and run the plan.
 
-Public API: `Archive` (one account's directory: state, store, lock),
-`BackupEngine.run()` and the `Progress` callback protocol.  This package
-never prints; it reports through `Progress` and returns `RunStats`.
+Public API: `engine.BackupEngine(session, archive, options, progress).run()`
+→ `RunStats`, with `folder.BackupOptions` and the `folder.BackupProgress`
+callback protocol.  plan.py decides (pure), engine.py gathers and executes,
+recovery.py, fetch.py and commit.py are its parts.  This package never
+prints; it reports through `BackupProgress` and returns `RunStats`.
 """

@@ -1,6 +1,10 @@
-"""Pure planning for a sync: which folders, whether a folder changed, which
-UIDs to fetch or mark gone, and how to cut them into batches.  No I/O, so it
-is property-tested on its own (tests/test_plan.py)."""
+"""Pure planning for a sync: which folders, whether a folder changed, how to
+list it, which UIDs to fetch or mark gone, and how to cut them into batches.
+No I/O, so it is property-tested on its own (tests/test_sync_property.py).
+
+Per folder the engine asks twice: `plan_start()` after STATUS (skip it?
+list it with EXAMINE?), then, with what EXAMINE and the state say gathered
+in `FolderFacts`, `plan_folder()` returns the `FolderPlan` it executes."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from mailbackup.model import FolderInfo, FolderStatus, MessageMeta
+from mailbackup.model import FolderInfo, FolderStatus, MessageMeta, SelectedFolder
 from mailbackup.state.db import FolderRecord
 
 
@@ -76,3 +80,63 @@ def changed_flags(stored: dict[int, tuple[str, ...]], server: dict[int, tuple[st
         for uid, flags in server.items()
         if uid in stored and tuple(sorted(flags)) != tuple(sorted(stored[uid]))
     }
+
+
+@dataclass(frozen=True)
+class FolderStart:
+    skip: bool  # nothing changed since the last run (and no flags to re-read)
+    list_with_examine: bool  # UIDs and sizes in EXAMINE's round trip
+
+
+def plan_start(record: FolderRecord, status: FolderStatus, *, has_failures: bool, stored_any: bool,
+               refresh_flags: bool, new_slice: int) -> FolderStart:
+    """What one STATUS decides.  A folder with nothing stored yet and at most
+    `new_slice` messages is listed together with EXAMINE (a round trip saved
+    per folder on a slow link)."""
+    unchanged = is_unchanged(record, status, has_failures=has_failures)
+    return FolderStart(skip=unchanged and not refresh_flags,
+                       list_with_examine=not stored_any and status.messages <= new_slice)
+
+
+def wants_listing(selected: SelectedFolder, stored: set[int], new_slice: int) -> bool:
+    """Nothing of this generation stored yet: the sizes come with the UIDs
+    (on a 50 ms link, a round trip per folder is worth saving)."""
+    return bool(selected.exists) and not stored and selected.exists <= new_slice
+
+
+def trusted_listing(listing: Iterable[MessageMeta], selected: SelectedFolder) -> dict[int, MessageMeta] | None:
+    """The listing by UID, or None when it disagrees with EXAMINE: a server
+    that hides or invents messages is asked with SEARCH instead."""
+    known = {meta.uid: meta for meta in listing if meta.uid < selected.uidnext}
+    return known if len(known) == selected.exists else None
+
+
+@dataclass(frozen=True)
+class FolderFacts:
+    """What the state and the server said of one folder, gathered before deciding."""
+
+    record: FolderRecord
+    selected: SelectedFolder
+    stored: set[int]  # UIDs of this UIDVALIDITY in the state, gone ones included
+    active: set[int]  # of those, the ones not marked gone
+    new_generation: bool  # the state holds mail of another UIDVALIDITY
+    known: dict[int, MessageMeta] | None  # a trusted listing (UIDs with sizes), when there is one
+    searched: list[int]  # UID SEARCH's answer, asked when there is no trusted listing
+
+
+@dataclass(frozen=True)
+class FolderPlan:
+    """What the engine does to one folder."""
+
+    fetch: list[int]  # new UIDs, ascending
+    known: dict[int, MessageMeta] | None  # their sizes, when the listing gave them (no FETCH of sizes)
+    gone: list[int]  # stored and active, no longer on the server: mark gone, never delete
+    on_server: set[int]  # every UID the server holds (failures of others are over)
+    sync_flags: bool  # read flag changes of stored messages (not in a new generation: nothing to compare)
+
+
+def plan_folder(facts: FolderFacts) -> FolderPlan:
+    server_uids = sorted(facts.known) if facts.known is not None else facts.searched
+    diff = diff_uids(server_uids, facts.stored, facts.active)
+    return FolderPlan(fetch=diff.new, known=facts.known, gone=diff.gone, on_server=set(server_uids),
+                      sync_flags=not facts.new_generation and bool(facts.record.uidvalidity))

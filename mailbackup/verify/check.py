@@ -25,26 +25,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
 from mailbackup.archive import Archive
 from mailbackup.errors import ConnectionLost, FolderError, ServerError
 from mailbackup.headers import HeaderSummary, summarize
 from mailbackup.i18n import _
+from mailbackup.imap.pushback import WaitBudget
+from mailbackup.imap.retry import Retrying, RetryPolicy
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, MessageMeta, StoredMessage
-from mailbackup.state.db import FolderRecord, now_iso
-from mailbackup.store.maildir import INFO_SEPARATORS, MaildirStore
-from mailbackup.store.mbox import MboxStore
+from mailbackup.state.db import FolderRecord
+from mailbackup.state.rows import now_iso
 from mailbackup.sync.plan import select_folders
-from mailbackup.verify.mboxspans import mbox_structure
 from mailbackup.verify.results import FolderReport, MessageEntry, Mode, VerifyOptions, VerifyResult
 
 log = logging.getLogger(__name__)
@@ -55,9 +52,6 @@ HEADER_PROBE_BYTES = 16 * 1024  # enough of a message for its Subject and Messag
 HEADER_PROBE_LIMIT = 200  # per folder: one round trip each, so bounded
 VERIFIED_BATCH = 500  # verified_at updates per transaction
 RETRIES = 2  # reconnects per server action before giving up
-# Our Maildir names (store/maildir.py) and those of other tools:
-# <digits>.<unique>[<sep>2,<flags>]; no separators, slashes or spaces in the base.
-MAILDIR_NAME = re.compile(r"\d+\.[^:;!/\\\s]+(?:[:;!]2,[A-Za-z]*)?")
 
 
 class VerifyProgress(Protocol):
@@ -159,19 +153,12 @@ def _probe_headers(session: ImapSession, folder: str, uid: int) -> HeaderSummary
 
 
 def _retrying(session: ImapSession, folder: str | None, action: Callable[[], T]) -> T:
-    """Run a server action; on a dropped connection reconnect, re-select and
-    try again.  A reconnect that fails raises ConnectError."""
-    for attempt in range(RETRIES + 1):
-        try:
-            return action()
-        except ConnectionLost as exc:
-            if attempt == RETRIES:
-                raise
-            log.info("connection lost (%s); reconnecting", exc.message)
-            session.reconnect()
-            if folder is not None:
-                session.examine(folder)
-    raise AssertionError("unreachable")
+    """Run a server action under the retry policy; after a reconnect the folder is selected again.
+    Pushback is not waited out here (no wait budget): it reaches the caller,
+    which decides (a sweep verifies again later, on a rested server)."""
+    policy = RetryPolicy(max_retries=RETRIES, busy_wait=WaitBudget(limit=0.0))
+    retrying = Retrying(policy, session.reconnect, str(session.settings.server))
+    return retrying.call(action, None if folder is None else lambda: session.examine(folder))
 
 
 # ---------------------------------------------------------------------------
@@ -257,10 +244,12 @@ class _ArchiveChecker:
         work.local = list(self.state.messages(record.id))
         report.local_messages = len(work.local)
         report.bytes = sum(message.size for message in work.local)
-        if isinstance(self.store, MaildirStore):
-            _index_maildir(self.store, record, work)
-        elif isinstance(self.store, MboxStore):
-            _index_mbox(self.store, record, work, parse=self.mode is Mode.OFFLINE)
+        found = self.store.inventory(record.local_path, work.local, committed=record.mbox_committed,
+                                     deep=self.mode is Mode.OFFLINE)
+        report.problems.extend(found.problems)
+        report.warnings.extend(found.warnings)
+        report.stray_files.extend(found.stray)
+        work.absent.update((key, _Outcome(absent.kind, absent.reason)) for key, absent in found.absent.items())
         return work
 
     # -- hashing ------------------------------------------------------
@@ -402,79 +391,3 @@ def _server_entry(server: ServerFolder, meta: MessageMeta, reason: str | None) -
     )
 
 
-
-# ---------------------------------------------------------------------------
-# Format checks: what is on disk besides the bytes of each message
-# ---------------------------------------------------------------------------
-
-
-def _index_maildir(store: MaildirStore, record: FolderRecord, work: _FolderWork) -> None:
-    """Which recorded files exist; stray, duplicate and malformed names."""
-    folder = store.resolve(record.local_path)
-    report = work.report
-    bases: dict[str, str] = {}
-    for sub in ("cur", "new"):
-        for name in _list_files(folder / sub):
-            relative = f"{sub}/{name}"
-            if not MAILDIR_NAME.fullmatch(name):
-                report.warnings.append(_("malformed Maildir file name {name}").format(name=relative))
-            base = _maildir_base(name)
-            if base in bases:
-                report.warnings.append(_("two files for one message: {first} and {second}").format(
-                    first=bases[base], second=relative))
-            bases.setdefault(base, relative)
-    known = {message.location for message in work.local if message.location}
-    report.stray_files.extend(sorted(path for base, path in bases.items() if base not in known))
-    leftovers = _list_files(folder / "tmp")
-    if leftovers:
-        report.warnings.append(_("{count} files in tmp/ left by an interrupted backup (the next backup removes them)")
-                               .format(count=len(leftovers)))
-    for message in work.local:
-        if not message.location:
-            work.absent[(message.uidvalidity, message.uid)] = _Outcome("corrupt", _("no file name recorded"))
-        elif message.location not in bases:
-            work.absent[(message.uidvalidity, message.uid)] = _Outcome("missing", _("message file not found"))
-
-
-def _maildir_base(name: str) -> str:
-    cut = min((index for index in (name.find(sep) for sep in INFO_SEPARATORS) if index >= 0), default=len(name))
-    return name[:cut]
-
-
-def _list_files(directory: Path) -> list[str]:
-    try:
-        return sorted(entry.name for entry in os.scandir(directory) if entry.is_file())
-    except FileNotFoundError:
-        return []
-
-
-def _index_mbox(store: MboxStore, record: FolderRecord, work: _FolderWork, *, parse: bool) -> None:
-    """Which recorded entries lie inside the file; offline, also whether the
-    file parses into exactly the recorded entries."""
-    path = store.mbox_path(record.local_path)
-    report = work.report
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        if work.local:
-            report.problems.append(_("mbox file {name} is missing").format(name=path.name))
-        for message in work.local:
-            work.absent[(message.uidvalidity, message.uid)] = _Outcome("missing", _("mbox file not found"))
-        return
-    committed = record.mbox_committed
-    if size < committed:
-        report.problems.append(_("mbox file is cut off: {size} bytes where {saved} were saved").format(
-            size=size, saved=committed))
-    elif size > committed:
-        report.warnings.append(_("{count} bytes after the last saved message (left by an interrupted backup; the "
-                                 "next backup removes them)").format(count=size - committed))
-    for message in work.local:
-        offset, length = message.mbox_offset, message.mbox_length
-        if offset is None or length is None:
-            work.absent[(message.uidvalidity, message.uid)] = _Outcome("corrupt", _("no place in the mbox recorded"))
-        elif offset >= size:
-            work.absent[(message.uidvalidity, message.uid)] = _Outcome("missing", _("the mbox file ends before it"))
-        elif offset + length > size:
-            work.absent[(message.uidvalidity, message.uid)] = _Outcome("corrupt", _("the mbox file ends inside it"))
-    if parse:
-        report.problems.extend(mbox_structure(path, min(size, committed), work.local))

@@ -17,7 +17,6 @@ mode 0600.  No password ever reaches this module.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from datetime import date, datetime
@@ -28,6 +27,7 @@ from mailbackup.archive import account_dir
 from mailbackup.config.keys import STAFF_KEYS
 from mailbackup.errors import StorageError
 from mailbackup.i18n import N_, _
+from mailbackup.store.files import atomic_write
 from mailbackup.verify.render import (
     SCHEMA_VERSION,
     STATUS_EXPLAINED,
@@ -285,23 +285,6 @@ def _issue_section(folders: list[FolderReport]) -> str:
 # ---------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a private file (0600) completely or not at all: temp file, fsync, rename."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(temporary, os.O_CREAT | os.O_TRUNC | os.O_WRONLY | getattr(os, "O_BINARY", 0), 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise StorageError(_("cannot write report {path}: {error}").format(
-            path=path, error=exc.strerror or exc)) from None
 
 
 def write_verify_reports(result: VerifyResult, directories: Iterable[Path], as_of: date) -> list[Path]:

@@ -25,6 +25,7 @@ from mailbackup.config.keys import STAFF_KEYS
 from mailbackup.errors import ExitCode, StorageError
 from mailbackup.i18n import N_, _, local_date
 from mailbackup.state.db import STATE_FILE, StateDB
+from mailbackup.store.files import atomic_write
 from mailbackup.verify.render import (
     NEVER_VERIFIED,
     SCHEMA_VERSION,
@@ -48,7 +49,7 @@ from mailbackup.verify.render import (
     status_cell,
     table,
 )
-from mailbackup.verify.report import VERIFY_NAMES, atomic_write, extra_report_dir, load_verify, write_verify_reports
+from mailbackup.verify.report import VERIFY_NAMES, extra_report_dir, load_verify, write_verify_reports
 from mailbackup.verify.results import Staff, Status, VerifyResult
 
 SUMMARY_NAMES = ("summary.json", "summary.csv", "summary.html")

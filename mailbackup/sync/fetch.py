@@ -1,0 +1,150 @@
+"""Fetching new messages: sizes a slice at a time, bodies streamed in
+batches with several FETCHes in flight, and a batch the server fails on
+isolated by halving it until the one message it cannot send is alone (that
+one is recorded as failed; the others are stored)."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+from mailbackup.errors import ConnectionLost, Interrupted
+from mailbackup.i18n import _
+from mailbackup.imap.fetchstream import BatchResult
+from mailbackup.imap.pushback import busy_error
+from mailbackup.model import MessageMeta
+from mailbackup.store.body import MessageBody
+from mailbackup.sync import plan
+from mailbackup.sync.commit import Committer
+from mailbackup.sync.folder import FolderSync, SyncParts
+
+log = logging.getLogger(__name__)
+META_CHUNK = 2000  # UIDs per FETCH of sizes
+
+
+class Fetcher:
+    def __init__(self, parts: SyncParts, committer: Committer) -> None:
+        self.parts = parts
+        self.options = parts.options
+        self.committer = committer
+
+    def fetch_meta(self, folder: FolderSync, uids: list[int]) -> list[MessageMeta]:
+        session = self.parts.session
+        metas: list[MessageMeta] = []
+        for start in range(0, len(uids), META_CHUNK):
+            chunk = uids[start:start + META_CHUNK]
+            metas.extend(self.parts.call(folder, lambda chunk=chunk: session.fetch_meta(chunk)))  # type: ignore[misc]
+        return metas
+
+    def store_in_slices(self, folder: FolderSync, uids: list[int], known: dict[int, MessageMeta] | None) -> None:
+        """Sizes are read and mail stored one slice of UIDs at a time, so memory
+        does not grow with the folder (a folder of 100,000 messages)."""
+        if not uids:
+            self.parts.progress.folder_start(folder.info.name, 0, 0)
+        step = self.options.new_slice
+        for start in range(0, len(uids), step):
+            wanted = uids[start:start + step]
+            metas = [known[uid] for uid in wanted] if known is not None else self.fetch_meta(folder, wanted)
+            described = {meta.uid for meta in metas}
+            for uid in wanted:
+                if uid not in described:  # listed by SEARCH, then no size: never let it pass unnoticed
+                    self.committer.record_failure(folder, uid,
+                                                  _("the server listed this message but did not describe it"))
+            if start == 0:  # the byte total of a folder larger than one slice is extrapolated
+                size = sum(meta.size for meta in metas)
+                estimate = size * len(uids) // max(1, len(metas))
+                self.parts.progress.folder_start(folder.info.name, len(uids), estimate)
+            self._store_new(folder, metas)
+
+    def _store_new(self, folder: FolderSync, metas: list[MessageMeta]) -> None:
+        """Stream the batches with several FETCHes in flight; after a lost
+        connection, the batch at the head is isolated, then streaming resumes."""
+        by_uid = {meta.uid: meta for meta in metas}
+        remaining = deque(plan.batches(metas, self.options.batch_messages, self.options.batch_bytes))
+        while remaining:
+            self._check_stop()
+            try:
+                self._stream(folder, remaining, by_uid)
+            except ConnectionLost as exc:
+                log.info("connection lost while fetching (%s); isolating the batch in flight", exc.message)
+                self.parts.reconnect(folder)
+                self.committer.commit(folder, self._fetch_isolating(folder, remaining.popleft(), by_uid))
+
+    def _stream(self, folder: FolderSync, remaining: deque[list[MessageMeta]],
+                by_uid: dict[int, MessageMeta]) -> None:
+        results = self.parts.session.stream_bodies(
+            [[meta.uid for meta in batch] for batch in list(remaining)], spool_dir=self.parts.archive.spool_dir,
+            spool_above=self.options.large_message, depth=self.options.pipeline_depth)
+        try:
+            for result in results:
+                batch = remaining.popleft()
+                fetched = self._received(result, by_uid)
+                received = {got.uid for got, _ in fetched}
+                missing = [meta for meta in batch if meta.uid not in received]
+                if missing:  # refused or skipped by the server: try them alone, then give up on them
+                    fetched += self._fetch_isolating(folder, missing, by_uid)
+                self.committer.commit(folder, fetched)
+                if self.options.stop.is_set():
+                    break
+        finally:
+            results.close()
+        self._check_stop()
+
+    def _received(self, result: BatchResult, by_uid: dict[int, MessageMeta]) -> list[tuple[MessageMeta, MessageBody]]:
+        received = []
+        seen: set[int] = set()
+        for message in result.messages:
+            if message.uid in seen:  # a server that answers twice for one UID: keep the first
+                message.body.discard()
+                continue
+            seen.add(message.uid)
+            known = by_uid[message.uid]
+            meta = MessageMeta(uid=message.uid, size=message.size, flags=message.flags,
+                               internaldate=message.internaldate or known.internaldate)
+            received.append((meta, message.body))
+        return received
+
+    def _check_stop(self) -> None:
+        if self.options.stop.is_set():
+            raise Interrupted(_("stopped by request after the last complete batch"))
+
+    def _fetch_isolating(self, folder: FolderSync, batch: list[MessageMeta],
+                         by_uid: dict[int, MessageMeta]) -> list[tuple[MessageMeta, MessageBody]]:
+        """Fetch a batch alone; when the server drops us on it every time, halve
+        it until the message it fails on is alone, then record that one as failed."""
+        uids = [meta.uid for meta in batch]
+        try:
+            result = self.parts.call(folder, lambda: self._fetch_alone(uids), tries=2)
+        except ConnectionLost as exc:
+            if len(batch) == 1:
+                self.committer.record_failure(folder, batch[0].uid, _("server fails on this message: {error}").format(
+                    error=exc.message))
+                return []
+            middle = len(batch) // 2
+            return (self._fetch_isolating(folder, batch[:middle], by_uid)
+                    + self._fetch_isolating(folder, batch[middle:], by_uid))
+        fetched = self._received(result, by_uid)
+        got = {meta.uid for meta, _ in fetched}
+        missing = [meta for meta in batch if meta.uid not in got]
+        if result.status != "OK" and len(missing) > 1:
+            # Some servers refuse the whole FETCH for one message they cannot read: isolate it.
+            middle = len(missing) // 2
+            return (fetched + self._fetch_isolating(folder, missing[:middle], by_uid)
+                    + self._fetch_isolating(folder, missing[middle:], by_uid))
+        for meta in missing:
+            reason = result.text if result.status != "OK" else _("server returned no body for this message")
+            self.committer.record_failure(folder, meta.uid, reason)
+        return fetched
+
+    def _fetch_alone(self, uids: list[int]) -> BatchResult:
+        results = self.parts.session.stream_bodies([uids], spool_dir=self.parts.archive.spool_dir,
+                                                   spool_above=self.options.large_message, depth=1)
+        try:
+            result = next(results)
+        finally:
+            results.close()
+        if result.status != "OK" and (busy := busy_error(str(self.parts.session.settings.server), result.text)):
+            for message in result.messages:
+                message.body.discard()
+            raise busy  # waited out by the retry policy, like any other pushback
+        return result

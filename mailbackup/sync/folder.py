@@ -1,0 +1,114 @@
+"""What the parts of the backup engine share: the options of a run, the
+progress callback, the folder being synced, and server calls that survive a
+dropped connection (imap/retry.py) by re-opening that folder."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from mailbackup.archive import Archive
+from mailbackup.imap.pushback import WaitBudget
+from mailbackup.imap.retry import Retrying, RetryPolicy
+from mailbackup.imap.session import ImapSession
+from mailbackup.model import FolderInfo, FolderResult
+from mailbackup.state.db import FolderRecord, StateDB
+from mailbackup.store.base import MailStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MEGABYTE = 1 << 20
+
+
+@dataclass
+class BackupOptions:
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    batch_messages: int = 500
+    batch_bytes: int = 16 * MEGABYTE
+    large_message: int = 8 * MEGABYTE  # above this, a body is streamed to a file, not held in memory
+    pipeline_depth: int = 3  # FETCH commands in flight: hides round trips on slow links
+    new_slice: int = 5000  # new messages handled per slice: bounds memory on huge folders
+    dry_run: bool = False
+    repair: bool = False  # re-hash every stored copy; fetch damaged ones again from the server
+    refresh_flags: bool = False  # without CONDSTORE: re-read all flags even of unchanged folders
+    max_retries: int = 5
+    retry_delay: float = 1.0  # first backoff; doubles per try
+    stop: threading.Event = field(default_factory=threading.Event)
+    # Waits a busy server (throttled, too many connections) may cost this run in all.
+    busy_wait: WaitBudget = field(default_factory=WaitBudget)
+
+
+class BackupProgress(Protocol):
+    def folder_start(self, name: str, messages: int, size: int) -> None: ...
+    def saved(self, messages: int, size: int) -> None: ...
+    def folder_done(self, result: FolderResult) -> None: ...
+    def warn(self, text: str) -> None: ...
+
+
+class NoBackupProgress:
+    def folder_start(self, name: str, messages: int, size: int) -> None:
+        pass
+
+    def saved(self, messages: int, size: int) -> None:
+        pass
+
+    def folder_done(self, result: FolderResult) -> None:
+        pass
+
+    def warn(self, text: str) -> None:
+        log.warning("%s", text)
+
+
+@dataclass
+class FolderSync:
+    """Everything known about the folder being synced."""
+
+    info: FolderInfo
+    record: FolderRecord
+    result: FolderResult
+    uidvalidity: int = 0
+    new_generation: bool = False
+    committed: int = 0  # mbox length covered by the state
+
+
+class SyncParts:
+    """One run's session, archive, options and progress, shared by the engine's parts."""
+
+    def __init__(self, session: ImapSession, archive: Archive, options: BackupOptions,
+                 progress: BackupProgress) -> None:
+        self.session = session
+        self.archive = archive
+        self.options = options
+        self.progress = progress
+        policy = RetryPolicy(options.max_retries, options.retry_delay, options.busy_wait, options.stop)
+        self.retrying = Retrying(policy, session.reconnect, str(session.settings.server))
+
+    @property
+    def state(self) -> StateDB:
+        return self.archive.state
+
+    @property
+    def store(self) -> MailStore:
+        return self.archive.store
+
+    def call(self, folder: FolderSync | None, action: Callable[[], T], tries: int | None = None) -> T:
+        """Run an IMAP action under the retry policy; after a reconnect `folder` is examined again."""
+        return self.retrying.call(action, self._reopen(folder), tries)
+
+    def reconnect(self, folder: FolderSync | None) -> None:
+        self.retrying.reconnect(self._reopen(folder))
+
+    def warn(self, folder: FolderSync, text: str) -> None:
+        """A warning the folder's result keeps (reports show it) and the user sees now."""
+        folder.result.warnings.append(text)
+        self.progress.warn(text)
+
+    def _reopen(self, folder: FolderSync | None) -> Callable[[], object] | None:
+        if folder is None:
+            return None
+        name = folder.info.name
+        return lambda: self.session.examine(name)
