@@ -28,7 +28,7 @@ ONLY_IN = {"imapclient": "imap", "click": "cli", "tqdm": "cli", "keyring": "secr
            "yaml": "config"}  # PyYAML: start-up time, see config/yamlfile.py
 MAX_LINES = 500
 # Split by the same restructuring (issue 15) in a change of its own.
-NOT_YET_SPLIT = {"sync/engine.py"}
+NOT_YET_SPLIT: set[str] = set()  # a module over the limit while it waits for its split
 
 
 def modules() -> list[tuple[str, Path]]:
