@@ -23,6 +23,7 @@ from mailbackup.model import StoredMessage
 from mailbackup.store.base import Absent, Inventory, MailStore, Recovery
 from mailbackup.store.body import CHUNK, MessageBody, sha256_of_file
 from mailbackup.store.files import fsync_directory, make_durable, make_private_dirs
+from mailbackup.store.keywords import KeywordTable, keywords_of
 
 FLAG_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S", "\\Deleted": "T"}
 INFO_SEPARATORS = (":", ";", "!")
@@ -36,9 +37,13 @@ def default_info_separator() -> str:
     return ";" if os.name == "nt" else ":"
 
 
-def info_suffix(flags: tuple[str, ...], separator: str) -> str:
-    letters = sorted({FLAG_LETTERS[flag] for flag in flags if flag in FLAG_LETTERS})
-    return f"{separator}2,{''.join(letters)}"
+SYSTEM_LETTERS = {flag.casefold(): letter for flag, letter in FLAG_LETTERS.items()}
+
+
+def info_suffix(flags: tuple[str, ...], separator: str, keyword_letters: str = "") -> str:
+    """``:2,`` with the system flags' capital letters, then the keywords' (see keywords.py)."""
+    letters = sorted({SYSTEM_LETTERS[flag.casefold()] for flag in flags if flag.casefold() in SYSTEM_LETTERS})
+    return f"{separator}2,{''.join(letters)}{keyword_letters}"
 
 
 def base_name(file_name: str) -> str:
@@ -67,6 +72,7 @@ class MaildirStore(MailStore):
         self.separator = info_separator or default_info_separator()
         self._counter = 0
         self._host = _safe_host()
+        self._keyword_tables: dict[Path, KeywordTable] = {}
 
     def prepare(self, local_path: str) -> None:
         folder = self.resolve(local_path)
@@ -87,7 +93,7 @@ class MaildirStore(MailStore):
         staged = [self._write_tmp(folder / "tmp", message, body) for message, body in items]
         make_durable(staged, folder / "tmp")  # bytes on disk before any name appears in cur/
         for (message, _body), tmp_path in zip(items, staged, strict=True):
-            os.replace(tmp_path, folder / "cur" / self._file_name(message, message.flags))
+            os.replace(tmp_path, folder / "cur" / self._file_name(folder, message, message.flags))
         fsync_directory(folder / "cur")
         return [message for message, _body in items]
 
@@ -108,14 +114,23 @@ class MaildirStore(MailStore):
         os.utime(path, (stamp, stamp))
         return path
 
-    def _file_name(self, message: StoredMessage, flags: tuple[str, ...]) -> str:
+    def _file_name(self, folder: Path, message: StoredMessage, flags: tuple[str, ...], *, add: bool = True) -> str:
+        """The message's name in cur/; `add`: give new keywords their letters (writes dovecot-keywords)."""
         assert message.location
-        return message.location + info_suffix(flags, self.separator)
+        return message.location + info_suffix(flags, self.separator, self._keyword_letters(folder, flags, add=add))
+
+    def _keyword_letters(self, folder: Path, flags: tuple[str, ...], *, add: bool) -> str:
+        if not keywords_of(flags):
+            return ""
+        table = self._keyword_tables.get(folder)
+        if table is None:
+            table = self._keyword_tables[folder] = KeywordTable(folder)
+        return table.letters(flags, add=add)
 
     def find(self, local_path: str, message: StoredMessage) -> Path | None:
         """The message's file, wherever its flags or another mail client put it."""
         folder = self.resolve(local_path)
-        exact = folder / "cur" / self._file_name(message, message.flags)
+        exact = folder / "cur" / self._file_name(folder, message, message.flags, add=False)
         if exact.exists():
             return exact
         base = message.location
@@ -178,7 +193,8 @@ class MaildirStore(MailStore):
         current = self.find(local_path, message)
         if current is None:
             return updated
-        target = self.resolve(local_path) / "cur" / self._file_name(message, flags)
+        folder = self.resolve(local_path)
+        target = folder / "cur" / self._file_name(folder, message, flags)
         if current != target:
             os.replace(current, target)
         return updated

@@ -121,7 +121,7 @@ EMPTY_TOKEN = "%"
 _MARKER = "~"
 _ALWAYS_ESCAPED = frozenset('%~/\\:*?"<>|\x7f') | frozenset(map(chr, range(0x20)))
 _EDGE_ESCAPED = frozenset(". ")
-_MAILDIR_RESERVED = frozenset({"cur", "new", "tmp"})
+_MAILDIR_RESERVED = frozenset({"cur", "new", "tmp", "dovecot-keywords"})  # keywords.py keeps a file of that name
 _MBOX_SUFFIX = ".mbox"
 _WINDOWS_DEVICES = frozenset(
     {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"}
