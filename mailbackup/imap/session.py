@@ -24,7 +24,9 @@ from mailbackup.errors import FolderError, MailbackupError, ServerBusy, ServerEr
 from mailbackup.i18n import _
 from mailbackup.imap import compress, utf7
 from mailbackup.imap.connect import login, open_client, translate_errors
-from mailbackup.imap.fetchstream import MAX_LITERAL, BatchResult, FetchPipeline, MetaRow
+from mailbackup.imap.lexer import MAX_LITERAL
+from mailbackup.imap.parse import MetaRow
+from mailbackup.imap.pipeline import BatchResult, FetchPipeline
 from mailbackup.imap.pushback import busy_error
 from mailbackup.imap.uidset import to_sequence_set
 from mailbackup.model import (
@@ -313,7 +315,7 @@ class ImapSession:
     def stream_bodies(self, batches: Iterable[list[int]], *, spool_dir: Path, spool_above: int,
                       depth: int = 3) -> Generator[BatchResult, None, None]:
         """Whole messages, batch by batch, with `depth` FETCH commands in flight
-        (see fetchstream.py); bodies above `spool_above` bytes go to files."""
+        (see pipeline.py); bodies above `spool_above` bytes go to files."""
         imap = self.client._imap
         pipeline = FetchPipeline(imap.file, imap.send, spool_dir=spool_dir, spool_above=spool_above, depth=depth)
         with translate_errors(self.settings):

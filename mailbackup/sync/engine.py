@@ -24,7 +24,7 @@ from mailbackup.archive import Archive
 from mailbackup.errors import ConnectError, ConnectionLost, FolderError, Interrupted, ServerBusy, ServerError
 from mailbackup.headers import HeaderSummary, summarize
 from mailbackup.i18n import _
-from mailbackup.imap.fetchstream import BatchResult
+from mailbackup.imap.pipeline import BatchResult
 from mailbackup.imap.pushback import WaitBudget, busy_error
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, FolderResult, FolderStatus, MessageMeta, RunStats, StoredMessage
