@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mailbackup import faults
-from mailbackup.errors import ConnectionLost, ExitCode, StorageError
+from mailbackup.errors import ConnectionLost, ExitCode, ServerError, StorageError
 from mailbackup.i18n import _
 from mailbackup.store.body import MessageBody, SpoolFile
 
@@ -39,6 +39,11 @@ class ProtocolViolation(ConnectionLost):
     """The server broke IMAP mid-response; the connection must be dropped (see the module docstring)."""
 
     exit_code = ExitCode.PROTOCOL
+
+
+class ResponseTooLarge(ServerError):
+    """A server's answer outside a message body passed our limits (imap/wire.py):
+    the run stops rather than hold it in memory, and no folder is skipped for it."""
 
 
 def read_line(reader: BinaryIO) -> bytes:
