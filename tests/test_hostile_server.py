@@ -428,3 +428,91 @@ def test_nonsense_sizes_flags_and_dates_before_the_bodies_cost_nothing(serve, ce
 
     assert run.code == 0, run.stderr
     assert assert_consistent(dest, server) == everything(server)
+
+
+# -- logging in: bare line feeds, BAD, lines that are not IMAP (issue 13, defect 3) ------------
+ASCII_PASSWORD = "Ascii-Only-2567"
+
+
+def auth_test(server: FakeImapServer, certs: Certs) -> Run:
+    return Run(["auth", "test", server.user, "--server", server.address, "--cafile", str(certs.ca), "--timeout", "5"],
+               server.password)
+
+
+class MailutilsLogin(Script):
+    """GNU mailutils imap4d 3.15: the OK after AUTHENTICATE PLAIN ends with a bare LF."""
+
+    def authenticate(self, conn: Conn, tag: bytes, user: str, password: str) -> None:
+        if not conn.server.accepts(user, password):
+            super().authenticate(conn, tag, user, password)
+            return
+        conn.authenticated = True
+        conn.send(tag + b" OK AUTHENTICATE PLAIN completed\n")
+
+
+def test_a_bare_line_feed_after_authenticate_is_a_line_end(certs):
+    with FakeImapServer(certs=certs, script=MailutilsLogin()) as server:
+        run = auth_test(server, certs)
+
+    assert run.code == 0, run.stderr
+    assert b"LOGIN" not in server.commands()
+
+
+def test_a_server_that_ends_every_line_with_a_bare_line_feed_is_backed_up(serve, certs, dest):
+    script = Script()
+    script.bare_lf = True
+    server = serve(script=script)
+
+    run = backup(server, certs, dest)
+
+    assert run.code == 0, run.stderr
+    assert assert_consistent(dest, server) == everything(server)
+
+
+class BrokenAuthenticate(Script):
+    """AUTHENTICATE PLAIN answered with BAD, or with a line that is not IMAP; LOGIN works (or not)."""
+
+    def __init__(self, how: str, login_works: bool = True) -> None:
+        self.how = how
+        self.login_works = login_works
+
+    def do_authenticate(self, conn: Conn, tag: bytes, args: bytes) -> None:
+        conn.send(b"+ \r\n")
+        conn.line()
+        if self.how == "BAD":
+            conn.send(tag + b" BAD [CLIENTBUG] Invalid AUTHENTICATE data\r\n")
+        else:
+            conn.send(b"\x1b[31mthis is not IMAP\r\n")
+
+    def do_login(self, conn: Conn, tag: bytes, args: bytes) -> None:
+        if self.login_works:
+            super().do_login(conn, tag, args)
+        else:
+            conn.send(tag + b" BAD LOGIN is not spoken here\r\n")
+
+
+@pytest.mark.parametrize("how", ["BAD", "not IMAP"])
+def test_authenticate_failing_otherwise_than_by_no_falls_back_to_login(certs, how):
+    with FakeImapServer(certs=certs, script=BrokenAuthenticate(how), password=ASCII_PASSWORD) as server:
+        run = auth_test(server, certs)
+
+    assert run.code == 0, run.stderr
+    commands = server.commands()
+    assert commands.index(b"LOGIN") == commands.index(b"AUTHENTICATE") + 1, commands
+    assert [password for _user, password, _encrypted in server.credentials] == [ASCII_PASSWORD]  # by LOGIN
+
+
+@pytest.mark.parametrize("how,password,login_works", [("BAD", "รหัสลับ-ศาล-1", True), ("not IMAP", "รหัสลับ-ศาล-1", True),
+                                                      ("BAD", ASCII_PASSWORD, False)])
+def test_a_protocol_problem_at_login_is_not_called_a_wrong_password(certs, how, password, login_works):
+    script = BrokenAuthenticate(how, login_works=login_works)
+    with FakeImapServer(certs=certs, script=script, password=password) as server:
+        run = auth_test(server, certs)
+
+    assert run.code == ExitCode.PROTOCOL, run.stderr
+    line = run.error_line()
+    assert "broke the protocol while logging in" in line and "this says nothing about the password" in line, line
+    assert "login refused" not in line and "check the password" not in line
+    assert "\x1b" not in run.stderr
+    if not password.isascii():
+        assert b"LOGIN" not in server.commands()  # imaplib's LOGIN cannot carry it
