@@ -516,3 +516,46 @@ def test_a_protocol_problem_at_login_is_not_called_a_wrong_password(certs, how, 
     assert "\x1b" not in run.stderr
     if not password.isascii():
         assert b"LOGIN" not in server.commands()  # imaplib's LOGIN cannot carry it
+
+
+# -- an endless answer outside FETCH (issue 14, item 3) -------------------------------------------
+class EndlessList(Script):
+    """LIST answered without end: literals of 200 MB, literals just under the
+    64 KiB limit, or small lines, until the client hangs up."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def list_lines(self, conn: Conn) -> Iterator[bytes]:
+        number = 0
+        while True:
+            number += 1
+            if self.how == "200 MB literals":
+                yield b'* LIST () "/" {%d}\r\n' % (200 << 20)
+                for _ in range(200):
+                    yield b"x" * (1 << 20)
+                yield b"\r\n"
+            elif self.how == "60 KiB literals":
+                yield b'* LIST () "/" {61440}\r\n' + b"%061440d" % number + b"\r\n"
+            else:
+                yield b"".join(b'* LIST (\\HasNoChildren) "/" "f%d-%d"\r\n' % (number, line) for line in range(1000))
+
+
+@pytest.mark.parametrize("how,expected", [
+    ("200 MB literals", "server announced a literal of 209715200 bytes; refusing (at most 65536 here)"),
+    ("60 KiB literals", "the server's answer to one command passed 100000 lines or 16 MB; refusing"),
+    ("small lines", "the server's answer to one command passed 100000 lines or 16 MB; refusing"),
+])
+def test_an_endless_folder_list_ends_quickly_in_bounded_memory(serve, certs, dest, tmp_path, how, expected):
+    baseline = backup(serve(), certs, tmp_path / "baseline")
+    assert baseline.code == 0, baseline.stderr
+    server = serve(script=EndlessList(how))
+
+    started = time.monotonic()
+    run = backup(server, certs, dest)
+
+    assert run.code == ExitCode.PROTOCOL, run.stderr
+    assert expected in run.error_line()
+    assert time.monotonic() - started < 60
+    assert run.peak_kib - baseline.peak_kib < 32 * 1024, (run.peak_kib, baseline.peak_kib)
+    assert state_rows(dest, ACCOUNT, "SELECT count(*) FROM messages") == [(0,)]
