@@ -8,16 +8,16 @@ from __future__ import annotations
 import imaplib
 import importlib.metadata
 import inspect
+import logging
 import ssl
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import imapclient
 import pytest
 from conftest import ImapUser, new_filled_user, new_user
 
-from mailbackup.imap import compress, wire
-from mailbackup.imap.append import AppendItem, TargetMailbox
+from mailbackup.imap import compress, redact, wire
+from mailbackup.imap.append import TargetMailbox
 from mailbackup.imap.connect import open_client
 from mailbackup.imap.lexer import ResponseTooLarge
 from mailbackup.imap.pipeline import FetchPipeline
@@ -115,8 +115,8 @@ def test_append_raw_keeps_the_bytes_and_a_refused_literal_is_recognised(dovecot_
     with ImapSession(settings_of(target), target.name, target.password) as opened:
         mailbox = TargetMailbox(opened)
         folder = mailbox.select("INBOX")
-        single = mailbox._single_append("INBOX", AppendItem(body, ("\\Seen",), datetime(2024, 1, 15, 9, 30, tzinfo=UTC)))
-        assert single[0] == "OK"
+        status, _data = wire.append_raw(opened.client, "INBOX", ("\\Seen",), "15-Jan-2024 09:30:00 +0700", body)
+        assert status == "OK"
         assert mailbox.fetch_body(folder.uidnext) == body
     source = inspect.getsource(imapclient.imapclient.IMAPClient)
     assert wire.REFUSED_LITERAL in source
@@ -137,3 +137,14 @@ def test_login_answers_are_told_apart(dovecot_server, mechanism):
     finally:
         refused.shutdown()
         accepted.shutdown()
+
+
+def test_imapclient_logs_through_the_loggers_we_filter():
+    import imapclient.response_parser
+    import imapclient.util
+
+    for module in (imapclient.imapclient, imapclient.util):
+        assert module.logger.name in wire.IMAPCLIENT_LOGGERS
+    assert "imapclient.imaplib" in inspect.getsource(imapclient.imapclient.IMAPClient)
+    assert {logger.name for logger in map(logging.getLogger, wire.IMAPCLIENT_LOGGERS)
+            if any(isinstance(found, redact._LogRedaction) for found in logger.filters)} == set(wire.IMAPCLIENT_LOGGERS)

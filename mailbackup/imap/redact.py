@@ -3,8 +3,13 @@
 A server may repeat what it was sent: in a refusal, in a BAD, in a broken
 line.  The password goes out in several forms (as is in AUTHENTICATE PLAIN's
 base64, quoted and escaped in LOGIN), and comes back printed in others
-(Python's and JSON's escapes).  Every form is masked in the server's whole
+(Python's and JSON's escapes, or only its ASCII characters: imapclient
+decodes a server's words as ASCII and drops the rest).  Every form is masked in the server's whole
 text, before anything cuts it short, so no fragment survives at the edge.
+
+imapclient logs a server's words it cannot decode (a warning, shown on
+stderr and in a sweep's log): its loggers pass every record through the
+redactions of the sessions alive (`watch_logs`).
 
 A short password cannot be masked where it occurs: ``x`` is inside any word,
 and ``t@***`` for ``t@x`` names it.  When a password shorter than
@@ -15,9 +20,12 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import weakref
 from dataclasses import dataclass
 
 from mailbackup.i18n import N_, _
+from mailbackup.imap.wire import IMAPCLIENT_LOGGERS
 
 MIN_MASKED = 8
 MASK = "***"
@@ -36,7 +44,7 @@ class Redaction:
         forms = {password, escaped, base64.b64encode(f"\0{account}\0{password}".encode()).decode(),
                  base64.b64encode(password.encode()).decode().rstrip("="),
                  ascii(password)[1:-1], repr(password)[1:-1], json.dumps(password)[1:-1],
-                 repr(password.encode())[2:-1]}
+                 repr(password.encode())[2:-1], password.encode("ascii", "ignore").decode()}
         return cls(tuple(sorted((form for form in forms if form), key=len, reverse=True)))
 
     def server_text(self, text: str) -> str:
@@ -61,3 +69,27 @@ class Redaction:
 
 
 NO_REDACTION = Redaction(())
+
+
+_watched: weakref.WeakSet[Redaction] = weakref.WeakSet()
+
+
+class _LogRedaction(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        redactions = list(_watched)
+        if redactions:
+            text = record.getMessage()
+            for redaction in redactions:
+                text = redaction.server_text(text)
+            record.msg, record.args = text, ()
+        return True
+
+
+def watch_logs(redaction: Redaction) -> None:
+    """Mask `redaction`'s password in imapclient's log records for as long as it lives."""
+    _watched.add(redaction)
+
+
+_LOG_FILTER = _LogRedaction()
+for _name in IMAPCLIENT_LOGGERS:  # a logger's filter does not see its children's records
+    logging.getLogger(_name).addFilter(_LOG_FILTER)

@@ -25,7 +25,7 @@ from mailbackup.imap.lexer import ResponseTooLarge
 from mailbackup.imap.parse import MetaRow
 from mailbackup.imap.pipeline import BatchResult, FetchPipeline
 from mailbackup.imap.pushback import busy_error
-from mailbackup.imap.redact import Redaction
+from mailbackup.imap.redact import Redaction, watch_logs
 from mailbackup.imap.uidset import to_sequence_set
 from mailbackup.model import (
     ConnectionSettings,
@@ -43,6 +43,7 @@ class ImapSession:
         self.account = account
         self._password = password
         self._redaction = Redaction.of(account, password)
+        watch_logs(self._redaction)
         self._client: imapclient.IMAPClient | None = None
         self.compressed = False
         self.selected: str | None = None

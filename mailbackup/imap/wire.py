@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 MAX_RESPONSE_LITERAL = 64 * 1024  # a folder name, a STATUS value: nothing outside a message is bigger
 MAX_RESPONSE_ENTRIES = 100_000  # untagged answers to one command (LIST-STATUS of 10,000 folders: 20,000)
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+# imapclient's loggers (imap/redact.py filters them: they repeat what a server said)
+IMAPCLIENT_LOGGERS = ("imapclient", "imapclient.imapclient", "imapclient.util", "imapclient.imaplib",
+                      "imapclient.response_parser")
 # imapclient raises this when the server answers a literal with a tagged NO
 # instead of a continuation (no LITERAL+): the command is over, refused.
 REFUSED_LITERAL = "unexpected response while waiting for continuation"
