@@ -109,6 +109,12 @@ def test_outside_a_fetch_of_messages_a_large_literal_is_refused(session):
         session.client.fetch([3], ["BODY.PEEK[]"])  # imapclient's fetch without message_literals
 
 
+def test_other_imapclient_connections_in_the_process_keep_their_limits(user, imap_client_factory):
+    client = imap_client_factory(user)  # not opened by mailbackup: only the 2 GB bound on a literal applies
+    client.select_folder("INBOX", readonly=True)
+    assert client.fetch([3], ["BODY.PEEK[]"])[3][b"BODY[]"] == BIG
+
+
 def test_append_raw_keeps_the_bytes_and_a_refused_literal_is_recognised(dovecot_server):
     target = new_user(dovecot_server)
     body = "Subject: ดิบ 8-bit\r\n\r\nไม่แปลง\r\n".encode()  # raw 8-bit header bytes, sent as they are

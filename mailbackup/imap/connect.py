@@ -72,16 +72,12 @@ def make_ssl_context(settings: ConnectionSettings) -> ssl.SSLContext:
 def open_client(settings: ConnectionSettings) -> imapclient.IMAPClient:
     """Connect and secure the channel; no credentials are sent here."""
     context = make_ssl_context(settings)
+    implicit = settings.tls_mode is TLSMode.IMPLICIT
     with translate_errors(settings):
-        if settings.tls_mode is TLSMode.IMPLICIT:
-            client = imapclient.IMAPClient(
-                settings.server.host, settings.server.port, ssl=True,
-                ssl_context=context, timeout=settings.timeout,
-            )
-        else:
-            client = imapclient.IMAPClient(
-                settings.server.host, settings.server.port, ssl=False, timeout=settings.timeout,
-            )
+        client = imapclient.IMAPClient(settings.server.host, settings.server.port, ssl=implicit,
+                                       ssl_context=context if implicit else None, timeout=settings.timeout)
+        wire.limit_responses(client)
+        if not implicit:
             _start_tls(client, context, settings)
     client.normalise_times = False  # keep INTERNALDATE's own time zone
     _send_at_once(client)

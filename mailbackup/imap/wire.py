@@ -14,10 +14,12 @@ Installed when this module is imported (by mailbackup/imap/__init__.py, so
 before any connection exists):
 
 * imaplib reads a literal with one ``file.read(size)`` of the size the server
-  announced: ``{99999999999}`` would allocate 93 GB.  Outside a command that
-  fetches messages a literal may hold at most `MAX_RESPONSE_LITERAL` bytes,
-  and one command's untagged answers at most `MAX_RESPONSE_ENTRIES` entries
-  and `MAX_RESPONSE_BYTES` bytes (an endless LIST grew a process past 5 GB).
+  announced: ``{99999999999}`` would allocate 93 GB.  No literal may pass
+  `MAX_LITERAL`; and on our own connections (`limit_responses`), outside a
+  command that fetches messages, a literal may hold at most
+  `MAX_RESPONSE_LITERAL` bytes, and one command's untagged answers at most
+  `MAX_RESPONSE_ENTRIES` entries and `MAX_RESPONSE_BYTES` bytes (an endless
+  LIST grew a process past 5 GB).
 * imaplib refuses a line that does not end in CRLF; GNU mailutils imap4d ends
   its answer to AUTHENTICATE PLAIN with a bare LF.  A bare LF is taken as a
   line end.
@@ -97,12 +99,17 @@ _IMAPLIB_READ = imaplib.IMAP4.read
 _IMAPLIB_READLINE = imaplib.IMAP4.readline
 _IMAPLIB_NEW_TAG = imaplib.IMAP4._new_tag  # type: ignore[attr-defined]
 _IMAPLIB_APPEND_UNTAGGED = imaplib.IMAP4._append_untagged  # type: ignore[attr-defined]
+_LIMITED = "_mailbackup_limited"  # set on our own connections (other imapclient users in the process keep theirs)
 _MESSAGES = "_mailbackup_messages"  # set while a command that fetches messages runs
 _USED = "_mailbackup_used"  # [entries, bytes] of the running command's untagged answers
 
 
+def _tight(imap: imaplib.IMAP4) -> bool:
+    return getattr(imap, _LIMITED, False) and not getattr(imap, _MESSAGES, False)
+
+
 def _bounded_read(self: imaplib.IMAP4, size: int) -> bytes:
-    limit = MAX_LITERAL if getattr(self, _MESSAGES, False) else MAX_RESPONSE_LITERAL
+    limit = MAX_RESPONSE_LITERAL if _tight(self) else MAX_LITERAL
     if size > limit:
         raise ResponseTooLarge(_("server announced a literal of {size} bytes; refusing (at most {limit} here)")
                                .format(size=size, limit=limit))
@@ -122,7 +129,7 @@ def _new_tag(self: imaplib.IMAP4) -> bytes:
 
 
 def _bounded_append_untagged(self: imaplib.IMAP4, typ: str, dat: Any) -> None:
-    if not getattr(self, _MESSAGES, False):
+    if _tight(self):
         used = getattr(self, _USED, None)
         if used is None:
             used = [0, 0]
@@ -141,6 +148,11 @@ def install() -> None:
     imaplib.IMAP4._new_tag = _new_tag  # type: ignore[attr-defined]
     imaplib.IMAP4._append_untagged = _bounded_append_untagged  # type: ignore[attr-defined]
     imaplib.Commands.setdefault("COMPRESS", ("AUTH", "SELECTED"))
+
+
+def limit_responses(client: imapclient.IMAPClient) -> None:
+    """Hold this connection's answers outside messages to the limits above."""
+    setattr(client._imap, _LIMITED, True)
 
 
 @contextlib.contextmanager
