@@ -559,3 +559,31 @@ def test_an_endless_folder_list_ends_quickly_in_bounded_memory(serve, certs, des
     assert time.monotonic() - started < 60
     assert run.peak_kib - baseline.peak_kib < 32 * 1024, (run.peak_kib, baseline.peak_kib)
     assert state_rows(dest, ACCOUNT, "SELECT count(*) FROM messages") == [(0,)]
+
+
+class EndlessStatus(Script):
+    """STATUS of งานคดี/2567 answered with small lines without end."""
+
+    def status(self, conn: Conn, tag: bytes, folder: Folder) -> None:
+        if folder.wire != imap_utf7.encode("งานคดี/2567"):
+            super().status(conn, tag, folder)
+            return
+        line = b'* STATUS "x" (MESSAGES 1)\r\n' * 1000
+        while not conn.closed:
+            conn.send(line)
+
+
+def test_an_endless_status_answer_costs_that_folder_and_the_next_ones_are_read_afresh(serve, certs, dest):
+    folders = [*mailbox(), Folder.named("ๆ-last", [letter(20)])]  # sorted after the folder whose STATUS floods
+    server = serve(folders, script=EndlessStatus())
+
+    started = time.monotonic()
+    run = backup(server, certs, dest)
+
+    assert run.code == ExitCode.WARNINGS, run.stderr
+    assert "FAILED  งานคดี/2567: cannot read status of folder 'งานคดี/2567': the server's answer to one command " \
+        "passed 100000 lines or 16 MB; refusing" in run.stderr
+    assert time.monotonic() - started < 60 and run.peak_kib < BOUNDED_KIB
+    saved = assert_consistent(dest, server)
+    assert sorted(saved) == ["INBOX", "ๆ-last"] and len(saved["INBOX"]) == 5  # on a new connection
+    assert server.connections >= 2

@@ -42,8 +42,8 @@ class ProtocolViolation(ConnectionLost):
 
 
 class ResponseTooLarge(ServerError):
-    """A server's answer outside a message body passed our limits (imap/wire.py):
-    the run stops rather than hold it in memory, and no folder is skipped for it."""
+    """A server's answer outside a message body passed our limits (imap/wire.py);
+    the connection is dropped rather than hold the answer in memory."""
 
 
 def read_line(reader: BinaryIO) -> bytes:

@@ -215,8 +215,8 @@ class ImapSession:
         try:
             with self.translated():
                 data = self.client.folder_status(name, self._status_items())
-        except (ServerBusy, ResponseTooLarge):
-            raise  # pushback is waited out by the caller; a flood ends the run: neither is a broken folder
+        except ServerBusy:
+            raise  # pushback is waited out by the caller, not a broken folder
         except ServerError as exc:
             raise FolderError(_("cannot read status of folder {folder!r}: {error}").format(
                 folder=name, error=exc.message)) from None
@@ -232,8 +232,8 @@ class ImapSession:
         try:
             with self.translated():
                 response = self.client.select_folder(name, readonly=True)
-        except (ServerBusy, ResponseTooLarge):
-            raise  # pushback is waited out by the caller; a flood ends the run: neither is a broken folder
+        except ServerBusy:
+            raise  # pushback is waited out by the caller, not a broken folder
         except ServerError as exc:
             raise FolderError(_("cannot open folder {folder!r}: {error}").format(folder=name, error=exc.message)) \
                 from None

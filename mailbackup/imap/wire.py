@@ -37,7 +37,7 @@ import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.machinery import PathFinder
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 from mailbackup.i18n import _
 from mailbackup.imap.lexer import MAX_LITERAL, ResponseTooLarge
@@ -111,8 +111,8 @@ def _tight(imap: imaplib.IMAP4) -> bool:
 def _bounded_read(self: imaplib.IMAP4, size: int) -> bytes:
     limit = MAX_RESPONSE_LITERAL if _tight(self) else MAX_LITERAL
     if size > limit:
-        raise ResponseTooLarge(_("server announced a literal of {size} bytes; refusing (at most {limit} here)")
-                               .format(size=size, limit=limit))
+        _refuse(self, _("server announced a literal of {size} bytes; refusing (at most {limit} here)").format(
+            size=size, limit=limit))
     return _IMAPLIB_READ(self, size)
 
 
@@ -137,9 +137,17 @@ def _bounded_append_untagged(self: imaplib.IMAP4, typ: str, dat: Any) -> None:
         used[0] += 1
         used[1] += sum(len(part) for part in dat if part) if isinstance(dat, tuple) else len(dat or b"")
         if used[0] > MAX_RESPONSE_ENTRIES or used[1] > MAX_RESPONSE_BYTES:
-            raise ResponseTooLarge(_("the server's answer to one command passed {entries} lines or {size} MB; "
-                                     "refusing").format(entries=MAX_RESPONSE_ENTRIES, size=MAX_RESPONSE_BYTES >> 20))
+            _refuse(self, _("the server's answer to one command passed {entries} lines or {size} MB; refusing").format(
+                entries=MAX_RESPONSE_ENTRIES, size=MAX_RESPONSE_BYTES >> 20))
     _IMAPLIB_APPEND_UNTAGGED(self, typ, dat)
+
+
+def _refuse(imap: imaplib.IMAP4, message: str) -> NoReturn:
+    """Drop the connection (the rest of the answer is still on it: nothing read
+    after would be trusted) and say why."""
+    with contextlib.suppress(OSError):
+        imap.shutdown()
+    raise ResponseTooLarge(message)
 
 
 def install() -> None:
