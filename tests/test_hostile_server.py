@@ -481,6 +481,8 @@ class BrokenAuthenticate(Script):
         conn.line()
         if self.how == "BAD":
             conn.send(tag + b" BAD [CLIENTBUG] Invalid AUTHENTICATE data\r\n")
+        elif self.how == "hangs up":
+            conn.close()
         else:
             conn.send(b"\x1b[31mthis is not IMAP\r\n")
 
@@ -500,6 +502,15 @@ def test_authenticate_failing_otherwise_than_by_no_falls_back_to_login(certs, ho
     commands = server.commands()
     assert commands.index(b"LOGIN") == commands.index(b"AUTHENTICATE") + 1, commands
     assert [password for _user, password, _encrypted in server.credentials] == [ASCII_PASSWORD]  # by LOGIN
+
+
+def test_a_server_hanging_up_during_authenticate_is_a_lost_connection(certs):
+    with FakeImapServer(certs=certs, script=BrokenAuthenticate("hangs up"), password=ASCII_PASSWORD) as server:
+        run = auth_test(server, certs)
+
+    assert run.code == ExitCode.CONNECTION, run.stderr  # worth a retry: neither a protocol nor a password problem
+    assert "lost" in run.error_line() and "login refused" not in run.error_line()
+    assert b"LOGIN" not in server.commands()
 
 
 @pytest.mark.parametrize("how,password,login_works", [("BAD", "รหัสลับ-ศาล-1", True), ("not IMAP", "รหัสลับ-ศาล-1", True),

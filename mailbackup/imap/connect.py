@@ -130,7 +130,7 @@ def _authenticate(client: imapclient.IMAPClient, settings: ConnectionSettings, a
         try:
             reply = wire.authenticate_plain(client, account, password)
         except imaplib.IMAP4.abort as exc:
-            if "EOF" in str(exc):
+            if wire.connection_closed(exc):
                 raise  # the connection went away: a reconnect may cure it
             reply = wire.Reply("BAD", "")  # a line that is not IMAP
         if reply.status in ("OK", "NO") or not password.isascii():

@@ -168,11 +168,12 @@ def message_literals(client: imapclient.IMAPClient) -> Iterator[None]:
     """Within: literals up to MAX_LITERAL and answers of any length (a FETCH of
     bodies, of flags of a whole folder)."""
     imap = client._imap
+    before = getattr(imap, _MESSAGES, False)
     setattr(imap, _MESSAGES, True)
     try:
         yield
     finally:
-        setattr(imap, _MESSAGES, False)
+        setattr(imap, _MESSAGES, before)
 
 
 # -- the connection under imapclient -------------------------------------------------
@@ -311,6 +312,11 @@ def login_command(client: imapclient.IMAPClient, account: str, password: str) ->
     """LOGIN (ASCII only: imaplib encodes its arguments as ASCII), answered as OK, NO or BAD."""
     imap = client._imap
     return _login_reply(imap, "LOGIN", account, imap._quote(password))
+
+
+def connection_closed(exc: imaplib.IMAP4.abort) -> bool:
+    """Whether imaplib's abort says the server hung up (not that it sent something that is not IMAP)."""
+    return "socket error: EOF" in str(exc)
 
 
 def _login_reply(imap: imaplib.IMAP4, name: str, *args: str) -> Reply:
