@@ -4,11 +4,11 @@ mailbackup does not control.
 
 Targets:
 
-  fetch     the pipelined FETCH reader (imap/fetchstream.py), fed a server's
+  fetch     the pipelined FETCH reader (imap/pipeline.py), fed a server's
             answer from a BytesIO: only a lost connection or a protocol
             violation may come out, every body reads back at its size, and no
             spooled body file is left behind
-  items     fetchstream._parse_items on one FETCH response's text
+  items     imap/parse.py's parse_items on one FETCH response's text
   headers   headers.summarize on the start of a message: never raises
   mboxrd    store/mboxrd.py: iter_entries / read_entry / body_from_entry on
             an arbitrary mbox file (ValueError only); unquote(quote(x)) == x
@@ -81,7 +81,10 @@ def harness(target: str, workdir: Path) -> Callable[[bytes], None]:
     with atheris.instrument_imports(include=["mailbackup"]):
         from mailbackup import config, headers
         from mailbackup.errors import ConfigError, ConnectionLost, ServerError, StorageError
-        from mailbackup.imap import fetchstream, utf7
+        from mailbackup.imap import utf7
+        from mailbackup.imap.lexer import ProtocolViolation
+        from mailbackup.imap.parse import parse_items
+        from mailbackup.imap.pipeline import FetchPipeline
         from mailbackup.store import mboxrd
         from mailbackup.store.body import MessageBody
 
@@ -90,8 +93,8 @@ def harness(target: str, workdir: Path) -> Callable[[bytes], None]:
 
     def fetch(data: bytes) -> None:
         depth, spool_above = (data[0] % 3) + 1 if data else 1, (data[1] if len(data) > 1 else 0) * 4
-        pipeline = fetchstream.FetchPipeline(io.BytesIO(data[2:]), lambda command: None, spool_dir=spool,
-                                             spool_above=spool_above, depth=depth)
+        pipeline = FetchPipeline(io.BytesIO(data[2:]), lambda command: None, spool_dir=spool,
+                                 spool_above=spool_above, depth=depth)
         try:
             if data and data[0] & 0x80:  # the size/flags/date listing that comes before the bodies
                 for row in pipeline.fetch_meta("1:*"):
@@ -111,8 +114,8 @@ def harness(target: str, workdir: Path) -> Callable[[bytes], None]:
     def items(data: bytes) -> None:
         literals = [MessageBody.from_bytes(b"literal zero"), MessageBody.from_bytes(b"")]
         try:
-            parsed = fetchstream._parse_items(data, literals)
-        except fetchstream.ProtocolViolation:
+            parsed = parse_items(data, literals)
+        except ProtocolViolation:
             return
         assert all(key == key.upper() for key in parsed)
 

@@ -7,7 +7,9 @@ answered with APPENDUID), NOOP, LOGOUT, over implicit
 TLS, STARTTLS or plain text.  Everything it answers goes through a `Script`
 whose methods a test overrides to misbehave: a malformed FETCH, a literal
 whose length lies, a folder list of 10,000 entries, a BYE in the middle of
-a batch, garbage instead of a greeting...
+a batch, garbage instead of a greeting...  A script with `bare_lf` set ends
+every line it sends with LF alone, as GNU mailutils imap4d does after
+AUTHENTICATE (literals are sent untouched).
 
 It records what it receives (`received`: every client line, and whether the
 connection was encrypted when it arrived) and every credential offered
@@ -95,6 +97,27 @@ def quote(value: bytes) -> bytes:
     return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
+def bare_lf(data: bytes) -> bytes:
+    """`data` with each line ending in LF instead of CRLF; literals (``{n}`` at
+    a line's end, then n bytes) are kept as they are."""
+    out: list[bytes] = []
+    position = 0
+    while position < len(data):
+        end = data.find(b"\r\n", position)
+        if end < 0:
+            out.append(data[position:])
+            break
+        line = data[position:end]
+        out.append(line + b"\n")
+        position = end + 2
+        literal = re.search(rb"\{(\d+)\+?\}\Z", line)
+        if literal:
+            size = int(literal.group(1))
+            out.append(data[position:position + size])
+            position += size
+    return b"".join(out)
+
+
 def parse_args(text: bytes) -> list[object]:
     """Atoms and quoted strings as bytes, parenthesised lists as lists."""
     stack: list[list[object]] = [[]]
@@ -142,7 +165,7 @@ class Conn:
         self.last_line = b""  # the last command as received, literals included
 
     def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        self.sock.sendall(bare_lf(data) if self.server.script.bare_lf else data)
 
     def line(self, limit: int = 1 << 16) -> bytes:
         """One client line with any client literals spliced in; b"" at EOF."""
@@ -175,6 +198,7 @@ class Script:
 
     capabilities = b"IMAP4rev1 AUTH=PLAIN"
     starttls_offered = False
+    bare_lf = False  # end every line sent with LF alone (see the module docstring)
 
     def greeting(self, conn: Conn) -> bytes:
         return b"* OK [CAPABILITY " + self.capability_text(conn) + b"] fake IMAP ready\r\n"

@@ -8,7 +8,8 @@ import io
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailbackup.imap.fetchstream import COMMON_SHAPE, FetchPipeline, _parse_general, _parse_items
+from mailbackup.imap.parse import COMMON_SHAPE, parse_general, parse_items
+from mailbackup.imap.pipeline import FetchPipeline
 from mailbackup.store.body import MessageBody
 
 ATOM = st.text(alphabet=st.sampled_from("abcdefXYZ$_-\\0123456789"), min_size=1, max_size=12)
@@ -21,14 +22,14 @@ def test_fast_path_agrees_with_the_general_parser(uid, flags, date, size):
         + b"\x000\x00)"
     literals = [MessageBody.from_bytes(b"body")]
     assert COMMON_SHAPE.match(text)
-    assert _parse_items(text, literals) == _parse_general(text, literals)
+    assert parse_items(text, literals) == parse_general(text, literals)
 
 
 def test_other_orders_take_the_general_path():
     text = b'(BODY[] \x000\x00 UID 7 FLAGS (\\Seen) RFC822.SIZE 4 INTERNALDATE "05-Jan-2024 09:03:07 +0700")'
     literals = [MessageBody.from_bytes(b"body")]
     assert not COMMON_SHAPE.match(text)
-    items = _parse_items(text, literals)
+    items = parse_items(text, literals)
     assert items["UID"] == 7 and items["FLAGS"] == ("\\Seen",) and items["BODY[]"] is literals[0]
 
 

@@ -428,3 +428,173 @@ def test_nonsense_sizes_flags_and_dates_before_the_bodies_cost_nothing(serve, ce
 
     assert run.code == 0, run.stderr
     assert assert_consistent(dest, server) == everything(server)
+
+
+# -- logging in: bare line feeds, BAD, lines that are not IMAP (issue 13, defect 3) ------------
+ASCII_PASSWORD = "Ascii-Only-2567"
+
+
+def auth_test(server: FakeImapServer, certs: Certs) -> Run:
+    return Run(["auth", "test", server.user, "--server", server.address, "--cafile", str(certs.ca), "--timeout", "5"],
+               server.password)
+
+
+class MailutilsLogin(Script):
+    """GNU mailutils imap4d 3.15: the OK after AUTHENTICATE PLAIN ends with a bare LF."""
+
+    def authenticate(self, conn: Conn, tag: bytes, user: str, password: str) -> None:
+        if not conn.server.accepts(user, password):
+            super().authenticate(conn, tag, user, password)
+            return
+        conn.authenticated = True
+        conn.send(tag + b" OK AUTHENTICATE PLAIN completed\n")
+
+
+def test_a_bare_line_feed_after_authenticate_is_a_line_end(certs):
+    with FakeImapServer(certs=certs, script=MailutilsLogin()) as server:
+        run = auth_test(server, certs)
+
+    assert run.code == 0, run.stderr
+    assert b"LOGIN" not in server.commands()
+
+
+def test_a_server_that_ends_every_line_with_a_bare_line_feed_is_backed_up(serve, certs, dest):
+    script = Script()
+    script.bare_lf = True
+    server = serve(script=script)
+
+    run = backup(server, certs, dest)
+
+    assert run.code == 0, run.stderr
+    assert assert_consistent(dest, server) == everything(server)
+
+
+class BrokenAuthenticate(Script):
+    """AUTHENTICATE PLAIN answered with BAD, or with a line that is not IMAP; LOGIN works (or not)."""
+
+    def __init__(self, how: str, login_works: bool = True) -> None:
+        self.how = how
+        self.login_works = login_works
+
+    def do_authenticate(self, conn: Conn, tag: bytes, args: bytes) -> None:
+        conn.send(b"+ \r\n")
+        conn.line()
+        if self.how == "BAD":
+            conn.send(tag + b" BAD [CLIENTBUG] Invalid AUTHENTICATE data\r\n")
+        elif self.how == "hangs up":
+            conn.close()
+        else:
+            conn.send(b"\x1b[31mthis is not IMAP\r\n")
+
+    def do_login(self, conn: Conn, tag: bytes, args: bytes) -> None:
+        if self.login_works:
+            super().do_login(conn, tag, args)
+        else:
+            conn.send(tag + b" BAD LOGIN is not spoken here\r\n")
+
+
+@pytest.mark.parametrize("how", ["BAD", "not IMAP"])
+def test_authenticate_failing_otherwise_than_by_no_falls_back_to_login(certs, how):
+    with FakeImapServer(certs=certs, script=BrokenAuthenticate(how), password=ASCII_PASSWORD) as server:
+        run = auth_test(server, certs)
+
+    assert run.code == 0, run.stderr
+    commands = server.commands()
+    assert commands.index(b"LOGIN") == commands.index(b"AUTHENTICATE") + 1, commands
+    assert [password for _user, password, _encrypted in server.credentials] == [ASCII_PASSWORD]  # by LOGIN
+
+
+def test_a_server_hanging_up_during_authenticate_is_a_lost_connection(certs):
+    with FakeImapServer(certs=certs, script=BrokenAuthenticate("hangs up"), password=ASCII_PASSWORD) as server:
+        run = auth_test(server, certs)
+
+    assert run.code == ExitCode.CONNECTION, run.stderr  # worth a retry: neither a protocol nor a password problem
+    assert "lost" in run.error_line() and "login refused" not in run.error_line()
+    assert b"LOGIN" not in server.commands()
+
+
+@pytest.mark.parametrize("how,password,login_works", [("BAD", "รหัสลับ-ศาล-1", True), ("not IMAP", "รหัสลับ-ศาล-1", True),
+                                                      ("BAD", ASCII_PASSWORD, False)])
+def test_a_protocol_problem_at_login_is_not_called_a_wrong_password(certs, how, password, login_works):
+    script = BrokenAuthenticate(how, login_works=login_works)
+    with FakeImapServer(certs=certs, script=script, password=password) as server:
+        run = auth_test(server, certs)
+
+    assert run.code == ExitCode.PROTOCOL, run.stderr
+    line = run.error_line()
+    assert "broke the protocol while logging in" in line and "this says nothing about the password" in line, line
+    assert "login refused" not in line and "check the password" not in line
+    assert "\x1b" not in run.stderr
+    if not password.isascii():
+        assert b"LOGIN" not in server.commands()  # imaplib's LOGIN cannot carry it
+
+
+# -- an endless answer outside FETCH (issue 14, item 3) -------------------------------------------
+class EndlessList(Script):
+    """LIST answered without end: literals of 200 MB, literals just under the
+    64 KiB limit, or small lines, until the client hangs up."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def list_lines(self, conn: Conn) -> Iterator[bytes]:
+        number = 0
+        while True:
+            number += 1
+            if self.how == "200 MB literals":
+                yield b'* LIST () "/" {%d}\r\n' % (200 << 20)
+                for _ in range(200):
+                    yield b"x" * (1 << 20)
+                yield b"\r\n"
+            elif self.how == "60 KiB literals":
+                yield b'* LIST () "/" {61440}\r\n' + b"%061440d" % number + b"\r\n"
+            else:
+                yield b"".join(b'* LIST (\\HasNoChildren) "/" "f%d-%d"\r\n' % (number, line) for line in range(1000))
+
+
+@pytest.mark.parametrize("how,expected", [
+    ("200 MB literals", "server announced a literal of 209715200 bytes; refusing (at most 65536 here)"),
+    ("60 KiB literals", "the server's answer to one command passed 100000 lines or 16 MB; refusing"),
+    ("small lines", "the server's answer to one command passed 100000 lines or 16 MB; refusing"),
+])
+def test_an_endless_folder_list_ends_quickly_in_bounded_memory(serve, certs, dest, tmp_path, how, expected):
+    baseline = backup(serve(), certs, tmp_path / "baseline")
+    assert baseline.code == 0, baseline.stderr
+    server = serve(script=EndlessList(how))
+
+    started = time.monotonic()
+    run = backup(server, certs, dest)
+
+    assert run.code == ExitCode.PROTOCOL, run.stderr
+    assert expected in run.error_line()
+    assert time.monotonic() - started < 60
+    assert run.peak_kib - baseline.peak_kib < 32 * 1024, (run.peak_kib, baseline.peak_kib)
+    assert state_rows(dest, ACCOUNT, "SELECT count(*) FROM messages") == [(0,)]
+
+
+class EndlessStatus(Script):
+    """STATUS of งานคดี/2567 answered with small lines without end."""
+
+    def status(self, conn: Conn, tag: bytes, folder: Folder) -> None:
+        if folder.wire != imap_utf7.encode("งานคดี/2567"):
+            super().status(conn, tag, folder)
+            return
+        line = b'* STATUS "x" (MESSAGES 1)\r\n' * 1000
+        while not conn.closed:
+            conn.send(line)
+
+
+def test_an_endless_status_answer_costs_that_folder_and_the_next_ones_are_read_afresh(serve, certs, dest):
+    folders = [*mailbox(), Folder.named("ๆ-last", [letter(20)])]  # sorted after the folder whose STATUS floods
+    server = serve(folders, script=EndlessStatus())
+
+    started = time.monotonic()
+    run = backup(server, certs, dest)
+
+    assert run.code == ExitCode.WARNINGS, run.stderr
+    assert "FAILED  งานคดี/2567: cannot read status of folder 'งานคดี/2567': the server's answer to one command " \
+        "passed 100000 lines or 16 MB; refusing" in run.stderr
+    assert time.monotonic() - started < 60 and run.peak_kib < BOUNDED_KIB
+    saved = assert_consistent(dest, server)
+    assert sorted(saved) == ["INBOX", "ๆ-last"] and len(saved["INBOX"]) == 5  # on a new connection
+    assert server.connections >= 2

@@ -21,7 +21,9 @@ from hypothesis import strategies as st
 from mailbackup.archive import account_dir
 from mailbackup.errors import ConnectionLost
 from mailbackup.imap import utf7
-from mailbackup.imap.fetchstream import FetchPipeline, ProtocolViolation, _parse_items
+from mailbackup.imap.lexer import ProtocolViolation
+from mailbackup.imap.parse import parse_items
+from mailbackup.imap.pipeline import FetchPipeline
 from mailbackup.store import mbox, mboxrd
 from mailbackup.store.body import MessageBody
 from mailbackup.store.naming import local_path_for
@@ -215,9 +217,9 @@ def test_no_spooled_body_is_left_behind(tmp_path, answer):
 @example(b"(UID 1 BODY[] \x000\x00")
 @example(b"(UID 1 UID 2)")
 @example(b'("UID" 1)')
-def test_parse_items_refuses_garbage_with_one_error(data):
+def testparse_items_refuses_garbage_with_one_error(data):
     try:
-        items = _parse_items(data, [])
+        items = parse_items(data, [])
     except ProtocolViolation:
         return
     assert isinstance(items, dict)
@@ -243,4 +245,4 @@ def test_summarize_never_raises(head):
 def test_a_fetch_item_list_is_one_closed_list_of_pairs(text):
     """What is left of a body whose literal length lied looks like this."""
     with pytest.raises(ProtocolViolation):
-        _parse_items(text, [MessageBody.from_bytes(b"x")])
+        parse_items(text, [MessageBody.from_bytes(b"x")])

@@ -20,6 +20,7 @@ from dovecot_server import DovecotServer
 from fakeserver import Certs, Conn, FakeImapServer, Run, Script, make_certs
 
 from mailbackup.archive import account_dir
+from mailbackup.errors import ExitCode
 
 SOURCE_PASSWORD = "ลับมาก-Source-7f3a9c"
 TARGET_PASSWORD = "ลับมาก-Target-51e0b2"
@@ -119,7 +120,9 @@ def test_a_server_that_echoes_the_credentials_does_not_get_them_printed(certs, t
         user, password = server.user, server.password
 
     assert run.code == 3, run.stderr
-    assert "rejected" in run.error_line()
+    line = run.error_line()  # the response code and our own words: none of the server's, which echo the password
+    assert "[AUTHENTICATIONFAILED] the server did not accept the user name and password" in line
+    assert "rejected" not in line
     assert not leaks((run.stdout + run.stderr).encode(), spellings(user, password))
 
 
@@ -139,3 +142,78 @@ def test_archive_directories_are_private_even_under_a_permissive_umask(dovecot_s
         mode = stat.S_IMODE(path.lstat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
     assert not (Path(root) / "state.sqlite3").stat().st_mode & 0o077
+
+
+# -- a server that echoes the password after login, in the form it was sent (issue 14, item 5) --
+class EchoesInList(Script):
+    """Logs in, then refuses LIST repeating the password in one of its forms
+    after `filler` characters: placed so that it straddles the 300-character
+    cut of a server's reply."""
+
+    def __init__(self, form: str, filler: int, logins: bool = False) -> None:
+        self.form, self.filler = form, filler
+        if logins:
+            self.capabilities = b"IMAP4rev1"  # no AUTH=PLAIN: the password goes out in LOGIN, quoted
+
+    def do_list(self, conn: Conn, tag: bytes, args: bytes) -> None:
+        user, password = conn.server.user, conn.server.password
+        forms = {"MARK": "MARK", "as is": password, "LOGIN-quoted": password.replace("\\", "\\\\").replace('"', '\\"'),
+                 "AUTHENTICATE PLAIN": base64.b64encode(f"\0{user}\0{password}".encode()).decode()}
+        echo = ("." * self.filler + forms[self.form] + " and more words after it" * 20).encode()
+        conn.send(tag + b" NO [SERVERBUG] " + echo + b"\r\n")
+
+
+def folders_run(server: FakeImapServer, certs: Certs) -> Run:
+    return Run(["folders", server.user, "--server", server.address, "--cafile", str(certs.ca), "-vv"],
+               server.password)
+
+
+def fragments(secret: str) -> list[str]:
+    """Every piece of `secret` of four characters or more that a cut could leave at either edge."""
+    return [secret[:end] for end in range(4, len(secret) + 1)] + [secret[start:] for start in range(len(secret) - 3)]
+
+
+@pytest.mark.parametrize("form,password,logins", [
+    ("as is", "ลับ-Edge-of-300-ตัว", False),  # imapclient shows only "-Edge-of-300-" of it
+    ("AUTHENTICATE PLAIN", "ลับ-Edge-of-300-ตัว", False),
+    ("as is", 'Quote"and\\Back-2567', True),
+    ("LOGIN-quoted", 'Quote"and\\Back-2567', True),
+])
+def test_an_echoed_password_cut_at_the_edge_leaves_no_fragment(certs, form, password, logins):
+    with FakeImapServer(certs=certs, script=EchoesInList("MARK", 0, logins), password=password) as server:
+        calibration = folders_run(server, certs)
+    line = calibration.error_line()
+    room = len(line) - line.index("MARK")  # what is left of the server's words after the cut
+    assert room < 300, line
+    sent = {"as is": password, "LOGIN-quoted": password.replace("\\", "\\\\").replace('"', '\\"'),
+            "AUTHENTICATE PLAIN": base64.b64encode(f"\0clerk@coj.go.th\0{password}".encode()).decode()}[form]
+    sent = sent.encode("ascii", "ignore").decode()  # what of it the server's words keep
+
+    with FakeImapServer(certs=certs, script=EchoesInList(form, room - len(sent) // 2, logins),
+                        password=password) as server:
+        run = folders_run(server, certs)
+        credentials = list(server.credentials)
+
+    assert credentials == [(server.user, password, True)]
+    assert run.code == ExitCode.PROTOCOL, run.stderr
+    assert "[SERVERBUG] ....." in run.error_line()
+    output = run.stdout + run.stderr
+    assert not [piece for piece in fragments(sent) + fragments(password) if piece in output], output
+    assert "***" in output  # masked, not withheld: the rest of the server's words are still there
+    assert not leaks(output.encode(), spellings(server.user, password))
+
+
+def test_a_one_character_password_is_never_pointed_at(certs):
+    """Masking ``x`` inside the server's words turned ``t@x`` into ``t@***``."""
+    user, password = "t@x", "x"
+    with FakeImapServer(certs=certs, script=Echoes(), user=user, password=password) as server:
+        refused = Run(["auth", "test", user, "--server", server.address, "--cafile", str(certs.ca)], "wrong")
+    with FakeImapServer(certs=certs, script=EchoesInList("as is", 10), user=user, password=password) as server:
+        echoed = folders_run(server, certs)
+
+    assert refused.code == ExitCode.AUTH, refused.stderr
+    assert f"login refused for {user} on " in refused.error_line()
+    assert echoed.code == ExitCode.PROTOCOL, echoed.stderr
+    line = echoed.error_line()
+    assert "the server's words are not shown: they may hold the password" in line
+    assert "..........x" not in line and "***" not in refused.stderr + echoed.stderr

@@ -24,9 +24,9 @@ from mailbackup.cli import clicktext  # noqa: F401 - click's own words in our la
 from mailbackup.config import AccountSettings, load_account
 from mailbackup.errors import ExitCode, MailbackupError, StateError, StorageError, UsageError
 from mailbackup.i18n import _
-from mailbackup.imap.fetchstream import printable
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import DEFAULT_SERVER, ConnectionSettings
+from mailbackup.text import printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("mailbackup")

@@ -5,17 +5,9 @@ from __future__ import annotations
 import unicodedata
 
 from mailbackup.i18n import _
+from mailbackup.text import human_bytes
 
-
-def human_bytes(count: int | None) -> str:
-    if count is None:
-        return "?"
-    value = float(count)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
+__all__ = ["display_width", "duration", "human_bytes", "pad"]  # human_bytes lives in mailbackup.text
 
 
 def duration(seconds: float) -> str:

@@ -27,12 +27,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import imapclient
-from imapclient.imapclient import _literal, seq_to_parenstr
-from imapclient.util import to_bytes
 
 from mailbackup.errors import FolderError, ServerError
 from mailbackup.i18n import _
-from mailbackup.imap.connect import translate_errors
+from mailbackup.imap import wire
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, message_flags
 
@@ -41,9 +39,6 @@ MESSAGE_ID_ITEM = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
 INDEX_ITEMS = ("RFC822.SIZE", "FLAGS", "INTERNALDATE", MESSAGE_ID_ITEM)
 APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]", re.IGNORECASE)
 RESPONSE_CODE = re.compile(rb"^\s*\[([A-Za-z0-9.-]+)")
-# imapclient raises this when the server answers a literal with a tagged NO
-# instead of a continuation (no LITERAL+): the command is over, refused.
-REFUSED_LITERAL = "unexpected response while waiting for continuation"
 
 
 @dataclass(frozen=True)
@@ -122,7 +117,7 @@ class TargetMailbox:
     @property
     def append_limit(self) -> int | None:
         """RFC 7889 APPENDLIMIT=N: messages above N bytes are refused before sending."""
-        with translate_errors(self.session.settings):
+        with self.session.translated():
             for capability in self.client.capabilities():
                 text = _text(capability).upper()
                 if text.startswith("APPENDLIMIT=") and text[12:].isdigit():
@@ -139,14 +134,14 @@ class TargetMailbox:
     def create(self, name: str) -> None:
         """CREATE and SUBSCRIBE; an existing folder is fine, a refusal is a FolderError."""
         try:
-            with translate_errors(self.session.settings):
+            with self.session.translated():
                 self.client.create_folder(name)
         except ServerError as exc:
             if "ALREADYEXISTS" not in exc.message.upper():
                 raise FolderError(_("the target refused to create folder {folder!r}: {error}").format(
                     folder=name, error=exc.message)) from None
         try:
-            with translate_errors(self.session.settings):
+            with self.session.translated():
                 self.client.subscribe_folder(name)
         except ServerError:
             pass  # unsubscribed folders still hold their mail; webmail can subscribe later
@@ -154,7 +149,7 @@ class TargetMailbox:
     def select(self, name: str) -> TargetFolder:
         """SELECT read-write: only then does PERMANENTFLAGS say which flags APPEND keeps."""
         try:
-            with translate_errors(self.session.settings):
+            with self.session.translated():
                 response = self.client.select_folder(name)
         except ServerError as exc:
             raise FolderError(_("cannot open folder {folder!r} on the target: {error}").format(
@@ -176,14 +171,14 @@ class TargetMailbox:
             raise ValueError("several messages in one APPEND need MULTIAPPEND")
         multi = self.can_multiappend
         try:
-            with translate_errors(self.session.settings):
+            with self.session.translated():
                 try:
                     if multi:
                         status, data = self.client.multiappend(folder, [_multiappend_item(item) for item in items])
                     else:
                         status, data = self._single_append(folder, items[0])
                 except imaplib.IMAP4.abort as exc:
-                    if REFUSED_LITERAL not in str(exc):
+                    if wire.REFUSED_LITERAL not in str(exc):
                         raise  # a real connection loss
                     return _refused(str(exc))
         except ServerError as exc:  # BAD: the server would not even parse it
@@ -192,28 +187,24 @@ class TargetMailbox:
 
     def _single_append(self, folder: str, item: AppendItem) -> tuple[str, list[Any]]:
         """APPEND sent as imapclient sends MULTIAPPEND: the body as a literal, untouched."""
-        client = self.client
-        args = [client._normalise_folder(folder), to_bytes(seq_to_parenstr(item.flags)),
-                to_bytes(f'"{_internaldate(item.internaldate)}"'), _literal(item.body)]
-        status, data = client._raw_command(b"APPEND", args, uid=False)
-        return str(status), list(data)
+        return wire.append_raw(self.client, folder, item.flags, _internaldate(item.internaldate), item.body)
 
     def index(self, first_uid: int = 1) -> list[TargetMessage]:
         """Size, flags, date and Message-ID of every message from `first_uid` on,
         in the selected folder."""
-        with translate_errors(self.session.settings):
+        with self.session.translated():
             found = self.client.search(["UID", f"{max(first_uid, 1)}:*"])
         uids = sorted(uid for uid in found if uid >= first_uid)
         messages: list[TargetMessage] = []
         for start in range(0, len(uids), INDEX_CHUNK):
             chunk = uids[start:start + INDEX_CHUNK]
-            with translate_errors(self.session.settings):
+            with self.session.translated(), wire.message_literals(self.client):
                 rows = self.client.fetch(chunk, list(INDEX_ITEMS))
             messages.extend(_target_message(uid, rows[uid]) for uid in chunk if uid in rows)
         return messages
 
     def fetch_body(self, uid: int) -> bytes | None:
-        with translate_errors(self.session.settings):
+        with self.session.translated(), wire.message_literals(self.client):
             rows = self.client.fetch([uid], ["BODY.PEEK[]"])
         body = rows.get(uid, {}).get(b"BODY[]")
         return body if isinstance(body, bytes) else None
@@ -223,7 +214,7 @@ def read_namespace(session: ImapSession) -> Namespace:
     """The personal namespace of any server (source or target), or, without
     NAMESPACE, no prefix and the delimiter of ``LIST "" ""``."""
     client = session.client
-    with translate_errors(session.settings):
+    with session.translated():
         if client.has_capability("NAMESPACE"):
             personal = client.namespace().personal
             if personal:
@@ -274,8 +265,8 @@ def _response(status: object, data: list[Any]) -> AppendResponse:
 
 
 def _refused(text: str) -> AppendResponse:
-    if REFUSED_LITERAL in text:
-        text = text.split(REFUSED_LITERAL, 1)[1].strip(": ")
+    if wire.REFUSED_LITERAL in text:
+        text = text.split(wire.REFUSED_LITERAL, 1)[1].strip(": ")
     code_match = re.search(r"\[([A-Za-z0-9.-]+)", text)
     return AppendResponse(ok=False, text=" ".join(text.split())[:300], code=code_match.group(1).upper()
                           if code_match else None)

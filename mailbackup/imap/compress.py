@@ -10,16 +10,18 @@ working unchanged.
 
 from __future__ import annotations
 
-import imaplib
 import io
 import ipaddress
 import socket
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from mailbackup.imap import wire
+
+if TYPE_CHECKING:
+    import imapclient
 
 MAX_INFLATE = 1 << 20  # bytes inflated per step: a small packet cannot balloon in memory
-
-imaplib.Commands.setdefault("COMPRESS", ("AUTH", "SELECTED"))
 
 
 def worth_compressing(host: str, mode: str) -> bool:
@@ -39,14 +41,14 @@ def _is_local(host: str) -> bool:
         return False
 
 
-def start(imap: imaplib.IMAP4) -> bool:
+def start(client: imapclient.IMAPClient) -> bool:
     """Ask for COMPRESS DEFLATE; on OK, swap in the compressing socket and reader."""
-    typ, _ = imap._simple_command("COMPRESS", "DEFLATE")
-    if typ != "OK":
+    typ, _ = wire.simple_command(client, "COMPRESS", "DEFLATE")
+    sock = wire.socket_of(client)
+    if typ != "OK" or sock is None:
         return False
-    wrapped = DeflateSocket(imap.sock)
-    imap.sock = wrapped  # type: ignore[assignment]  # duck-typed: imaplib only sends, times out, closes
-    imap.file = io.BufferedReader(_InflateReader(wrapped), 1 << 16)
+    wrapped = DeflateSocket(sock)
+    wire.replace_stream(client, wrapped, io.BufferedReader(_InflateReader(wrapped), 1 << 16))
     return True
 
 

@@ -4,7 +4,10 @@ wrong on the way into our error hierarchy.
 Rules kept here: TLS is verified (certificate and host name) unless the user
 asked for ``--insecure``; a password is never sent before the connection is
 encrypted; non-ASCII passwords go through AUTHENTICATE PLAIN in UTF-8
-because imaplib's LOGIN encodes passwords as ASCII.
+because imaplib's LOGIN encodes passwords as ASCII.  A refused login is
+reported by its response code and our own words, never the server's (which
+may repeat the password); a server that breaks the protocol while we log in
+is reported as that (exit 9), not as a wrong password.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import errno
 import imaplib
 import logging
+import re
 import socket
 import ssl
 from collections.abc import Iterator
@@ -29,7 +33,9 @@ from mailbackup.errors import (
     TLSError,
 )
 from mailbackup.i18n import N_, _
+from mailbackup.imap import wire
 from mailbackup.imap.pushback import busy_error
+from mailbackup.imap.redact import NO_REDACTION, Redaction
 from mailbackup.model import ConnectionSettings, TLSMode
 
 log = logging.getLogger(__name__)
@@ -41,6 +47,16 @@ TARGET_TLS_HINT = N_("use --to-cafile FILE to trust the target server's certific
 LOGIN_HINT = N_("check the password (`mailbackup auth set` stores a new one); if it is forgotten, give your name, "
                 "surname and ID-card number to your unit's computer officer, who asks the mail administrator "
                 "(mailadmin@coj.go.th) for a new one")
+# RFC 5530 codes a login refusal carries, each with our own words for it.
+REFUSALS = {
+    "AUTHENTICATIONFAILED": N_("the server did not accept the user name and password"),
+    "AUTHORIZATIONFAILED": N_("the account may not log in"),
+    "EXPIRED": N_("the password has expired"),
+    "PRIVACYREQUIRED": N_("the server wants a more secure connection"),
+    "CONTACTADMIN": N_("the mail administrator has to look at this account"),
+}
+OTHER_REFUSAL = N_("the server refused the login")
+RESPONSE_CODE = re.compile(r"\s*\[([A-Za-z][A-Za-z0-9-]{0,39})[\] ]")
 
 
 def make_ssl_context(settings: ConnectionSettings) -> ssl.SSLContext:
@@ -58,16 +74,12 @@ def make_ssl_context(settings: ConnectionSettings) -> ssl.SSLContext:
 def open_client(settings: ConnectionSettings) -> imapclient.IMAPClient:
     """Connect and secure the channel; no credentials are sent here."""
     context = make_ssl_context(settings)
+    implicit = settings.tls_mode is TLSMode.IMPLICIT
     with translate_errors(settings):
-        if settings.tls_mode is TLSMode.IMPLICIT:
-            client = imapclient.IMAPClient(
-                settings.server.host, settings.server.port, ssl=True,
-                ssl_context=context, timeout=settings.timeout,
-            )
-        else:
-            client = imapclient.IMAPClient(
-                settings.server.host, settings.server.port, ssl=False, timeout=settings.timeout,
-            )
+        client = imapclient.IMAPClient(settings.server.host, settings.server.port, ssl=implicit,
+                                       ssl_context=context if implicit else None, timeout=settings.timeout)
+        wire.limit_responses(client)
+        if not implicit:
             _start_tls(client, context, settings)
     client.normalise_times = False  # keep INTERNALDATE's own time zone
     _send_at_once(client)
@@ -78,7 +90,7 @@ def _send_at_once(client: imapclient.IMAPClient) -> None:
     """No Nagle delay: every command we send is whole, and several go out
     back to back without waiting for answers (pipelining).  Under Nagle the
     second would wait for the first to be acknowledged: a round trip."""
-    sock = getattr(client._imap, "sock", None)
+    sock = wire.socket_of(client)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
     except (AttributeError, OSError):  # not a TCP socket (a test's socketpair): nothing to do
@@ -129,39 +141,73 @@ def _text_of(item: object) -> str:
 
 
 def login(client: imapclient.IMAPClient, settings: ConnectionSettings, account: str, password: str) -> None:
-    """Authenticate: AUTHENTICATE PLAIN (UTF-8) when offered, else LOGIN."""
+    """Authenticate: AUTHENTICATE PLAIN (UTF-8) when offered, else LOGIN; LOGIN
+    also when AUTHENTICATE fails otherwise than by a NO and the password is ASCII."""
     if not _is_encrypted(client):
         raise TLSError(_("refusing to send a password over an unencrypted connection"))
-    with translate_errors(settings, account=account):
-        if client.has_capability("AUTH=PLAIN"):
-            client.plain_login(account, password)
-        elif password.isascii():
-            client.login(account, password)
-        else:
-            raise AuthError(
-                _("{server} offers no AUTHENTICATE PLAIN, and its LOGIN cannot carry a non-ASCII password").format(
-                    server=settings.server),
-            )
+    redaction = Redaction.of(account, password)
+    with translate_errors(settings, redaction=redaction):
+        reply = _authenticate(client, settings, account, password)
+    if reply.status != "OK":
+        raise _refusal(settings, account, reply, redaction)
+
+
+def _authenticate(client: imapclient.IMAPClient, settings: ConnectionSettings, account: str,
+                  password: str) -> wire.Reply:
+    if client.has_capability("AUTH=PLAIN"):
+        try:
+            reply = wire.authenticate_plain(client, account, password)
+        except imaplib.IMAP4.abort as exc:
+            if wire.connection_closed(exc):
+                raise  # the connection went away: a reconnect may cure it
+            reply = wire.Reply("BAD", "")  # a line that is not IMAP
+        if reply.status in ("OK", "NO") or not password.isascii():
+            return reply
+        log.debug("AUTHENTICATE PLAIN answered %s; trying LOGIN", reply.status)
+        try:
+            fallback = wire.login_command(client, account, password)
+        except imaplib.IMAP4.error:  # broken again: AUTHENTICATE's answer tells what happened first
+            return reply
+        return reply if fallback.status == "BAD" else fallback
+    if not password.isascii():
+        raise AuthError(
+            _("{server} offers no AUTHENTICATE PLAIN, and its LOGIN cannot carry a non-ASCII password").format(
+                server=settings.server),
+        )
+    return wire.login_command(client, account, password)
+
+
+def _refusal(settings: ConnectionSettings, account: str, reply: wire.Reply, redaction: Redaction) -> MailbackupError:
+    """What a login answered with NO or BAD means, in our words and the response code only."""
+    text = redaction.server_text(reply.text)
+    busy = busy_error(str(settings.server), text)  # NO [LIMIT], [UNAVAILABLE], throttled: not a wrong password
+    if busy is not None:
+        return busy
+    match = RESPONSE_CODE.match(reply.text)
+    code = match.group(1).upper() if match and not redaction.contains(match.group(1)) else ""
+    if reply.status != "NO":
+        return ServerError(_("{server} broke the protocol while logging in (it answered {status}{code}); this "
+                             "says nothing about the password").format(
+            server=settings.server, status=reply.status, code=f" [{code}]" if code else ""))
+    reason = _(REFUSALS.get(code, OTHER_REFUSAL))
+    return AuthError(_("login refused for {account} on {server}: {reply}").format(
+        account=account, server=settings.server, reply=f"[{code}] {reason}" if code else reason),
+        hint=_(LOGIN_HINT))
 
 
 def _is_encrypted(client: imapclient.IMAPClient) -> bool:
-    sock = getattr(client._imap, "sock", None)  # imaplib keeps the (TLS-wrapped) socket here
-    return isinstance(sock, ssl.SSLSocket)
+    return isinstance(wire.socket_of(client), ssl.SSLSocket)
 
 
 @contextmanager
-def translate_errors(settings: ConnectionSettings, *, account: str | None = None) -> Iterator[None]:
-    """Turn socket, TLS and imapclient exceptions into one-line MailbackupErrors."""
+def translate_errors(settings: ConnectionSettings, *, redaction: Redaction = NO_REDACTION) -> Iterator[None]:
+    """Turn socket, TLS and imapclient exceptions into one-line MailbackupErrors
+    (the server's words with the password masked, see redact.py)."""
     server = settings.server
     try:
         yield
     except MailbackupError:
         raise
-    except imap_exceptions.LoginError as exc:
-        # Pushback (NO [LIMIT] too many connections, [UNAVAILABLE], throttled) is not a wrong password.
-        raise busy_error(str(server), _server_text(exc)) or AuthError(
-            _("login refused for {account} on {server}: {reply}").format(
-                account=account, server=server, reply=_server_text(exc)), hint=_(LOGIN_HINT)) from None
     except ssl.SSLCertVerificationError as exc:
         raise TLSError(_("certificate of {server} not trusted: {reason}").format(
             server=server, reason=exc.verify_message), hint=tls_hint(settings)) from None
@@ -180,11 +226,13 @@ def translate_errors(settings: ConnectionSettings, *, account: str | None = None
         raise ConnectionLost(_("{server} did not answer within {seconds:g} seconds").format(
             server=server, seconds=settings.timeout)) from None
     except imaplib.IMAP4.abort as exc:
-        raise busy_error(str(server), _server_text(exc)) or ConnectionLost(
-            _("connection to {server} lost: {reply}").format(server=server, reply=_server_text(exc))) from None
+        reply = _server_text(exc, redaction)
+        raise busy_error(str(server), reply) or ConnectionLost(
+            _("connection to {server} lost: {reply}").format(server=server, reply=reply)) from None
     except (imap_exceptions.IMAPClientError, imaplib.IMAP4.error) as exc:
-        raise busy_error(str(server), _server_text(exc)) or ServerError(
-            _("{server} refused: {reply}").format(server=server, reply=_server_text(exc))) from None
+        reply = _server_text(exc, redaction)
+        raise busy_error(str(server), reply) or ServerError(
+            _("{server} refused: {reply}").format(server=server, reply=reply)) from None
     except OSError as exc:
         if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
             raise ConnectError(_("cannot reach {server}: {error}").format(server=server, error=exc.strerror)) from None
@@ -197,8 +245,9 @@ def tls_hint(settings: ConnectionSettings) -> str:
     return _(TARGET_TLS_HINT) if settings.target else _(TLS_HINT)
 
 
-def _server_text(exc: BaseException) -> str:
+def _server_text(exc: BaseException, redaction: Redaction = NO_REDACTION) -> str:
+    """The server's words in `exc`, on one line, the password masked before they are cut to 300 characters."""
     text = str(exc)
     if text.startswith("b'") or text.startswith('b"'):
         text = text[2:-1]
-    return " ".join(text.split())[:300] or type(exc).__name__
+    return " ".join(redaction.server_text(text).split())[:300] or type(exc).__name__

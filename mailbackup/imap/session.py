@@ -8,9 +8,7 @@ re-select, and try again.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import imaplib
 import logging
 from collections.abc import Callable, Generator, Iterable
 from datetime import UTC, datetime
@@ -18,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import imapclient
-from imapclient.response_parser import parse_fetch_response, parse_response
 
 from mailbackup.errors import FolderError, MailbackupError, ServerBusy, ServerError
 from mailbackup.i18n import _
-from mailbackup.imap import compress, utf7
+from mailbackup.imap import compress, utf7, wire
 from mailbackup.imap.connect import login, open_client, translate_errors
-from mailbackup.imap.fetchstream import MAX_LITERAL, BatchResult, FetchPipeline, MetaRow
+from mailbackup.imap.lexer import ResponseTooLarge
+from mailbackup.imap.parse import MetaRow
+from mailbackup.imap.pipeline import BatchResult, FetchPipeline
 from mailbackup.imap.pushback import busy_error
+from mailbackup.imap.redact import Redaction, watch_logs
 from mailbackup.imap.uidset import to_sequence_set
 from mailbackup.model import (
     ConnectionSettings,
@@ -38,27 +38,13 @@ from mailbackup.model import (
 
 log = logging.getLogger(__name__)
 
-_IMAPLIB_READ = imaplib.IMAP4.read
-
-
-def _bounded_read(self: imaplib.IMAP4, size: int) -> bytes:
-    """imaplib reads a literal with one ``file.read(size)`` of the size the
-    server announced: ``{99999999999}`` in a greeting, LIST or STATUS answer
-    would allocate 93 GB.  Refused here, for every connection, greeting
-    included (so it is patched on the class, before any connection exists)."""
-    if size > MAX_LITERAL:
-        raise ServerError(_("server announced a literal of {size} bytes; refusing").format(size=size))
-    return _IMAPLIB_READ(self, size)
-
-
-imaplib.IMAP4.read = _bounded_read  # type: ignore[method-assign]
-
-
 class ImapSession:
     def __init__(self, settings: ConnectionSettings, account: str, password: str) -> None:
         self.settings = settings
         self.account = account
         self._password = password
+        self._redaction = Redaction.of(account, password)
+        watch_logs(self._redaction)
         self._client: imapclient.IMAPClient | None = None
         self.compressed = False
         self.selected: str | None = None
@@ -74,7 +60,8 @@ class ImapSession:
             self._enable_condstore(client)
         except MailbackupError as exc:
             _quietly_close(client)
-            _scrub(exc, self.account, self._password)
+            exc.message = self._redaction.message(exc.message)  # in whatever our words wrapped it
+            exc.args = (exc.message,)
             raise
         except BaseException:
             _quietly_close(client)
@@ -86,7 +73,7 @@ class ImapSession:
     def _enable_condstore(self, client: imapclient.IMAPClient) -> None:
         """SELECT reports HIGHESTMODSEQ only once CONDSTORE is on; a STATUS asking
         for it switches it on implicitly, but a first sync skips STATUS."""
-        with translate_errors(self.settings):
+        with self.translated():
             if client.has_capability("ENABLE") and client.has_capability("CONDSTORE"):
                 client.enable("CONDSTORE")
 
@@ -94,10 +81,14 @@ class ImapSession:
         mode = self.settings.compress
         if not compress.worth_compressing(self.settings.server.host, mode):
             return False
-        with translate_errors(self.settings):
+        with self.translated():
             if not client.has_capability("COMPRESS=DEFLATE"):
                 return False
-            return compress.start(client._imap)
+            return compress.start(client)
+
+    def translated(self) -> contextlib.AbstractContextManager[None]:
+        """`translate_errors` for this session: the password masked in whatever the server says."""
+        return translate_errors(self.settings, redaction=self._redaction)
 
     def reconnect(self) -> None:
         self.close(logout=False)
@@ -121,7 +112,7 @@ class ImapSession:
         return self._client
 
     def has_capability(self, name: str) -> bool:
-        with translate_errors(self.settings):
+        with self.translated():
             return bool(self.client.has_capability(name))
 
     @property
@@ -131,7 +122,7 @@ class ImapSession:
     # -- folders ------------------------------------------------------
     def list_folders(self) -> list[FolderInfo]:
         client = self.client
-        with translate_errors(self.settings):
+        with self.translated():
             return self._folder_infos(lambda: client.list_folders())
 
     def list_with_status(self) -> tuple[list[FolderInfo], dict[str, FolderStatus]]:
@@ -140,14 +131,14 @@ class ImapSession:
         cannot be used, no statuses: the caller asks folder by folder."""
         if not self.has_capability("LIST-STATUS"):
             return self.list_folders(), {}
-        imap = self.client._imap
+        client = self.client
         for kind in ("LIST", "STATUS"):
-            imap.untagged_responses.pop(kind, None)
+            wire.pop_untagged(client, kind)
         try:
-            with translate_errors(self.settings):
-                typ, data = imap._simple_command("LIST", '""', '"*"', "RETURN",
-                                                 "(STATUS (" + " ".join(self._status_items()) + "))")
-        except ServerBusy:
+            with self.translated():
+                typ, data = wire.simple_command(client, "LIST", '""', '"*"', "RETURN",
+                                                "(STATUS (" + " ".join(self._status_items()) + "))")
+        except (ServerBusy, ResponseTooLarge):
             raise
         except ServerError as exc:  # advertised, then refused: the plain way
             log.debug("LIST-STATUS refused (%s); listing without it", exc.message)
@@ -155,10 +146,10 @@ class ImapSession:
         if typ != "OK":
             log.debug("LIST-STATUS answered %s %r; listing without it", typ, data)
             return self.list_folders(), {}
-        listed = imap.untagged_responses.pop("LIST", [])
-        statuses = imap.untagged_responses.pop("STATUS", [])
-        with translate_errors(self.settings):
-            folders = self._folder_infos(lambda: self.client._proc_folder_list(listed))
+        listed = wire.pop_untagged(client, "LIST")
+        statuses = wire.pop_untagged(client, "STATUS")
+        with self.translated():
+            folders = self._folder_infos(lambda: wire.folder_list(client, listed))
         return folders, self._statuses(statuses)
 
     def _folder_infos(self, read: Callable[[], list[tuple[Any, Any, Any]]]) -> list[FolderInfo]:
@@ -190,7 +181,7 @@ class ImapSession:
         """STATUS answers of a LIST-STATUS, by folder name; one that cannot be
         read is left out (and asked for again on its own)."""
         try:
-            parsed = parse_response([item for item in data if item not in (b"", None)])
+            parsed = wire.parse_answers(data)
         except Exception:  # imapclient's parser raises several kinds; any of them: ask one by one
             log.debug("unreadable STATUS answers in LIST-STATUS: %r", data[:5])
             return {}
@@ -223,7 +214,7 @@ class ImapSession:
     def status(self, name: str) -> FolderStatus:
         self._check_usable(name)
         try:
-            with translate_errors(self.settings):
+            with self.translated():
                 data = self.client.folder_status(name, self._status_items())
         except ServerBusy:
             raise  # pushback is waited out by the caller, not a broken folder
@@ -240,7 +231,7 @@ class ImapSession:
         """Select read-only (EXAMINE): a backup must never change the server."""
         self._check_usable(name)
         try:
-            with translate_errors(self.settings):
+            with self.translated():
                 response = self.client.select_folder(name, readonly=True)
         except ServerBusy:
             raise  # pushback is waited out by the caller, not a broken folder
@@ -258,27 +249,21 @@ class ImapSession:
         6.3.1), so nothing is read from a folder we did not ask for."""
         self._check_usable(name)
         client = self.client
-        imap = client._imap
-        reader = FetchPipeline(imap.file, imap.send, spool_dir=None, spool_above=1 << 16)
-        with translate_errors(self.settings):
-            imap.untagged_responses = {}
-            tag = imap._command("EXAMINE", client._normalise_folder(name))
+        reader = FetchPipeline(*wire.stream_of(client), spool_dir=None, spool_above=1 << 16)
+        with self.translated():
+            tag = wire.send_examine(client, name)
             fetch_tag = reader.send_meta("1:*")
-            try:
-                typ, data = imap._command_complete("EXAMINE", tag)
-            except imaplib.IMAP4.abort:
-                raise
-            except imaplib.IMAP4.error as exc:  # BAD
-                typ, data = "BAD", [str(exc).encode()]
+            typ, data = wire.complete_examine(client, tag)
             if typ != "OK":
-                imap.state, self.selected = "AUTH", None
+                wire.mark_selected(client, False)
+                self.selected = None
                 with contextlib.suppress(ServerError):
                     reader.read_meta(fetch_tag)
                 reply = _text(data[-1]) if data and data[-1] else typ
                 raise busy_error(str(self.settings.server), reply) or FolderError(
                     _("cannot open folder {folder!r}: {error}").format(folder=name, error=reply))
-            imap.state, imap.is_readonly, self.selected = "SELECTED", True, name
-            selected = _selected_folder(name, client._process_select_response(imap.untagged_responses))
+            self.selected = name
+            selected = _selected_folder(name, wire.mark_selected(client, True))
             rows = reader.read_meta(fetch_tag)
         return selected, _metas(rows, None)
 
@@ -286,7 +271,7 @@ class ImapSession:
     def search_uids(self, first_uid: int = 1) -> list[int]:
         """UIDs from `first_uid` on.  `n:*` also matches the highest UID when it
         is below n (RFC 3501 §6.4.8), so the result is filtered."""
-        with translate_errors(self.settings):
+        with self.translated():
             found = self.client.search(["UID", f"{first_uid}:*"])
         return sorted(uid for uid in found if uid >= first_uid)
 
@@ -300,9 +285,8 @@ class ImapSession:
             if not wanted:
                 return []
             sequence = to_sequence_set(wanted)
-        imap = self.client._imap
-        reader = FetchPipeline(imap.file, imap.send, spool_dir=None, spool_above=1 << 16)
-        with translate_errors(self.settings):
+        reader = FetchPipeline(*wire.stream_of(self.client), spool_dir=None, spool_above=1 << 16)
+        with self.translated():
             rows = reader.fetch_meta(sequence)
         return _metas(rows, wanted)
 
@@ -314,10 +298,10 @@ class ImapSession:
     def stream_bodies(self, batches: Iterable[list[int]], *, spool_dir: Path, spool_above: int,
                       depth: int = 3) -> Generator[BatchResult, None, None]:
         """Whole messages, batch by batch, with `depth` FETCH commands in flight
-        (see fetchstream.py); bodies above `spool_above` bytes go to files."""
-        imap = self.client._imap
-        pipeline = FetchPipeline(imap.file, imap.send, spool_dir=spool_dir, spool_above=spool_above, depth=depth)
-        with translate_errors(self.settings):
+        (see pipeline.py); bodies above `spool_above` bytes go to files."""
+        pipeline = FetchPipeline(*wire.stream_of(self.client), spool_dir=spool_dir, spool_above=spool_above,
+                                 depth=depth)
+        with self.translated():
             yield from pipeline.run(batches)
 
     def fetch_partial(self, uid: int, offset: int, length: int) -> bytes:
@@ -335,19 +319,12 @@ class ImapSession:
         """UID FETCH with a sequence-set string; imapclient's `fetch()` rejects
         ranges like ``1:*`` and we want ranges on 100,000-message folders."""
         sequence = uids if isinstance(uids, str) else to_sequence_set(uids)
-        client = self.client
-        with translate_errors(self.settings):
-            args = ["FETCH", sequence, "(" + " ".join(items) + ")"]
-            if modifiers:
-                args.append("(" + " ".join(modifiers) + ")")
-            tag = client._imap._command("UID", *args)
-            typ, data = client._imap._command_complete("FETCH", tag)
-            if typ != "OK":
-                raise ServerError(_("FETCH refused in {folder!r}: {reply}").format(
-                    folder=self.selected, reply=_text(data[0]) if data else typ))
-            typ, data = client._imap._untagged_response(typ, data, "FETCH")
-            parsed = parse_fetch_response(data, False, True)
-        return {uid: values for uid, values in parsed.items() if isinstance(uid, int)}
+        with self.translated():
+            typ, answer = wire.uid_fetch(self.client, sequence, list(items), modifiers)
+        if typ != "OK":
+            raise ServerError(_("FETCH refused in {folder!r}: {reply}").format(
+                folder=self.selected, reply=_text(answer[0]) if answer else typ))
+        return {uid: values for uid, values in answer.items() if isinstance(uid, int)}
 
 
 def _folder_status(name: str, values: dict[str, Any]) -> FolderStatus:
@@ -394,16 +371,6 @@ def _opt_int(value: object) -> int | None:
     if isinstance(value, (bytes, str)) and value.strip():
         return int(value)
     return None
-
-
-def _scrub(exc: MailbackupError, account: str, password: str) -> None:
-    """Take the password out of an error's server text, in every form it went
-    out in: a server may repeat what it was sent in its refusal."""
-    forms = [password, base64.b64encode(f"\0{account}\0{password}".encode()).decode(),
-             base64.b64encode(password.encode()).decode().rstrip("=")]
-    for form in (form for form in forms if form):
-        exc.message = exc.message.replace(form, "***")
-    exc.args = (exc.message,)
 
 
 def _quietly_close(client: imapclient.IMAPClient, *, logout: bool = True) -> None:

@@ -10,7 +10,7 @@ from collections import deque
 
 from mailbackup.errors import ConnectionLost, Interrupted
 from mailbackup.i18n import _
-from mailbackup.imap.fetchstream import BatchResult
+from mailbackup.imap.pipeline import BatchResult
 from mailbackup.imap.pushback import busy_error
 from mailbackup.model import MessageMeta
 from mailbackup.store.body import MessageBody
