@@ -366,6 +366,100 @@ server {HOST}:{self.port} {{ tls-mode connection; }}
         return _deb_version("mailutils-imap4d")
 
 
+# ---------------------------------------------------------------- Courier
+COURIER_AUTHLIB = PREFIX / "usr/lib/courier-authlib"
+
+
+class CourierServer(CompatServer):
+    """Courier-IMAP 5 with courier-authlib's userdb, in a private mount namespace.
+
+    authlib has its paths compiled in (``/etc/courier/authdaemonrc``,
+    ``/etc/courier/userdb.dat``, modules in ``/usr/lib/courier-authlib``, the
+    socket in ``/run/courier/authdaemon``), so the server runs under
+    ``unshare --mount``: a tmpfs on ``/run`` and read-only overlays put this
+    instance's ``etc/courier`` and the unpacked libraries at those paths for
+    its processes only; the machine's own /etc, /run and /usr are untouched.
+    Needs root or unprivileged user namespaces.
+    """
+
+    name = "courier"
+    needs = (PREFIX / "usr/lib/courier/courier/imaplogin", PREFIX / "usr/bin/imapd",
+             COURIER_AUTHLIB / "libauthuserdb.so")
+
+    def _prepare(self, cert: Path, key: Path) -> list[str]:
+        base = self.base_dir
+        etc = base / "etc" / "courier"
+        etc.mkdir(parents=True, exist_ok=True)
+        (base / "home").mkdir(exist_ok=True)
+        # couriertls takes one PEM with the key and the certificate.
+        (etc / "imapd.pem").write_bytes(key.read_bytes() + cert.read_bytes())
+        os.chmod(etc / "imapd.pem", 0o600)
+        (etc / "authdaemonrc").write_text(
+            'authmodulelist="authuserdb"\nauthmodulelistorig="authuserdb"\ndaemons=2\n'
+            'authdaemonvar=/run/courier/authdaemon\nDEBUG_LOGIN=0\nDEFAULTOPTIONS=""\nLOGGEROPTS=""\n')
+        for name in ("imapd", "imapd-ssl"):
+            shutil.copy(PREFIX / "etc/courier" / name, etc / name)
+        self._write_userdb()
+        tcpd = (f"{PREFIX}/usr/sbin/couriertcpd -address={HOST} -maxprocs=40 -maxperip=40 -nodnslookup "
+                f"-noidentlookup {self.port} {PREFIX}/usr/bin/couriertls -server -tcpd "
+                f"{PREFIX}/usr/lib/courier/courier/imaplogin {PREFIX}/usr/bin/imapd Maildir")
+        script = f"""set -e
+mount -t tmpfs tmpfs /run
+mkdir -p /run/courier/authdaemon
+mount -t overlay overlay -o lowerdir={base}/etc:/etc /etc
+mount -t overlay overlay -o lowerdir={PREFIX}/usr/lib:/usr/lib /usr/lib
+{PREFIX}/usr/lib/courier/courier-authlib/authdaemond &
+set -a
+. /etc/courier/imapd
+. /etc/courier/imapd-ssl
+IMAP_TLS=1
+TLS_CERTFILE=/etc/courier/imapd.pem
+TLS_DHPARAMS=
+TLS_CACHEFILE=
+IMAP_EMPTYTRASH=
+IMAP_SHAREDINDEXFILE=
+exec {tcpd}
+"""
+        (base / "run.sh").write_text(script, encoding="utf-8")
+        unshare = ["unshare", "--mount", "--propagation", "private"]
+        if os.geteuid() != 0:
+            unshare.insert(1, "--map-root-user")
+        return [*unshare, "/bin/sh", str(base / "run.sh")]
+
+    def _add_user(self, name: str, password: str) -> None:
+        home = self.base_dir / "home" / name.partition("@")[0]
+        maildir = home / "Maildir"
+        for sub in ("cur", "new", "tmp"):
+            (maildir / sub).mkdir(parents=True, exist_ok=True)
+        _chown_tree(home, self.uid, self.gid)
+        self._write_userdb()
+
+    def _write_userdb(self) -> None:
+        """userdb.dat and userdbshadow.dat as makeuserdb writes them (with makedatprog)."""
+        etc = self.base_dir / "etc" / "courier"
+        etc.mkdir(parents=True, exist_ok=True)
+        accounts, shadows = [], []
+        for name, password in self.users.items():
+            home = self.base_dir / "home" / name.partition("@")[0]
+            hashed = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=password.encode("utf-8"),
+                                    capture_output=True, check=True).stdout.decode().strip()
+            accounts.append(f"{name}\tuid={self.uid}|gid={self.gid}|home={home}|mail={home}/Maildir|_=\n")
+            shadows.append(f"{name}\tsystempw={hashed}\n")
+        makedat = str(PREFIX / "usr/lib/courier/courier-authlib/makedatprog")
+        # The databases live outside the overlay (a file replaced in an overlay's lower
+        # directory may stay unseen by the mount); /etc/courier holds symlinks to them.
+        userdb = self.base_dir / "userdb"
+        userdb.mkdir(exist_ok=True)
+        for lines, dat in ((accounts, "userdb.dat"), (shadows, "userdbshadow.dat")):
+            subprocess.run([makedat, "-", str(userdb / (dat + ".tmp")), str(userdb / dat)],
+                           input="".join(lines) + ".\n", text=True, check=True, env=_library_env())
+            if not (etc / dat).is_symlink():
+                (etc / dat).symlink_to(userdb / dat)
+
+    def version(self) -> str:
+        return _deb_version("courier-imap")
+
+
 # ------------------------------------------------------------- hoodiecrow
 HOODIECROW = NODE_DIR / "node_modules/hoodiecrow-imap"
 HOODIECROW_PLUGINS = ["ID", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS", "ENABLE", "CONDSTORE", "LITERALPLUS",
@@ -405,7 +499,7 @@ class HoodiecrowServer(CompatServer):
 
 
 SERVERS: dict[str, type[CompatServer]] = {
-    cls.name: cls for cls in (CyrusServer, MailutilsServer, HoodiecrowServer)
+    cls.name: cls for cls in (CyrusServer, CourierServer, MailutilsServer, HoodiecrowServer)
 }
 
 
@@ -430,12 +524,14 @@ def _deb_version(package: str) -> str:
 
 # ---------------------------------------------------------------- install
 def install(names: list[str]) -> None:
-    """Fetch and unpack the servers *names* into COMPAT_DIR (idempotent)."""
+    """Fetch and unpack the servers *names* into COMPAT_DIR."""
     COMPAT_DIR.mkdir(parents=True, exist_ok=True)
     debs = COMPAT_DIR / "debs"
     debs.mkdir(exist_ok=True)
     versions_path = COMPAT_DIR / "versions.json"
     versions = json.loads(versions_path.read_text(encoding="utf-8")) if versions_path.exists() else {}
+    # A server already unpacked is left alone: setup runs this on every call.
+    names = [name for name in names if any(not path.exists() for path in SERVERS[name].needs)]
     packages = [pkg for name in names for pkg in DEBIAN_PACKAGES.get(name, [])]
     if packages:
         # apt-get download writes to the current directory; _apt cannot always read it, hence no sandbox.

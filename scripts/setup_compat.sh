@@ -30,7 +30,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-if [ ! -f .compat/versions.json ]; then
-  echo "setup: unpacking Cyrus, Courier, mailutils imap4d and hoodiecrow into .compat/"
-  python3 scripts/compat_servers.py install
-fi
+echo "setup: Cyrus, Courier, mailutils imap4d and hoodiecrow in .compat/ (unpacked once)"
+python3 scripts/compat_servers.py install

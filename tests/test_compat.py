@@ -50,6 +50,9 @@ Mail = dict[str, Counter[tuple[str, tuple[str, ...], float]]]
 MAILUTILS_AUTH = ("mailutils imap4d ends the OK after AUTHENTICATE PLAIN with a bare LF "
                   "(b'... OK AUTHENTICATE PLAIN authentication successful\\n'): imaplib aborts the login")
 KNOWN_DEFECTS: dict[tuple[str, str], str] = {
+    ("courier", "test_restore_round_trip_from_dovecot"):
+        "Courier-IMAP serves stored mail with CRLF line ends: a message with bare LF or without a final newline "
+        "comes back longer (restore's check: '1 with another size')",
     ("cyrus", "test_restore_round_trip_from_dovecot"):
         "Cyrus 3.6 rewrites raw 8-bit header bytes of an APPENDed message to 'X' (same size): Drafts differs",
     ("mailutils", "test_folders_lists_every_folder"): MAILUTILS_AUTH,
@@ -256,7 +259,7 @@ def test_incremental_backup_then_verify(compat_server: CompatServer, account: Co
     case_folder = sample_mail.server_folder_name("งานคดี", separator, prefix)
     client.select_folder(case_folder)
     client.add_flags(client.search("ALL")[-1:], ["\\Flagged"])
-    client.select_folder("Sent")
+    client.select_folder(sample_mail.server_folder_name("Sent", separator, prefix))
     client.delete_messages(client.search("ALL")[:1])
     client.expunge()
     client.unselect_folder() if client.has_capability("UNSELECT") else client.close_folder()
