@@ -53,7 +53,7 @@ MAILUTILS_AUTH = ("mailutils imap4d ends the OK after AUTHENTICATE PLAIN with a 
 KNOWN_DEFECTS: dict[tuple[str, str], str] = {
     ("courier", "test_restore_round_trip_from_dovecot"):
         "Courier-IMAP serves stored mail with CRLF line ends: a message with bare LF or without a final newline "
-        "comes back longer (restore's check: '1 with another size')",
+        "comes back longer (restore's check: '1 with another size', the one without a final newline)",
     ("cyrus", "test_restore_round_trip_from_dovecot"):
         "Cyrus 3.6 rewrites raw 8-bit header bytes of an APPENDed message to 'X' (same size): Drafts differs",
     ("mailutils", "test_folders_lists_every_folder"): MAILUTILS_AUTH,
