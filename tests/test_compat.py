@@ -41,7 +41,7 @@ from imapclient.exceptions import LoginError
 
 _numbers = itertools.count(1)
 # The `slow` test's mailbox: a short run in CI, a big one with MAILBACKUP_SLOW=1.
-BIG_MAILBOX = 3000 if os.environ.get("MAILBACKUP_SLOW") == "1" else 60
+BIG_MAILBOX = 1000 if os.environ.get("MAILBACKUP_SLOW") == "1" else 60
 WHEN = datetime(2023, 1, 5, 9, 0, tzinfo=sample_mail.BKK)
 # Folder path -> multiset of (SHA-256 of the message, flags, INTERNALDATE as an instant).
 Mail = dict[str, Counter[tuple[str, tuple[str, ...], float]]]
