@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what mailbackup, its demo and its tests need on Debian/Ubuntu:
-# Dovecot (the real IMAP server the tests and the demo run), then a virtual
+# Dovecot (the real IMAP server the tests and the demo run), the other servers
+# of the compatibility suite (scripts/setup_compat.sh), then a virtual
 # environment in .venv with mailbackup and its test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,9 @@ fi
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet dovecot 2>/dev/null; then
   $SUDO systemctl stop dovecot || true
 fi
+
+# Cyrus, Courier, mailutils imap4d and hoodiecrow for tests/test_compat.py, unpacked into .compat/.
+scripts/setup_compat.sh
 
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating the virtual environment .venv"
