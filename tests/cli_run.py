@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+from untranslated import check_thai_output
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = {name: json.loads((ROOT / "docs" / f"{name}.schema.json").read_text(encoding="utf-8"))
@@ -21,8 +22,10 @@ def mailbackup(*args: str | Path, password: str | None = None) -> subprocess.Com
     env = {key: value for key, value in os.environ.items() if key != "MAILBACKUP_PASSWORD"}
     if password is not None:
         env["MAILBACKUP_PASSWORD"] = password
-    return subprocess.run([sys.executable, "-m", "mailbackup", *map(str, args)], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-m", "mailbackup", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
+    check_thai_output([str(arg) for arg in args], env, done.stdout, done.stderr)
+    return done
 
 
 def server_args(user: Any) -> list[str]:

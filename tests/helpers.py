@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 from imapclient import IMAPClient
+from untranslated import check_thai_output
 
 from mailbackup.archive import open_archive
 from mailbackup.store.mboxrd import unquote
@@ -30,8 +31,10 @@ def run_cli(args: list[str], *, password: str | None = None, env: dict[str, str]
     if password is not None:
         environment["MAILBACKUP_PASSWORD"] = password
     environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "mailbackup", *args], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "mailbackup", *args], capture_output=True, text=True,
                           env=environment, timeout=timeout, input=input, cwd=REPO)
+    check_thai_output(args, environment, done.stdout, done.stderr)
+    return done
 
 
 def keyring_env(directory: Path) -> dict[str, str]:

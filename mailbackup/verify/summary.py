@@ -151,7 +151,8 @@ def status_reasons(account: AccountSummary, as_of: date, words: Words = _transla
         reasons.append(words(N_("never verified")) if account.archive else
                        words(N_("never backed up here, so never verified")))
     elif verification.error:
-        reasons.append(words(N_("the last verification failed: {error}"), error=verification.error))
+        # The error was recorded by that run, in its language: quoted, as text from elsewhere.
+        reasons.append(words(N_("the last verification failed: “{error}”"), error=verification.error))
     else:
         reasons += _result_reasons(verification, words)
     days_left, overdue = deadline_status(account.deadline, account.status, as_of)
