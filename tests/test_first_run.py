@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import sample_mail  # scripts/ is put on sys.path by conftest
 from conftest import ImapUser
-from helpers import REPO, keyring_env, server_args
+from helpers import REPO, keyring_env, run_cli, server_args
 from imapclient import IMAPClient
 
 from mailbackup.archive import account_dir
@@ -151,3 +151,17 @@ def test_auth_set_without_a_safe_keyring_fails_before_asking(imap_user: ImapUser
     assert code == ExitCode.USAGE, screen
     assert "Password" not in screen
     assert "no safe keyring on this machine" in screen and "password_file" in screen
+
+
+def test_an_unreachable_server_is_said_before_any_password_is_asked(tmp_path: Path) -> None:
+    """A mistyped or unreachable server: at a terminal nobody is asked for a password (or "Remember?")
+    only to hear afterwards that the server was never reached; without one, the refusal is said, not
+    "no password"."""
+    args = ["backup", "you@coj.go.th", "--server", "127.0.0.1:1", "--dest", str(tmp_path / "dest")]
+    code, screen = run_in_terminal(args, terminal_env(tmp_path), [])
+    assert code == ExitCode.CONNECTION, screen
+    assert "refused" in screen and "Password" not in screen and "Remember" not in screen
+    done = run_cli(args, env={"HOME": str(tmp_path)})
+    assert done.returncode == ExitCode.CONNECTION, done.stderr
+    assert "refused" in done.stderr and "password" not in done.stderr.lower()
+    assert not (tmp_path / "dest").exists()

@@ -141,9 +141,11 @@ class Context:
     def session(self) -> ImapSession:
         if self.connection.insecure:
             click.echo(_("warning: --insecure: the server's certificate is NOT checked"), err=True)
-        session = ImapSession(self.connection, self.account.account, self.password())
+        # The password is looked up (perhaps asked for) only once the server is reached: a
+        # mistyped or unreachable server is said first.  Connected here, so that a password
+        # typed at the prompt is kept only after it logged in; `with session` uses this connection.
+        session = ImapSession(self.connection, self.account.account, self.password).connect()
         if self.remember:
-            session.connect()  # `with session` then uses this connection
             self._keep_password()
         return session
 

@@ -39,12 +39,17 @@ from mailbackup.model import (
 log = logging.getLogger(__name__)
 
 class ImapSession:
-    def __init__(self, settings: ConnectionSettings, account: str, password: str) -> None:
+    def __init__(self, settings: ConnectionSettings, account: str, password: str | Callable[[], str]) -> None:
+        """`password` may be a function: it is called once, after the server is
+        reached and the channel secured, so a mistyped or unreachable server is
+        reported before anybody is asked for a password."""
         self.settings = settings
         self.account = account
-        self._password = password
-        self._redaction = Redaction.of(account, password)
-        watch_logs(self._redaction)
+        self._password_source = password
+        self._password: str | None = None
+        self._redaction = Redaction.of(account, "")
+        if isinstance(password, str):
+            self._learn_password(password)
         self._client: imapclient.IMAPClient | None = None
         self.compressed = False
         self.selected: str | None = None
@@ -52,10 +57,22 @@ class ImapSession:
         self.unusable_names: dict[str, bytes] = {}
 
     # -- connection ---------------------------------------------------
+    def _learn_password(self, password: str) -> str:
+        self._password = password
+        self._redaction = Redaction.of(self.account, password)
+        watch_logs(self._redaction)
+        return password
+
+    def _password_now(self) -> str:
+        if self._password is not None:
+            return self._password
+        source = self._password_source
+        return self._learn_password(source if isinstance(source, str) else source())
+
     def connect(self) -> ImapSession:
         client = open_client(self.settings)
         try:
-            login(client, self.settings, self.account, self._password)
+            login(client, self.settings, self.account, self._password_now())
             self.compressed = self._maybe_compress(client)
             self._enable_condstore(client)
         except MailbackupError as exc:
