@@ -1,5 +1,10 @@
 """tqdm progress for a backup: an overall bar and one for the current folder,
-messages and bytes with rates.  Off when not on a terminal or with --quiet."""
+messages and bytes with rates.  Off when not on a terminal or with --quiet.
+
+The overall bar is drawn from what the run expects before its first download
+(the folders' STATUS, see sync/plan.expected_new): in bytes with the rate and
+time left when the server tells folder sizes, else in messages; it never goes
+backwards.  The count of messages stands beside it."""
 
 from __future__ import annotations
 
@@ -20,24 +25,51 @@ class TqdmProgress:
         self.tqdm: Any = _tqdm() if self.enabled else None
         self.overall: Any = None
         self.folder: Any = None
+        self.in_bytes = False  # the overall bar counts bytes (the server told sizes), else messages
+        self.expected = 0  # messages the run expects, at most
+        self.started = 0  # messages of the folders begun so far
+        self.done = 0
+
+    def run_start(self, messages: int, size: int | None) -> None:
+        if not self.enabled or not messages:
+            return
+        self.expected, self.in_bytes = messages, size is not None
+        if self.in_bytes:
+            self.overall = self.tqdm(desc=_("all folders"), total=size, unit="B", unit_scale=True,
+                                     unit_divisor=1024, position=0, file=sys.stderr, dynamic_ncols=True)
+        else:
+            self.overall = self.tqdm(desc=_("all folders"), total=messages, unit=" " + _("msg"), position=0,
+                                     file=sys.stderr, dynamic_ncols=True)
+        self._count()
 
     def folder_start(self, name: str, messages: int, size: int) -> None:
         if not self.enabled or not messages:
             return
-        if self.overall is None:
-            self.overall = self.tqdm(desc=_("all folders"), unit=_("msg"), position=0, file=sys.stderr,
-                                dynamic_ncols=True)
-        self.overall.total = (self.overall.total or 0) + messages
-        self.overall.refresh()
+        if self.overall is None:  # nothing was announced: the total grows folder by folder
+            self.overall = self.tqdm(desc=_("all folders"), unit=" " + _("msg"), position=0, file=sys.stderr,
+                                     dynamic_ncols=True)
+        self.started += messages
+        if not self.in_bytes and self.started > (self.overall.total or 0):
+            self.overall.total = self.started
+        self._count()
         self._close_folder()
         self.folder = self.tqdm(desc=name[-30:], total=size, unit="B", unit_scale=True, unit_divisor=1024,
                            position=1, leave=False, file=sys.stderr, dynamic_ncols=True)
 
     def saved(self, messages: int, size: int) -> None:
+        self.done += messages
         if self.overall is not None:
-            self.overall.update(messages)
+            if self.in_bytes and self.overall.n + size > (self.overall.total or 0):
+                self.overall.total = self.overall.n + size  # the server's sizes were short: never backwards
+            self.overall.update(size if self.in_bytes else messages)
+            self._count()
         if self.folder is not None:
             self.folder.update(size)
+
+    def _count(self) -> None:
+        if self.in_bytes:
+            self.overall.set_postfix_str(_("{done} of {total} messages").format(
+                done=self.done, total=max(self.expected, self.started)), refresh=True)
 
     def folder_done(self, result: FolderResult) -> None:
         self._close_folder()

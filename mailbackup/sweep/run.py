@@ -218,6 +218,9 @@ class _EngineProgress:
         self.bucket = bucket
         self.stop = stop
 
+    def run_start(self, messages: int, size: int | None) -> None:
+        pass  # the sweep's lines show each account's progress as it goes
+
     def folder_start(self, name: str, messages: int, size: int) -> None:
         self.sink.folder_start(self.account, name, messages, size)
 

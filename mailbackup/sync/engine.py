@@ -12,7 +12,9 @@ is retried with backoff and a busy server waited out (imap/retry.py).
 
 from __future__ import annotations
 
+import contextlib
 import time
+from functools import partial
 from pathlib import PurePosixPath
 
 from mailbackup.archive import Archive
@@ -54,7 +56,9 @@ class BackupEngine:
         try:
             server_folders, self._statuses = self.parts.call(None, self._list_folders)
             self._note_vanished_folders(server_folders)
-            for info in plan.select_folders(server_folders, self.options.include, self.options.exclude):
+            selected = plan.select_folders(server_folders, self.options.include, self.options.exclude)
+            self._announce(selected)
+            for info in selected:
                 if self.options.stop.is_set():
                     break
                 result = FolderResult(name=info.name)
@@ -71,6 +75,24 @@ class BackupEngine:
             raise
         self._finish_run(run_id, stats, started, None)
         return stats
+
+    def _announce(self, selected: list[FolderInfo]) -> None:
+        """Tell the progress what the run expects, before the first download, so
+        its totals hold from the start.  Statuses the folder list did not bring
+        are read now (each folder's sync then uses them: no extra round trip)."""
+        for info in selected:
+            if info.name not in self._statuses and info.selectable:
+                with contextlib.suppress(FolderError, ServerError):
+                    self._statuses[info.name] = self.parts.call(None, partial(self.session.status, info.name))
+        messages, size = 0, 0  # type: tuple[int, int | None]
+        for info in selected:
+            status = self._statuses.get(info.name)
+            if status is None:
+                continue
+            new, new_size = plan.expected_new(self.state.folder(info.name), status)
+            messages += new
+            size = None if size is None or new_size is None else size + new_size
+        self.progress.run_start(messages, size)
 
     def _finish_run(self, run_id: int | None, stats: RunStats, started: float, status: str | None) -> None:
         stats.seconds = time.monotonic() - started

@@ -43,6 +43,7 @@ class BackupOptions:
 
 
 class BackupProgress(Protocol):
+    def run_start(self, messages: int, size: int | None) -> None: ...  # what the run expects to fetch, at most
     def folder_start(self, name: str, messages: int, size: int) -> None: ...
     def saved(self, messages: int, size: int) -> None: ...
     def folder_done(self, result: FolderResult) -> None: ...
@@ -50,6 +51,9 @@ class BackupProgress(Protocol):
 
 
 class NoBackupProgress:
+    def run_start(self, messages: int, size: int | None) -> None:
+        pass
+
     def folder_start(self, name: str, messages: int, size: int) -> None:
         pass
 

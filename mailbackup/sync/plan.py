@@ -82,6 +82,19 @@ def changed_flags(stored: dict[int, tuple[str, ...]], server: dict[int, tuple[st
     }
 
 
+def expected_new(record: FolderRecord | None, status: FolderStatus) -> tuple[int, int | None]:
+    """Messages (and bytes, when the server told the folder's size) a run can
+    expect to fetch from a folder, from its STATUS alone: an upper bound, so a
+    progress bar announced from it never has to grow."""
+    if record is None or record.uidvalidity != status.uidvalidity or record.uidnext is None:
+        return status.messages, status.size
+    if is_unchanged(record, status, has_failures=False):
+        return 0, 0
+    new = min(status.messages, max(0, status.uidnext - record.uidnext))
+    size = None if status.size is None else (status.size * new // status.messages if status.messages else 0)
+    return new, size
+
+
 @dataclass(frozen=True)
 class FolderStart:
     skip: bool  # nothing changed since the last run (and no flags to re-read)
