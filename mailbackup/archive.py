@@ -20,6 +20,7 @@ from mailbackup.store.base import MailStore
 from mailbackup.store.maildir import MaildirStore
 from mailbackup.store.mbox import MboxStore
 from mailbackup.store.naming import encode_component
+from mailbackup.text import system_error
 
 FORMATS = ("maildir", "mbox")
 
@@ -66,7 +67,7 @@ def open_archive(dest: Path, account: str, *, format: str | None = None, lock: b
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(_("cannot create archive directory {path}: {error}").format(
-            path=root, error=exc.strerror or exc)) from None
+            path=root, error=system_error(exc))) from None
     archive_lock = ArchiveLock(root).acquire() if lock else None
     try:
         state = StateDB(root / STATE_FILE)

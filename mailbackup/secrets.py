@@ -25,6 +25,7 @@ from typing import Any
 
 from mailbackup.errors import AuthError, PasswordUnavailable, UsageError
 from mailbackup.i18n import _
+from mailbackup.text import system_error
 
 ENV_VARIABLE = "MAILBACKUP_PASSWORD"
 Prompt = Callable[[str], str]
@@ -65,7 +66,7 @@ def from_file(path: str, account: str) -> str:
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise UsageError(_("password_file {path} for {account} cannot be read: {error}").format(
-            path=path, account=account, error=exc.strerror or type(exc).__name__)) from None
+            path=path, account=account, error=system_error(exc))) from None
     try:
         _check_private(os.fstat(descriptor), path)
         data = os.read(descriptor, PASSWORD_FILE_LIMIT)

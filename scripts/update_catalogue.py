@@ -4,7 +4,9 @@
     python scripts/update_catalogue.py --check  # exit 1 if anything would change or is untranslated
 
 Every ``_("...")`` and ``N_("...")`` literal under mailbackup/ is a message
-(read with `ast`, so implicit concatenation counts as one string).  An
+(read with `ast`, so implicit concatenation counts as one string), and every
+``ngettext("... {count} message", "... {count} messages", count)`` a message
+with a plural (Thai has one form: ``msgstr[0]``).  An
 f-string inside ``_()`` is an error: its text would differ on every call and
 never be found in the catalogue; write ``_("... {name} ...").format(name=...)``.
 Merging keeps every existing translation, adds new messages untranslated and
@@ -26,6 +28,8 @@ PACKAGE = ROOT / "mailbackup"
 LOCALE = PACKAGE / "locale"
 POT = LOCALE / "mailbackup.pot"
 MARKERS = ("_", "N_")
+PLURAL_MARKER = "ngettext"
+PLURALS = "\x00"  # singular and plural of one message, as the .po reader keys them
 HEADER = {
     "Project-Id-Version": "mailbackup",
     "MIME-Version": "1.0",
@@ -51,10 +55,20 @@ def extract(package: Path = PACKAGE) -> tuple[dict[str, Message], list[str]]:
         relative = path.relative_to(package.parent).as_posix()
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                 and node.func.id in MARKERS and node.args]
+                 and node.func.id in (*MARKERS, PLURAL_MARKER) and node.args]
         for node in sorted(calls, key=lambda call: (call.lineno, call.col_offset)):
             argument = node.args[0]
             where = f"{relative}:{node.lineno}"
+            if node.func.id == PLURAL_MARKER:
+                forms = [arg.value for arg in node.args[:2]
+                         if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
+                if len(forms) != 2:
+                    problems.append(f"{where}: ngettext() needs two string literals")
+                    continue
+                places = messages.setdefault(PLURALS.join(forms), Message(PLURALS.join(forms))).places
+                if relative not in places:
+                    places.append(relative)
+                continue
             if isinstance(argument, ast.JoinedStr):
                 problems.append(f"{where}: f-string in {ast.unparse(node.func)}(): use named placeholders and "
                                 ".format()")
@@ -101,7 +115,15 @@ def render(messages: list[Message], translations: dict[str, str], header: dict[s
         lines = [comment] if comment else []
         if "{" in message.msgid:
             lines.append("#, python-brace-format")
-        lines += po_string("msgid", message.msgid) + po_string("msgstr", translations.get(message.msgid, ""))
+        if PLURALS in message.msgid:
+            singular, plural = message.msgid.split(PLURALS, 1)
+            count = 1 if header.get("Plural-Forms", "").startswith("nplurals=1") else 2
+            forms = translations.get(message.msgid, PLURALS * (count - 1)).split(PLURALS)
+            lines += po_string("msgid", singular) + po_string("msgid_plural", plural)
+            for index in range(count):
+                lines += po_string(f"msgstr[{index}]", forms[index] if index < len(forms) else "")
+        else:
+            lines += po_string("msgid", message.msgid) + po_string("msgstr", translations.get(message.msgid, ""))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 

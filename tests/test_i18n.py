@@ -79,8 +79,9 @@ def test_the_template_is_up_to_date() -> None:
 
 
 def test_translations_keep_every_placeholder() -> None:
+    # A message with a plural (ngettext) is "singular\0plural": Thai's one form says what the plural says.
     wrong = [(msgid, text) for msgid, text in catalogue().items()
-             if "%(" not in msgid and placeholders(msgid) != placeholders(text)]
+             if "%(" not in msgid and placeholders(msgid.split("\x00")[-1]) != placeholders(text)]
     assert not wrong, wrong
     for msgid, text in catalogue().items():
         if "%(" in msgid:  # click's own %-formatted message

@@ -98,7 +98,7 @@ def test_uidvalidity_change_does_not_duplicate(imap_user, imap_client_factory, t
         again = backup(imap_user, tmp_path / fmt)
         assert again.returncode == 0, again.stderr
         assert "UIDVALIDITY changed" in again.stderr
-        assert "saved 1 messages" in again.stdout and "6 matched after UIDVALIDITY change" in again.stdout
+        assert "saved 1 message," in again.stdout and "6 matched after UIDVALIDITY change" in again.stdout
         stored = archive_contents(tmp_path / fmt, imap_user.name)["Cases"]
         assert sorted(message.body for message in stored.values()) == sorted(
             body for body, _, _ in server_contents(client, "Cases").values())
@@ -189,5 +189,5 @@ def test_dry_run_writes_nothing(imap_user, imap_client_factory, tmp_path):
     assert backup(imap_user, tmp_path).returncode == 0
     client.append("INBOX", letters(1, 99)[0])
     result = backup(imap_user, tmp_path, "--dry-run")
-    assert "would fetch 1 messages" in result.stdout
+    assert "would fetch 1 message," in result.stdout
     assert len(archive_contents(tmp_path, imap_user.name)["INBOX"]) == 3

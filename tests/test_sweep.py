@@ -159,7 +159,7 @@ def test_sweep_of_twenty_accounts(dovecot_server: DovecotServer, imap_client_fac
             # (After the failed access Dovecot lists the folder \Noselect, and verify/check.py then skips it as
             # "excluded"; so the backup's finding is what reports the folder here.)
             assert (row["backup"], row["exit_code"]) == ("warnings", ExitCode.WARNINGS)
-            assert any("งานคดี" in problem and "SERVERBUG" in problem for problem in row["problems"])
+            assert any("งานคดี" in problem and "SERVERBUG" in problem for problem in row["problems"]), row["problems"]
             stored = archive_contents(dest, user.name)
             assert {name: len(messages) for name, messages in stored.items()} == {"INBOX": 3, "งานคดี": 0}
         else:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 import re
 
-# What may stand in Thai text as it is: commands, options and names the user types or sees elsewhere.
-QUOTED = re.compile(r"“[^”]*”|`[^`]*`|\[[^\]]*\]|\([^()]*[A-Za-z][^()]*\)|'[^']*'|\"[^\"]*\"|«[^»]*»")
+# What may stand in Thai text as it is: commands, options and names the user types or sees elsewhere
+# (another program's menu names are written in **bold**).
+QUOTED = re.compile(r"\*\*[^*]+\*\*|“[^”]*”|`[^`]*`|\[[^\]]*\]|\([^()]*[A-Za-z][^()]*\)|'[^']*'|\"[^\"]*\"|«[^»]*»")
 TOKENS = re.compile(r"\S+")
 ENGLISH_WORD = re.compile(r"[a-z]{2,}[.,:;!?]?")
 KEEP = re.compile(r"""

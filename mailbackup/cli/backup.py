@@ -21,10 +21,10 @@ from mailbackup.cli.common import (
     stop_on_ctrl_c,
     verbosity_options,
 )
-from mailbackup.cli.format import duration, human_bytes
+from mailbackup.cli.format import duration, folders_text, human_bytes, messages_text
 from mailbackup.cli.progress import TqdmProgress
 from mailbackup.errors import ExitCode, run_exit_code, worst_exit_code
-from mailbackup.i18n import _
+from mailbackup.i18n import _, ngettext
 from mailbackup.model import RunStats
 from mailbackup.sync.engine import BackupEngine
 from mailbackup.sync.folder import BackupOptions
@@ -116,16 +116,19 @@ def explain(ctx: Context, result: VerifyResult, root: Path, html_report: Path) -
         ctx.echo(_("Done: all {count} messages of {account} are in the backup, and every copy has been checked.")
                  .format(count=totals.server_messages, account=account))
         if totals.only_local:
-            ctx.echo(_("The backup also keeps {count} messages that are no longer on the server.").format(
-                count=totals.only_local))
+            ctx.echo(ngettext("The backup also keeps {count} message that is no longer on the server.",
+                              "The backup also keeps {count} messages that are no longer on the server.",
+                              totals.only_local).format(count=totals.only_local))
     elif result.status is Status.INCOMPLETE:
         ctx.echo(_("Not finished: {missing} of {count} messages are not in the backup yet. Run the same command "
                    "again; if they are still missing, show the report to your unit's computer officer.").format(
                      missing=totals.missing + totals.size_mismatch, count=totals.server_messages))
     elif result.status is Status.CORRUPT:
-        ctx.echo(_("Warning: {count} copies in the backup are damaged. Run `mailbackup backup --repair {account}`, "
-                   "and show the report to your unit's computer officer.").format(
-                     count=totals.corrupt, account=account))
+        ctx.echo(ngettext("Warning: {count} copy in the backup is damaged. Run `mailbackup backup --repair "
+                          "{account}`, and show the report to your unit's computer officer.",
+                          "Warning: {count} copies in the backup are damaged. Run `mailbackup backup --repair "
+                          "{account}`, and show the report to your unit's computer officer.",
+                          totals.corrupt).format(count=totals.corrupt, account=account))
     else:
         ctx.echo(_("The backup is saved, but it could not be checked against the server: {error}").format(
             error=result.error))
@@ -167,20 +170,20 @@ def summarize_backup(ctx: Context, stats: RunStats, dry_run: bool) -> None:
             ctx.echo(_("  PARTIAL {folder}: UIDs not saved: {uids}").format(
                 folder=folder.name, uids=", ".join(map(str, folder.failed_uids))), err=True)
         elif dry_run and folder.fetched:
-            ctx.echo(_("  {folder}: {count} messages, {size}").format(
-                folder=folder.name, count=folder.fetched, size=human_bytes(folder.fetched_bytes)))
+            ctx.echo(_("  {folder}: {messages}, {size}").format(
+                folder=folder.name, messages=messages_text(folder.fetched), size=human_bytes(folder.fetched_bytes)))
     changed = sum(1 for folder in stats.folders if not folder.skipped_unchanged)
     matched = sum(folder.matched for folder in stats.folders)
     gone = sum(folder.gone for folder in stats.folders)
     flags = sum(folder.flags_updated for folder in stats.folders)
-    line = (_("Dry run: {folders} folders ({changed} changed), would fetch {count} messages, {size} in {duration}")
+    line = (_("Dry run: {folders} ({changed} changed), would fetch {messages}, {size} in {duration}")
             if dry_run else
-            _("{folders} folders ({changed} changed), saved {count} messages, {size} in {duration}")).format(
-        folders=len(stats.folders), changed=changed, count=stats.messages, size=human_bytes(stats.bytes),
-        duration=duration(stats.seconds))
+            _("{folders} ({changed} changed), saved {messages}, {size} in {duration}")).format(
+        folders=folders_text(len(stats.folders)), changed=changed, messages=messages_text(stats.messages),
+        size=human_bytes(stats.bytes), duration=duration(stats.seconds))
     extras = [text for count, text in (
         (matched, _("{count} matched after UIDVALIDITY change").format(count=matched)),
-        (flags, _("{count} flag changes").format(count=flags)),
+        (flags, ngettext("{count} flag change", "{count} flag changes", flags).format(count=flags)),
         (gone, _("{count} gone from server").format(count=gone))) if count]
     ctx.echo(_("{summary}.").format(summary=line + (f"; {', '.join(extras)}" if extras else "")))
     _say_repaired(ctx, stats)

@@ -19,7 +19,7 @@ import click.termui
 import click.types
 
 from mailbackup import i18n
-from mailbackup.i18n import N_
+from mailbackup.i18n import N_, ngettext
 
 # The messages of click 8 that a user of mailbackup meets; the catalogue translates them.
 CLICK_MESSAGES = (
@@ -31,16 +31,31 @@ CLICK_MESSAGES = (
     N_("{value!r} is not a valid {number_type}."), N_("{value} is not in the range {range}."),
     N_("{name} {filename!r} does not exist."), N_("file"), N_("directory"), N_("path"),
     N_("%(prog)s, version %(version)s"),
+    N_("{name} {filename!r} is a file."), N_("{name} {filename!r} is a directory."),
+    N_("{name} {filename!r} is not readable."), N_("{name} {filename!r} is not writable."),
+    N_("Missing command."), N_("Choose from:\n\t{choices}"), N_("Missing parameter: {param_name}"),
+    N_("{value!r} is not a valid boolean. Recognized values: {states}"), N_("Option {name!r} does not take a value."),
+    N_("Could not open file {filename!r}: {message}"), N_("Do you want to continue?"),
 )
+
+
+def _click_plurals() -> None:
+    """Never called: marks click's messages with a plural for the catalogue."""
+    ngettext("{value!r} is not {choice}.", "{value!r} is not one of {choices}.", 2)
+    ngettext("Got unexpected extra argument ({args})", "Got unexpected extra arguments ({args})", 2)
+    ngettext("Option {name!r} requires an argument.", "Option {name!r} requires {nargs} arguments.", 2)
+    ngettext("Did you mean {possibility}?", "(Did you mean one of: {possibilities}?)", 2)
 CLICK_MODULES = (click.core, click.decorators, click.exceptions, click.formatting, click.parser, click.termui,
                  click.types)
 
 
 def translate_click() -> None:
-    """Point each click module's `_` (bound at its import) at our catalogue."""
+    """Point each click module's `_` and `ngettext` (bound at its import) at our catalogue."""
     for module in CLICK_MODULES:
         if hasattr(module, "_"):
             module._ = i18n._  # type: ignore[attr-defined]
+        if hasattr(module, "ngettext"):
+            module.ngettext = i18n.ngettext  # type: ignore[attr-defined]
 
 
 translate_click()

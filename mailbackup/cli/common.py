@@ -26,7 +26,7 @@ from mailbackup.errors import ExitCode, MailbackupError, StateError, StorageErro
 from mailbackup.i18n import _
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import DEFAULT_SERVER, ConnectionSettings
-from mailbackup.text import printable
+from mailbackup.text import printable, system_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("mailbackup")
@@ -213,7 +213,7 @@ def local_error(exc: BaseException) -> StorageError | None:
                             hint=_("free some space or fix the permissions of the archive, then run the same "
                                    "command again: what was saved stays saved"))
     if isinstance(exc, OSError) and exc.errno in LOCAL_ERRNOS:
-        error = exc.strerror or exc
+        error = system_error(exc)
         text = (_("cannot write {path}: {error}").format(path=exc.filename, error=error) if exc.filename
                 else _("cannot write: {error}").format(error=error))
         return StorageError(text, hint=_("free some space or fix the permissions of the archive, then run the same "

@@ -10,7 +10,7 @@ import click
 
 from mailbackup.archive import open_archive, private_umask
 from mailbackup.cli.common import build_context, folder_filter_options, handle_errors, verbosity_options
-from mailbackup.cli.format import duration, human_bytes
+from mailbackup.cli.format import duration, folders_text, human_bytes, messages_text
 from mailbackup.cli.guides import guide_text
 from mailbackup.errors import ExitCode, UsageError
 from mailbackup.i18n import _
@@ -74,8 +74,9 @@ def export(account: str, dest: str | None, thunderbird_dir: str | None, mbox_dir
                                    exclude=ctx.account.exclude, skip_deleted=skip_deleted, exact=exact)
     with open_archive(ctx.account.dest, account, lock=True, create=False) as archive:
         stats = export_archive(archive, export_options, EchoExportProgress())
-    ctx.echo(_("Exported {folders} folders, {count} messages, {size} into {path} ({kind}) in {duration}.").format(
-        folders=len(stats.folders), count=stats.messages, size=human_bytes(stats.bytes), path=out_dir, kind=kind,
+    ctx.echo(_("Exported {folders}, {messages}, {size} into {path} ({kind}) in {duration}.").format(
+        folders=folders_text(len(stats.folders)), messages=messages_text(stats.messages), size=human_bytes(stats.bytes),
+        path=out_dir, kind=kind,
         duration=duration(stats.seconds)))
     if kind == "thunderbird":
         ctx.echo(_("Copy it into Thunderbird as `mailbackup export --help-thunderbird` describes "

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import unicodedata
 
-from mailbackup.i18n import _
+from mailbackup.i18n import _, ngettext
 from mailbackup.text import human_bytes
 
 __all__ = ["display_width", "duration", "human_bytes", "pad"]  # human_bytes lives in mailbackup.text
+
+
+def messages_text(count: int) -> str:
+    """"1 message", "2 messages" (Thai: "1 ฉบับ")."""
+    return ngettext("{count} message", "{count} messages", count).format(count=count)
+
+
+def folders_text(count: int) -> str:
+    return ngettext("{count} folder", "{count} folders", count).format(count=count)
+
+
+def accounts_text(count: int) -> str:
+    return ngettext("{count} account", "{count} accounts", count).format(count=count)
 
 
 def duration(seconds: float) -> str:

@@ -38,16 +38,14 @@ class TqdmProgress:
             self.overall = self.tqdm(desc=_("all folders"), total=size, unit="B", unit_scale=True,
                                      unit_divisor=1024, position=0, file=sys.stderr, dynamic_ncols=True)
         else:
-            self.overall = self.tqdm(desc=_("all folders"), total=messages, unit=" " + _("msg"), position=0,
-                                     file=sys.stderr, dynamic_ncols=True)
+            self.overall = self._message_bar(total=messages)
         self._count()
 
     def folder_start(self, name: str, messages: int, size: int) -> None:
         if not self.enabled or not messages:
             return
         if self.overall is None:  # nothing was announced: the total grows folder by folder
-            self.overall = self.tqdm(desc=_("all folders"), unit=" " + _("msg"), position=0, file=sys.stderr,
-                                     dynamic_ncols=True)
+            self.overall = self._message_bar(total=None)
         self.started += messages
         if not self.in_bytes and self.started > (self.overall.total or 0):
             self.overall.total = self.started
@@ -63,8 +61,17 @@ class TqdmProgress:
                 self.overall.total = self.overall.n + size  # the server's sizes were short: never backwards
             self.overall.update(size if self.in_bytes else messages)
             self._count()
+            if not self.in_bytes:
+                rate = self.overall.format_dict.get("rate") or 0
+                self.overall.set_postfix_str(_("messages per second: {rate}").format(rate=f"{rate:.0f}"))
         if self.folder is not None:
             self.folder.update(size)
+
+    def _message_bar(self, total: int | None) -> Any:
+        # tqdm writes a rate as UNIT/s; "ฉบับ/s" is no Thai, so the rate says its unit in words.
+        return self.tqdm(desc=_("all folders"), total=total, position=0, file=sys.stderr, dynamic_ncols=True,
+                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {postfix}]",
+                         postfix=_("messages per second: {rate}").format(rate="…"))
 
     def _count(self) -> None:
         if self.in_bytes:

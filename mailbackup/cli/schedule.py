@@ -25,6 +25,7 @@ from mailbackup.sweep.schedule import (
     systemd_units,
     unit_name,
 )
+from mailbackup.text import system_error
 
 PASSWORD_NOTE = N_("A scheduled run has no desktop session: the OS keyring may be locked or absent. "
                    "Give each account a password_file (readable by you alone) or a password_command.")
@@ -94,7 +95,7 @@ def _systemd(spec: ScheduleSpec, output_dir: Path | None) -> None:
                 (output_dir / name).write_text(text, encoding="utf-8")
         except OSError as exc:
             raise StorageError(_("cannot write the units into {directory}: {error}").format(
-                directory=output_dir, error=exc.strerror or exc)) from None
+                directory=output_dir, error=system_error(exc))) from None
         click.echo(_("Wrote {files}.").format(files=", ".join(str(output_dir / name) for name in units)))
     else:
         for name, text in units.items():

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from mailbackup.archive import private_umask
 from mailbackup.cli.common import handle_errors, verbosity_options
-from mailbackup.cli.format import display_width, duration, human_bytes, pad, wrap
+from mailbackup.cli.format import accounts_text, display_width, duration, human_bytes, messages_text, pad, wrap
 from mailbackup.cli.verify import parse_duration
 from mailbackup.config import load_sweep
 from mailbackup.errors import SEVERITY, ExitCode, StorageError
@@ -29,6 +29,7 @@ from mailbackup.sweep.options import Shard, SweepOptions
 from mailbackup.sweep.progress import LogProgress, SweepProgress, stage_word
 from mailbackup.sweep.reports import report_directory, write_reports
 from mailbackup.sweep.run import AccountOutcome, SweepResult, describe, run_sweep, take_sweep_lock
+from mailbackup.text import system_error
 
 log = logging.getLogger("mailbackup.sweep")
 LOG_FILE_BYTES = 5 * 1024 * 1024
@@ -158,7 +159,7 @@ def _file_handler(path: Path, verbose: int) -> logging.Handler:
         handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS,
                                                        encoding="utf-8")
     except OSError as exc:
-        raise StorageError(_("cannot open log file {path}: {error}").format(path=path, error=exc.strerror or exc)) \
+        raise StorageError(_("cannot open log file {path}: {error}").format(path=path, error=system_error(exc))) \
             from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s [%(threadName)s] %(name)s: %(message)s",
                                            TIME_FORMAT))
@@ -264,8 +265,8 @@ class TqdmSweepProgress:
 
     def _overall_postfix(self) -> None:
         if self.overall is not None:
-            self.overall.set_postfix_str(_("{count} messages, {size}").format(count=self.messages,
-                                                                             size=human_bytes(self.bytes)))
+            self.overall.set_postfix_str(_("{messages}, {size}").format(messages=messages_text(self.messages),
+                                                                       size=human_bytes(self.bytes)))
 
     def _close_line(self, account: str) -> None:
         with self.lock:
@@ -309,8 +310,8 @@ def _print_table(result: SweepResult) -> None:
         counts[outcome.exit_code] = counts.get(outcome.exit_code, 0) + 1
     parts = [f"{counts[code]} {_(EXIT_WORDS[code])}" for code in SEVERITY if code in counts]
     shard = _(" (shard {shard})").format(shard=result.shard) if result.shard else ""
-    click.echo(_("{count} accounts{shard} in {duration}: {codes}. Exit code {code} ({name}).").format(
-        count=len(result.outcomes), shard=shard, duration=duration(result.seconds),
+    click.echo(_("{accounts}{shard} in {duration}: {codes}. Exit code {code} ({name}).").format(
+        accounts=accounts_text(len(result.outcomes)), shard=shard, duration=duration(result.seconds),
         codes=", ".join(parts) or _("none"), code=int(result.exit_code), name=_(EXIT_WORDS[result.exit_code])))
     if result.interrupted:
         click.echo(_("Interrupted: what is listed as saved is safe; run the same command to continue."), err=True)

@@ -19,6 +19,7 @@ from yaml.constructor import SafeConstructor
 from mailbackup.config.keys import DEFAULTS_ALLOWED, ENTRY_ALLOWED, ENTRY_KEYS, FORBIDDEN, SWEEP_KEYS, Key
 from mailbackup.errors import ConfigError
 from mailbackup.i18n import N_, _
+from mailbackup.text import system_error
 
 
 def read_document(path: Path) -> dict[str, Any]:
@@ -26,7 +27,7 @@ def read_document(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(_("cannot read config {path}: {error}").format(path=path, error=exc.strerror or exc)) \
+        raise ConfigError(_("cannot read config {path}: {error}").format(path=path, error=system_error(exc))) \
             from None
     try:
         text = raw.decode("utf-8-sig")

@@ -37,6 +37,7 @@ from mailbackup.imap import wire
 from mailbackup.imap.pushback import busy_error
 from mailbackup.imap.redact import NO_REDACTION, Redaction
 from mailbackup.model import ConnectionSettings, TLSMode
+from mailbackup.text import system_error
 
 log = logging.getLogger(__name__)
 
@@ -235,9 +236,10 @@ def translate_errors(settings: ConnectionSettings, *, redaction: Redaction = NO_
             _("{server} refused: {reply}").format(server=server, reply=reply)) from None
     except OSError as exc:
         if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-            raise ConnectError(_("cannot reach {server}: {error}").format(server=server, error=exc.strerror)) from None
+            raise ConnectError(_("cannot reach {server}: {error}").format(
+                server=server, error=system_error(exc))) from None
         raise ConnectionLost(_("connection to {server} failed: {error}").format(
-            server=server, error=exc.strerror or exc)) from None
+            server=server, error=system_error(exc))) from None
 
 
 def tls_hint(settings: ConnectionSettings) -> str:

@@ -26,6 +26,7 @@ from mailbackup import faults
 from mailbackup.errors import ConnectionLost, ExitCode, ServerError, StorageError
 from mailbackup.i18n import _
 from mailbackup.store.body import MessageBody, SpoolFile
+from mailbackup.text import system_error
 
 MAX_LINE = 1 << 20  # a response line longer than this (without its literals) is hostile
 MAX_LITERAL = 1 << 31  # no message of 2 GB exists on a mail server we back up
@@ -94,7 +95,7 @@ def read_literal(reader: BinaryIO, size: int, *, spool_dir: Path | None, spool_a
         spool = SpoolFile(spool_dir, f"fetch-{next(_spool_names)}.part")
     except OSError as exc:  # a local disk problem, not the connection's
         raise StorageError(_("cannot write {path}: {error}").format(
-            path=spool_dir, error=exc.strerror or exc)) from None
+            path=spool_dir, error=system_error(exc))) from None
     try:
         _copy_to_spool(reader, size, spool)
     except BaseException:
@@ -113,7 +114,7 @@ def _copy_to_spool(reader: BinaryIO, size: int, spool: SpoolFile) -> None:
             spool.write(chunk)
         except OSError as exc:
             raise StorageError(_("cannot write {path}: {error}").format(
-                path=spool.path, error=exc.strerror or exc)) from None
+                path=spool.path, error=system_error(exc))) from None
         left -= len(chunk)
         if left <= size // 2:
             faults.point("mid-large")

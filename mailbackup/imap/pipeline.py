@@ -38,7 +38,7 @@ from mailbackup.imap.lexer import ProtocolViolation, Quoted, discard, gather, re
 from mailbackup.imap.parse import MetaRow, fetch_flags, internaldate, meta_row, parse_items
 from mailbackup.imap.uidset import to_sequence_set
 from mailbackup.store.body import MessageBody
-from mailbackup.text import printable
+from mailbackup.text import printable, system_error
 
 OUR_TAG = re.compile(rb"MB\d+ ")
 _tags = itertools.count(1)
@@ -156,7 +156,7 @@ class FetchPipeline:
         try:
             self.send(data)
         except OSError as exc:
-            raise ConnectionLost(_("connection lost while sending: {error}").format(error=exc.strerror or exc)) \
+            raise ConnectionLost(_("connection lost while sending: {error}").format(error=system_error(exc))) \
                 from None
 
     def _read_until_tagged(self, tag: bytes, batch: BatchResult, owner: dict[int, BatchResult]) -> None:

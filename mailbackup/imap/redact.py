@@ -44,7 +44,13 @@ class Redaction:
         forms = {password, escaped, base64.b64encode(f"\0{account}\0{password}".encode()).decode(),
                  base64.b64encode(password.encode()).decode().rstrip("="),
                  ascii(password)[1:-1], repr(password)[1:-1], json.dumps(password)[1:-1],
-                 repr(password.encode())[2:-1], password.encode("ascii", "ignore").decode()}
+                 repr(password.encode())[2:-1]}
+        # What imapclient's ASCII decoding leaves of a non-ASCII password: masked when it is
+        # long enough to mean something.  The "8" left of "รหัสผ่านไทย8" would otherwise have
+        # every server text holding an 8 (a date, a count) withheld as if it held the password.
+        remainder = password.encode("ascii", "ignore").decode()
+        if remainder == password or len(remainder) >= MIN_MASKED:
+            forms.add(remainder)
         return cls(tuple(sorted((form for form in forms if form), key=len, reverse=True)))
 
     def server_text(self, text: str) -> str:

@@ -55,6 +55,7 @@ from mailbackup.store.files import fsync_directory, make_private_dirs
 from mailbackup.store.maildir import MaildirStore
 from mailbackup.store.mbox import MboxStore
 from mailbackup.sync.plan import select_folders
+from mailbackup.text import system_error
 
 KINDS = ("thunderbird", "mbox", "maildir")
 MEGABYTE = 1 << 20
@@ -245,7 +246,7 @@ def _prepare_output(out_dir: Path) -> None:
                              hint=_("export into a new directory"))
         make_private_dirs(out_dir)
     except OSError as exc:
-        raise StorageError(_("cannot create {path}: {error}").format(path=out_dir, error=exc.strerror or exc)) \
+        raise StorageError(_("cannot create {path}: {error}").format(path=out_dir, error=system_error(exc))) \
             from None
 
 
@@ -325,7 +326,7 @@ class _Exporter:
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as exc:
-            raise StorageError(_("cannot write {path}: {error}").format(path=target, error=exc.strerror or exc)) \
+            raise StorageError(_("cannot write {path}: {error}").format(path=target, error=system_error(exc))) \
                 from None
 
     # -- mbox <-> Maildir ---------------------------------------------

@@ -23,6 +23,7 @@ from mailbackup.state.rows import insert_sql, message_from_row, message_values, 
 from mailbackup.state.runs import RunLog
 from mailbackup.state.schema import MIGRATIONS, SCHEMA_VERSION
 from mailbackup.state.uploads import UploadLedger
+from mailbackup.text import system_error
 
 STATE_FILE = "state.sqlite3"
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class StateDB(RunLog, UploadLedger):
             self._migrate()
         except OSError as exc:
             raise StorageError(_("cannot create state file {path}: {error}").format(
-                path=path, error=exc.strerror or exc)) from None
+                path=path, error=system_error(exc))) from None
         except sqlite3.DatabaseError as exc:
             # A full disk or a read-only directory is not damage: moving the file aside would be wrong.
             if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mailbackup.errors import StorageError
 from mailbackup.i18n import _
+from mailbackup.text import system_error
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -33,7 +34,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     except OSError as exc:
         temporary.unlink(missing_ok=True)
         raise StorageError(_("cannot write report {path}: {error}").format(
-            path=path, error=exc.strerror or exc)) from None
+            path=path, error=system_error(exc))) from None
 
 
 def make_private_dirs(path: Path) -> None:

@@ -24,6 +24,7 @@ from mailbackup.store.base import Absent, Inventory, MailStore, Recovery
 from mailbackup.store.body import CHUNK, MessageBody, sha256_of_file
 from mailbackup.store.files import fsync_directory, make_durable, make_private_dirs
 from mailbackup.store.keywords import KeywordTable, keywords_of
+from mailbackup.text import system_error
 
 FLAG_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S", "\\Deleted": "T"}
 INFO_SEPARATORS = (":", ";", "!")
@@ -108,7 +109,7 @@ class MaildirStore(MailStore):
                     handle.write(chunk)
         except OSError as exc:
             path.unlink(missing_ok=True)
-            raise StorageError(_("cannot write {path}: {error}").format(path=path, error=exc.strerror or exc)) \
+            raise StorageError(_("cannot write {path}: {error}").format(path=path, error=system_error(exc))) \
                 from None
         stamp = message.internaldate.timestamp()
         os.utime(path, (stamp, stamp))

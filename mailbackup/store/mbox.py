@@ -25,6 +25,7 @@ from mailbackup.store import mboxrd
 from mailbackup.store.base import Absent, Inventory, MailStore, Recovery
 from mailbackup.store.body import CHUNK, MessageBody
 from mailbackup.store.files import make_private_dirs
+from mailbackup.text import system_error
 
 MBOX_SUFFIX = ".mbox"
 LONG_LINE = 1 << 20
@@ -63,7 +64,7 @@ class MboxStore(MailStore):
                 os.fsync(handle.fileno())
         except OSError as exc:
             _truncate_quietly(path, committed)
-            raise StorageError(_("cannot write {path}: {error}").format(path=path, error=exc.strerror or exc)) \
+            raise StorageError(_("cannot write {path}: {error}").format(path=path, error=system_error(exc))) \
                 from None
         return stored
 
@@ -204,7 +205,7 @@ def _mbox_structure(path: Path, committed: int, messages: Iterable[StoredMessage
     except ValueError as exc:
         return [_("mbox file cannot be parsed: {error}").format(error=exc)]
     except OSError as exc:
-        return [_("mbox file cannot be read: {error}").format(error=exc.strerror or exc)]
+        return [_("mbox file cannot be read: {error}").format(error=system_error(exc))]
     # The last entry before an uncommitted tail runs on into it when parsed.
     parsed = {(offset, min(length, committed - offset)) for offset, length in parsed}
     problems = []

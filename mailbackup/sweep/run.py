@@ -74,6 +74,7 @@ from mailbackup.sweep.options import Shard, SweepOptions, select_accounts
 from mailbackup.sweep.progress import STAGE_WORDS, LogProgress, SweepProgress, stage_word
 from mailbackup.sync.engine import BackupEngine
 from mailbackup.sync.folder import MEGABYTE, BackupOptions
+from mailbackup.text import system_error
 from mailbackup.verify.check import verify_online
 from mailbackup.verify.record import verify_recorded
 from mailbackup.verify.results import VerifyOptions, VerifyResult
@@ -91,7 +92,7 @@ def sweep_lock(settings: SweepSettings, shard: Shard | None) -> ArchiveLock:
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise StorageError(_("cannot create {path}: {error}").format(path=directory, error=exc.strerror or exc)) \
+        raise StorageError(_("cannot create {path}: {error}").format(path=directory, error=system_error(exc))) \
             from None
     return ArchiveLock(directory)
 

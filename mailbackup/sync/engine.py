@@ -12,7 +12,6 @@ is retried with backoff and a busy server waited out (imap/retry.py).
 
 from __future__ import annotations
 
-import contextlib
 import time
 from functools import partial
 from pathlib import PurePosixPath
@@ -45,6 +44,7 @@ class BackupEngine:
         self.fetcher = Fetcher(self.parts, self.committer)
         self._path_keys: set[str] | None = None
         self._statuses: dict[str, FolderStatus] = {}  # read with the folder list, where the server can
+        self._status_errors: dict[str, FolderError | ServerError] = {}  # statuses read before the run that failed
 
     # -- the run ------------------------------------------------------
     def run(self) -> RunStats:
@@ -82,8 +82,10 @@ class BackupEngine:
         are read now (each folder's sync then uses them: no extra round trip)."""
         for info in selected:
             if info.name not in self._statuses and info.selectable:
-                with contextlib.suppress(FolderError, ServerError):
+                try:
                     self._statuses[info.name] = self.parts.call(None, partial(self.session.status, info.name))
+                except (FolderError, ServerError) as exc:
+                    self._status_errors[info.name] = exc  # the folder's own sync reports it, as it would have
         messages, size = 0, 0  # type: tuple[int, int | None]
         for info in selected:
             status = self._statuses.get(info.name)
@@ -141,6 +143,8 @@ class BackupEngine:
         # The status read with the folder list may be minutes old by now: good enough to
         # skip an unchanged folder (what arrives meanwhile waits for the next run, as it
         # would a moment later); EXAMINE below gives the figures the folder is synced to.
+        if info.name in self._status_errors:
+            raise self._status_errors.pop(info.name)
         status = self._statuses.pop(info.name, None) or self.parts.call(None, lambda: self.session.status(info.name))
         start = plan.plan_start(record, status, has_failures=bool(record.id and self.state.failures(record.id)),
                                 stored_any=bool(record.id and self.state.count_messages(record.id)),

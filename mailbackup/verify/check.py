@@ -42,6 +42,7 @@ from mailbackup.model import FolderInfo, MessageMeta, StoredMessage
 from mailbackup.state.db import FolderRecord
 from mailbackup.state.rows import now_iso
 from mailbackup.sync.plan import select_folders
+from mailbackup.text import system_error
 from mailbackup.verify.results import FolderReport, MessageEntry, Mode, VerifyOptions, VerifyResult
 
 log = logging.getLogger(__name__)
@@ -295,7 +296,7 @@ class _ArchiveChecker:
         except FileNotFoundError:
             return _Outcome("missing", _("message file not found"))
         except (OSError, ValueError) as exc:
-            return _Outcome("corrupt", _("cannot be read: {error}").format(error=getattr(exc, "strerror", None) or exc))
+            return _Outcome("corrupt", _("cannot be read: {error}").format(error=system_error(exc)))
         finally:
             work.report.checked += 1
             work.report.bytes_checked += size

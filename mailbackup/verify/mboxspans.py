@@ -9,6 +9,7 @@ from pathlib import Path
 from mailbackup.i18n import _
 from mailbackup.model import StoredMessage
 from mailbackup.store import mboxrd
+from mailbackup.text import system_error
 
 
 def mbox_structure(path: Path, committed: int, messages: Iterable[StoredMessage]) -> list[str]:
@@ -22,7 +23,7 @@ def mbox_structure(path: Path, committed: int, messages: Iterable[StoredMessage]
     except ValueError as exc:
         return [_("mbox file cannot be parsed: {error}").format(error=exc)]
     except OSError as exc:
-        return [_("mbox file cannot be read: {error}").format(error=exc.strerror or exc)]
+        return [_("mbox file cannot be read: {error}").format(error=system_error(exc))]
     # The last entry before an uncommitted tail runs on into it when parsed.
     parsed = {(offset, min(length, committed - offset)) for offset, length in parsed}
     problems = []

@@ -28,6 +28,7 @@ from mailbackup.config.keys import STAFF_KEYS
 from mailbackup.errors import StorageError
 from mailbackup.i18n import N_, _
 from mailbackup.store.files import atomic_write
+from mailbackup.text import system_error
 from mailbackup.verify.render import (
     SCHEMA_VERSION,
     STATUS_EXPLAINED,
@@ -142,7 +143,7 @@ def load_verify(path: Path) -> VerifyResult:
     try:
         return verify_from_dict(json.loads(path.read_text(encoding="utf-8")))
     except OSError as exc:
-        raise StorageError(_("cannot read {path}: {error}").format(path=path, error=exc.strerror or exc)) from None
+        raise StorageError(_("cannot read {path}: {error}").format(path=path, error=system_error(exc))) from None
     except (ValueError, KeyError, TypeError) as exc:
         raise StorageError(_("{path} is not a verification report mailbackup can read: {error}").format(
             path=path, error=exc), hint=_("run `mailbackup verify` again to write a new one")) from None
