@@ -1,0 +1,358 @@
+"""The archive against a model, through random histories on a real Dovecot (issue 13).
+
+A hypothesis `RuleBasedStateMachine` changes a fresh Dovecot mailbox at
+random (append, byte-identical duplicates, messages without a final newline,
+flag and unflag, expunge, rename, delete and recreate a folder with a new
+UIDVALIDITY, nested Thai folders) and runs `mailbackup backup` and `verify`
+as a user does, through the CLI: in this process (CliRunner) for speed, or in
+a subprocess killed by a fault point (mailbackup/faults.py) and then resumed.
+
+The model is what the archive promises, computed from what the test itself
+reads from the server at each backup:
+
+* every message the server held at a backup is in the archive, each copy
+  exactly once per folder (a folder recreated with a new UIDVALIDITY claims
+  each old copy of the same content once, and stores the rest anew);
+* a message no longer on the server (or in a folder no longer on it) is kept
+  and marked gone; the live ones carry the server's flags;
+* `verify` exits 0, saying COMPLETE, exactly when every message the server
+  holds now is in the archive under its current UIDVALIDITY and UID.
+
+The archive is read as documented: state.sqlite3 and the store's files.  CI
+runs a few examples; MAILBACKUP_SLOW=1 runs thousands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import backup as subprocess_backup
+from helpers import run_cli_in_process
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from imapclient import IMAPClient
+
+from mailbackup.archive import account_dir, open_archive
+
+SLOW = os.environ.get("MAILBACKUP_SLOW") == "1"
+
+# Few and small, so duplicates are common: the last one has no final newline.
+BODIES = [
+    b"From: =?UTF-8?B?4Lio4Liy4Lil?= <court@coj.go.th>\r\nSubject: one\r\nMessage-ID: <1@coj.go.th>\r\n\r\n"
+    b"\xe0\xb9\x80\xe0\xb8\xa3\xe0\xb8\xb5\xe0\xb8\xa2\xe0\xb8\x99\r\nFrom the desk\r\n",
+    b"From: clerk@coj.go.th\r\nSubject: two\r\nMessage-ID: <2@coj.go.th>\r\n\r\n>From quoted\r\nline\r\n",
+    b"From: clerk@coj.go.th\r\nSubject: three\r\n\r\nno Message-ID here\r\n",
+    b"From: clerk@coj.go.th\r\nSubject: four\r\nMessage-ID: <4@coj.go.th>\r\n\r\nno final newline",
+]
+FLAGS = [b"\\Seen", b"\\Flagged", b"\\Answered", b"\\Draft"]
+TOP_NAMES = ["งานคดี", "Archive", "ร่าง หนังสือ"]
+CHILD_NAMES = ["2566", "ศาลฎีกา"]
+FAULTS = ["after-pending", "after-write"]
+STATIC_ARGS = ["--no-verify", "--batch-size", "2", "--retry-delay", "0.01"]
+
+
+@dataclass
+class Row:
+    """One copy the archive should hold."""
+
+    uidvalidity: int
+    uid: int
+    body: bytes
+    flags: frozenset[str]
+    gone: bool = False
+
+
+@dataclass(frozen=True)
+class ServerFolder:
+    uidvalidity: int
+    messages: dict[int, tuple[bytes, frozenset[str]]]
+
+
+def flag_names(raw: Any) -> frozenset[str]:
+    names = (flag.decode() if isinstance(flag, bytes) else str(flag) for flag in raw)
+    return frozenset(name for name in names if name.lower() != "\\recent")
+
+
+class Model:
+    """What the archive must hold, updated from the server as each backup saw it."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[Row]] = {}
+        self.folders_gone: set[str] = set()
+
+    def backed_up(self, server: dict[str, ServerFolder]) -> None:
+        for name in self.rows:
+            if name not in server:
+                self.folders_gone.add(name)
+        for name, folder in server.items():
+            self.folders_gone.discard(name)
+            self._sync_folder(self.rows.setdefault(name, []), folder)
+
+    @staticmethod
+    def _sync_folder(rows: list[Row], folder: ServerFolder) -> None:
+        validity = folder.uidvalidity
+        new_generation = any(row.uidvalidity != validity and not row.gone for row in rows)
+        held = {row.uid: row for row in rows if row.uidvalidity == validity}
+        for uid, (body, flags) in sorted(folder.messages.items()):
+            row = held.get(uid)
+            if row is None and new_generation:  # an old copy of the same content, claimed once
+                row = next((old for old in rows if old.uidvalidity != validity and old.body == body), None)
+            if row is None:
+                row = Row(validity, uid, body, flags)
+                rows.append(row)
+            row.uidvalidity, row.uid, row.flags, row.gone = validity, uid, flags, False
+        for row in rows:
+            if row.uidvalidity != validity or row.uid not in folder.messages:
+                row.gone = True
+
+    def backup_exit_code(self, server: dict[str, ServerFolder]) -> int:
+        """1 (warnings) when a folder whose mail the archive holds as live is empty on the
+        server: the backup says so (a wiped folder is worth a look); 0 otherwise."""
+        emptied = any(not folder.messages and any(not row.gone for row in self.rows.get(name, []))
+                      for name, folder in server.items())
+        return 1 if emptied else 0
+
+    def complete(self, server: dict[str, ServerFolder]) -> bool:
+        """Every message on the server now is archived under its UIDVALIDITY and UID."""
+        for name, folder in server.items():
+            archived = {(row.uidvalidity, row.uid) for row in self.rows.get(name, [])}
+            if any((folder.uidvalidity, uid) not in archived for uid in folder.messages):
+                return False
+        return True
+
+
+class ArchiveMachine(RuleBasedStateMachine):
+    # Set by the test function before it runs the machine.
+    server: Any = None
+    directory: Path = Path()
+    examples = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        from conftest import new_user, tls_context
+
+        ArchiveMachine.examples += 1
+        self.user = new_user(self.server)
+        self.dest = self.directory / f"example-{ArchiveMachine.examples}"
+        self.client = IMAPClient(self.user.host, port=self.user.port, ssl=True,
+                                 ssl_context=tls_context(self.user.cafile), timeout=30)
+        self.client.plain_login(self.user.name, self.user.password)
+        self.client.normalise_times = False
+        self.folders: list[str] = ["INBOX"]  # the server's, as the rules made them
+        self.model = Model()
+        self.format = "maildir"
+        self.history: list[str] = []
+
+    def teardown(self) -> None:
+        try:
+            self.client.logout()
+        except (OSError, ssl.SSLError, IMAPClient.Error):
+            pass
+
+    def note(self, text: str) -> None:
+        self.history.append(text)
+
+    # -- the server ---------------------------------------------------
+    def snapshot(self) -> dict[str, ServerFolder]:
+        result = {}
+        for name in self.folders:
+            selected = self.client.select_folder(name, readonly=True)
+            uids = self.client.search("ALL")
+            data = self.client.fetch(uids, ["BODY.PEEK[]", "FLAGS"]) if uids else {}
+            result[name] = ServerFolder(int(selected[b"UIDVALIDITY"]), {
+                uid: (values[b"BODY[]"], flag_names(values[b"FLAGS"])) for uid, values in data.items()})
+        self.client.close_folder()  # read-only: CLOSE expunges nothing
+        return result
+
+    def leaves(self) -> list[str]:
+        return [name for name in self.folders
+                if name != "INBOX" and not any(other.startswith(name + "/") for other in self.folders)]
+
+    @initialize(fmt=st.sampled_from(["maildir", "mbox"]),
+                inbox=st.lists(st.sampled_from(range(len(BODIES))), max_size=4))
+    def start(self, fmt: str, inbox: list[int]) -> None:
+        """The format of this example's archive, and a few messages to begin with (duplicates likely)."""
+        self.format = fmt
+        for body in inbox:
+            self.client.append("INBOX", BODIES[body])
+        self.note(f"format {fmt}, INBOX starts with bodies {inbox}")
+
+    @rule(data=st.data(), body=st.sampled_from(range(len(BODIES))), flags=st.sets(st.sampled_from(FLAGS)))
+    def append(self, data: st.DataObject, body: int, flags: set[bytes]) -> None:
+        folder = data.draw(st.sampled_from(self.folders), label="folder")
+        self.client.append(folder, BODIES[body], flags=sorted(flags))
+        self.note(f"append body {body} flags {sorted(flags)} to {folder}")
+
+    @rule(data=st.data(), index=st.integers(0, 5), flag=st.sampled_from(FLAGS), add=st.booleans())
+    def flag(self, data: st.DataObject, index: int, flag: bytes, add: bool) -> None:
+        folder = data.draw(st.sampled_from(self.folders), label="folder")
+        self.client.select_folder(folder)
+        uids = self.client.search("ALL")
+        if uids:
+            uid = uids[index % len(uids)]
+            (self.client.add_flags if add else self.client.remove_flags)([uid], [flag])
+            self.note(f"{'add' if add else 'remove'} {flag.decode()} on UID {uid} of {folder}")
+        self.client.close_folder()
+
+    @rule(data=st.data(), index=st.integers(0, 5))
+    def expunge(self, data: st.DataObject, index: int) -> None:
+        folder = data.draw(st.sampled_from(self.folders), label="folder")
+        self.client.select_folder(folder)
+        uids = self.client.search("ALL")
+        if uids:
+            uid = uids[index % len(uids)]
+            self.client.delete_messages([uid])
+            self.client.uid_expunge([uid]) if self.client.has_capability("UIDPLUS") else self.client.expunge()
+            self.note(f"expunge UID {uid} of {folder}")
+        self.client.close_folder()
+
+    @rule(data=st.data(), top=st.booleans())
+    def create(self, data: st.DataObject, top: bool) -> None:
+        if top or self.folders == ["INBOX"]:
+            name = data.draw(st.sampled_from(TOP_NAMES), label="name")
+        else:
+            parent = data.draw(st.sampled_from([f for f in self.folders if f != "INBOX" and f.count("/") < 2]
+                                               or ["INBOX"]), label="parent")
+            name = parent + "/" + data.draw(st.sampled_from(CHILD_NAMES), label="child")
+        if name in self.folders or name.startswith("INBOX/"):
+            return
+        self.client.create_folder(name)
+        self.folders.append(name)
+        self.note(f"create {name}")
+
+    @precondition(lambda self: bool(self.leaves()))
+    @rule(data=st.data())
+    def rename(self, data: st.DataObject) -> None:
+        old = data.draw(st.sampled_from(self.leaves()), label="folder")
+        new = data.draw(st.sampled_from([n for n in [*TOP_NAMES, old + "-ใหม่"] if n not in self.folders]),
+                        label="new name")
+        self.client.rename_folder(old, new)
+        self.folders[self.folders.index(old)] = new
+        self.note(f"rename {old} to {new}")
+
+    @precondition(lambda self: bool(self.leaves()))
+    @rule(data=st.data())
+    def recreate(self, data: st.DataObject) -> None:
+        """Delete the folder and create it again with the same messages: a new UIDVALIDITY."""
+        folder = data.draw(st.sampled_from(self.leaves()), label="folder")
+        before = self.snapshot()[folder]
+        self.client.delete_folder(folder)
+        self.client.create_folder(folder)
+        for _uid, (body, flags) in sorted(before.messages.items()):
+            self.client.append(folder, body, flags=sorted(flags))
+        self.note(f"delete and recreate {folder} with its {len(before.messages)} messages")
+
+    # -- mailbackup ---------------------------------------------------
+    def cli_args(self, command: str) -> list[str]:
+        return [command, self.user.name, "--server", self.user.server_arg, "--cafile", str(self.user.cafile),
+                "--dest", str(self.dest)]
+
+    @rule()
+    def backup(self) -> None:
+        server = self.snapshot()
+        expected = self.model.backup_exit_code(server)
+        code, output = run_cli_in_process([*self.cli_args("backup"), "--format", self.format, *STATIC_ARGS],
+                                          self.user.password)
+        self.note(f"backup (exit {code})")
+        assert code == expected, self.explain(output)
+        self.model.backed_up(server)
+
+    @rule(fault=st.sampled_from(FAULTS), hit=st.integers(1, 3))
+    def backup_killed_then_resumed(self, fault: str, hit: int) -> None:
+        server = self.snapshot()
+        expected = self.model.backup_exit_code(server)
+        killed = subprocess_backup(self.user, self.dest, "--format", self.format, *STATIC_ARGS,
+                                   env={"MAILBACKUP_FAULTS": f"{fault}={hit}"}, timeout=120)
+        self.note(f"backup killed at {fault}={hit} (exit {killed.returncode}), then resumed")
+        assert killed.returncode in (expected, -signal.SIGKILL), self.explain(killed.stdout + killed.stderr)
+        code, output = run_cli_in_process([*self.cli_args("backup"), *STATIC_ARGS], self.user.password)
+        # The warning about an emptied folder is given once, by whichever run marked its mail gone.
+        assert code in ((0, expected) if killed.returncode < 0 else (0,)), self.explain(output)
+        self.model.backed_up(server)
+
+    @precondition(lambda self: bool(self.model.rows))
+    @rule()
+    def verify(self) -> None:
+        server = self.snapshot()
+        code, output = run_cli_in_process(self.cli_args("verify"), self.user.password)
+        expected = self.model.complete(server)
+        self.note(f"verify (exit {code})")
+        report = json.loads((account_dir(self.dest, self.user.name) / "reports" / "verify.json").read_text("utf-8"))
+        assert (code == 0) == expected, self.explain(f"the model says complete={expected}\n{output}")
+        assert (report["status"] == "complete") == expected, self.explain(output)
+
+    # -- the archive against the model ---------------------------------
+    @invariant()
+    def archive_matches_model(self) -> None:
+        if not self.model.rows:
+            return
+        archived = self.read_archive()
+        for name, rows in self.model.rows.items():
+            got = archived.get(name, [])
+            assert Counter(row.body for row in got) == Counter(row.body for row in rows), self.explain(
+                f"folder {name}: copies by content differ\n archive {self.describe(got)}\n model   "
+                f"{self.describe(rows)}")
+            live = {(row.uidvalidity, row.uid): (row.body, row.flags) for row in got if not row.gone}
+            expected = {(row.uidvalidity, row.uid): (row.body, row.flags) for row in rows if not row.gone}
+            if name in self.model.folders_gone:
+                expected = {}
+            assert live == expected, self.explain(f"folder {name}: live messages or their flags differ\n archive "
+                                                  f"{self.describe(got)}\n model   {self.describe(rows)}")
+        assert set(archived) <= set(self.model.rows), self.explain(f"unexpected folders {set(archived)}")
+
+    def read_archive(self) -> dict[str, list[Row]]:
+        result: dict[str, list[Row]] = {}
+        with open_archive(self.dest, self.user.name, lock=False, create=False) as archive:
+            for folder in archive.state.folders():
+                rows = result.setdefault(folder.name, [])
+                for message in archive.state.messages(folder.id):
+                    body = archive.store.read(folder.local_path, message)
+                    rows.append(Row(message.uidvalidity, message.uid, body, frozenset(message.flags),
+                                    gone=message.gone_at is not None or folder.gone_at is not None))
+        return result
+
+    @staticmethod
+    def describe(rows: list[Row]) -> str:
+        return ", ".join(f"{r.uidvalidity}/{r.uid}:body{BODIES.index(r.body) if r.body in BODIES else '?'}"
+                         f"{'(gone)' if r.gone else ''}{''.join(sorted(f[1] for f in r.flags))}"
+                         for r in sorted(rows, key=lambda r: (r.uidvalidity, r.uid)))
+
+    def explain(self, text: str) -> str:
+        return text + "\nhistory:\n  " + "\n  ".join(self.history)
+
+
+def run_machine(dovecot_server: Any, tmp_path_factory: pytest.TempPathFactory, examples: int, steps: int) -> None:
+    ArchiveMachine.server = dovecot_server
+    ArchiveMachine.directory = tmp_path_factory.mktemp("model")
+    ArchiveMachine.examples = 0
+    started = time.monotonic()
+    run_state_machine_as_test(ArchiveMachine, settings=settings(
+        max_examples=examples, stateful_step_count=steps, deadline=None, derandomize=not SLOW,
+        database=None, suppress_health_check=list(HealthCheck), print_blob=True))
+    seconds = time.monotonic() - started
+    print(f"state machine: {ArchiveMachine.examples} examples in {seconds:.0f} s "
+          f"({seconds / max(1, ArchiveMachine.examples):.2f} s each)")
+
+
+@pytest.mark.slow
+def test_archive_follows_the_model(dovecot_server, tmp_path_factory):
+    """CI: 20 examples; MAILBACKUP_SLOW=1: 2,000 (MAILBACKUP_SM_EXAMPLES to choose)."""
+    examples = int(os.environ.get("MAILBACKUP_SM_EXAMPLES", "2000")) if SLOW else 20
+    run_machine(dovecot_server, tmp_path_factory, examples=examples, steps=25 if SLOW else 15)
