@@ -65,6 +65,8 @@ FLAGS = [b"\\Seen", b"\\Flagged", b"\\Answered", b"\\Draft"]
 TOP_NAMES = ["งานคดี", "Archive", "ร่าง หนังสือ"]
 CHILD_NAMES = ["2566", "ศาลฎีกา"]
 FAULTS = ["after-pending", "after-write"]
+# The Maildir standard's info letters, as README's "The archive" promises them in file names.
+MAILDIR_LETTERS = {"\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S"}
 STATIC_ARGS = ["--no-verify", "--batch-size", "2", "--retry-delay", "0.01"]
 
 
@@ -77,6 +79,7 @@ class Row:
     body: bytes
     flags: frozenset[str]
     gone: bool = False
+    letters: str | None = None  # Maildir: the info letters of the message's file name
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,17 @@ class ServerFolder:
 def flag_names(raw: Any) -> frozenset[str]:
     names = (flag.decode() if isinstance(flag, bytes) else str(flag) for flag in raw)
     return frozenset(name for name in names if name.lower() != "\\recent")
+
+
+def maildir_names(cur: Path) -> dict[str, str]:
+    """Base name → info letters of each file in a Maildir's cur/ (none for an mbox)."""
+    if not cur.is_dir():
+        return {}
+    names = {}
+    for path in cur.iterdir():
+        base, _separator, letters = path.name.partition(":2,")
+        names[base] = letters
+    return names
 
 
 class Model:
@@ -330,16 +344,25 @@ class ArchiveMachine(RuleBasedStateMachine):
             assert live == expected, self.explain(f"folder {name}: live messages or their flags differ\n archive "
                                                   f"{self.describe(got)}\n model   {self.describe(rows)}")
         assert set(archived) <= set(self.model.rows), self.explain(f"unexpected folders {set(archived)}")
+        if self.format == "maildir":
+            for name, rows in archived.items():
+                for row in rows:
+                    if not row.gone:
+                        wanted = "".join(sorted(MAILDIR_LETTERS[flag] for flag in row.flags if flag in MAILDIR_LETTERS))
+                        assert row.letters == wanted, self.explain(f"folder {name} UID {row.uid}: file name says "
+                                                                   f"{row.letters!r}, flags {sorted(row.flags)}")
 
     def read_archive(self) -> dict[str, list[Row]]:
         result: dict[str, list[Row]] = {}
         with open_archive(self.dest, self.user.name, lock=False, create=False) as archive:
             for folder in archive.state.folders():
                 rows = result.setdefault(folder.name, [])
+                names = maildir_names(archive.root / "mail" / folder.local_path / "cur")
                 for message in archive.state.messages(folder.id):
                     body = archive.store.read(folder.local_path, message)
                     rows.append(Row(message.uidvalidity, message.uid, body, frozenset(message.flags),
-                                    gone=message.gone_at is not None or folder.gone_at is not None))
+                                    gone=message.gone_at is not None or folder.gone_at is not None,
+                                    letters=names.get(message.location or "")))
         return result
 
     @staticmethod
