@@ -235,9 +235,9 @@ class ArchiveMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def rename(self, data: st.DataObject) -> None:
         old = data.draw(st.sampled_from(self.leaves()), label="folder")
-        new = data.draw(st.sampled_from([n for n in [*TOP_NAMES, old + "-ใหม่"] if n not in self.folders]),
-                        label="new name")
-        self.rename_folder(old, new)
+        free = [name for name in [*TOP_NAMES, old + "-ใหม่"] if name not in self.folders]
+        if free:
+            self.rename_folder(old, data.draw(st.sampled_from(free), label="new name"))
 
     @precondition(lambda self: bool(self.leaves()))
     @rule(data=st.data())
