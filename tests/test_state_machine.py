@@ -200,13 +200,17 @@ class ArchiveMachine(RuleBasedStateMachine):
                 if name != "INBOX" and not any(other.startswith(name + "/") for other in self.folders)]
 
     @initialize(fmt=st.sampled_from(["maildir", "mbox"]),
-                inbox=st.lists(st.sampled_from(range(len(BODIES))), max_size=4))
-    def start(self, fmt: str, inbox: list[int]) -> None:
-        """The format of this example's archive, and a few messages to begin with (duplicates likely)."""
+                inbox=st.lists(st.sampled_from(range(len(BODIES))), max_size=4),
+                cases=st.lists(st.sampled_from(range(len(BODIES))), max_size=4))
+    def start(self, fmt: str, inbox: list[int], cases: list[int]) -> None:
+        """The format of this example's archive, and a few messages to begin with (duplicates
+        likely) in INBOX and in a folder the rules may rename or recreate."""
         self.format = fmt
-        for body in inbox:
-            self.client.append("INBOX", BODIES[body])
-        self.note(f"format {fmt}, INBOX starts with bodies {inbox}")
+        self.create_folder(TOP_NAMES[0])
+        for folder, bodies in (("INBOX", inbox), (TOP_NAMES[0], cases)):
+            for body in bodies:
+                self.client.append(folder, BODIES[body])
+        self.note(f"format {fmt}, INBOX starts with bodies {inbox}, {TOP_NAMES[0]} with {cases}")
 
     @rule(data=st.data(), body=st.sampled_from(range(len(BODIES))), flags=st.sets(st.sampled_from(FLAGS)))
     def append(self, data: st.DataObject, body: int, flags: set[bytes]) -> None:
@@ -410,10 +414,7 @@ def machine(dovecot_server, tmp_path):
                    reason="issue 13 defect 1: after a UIDVALIDITY change every identical copy claims the same old row")
 @pytest.mark.parametrize("fmt", ["maildir", "mbox"])
 def test_a_recreated_folder_keeps_both_identical_copies(machine, fmt):
-    machine.start(fmt, [])
-    machine.create_folder("งานคดี")
-    for body in (0, 0, 1):  # [A, A, B]
-        machine.append_message("งานคดี", body)
+    machine.start(fmt, [], [0, 0, 1])  # งานคดี holds [A, A, B]
     machine.backup()
     machine.recreate_folder("งานคดี")
     machine.backup()
