@@ -414,8 +414,24 @@ def machine(dovecot_server, tmp_path):
                    reason="issue 13 defect 1: after a UIDVALIDITY change every identical copy claims the same old row")
 @pytest.mark.parametrize("fmt", ["maildir", "mbox"])
 def test_a_recreated_folder_keeps_both_identical_copies(machine, fmt):
+    """The field report: [A, A, B] backed up, the folder recreated; the second A was marked gone."""
     machine.start(fmt, [], [0, 0, 1])  # งานคดี holds [A, A, B]
     machine.backup()
+    machine.recreate_folder("งานคดี")
+    machine.backup()
+    machine.archive_matches_model()
+    machine.verify()
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="issue 13 defect 1: after a UIDVALIDITY change every identical copy claims the same old row")
+@pytest.mark.parametrize("fmt", ["maildir", "mbox"])
+def test_a_copy_never_backed_up_is_stored_after_the_folder_is_recreated(machine, fmt):
+    """Found by the machine (shortest history): A backed up, a second A arrives, the folder is
+    recreated; both new UIDs claimed the one old copy, so the second A was never stored at all."""
+    machine.start(fmt, [], [1])
+    machine.backup()
+    machine.append_message("งานคดี", 1)
     machine.recreate_folder("งานคดี")
     machine.backup()
     machine.archive_matches_model()
