@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import ssl
 import time
@@ -99,8 +100,8 @@ def maildir_names(cur: Path) -> dict[str, str]:
         return {}
     names = {}
     for path in cur.iterdir():
-        base, _separator, letters = path.name.partition(":2,")
-        names[base] = letters
+        base, *info = re.split(r"[:;!]2,", path.name, maxsplit=1)  # ";2," on Windows
+        names[base] = info[0] if info else ""
     return names
 
 
