@@ -597,3 +597,67 @@ def letter(number: int) -> bytes:
     return ("From: ศาลแพ่ง <court@coj.go.th>\r\nTo: clerk@coj.go.th\r\n"
             f"Subject: =?UTF-8?B?4LiE4LiU4Li14LiX4Li14LmI?= {number}\r\nMessage-ID: <{number}@coj.go.th>\r\n\r\n"
             f"เรียน เจ้าหน้าที่\r\nFrom the desk of case {number}\r\n>From here\r\nline three\r\n").encode()
+
+
+# -- liar modes (issue 13): answers real servers gave that Dovecot will not --------------------
+# Each is a Script a test passes to FakeImapServer; the folders and messages stay the
+# test's own, only what the server *says* about them lies.
+
+
+class EmptyUidRangeSearch(Script):
+    """GNU mailutils imap4d 3.15: `UID SEARCH UID 1:*` answers an empty ``* SEARCH``
+    although EXAMINE said ``n EXISTS`` (n > 0); `UID SEARCH ALL` works."""
+
+    def do_uid(self, conn: Conn, tag: bytes, args: bytes) -> None:
+        verb, _, criteria = args.partition(b" ")
+        if verb.upper() == b"SEARCH" and conn.selected is not None and b"UID" in criteria.upper():
+            conn.send(b"* SEARCH\r\n" + tag + b" OK Search completed.\r\n")
+            return
+        super().do_uid(conn, tag, args)
+
+
+class FetchOmits(Script):
+    """A FETCH that answers for fewer messages than asked, and says OK: the messages
+    whose UIDs are in `omitted` are left out of `what` ("meta": UID/size/flags
+    listings, "body": body fetches, "both"), while SEARCH and EXISTS still count them."""
+
+    def __init__(self, omitted: set[int], what: str = "both") -> None:
+        if what not in ("meta", "body", "both"):
+            raise ValueError(f"what must be meta, body or both, not {what!r}")
+        self.omitted, self.what = omitted, what
+
+    def fetch_response(self, conn: Conn, sequence: int, message: Message, items: bytes) -> bytes:
+        asks_body = b"BODY" in items.upper()
+        if message.uid in self.omitted and self.what in ("both", "body" if asks_body else "meta"):
+            return b""
+        return super().fetch_response(conn, sequence, message, items)
+
+
+class NewUidsEverySession(Script):
+    """A server that changes UIDVALIDITY and every UID on each connection (mailutils
+    imap4d changes UIDVALIDITY on most folders every session): connection n sees
+    UIDVALIDITY ``base + n`` and UIDs shifted by ``100 * n``."""
+
+    def _renumbered(self, conn: Conn, folder: Folder) -> Folder:
+        shift = 100 * conn.number
+        messages = [Message(m.uid + shift, m.body, m.flags, m.internaldate) for m in folder.messages]
+        return Folder(folder.wire, messages, folder.uidvalidity + conn.number, folder.delimiter, folder.flags)
+
+    def status(self, conn: Conn, tag: bytes, folder: Folder) -> None:
+        super().status(conn, tag, self._renumbered(conn, folder))
+
+    def examine(self, conn: Conn, tag: bytes, folder: Folder) -> None:
+        super().examine(conn, tag, self._renumbered(conn, folder))
+
+
+class SizeEstimates(Script):
+    """Exchange without `EnableExactRFC822Size`: RFC822.SIZE is an estimate, here
+    `extra` bytes more than the BODY[] the same server sends."""
+
+    def __init__(self, extra: int = 17) -> None:
+        self.extra = extra
+
+    def fetch_response(self, conn: Conn, sequence: int, message: Message, items: bytes) -> bytes:
+        answer = super().fetch_response(conn, sequence, message, items)
+        size = b"RFC822.SIZE %d" % len(message.body)
+        return answer.replace(size, b"RFC822.SIZE %d" % (len(message.body) + self.extra), 1)

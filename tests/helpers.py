@@ -3,6 +3,7 @@ from the server.  What a user would check, with nothing mocked."""
 
 from __future__ import annotations
 
+import logging
 import mailbox
 import os
 import sqlite3
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.testing import CliRunner
 from imapclient import IMAPClient
 from untranslated import check_thai_output
 
@@ -124,3 +126,22 @@ def subcommands(group: object) -> dict[str, object]:
         return {}
     context = click.Context(group)
     return {name: group.get_command(context, name) for name in group.list_commands(context)}
+
+
+def run_cli_in_process(args: list[str], password: str) -> tuple[int, str]:
+    """A mailbackup command in this process (fast; lets a test swap a part): exit code and
+    output.  The process-wide things a command sets (umask, logging) are put back afterwards."""
+    from mailbackup.cli import cli
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        result = CliRunner().invoke(cli, args, env={"MAILBACKUP_PASSWORD": password}, catch_exceptions=True)
+    finally:
+        os.umask(umask)
+        root.handlers[:], root.level = handlers, level
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"traceback: {result.exception!r}\n{result.output}")
+    return result.exit_code, result.output

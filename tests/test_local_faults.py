@@ -9,7 +9,6 @@ disk; and once the fault is fixed, the same command completes."""
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import shutil
 import sqlite3
@@ -18,14 +17,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from fakeserver import Certs, FakeImapServer, Folder, Run, letter, make_certs, run_mailbackup
-from helpers import state_rows
+from helpers import run_cli_in_process, state_rows
 from imapclient import imap_utf7
 
 from mailbackup import archive as archive_module
 from mailbackup.archive import account_dir, open_archive
-from mailbackup.cli import cli
 from mailbackup.errors import ExitCode
 from mailbackup.state.db import StateDB
 from mailbackup.store.body import SpoolFile
@@ -142,22 +139,9 @@ class FullDiskMaildir(MaildirStore):
 
 
 def cli_backup(server: FakeImapServer, certs: Certs, dest: Path, *extra: str) -> tuple[int, str]:
-    """The backup command in this process (so a store can be swapped): exit code and output.
-    The process-wide things the command sets (umask, logging) are put back afterwards."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        result = CliRunner().invoke(cli, ["backup", server.user, "--server", server.address, "--cafile",
-                                          str(certs.ca), "--dest", str(dest), "--retry-delay", "0.01", *extra],
-                                    env={"MAILBACKUP_PASSWORD": server.password}, catch_exceptions=True)
-    finally:
-        os.umask(umask)
-        root.handlers[:], root.level = handlers, level
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise AssertionError(f"traceback: {result.exception!r}\n{result.output}")
-    return result.exit_code, result.output
+    """The backup command in this process (so a store can be swapped): exit code and output."""
+    return run_cli_in_process(["backup", server.user, "--server", server.address, "--cafile", str(certs.ca),
+                               "--dest", str(dest), "--retry-delay", "0.01", *extra], server.password)
 
 
 def test_an_enospc_from_the_store_is_exit_7_without_root(server, certs, tmp_path, monkeypatch):
