@@ -411,8 +411,6 @@ def machine(dovecot_server, tmp_path):
     made.teardown()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="issue 13 defect 1: after a UIDVALIDITY change every identical copy claims the same old row")
 @pytest.mark.parametrize("fmt", ["maildir", "mbox"])
 def test_a_recreated_folder_keeps_both_identical_copies(machine, fmt):
     """The field report: [A, A, B] backed up, the folder recreated; the second A was marked gone."""
@@ -424,8 +422,6 @@ def test_a_recreated_folder_keeps_both_identical_copies(machine, fmt):
     machine.verify()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="issue 13 defect 1: after a UIDVALIDITY change every identical copy claims the same old row")
 @pytest.mark.parametrize("fmt", ["maildir", "mbox"])
 def test_a_copy_never_backed_up_is_stored_after_the_folder_is_recreated(machine, fmt):
     """Found by the machine (shortest history): A backed up, a second A arrives, the folder is
