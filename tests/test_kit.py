@@ -132,3 +132,10 @@ def test_kit_installs_offline_and_backs_up(kit: Path, tmp_path: Path, dovecot_se
     guide = subprocess.run([str(target / "bin" / "mailbackup"), "export", "--help-thunderbird"], capture_output=True,
                            text=True, env=env, cwd=tmp_path)
     assert guide.returncode == 0 and "Step 1: export" in guide.stdout, guide.stderr
+
+
+def test_both_guides_describe_the_kit() -> None:
+    for name in ("guide-th.md", "guide-en.md"):
+        text = (build_kit.ROOT / "docs" / name).read_text(encoding="utf-8")
+        assert "mailbackup-kit" in text and "install.bat" in text and "install.sh" in text, name
+        assert "scripts/build_kit.py" in text and "--check-only" in text, name
