@@ -175,11 +175,9 @@ def lookup(account: str, host: str, *, password_command: str | None = None, pass
         return from_command(password_command, account)
     if password_file:
         return from_file(password_file, account)
-    stored = from_keyring(host, account)
-    if stored:
-        return stored
-    if prompt is not None and sys.stdin.isatty():
-        return prompt(account)
+    found = _keyring_or_prompt(host, account, prompt)
+    if found is not None:
+        return found
     raise PasswordUnavailable(
         _("no password for {account}").format(account=account),
         hint=_("run `mailbackup auth set {account}`, or give it a password_file or a password_command, "
@@ -190,6 +188,16 @@ def lookup(account: str, host: str, *, password_command: str | None = None, pass
 TARGET_ENV_VARIABLE = "MAILBACKUP_TARGET_PASSWORD"
 
 
+def _keyring_or_prompt(host: str, account: str, prompt: Prompt | None) -> str | None:
+    """The last two places a password comes from: the keyring, then a person at a terminal."""
+    stored = from_keyring(host, account)
+    if stored:
+        return stored
+    if prompt is not None and sys.stdin.isatty():
+        return prompt(account)
+    return None
+
+
 def lookup_target(account: str, host: str, *, prompt: Prompt | None = None) -> str:
     """The password of the target account of a restore or migration:
     ``MAILBACKUP_TARGET_PASSWORD``, then the keyring entry for the target
@@ -197,11 +205,9 @@ def lookup_target(account: str, host: str, *, prompt: Prompt | None = None) -> s
     terminal.  ``MAILBACKUP_PASSWORD`` belongs to the source and is never used."""
     if os.environ.get(TARGET_ENV_VARIABLE):
         return os.environ[TARGET_ENV_VARIABLE]
-    stored = from_keyring(host, account)
-    if stored:
-        return stored
-    if prompt is not None and sys.stdin.isatty():
-        return prompt(account)
+    found = _keyring_or_prompt(host, account, prompt)
+    if found is not None:
+        return found
     raise PasswordUnavailable(
         _("no password for the target account {account} on {host}").format(account=account, host=host),
         hint=_("set {variable}, or run `mailbackup auth set {account} --server {host}`").format(
