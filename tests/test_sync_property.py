@@ -27,7 +27,7 @@ from mailbackup.model import ConnectionSettings, FolderResult, FolderStatus, Mes
 from mailbackup.state.db import FolderRecord
 from mailbackup.sync import plan
 from mailbackup.sync.engine import BackupEngine
-from mailbackup.sync.folder import BackupOptions
+from mailbackup.sync.folder import BackupOptions, NoBackupProgress
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -121,7 +121,7 @@ OPERATIONS = st.lists(
 serial = itertools.count()
 
 
-class StopAfter:
+class StopAfter(NoBackupProgress):
     """Progress that asks the engine to stop after N saved batches (Ctrl-C)."""
 
     def __init__(self, options: BackupOptions, batches: int) -> None:
