@@ -227,9 +227,13 @@ class StateDB(RunLog, UploadLedger):
         )
 
     def has_other_generation(self, folder_id: int, uidvalidity: int) -> bool:
-        row = self.db.execute("SELECT 1 FROM messages WHERE folder_id=? AND uidvalidity<>? AND gone_at IS NULL "
-                              "LIMIT 1", (folder_id, uidvalidity)).fetchone()
-        return row is not None
+        # Two ranges, not `uidvalidity<>?`: each is one probe of the partial index messages_live_generations,
+        # where `<>` walks every live copy of the folder.
+        row = self.db.execute(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE folder_id=?1 AND uidvalidity<?2 AND gone_at IS NULL) "
+            "OR EXISTS (SELECT 1 FROM messages WHERE folder_id=?1 AND uidvalidity>?2 AND gone_at IS NULL)",
+            (folder_id, uidvalidity)).fetchone()
+        return bool(row[0])
 
     def old_copies(self, folder_id: int, uidvalidity: int, sha256: str, size: int,
                    message_id: str | None) -> list[StoredMessage]:
