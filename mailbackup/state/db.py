@@ -97,6 +97,14 @@ class StateDB(RunLog, UploadLedger):
     def transaction(self) -> _Transaction:
         return _Transaction(self.db)
 
+    def bookkeeping(self) -> _Transaction:
+        """A transaction whose commit does not wait for the disk: for what a run
+        may lose to a power cut and simply redo (a folder's UIDNEXT and last
+        sync, forgotten failures).  WAL keeps commits in order, so a crash
+        loses only a tail of them, and the next ordinary commit (the next
+        batch's pending rows, the run's end) makes them durable with its own."""
+        return _Transaction(self.db, durable=False)
+
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
@@ -122,7 +130,9 @@ class StateDB(RunLog, UploadLedger):
         return {row[0] for row in self.db.execute("SELECT path_key FROM folders")}
 
     def add_folder(self, name: str, delimiter: str | None, local_path: str, path_key: str) -> FolderRecord:
-        with self.transaction():
+        # Bookkeeping: nothing refers to the row until the folder's pending rows, whose durable commit
+        # carries it to disk too; lost before that, the folder is simply added again.
+        with self.bookkeeping():
             self.db.execute(
                 "INSERT INTO folders (name, delimiter, local_path, path_key) VALUES (?, ?, ?, ?)",
                 (name, delimiter, local_path, path_key),
@@ -275,9 +285,9 @@ class StateDB(RunLog, UploadLedger):
             (folder_id, uidvalidity, uid, error, now_iso()),
         )
 
-    def clear_failure(self, folder_id: int, uidvalidity: int, uid: int) -> None:
-        self.db.execute("DELETE FROM failures WHERE folder_id=? AND uidvalidity=? AND uid=?",
-                        (folder_id, uidvalidity, uid))
+    def clear_failures(self, folder_id: int, uidvalidity: int, uids: Iterable[int]) -> None:
+        self.db.executemany("DELETE FROM failures WHERE folder_id=? AND uidvalidity=? AND uid=?",
+                            ((folder_id, uidvalidity, uid) for uid in uids))
 
     def forget_failures_not_in(self, folder_id: int, uidvalidity: int, on_server: set[int]) -> None:
         rows = self.db.execute("SELECT uidvalidity, uid FROM failures WHERE folder_id=?", (folder_id,)).fetchall()
@@ -295,24 +305,39 @@ class StateDB(RunLog, UploadLedger):
         return int(row[0]), int(row[1])
 
 class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception; a commit that is
+    not *durable* skips its fsync (synchronous=NORMAL for that commit only)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, durable: bool = True) -> None:
         self.db = db
+        self.durable = durable
 
     def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
+        if not self.durable:
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._restore_sync()
+            raise
         return self.db
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            try:
-                self.db.execute("COMMIT")
-                return
-            except sqlite3.Error:
-                self._rollback()  # a failed COMMIT (disk full) leaves the transaction open
-                raise
-        self._rollback()
+        try:
+            if exc_type is None:
+                try:
+                    self.db.execute("COMMIT")
+                    return
+                except sqlite3.Error:
+                    self._rollback()  # a failed COMMIT (disk full) leaves the transaction open
+                    raise
+            self._rollback()
+        finally:
+            self._restore_sync()
+
+    def _restore_sync(self) -> None:
+        if not self.durable:
+            self.db.execute("PRAGMA synchronous=FULL")
 
     def _rollback(self) -> None:
         try:

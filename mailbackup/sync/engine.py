@@ -170,9 +170,7 @@ class BackupEngine:
             folder.result.fetched, folder.result.fetched_bytes = len(metas), size
             return
         self.fetcher.store_in_slices(folder, todo.fetch, todo.known)
-        with self.state.transaction():  # failures of messages the server no longer has are over
-            self.state.forget_failures_not_in(folder.record.id, folder.uidvalidity, todo.on_server)
-        self._finish_folder(folder, selected, todo.gone)
+        self._finish_folder(folder, selected, todo)
 
     def _folder_record(self, info: FolderInfo) -> FolderRecord:
         record = self.state.folder(info.name)
@@ -217,11 +215,16 @@ class BackupEngine:
         if changes and not self.options.dry_run:
             self.committer.apply_flags(folder, changes)
 
-    def _finish_folder(self, folder: FolderSync, selected: SelectedFolder, gone: list[int]) -> None:
+    def _finish_folder(self, folder: FolderSync, selected: SelectedFolder, todo: plan.FolderPlan) -> None:
+        """The folder's bookkeeping, in one commit that need not wait for the disk:
+        its messages are committed already, and a lost update is redone next run
+        (a profile of 10,000 small folders: one fsynced commit less per folder)."""
         when = now_iso()
-        with self.state.transaction():
-            if gone:
-                folder.result.gone = self.state.mark_gone(folder.record.id, folder.uidvalidity, gone, when)
+        with self.state.bookkeeping():
+            # failures of messages the server no longer has are over
+            self.state.forget_failures_not_in(folder.record.id, folder.uidvalidity, todo.on_server)
+            if todo.gone:
+                folder.result.gone = self.state.mark_gone(folder.record.id, folder.uidvalidity, todo.gone, when)
             if folder.new_generation:
                 self.state.mark_generation_gone(folder.record.id, folder.uidvalidity, when)
             self.state.update_folder(
