@@ -29,6 +29,8 @@ from mailbackup.sync.fetch import Fetcher
 from mailbackup.sync.folder import BackupOptions, BackupProgress, FolderSync, NoBackupProgress, SyncParts
 from mailbackup.sync.recovery import recover, repair
 
+FEW_FLAGS = 5_000  # flag answers up to this many UIDs are matched by UID, larger ones against the whole folder
+
 
 class BackupEngine:
     def __init__(self, session: ImapSession, archive: Archive, options: BackupOptions,
@@ -211,7 +213,10 @@ class BackupEngine:
             server = self.parts.call(folder, lambda: self.session.fetch_flags(f"1:{top}", record.highestmodseq))
         else:
             server = self.parts.call(folder, lambda: self.session.fetch_flags(f"1:{top}"))
-        changes = plan.changed_flags(self.state.flags_of(record.id, folder.uidvalidity), server)
+        # CHANGEDSINCE answers with a few UIDs: look those up rather than every stored message's flags.
+        stored = self.state.flags_of_uids(record.id, folder.uidvalidity, server) if len(server) <= FEW_FLAGS \
+            else self.state.flags_of(record.id, folder.uidvalidity)
+        changes = plan.changed_flags(stored, server)
         if changes and not self.options.dry_run:
             self.committer.apply_flags(folder, changes)
 
