@@ -74,9 +74,11 @@ __all__ = ["main"]
 
 MB = 1024 * 1024
 PEERS = ("mbsync", "offlineimap")
-ALL_SCENARIOS = (1, 2, 3, 4, 5, 6)
+ALL_SCENARIOS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+SWEEP_JOBS = 8
 QUICK_FACTOR = 20
 LATENCY = 0.025
+LATENCIES = (0.025, 0.100)  # scenario 7: an ordinary WAN link and a provincial court's
 RUN_TIMEOUT = 4 * 3600.0
 POLL_INTERVAL = 0.1
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -88,6 +90,10 @@ TITLES = {
     4: "full backup, 25 ms latency each way",
     5: "one folder of many small messages",
     6: "one 50 MB message: peak memory",
+    7: "full backup, loopback against 25 and 100 ms latency each way",
+    8: "big mailbox: no-op and new mail in one folder of many messages",
+    9: "many folders: 4 deep, half Thai names, 5 messages each",
+    10: "sweep of many small accounts, 8 at once, verification included",
 }
 
 
@@ -291,6 +297,59 @@ class Offlineimap(Tool):
             encoding="utf-8",
         )
         return ["offlineimap", "-c", str(config), "-o", "-u", "quiet"], {}
+
+
+class MailbackupSweep(Tool):
+    """`mailbackup sweep` over many accounts (backup, then verification, of each)."""
+
+    tool = "mailbackup"
+    writes_maildir = False  # many accounts: the byte comparison is per account, not done here
+
+    def __init__(self, base_command: Sequence[str], env: dict[str, str], accounts: Sequence[Target]) -> None:
+        self.base_command, self.env, self.accounts = list(base_command), dict(env), list(accounts)
+        self.label = f"mailbackup sweep (--jobs {SWEEP_JOBS})"
+
+    def command(self, target: Target, workdir: Path) -> tuple[list[str], dict[str, str]]:
+        config = workdir / "sweep.yaml"
+        lines = ["defaults:", f"  server: {json.dumps(f'{target.host}:{target.port}')}",
+                 f"  cafile: {json.dumps(str(target.cafile))}", f"  dest: {json.dumps(str(workdir / 'mail'))}",
+                 "  format: maildir", f"  jobs: {SWEEP_JOBS}", f"  max_connections_per_server: {SWEEP_JOBS}",
+                 f"  password_command: {json.dumps('echo ' + shlex.quote(target.password))}", "accounts:"]
+        lines += [f"  - {json.dumps(account.user)}" for account in self.accounts]
+        config.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return [*self.base_command, "sweep", str(config), "--quiet"], dict(self.env)
+
+    def stored(self, workdir: Path) -> int:
+        return sum(_count_rows(state) or 0 for state in (workdir / "mail").glob("*/state.sqlite3"))
+
+
+class MbsyncMany(Mbsync):
+    """mbsync over the same accounts, SWEEP_JOBS at once through `xargs -P`."""
+
+    writes_maildir = False
+
+    def __init__(self, accounts: Sequence[Target], compress: bool = True) -> None:
+        super().__init__(compress)
+        self.accounts = list(accounts)
+        self.label += f" (xargs -P {SWEEP_JOBS})"
+
+    def command(self, target: Target, workdir: Path) -> tuple[list[str], dict[str, str]]:
+        config, channels = workdir / "mbsyncrc", workdir / "channels"
+        sections = []
+        for number, account in enumerate(self.accounts):
+            mail = workdir / "mail" / account.user
+            mail.mkdir(parents=True, exist_ok=True)
+            sections.append(
+                f"IMAPStore far{number}\nHost {account.host}\nPort {account.port}\nUser {account.user}\n"
+                f"PassCmd {_mbsync_quote('echo ' + shlex.quote(account.password))}\n"
+                f"SSLType IMAPS\nCertificateFile {account.cafile}\n"
+                + ("" if self.compress else "DisableExtensions COMPRESS=DEFLATE\n") + "\n"
+                f"MaildirStore near{number}\nPath {mail}/\nInbox {mail}/INBOX\nSubFolders Verbatim\n\n"
+                f"Channel a{number}\nFar :far{number}:\nNear :near{number}:\nPatterns *\nCreate Near\n"
+                "Sync Pull\nSyncState *\n")
+        config.write_text("\n".join(sections), encoding="utf-8")
+        channels.write_text("".join(f"a{number}\n" for number in range(len(self.accounts))), encoding="utf-8")
+        return ["xargs", "-P", str(SWEEP_JOBS), "-n", "1", "-a", str(channels), "mbsync", "-c", str(config), "-q"], {}
 
 
 # ---------------------------------------------------------------- running
@@ -726,8 +785,149 @@ def scenario_6(bench: Bench) -> ScenarioResult:
     return result
 
 
+def _latency_phase(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms each way"
+
+
+def scenario_7(bench: Bench) -> ScenarioResult:
+    """Issue 18 target 1: the link's latency hidden (≤ 1.2× loopback, ≤ 0.5× mbsync on that link)."""
+    corpus = bench.corpus("latency", messages=bench.scale(1_500), folders=12,
+                          target_bytes=bench.scale(90 * 1000 * 1000))
+    result = ScenarioResult(7, TITLES[7], corpus.describe() | {"latencies_each_way_s": list(LATENCIES)})
+    tools = bench.tools(("maildir", None), peers=["mbsync"], mbsync_without_compress=True)
+    bench.rounds(result, "loopback", corpus, tools, fresh=True)
+    for latency in LATENCIES:
+        with Proxy("127.0.0.1", bench.server.port, latency=latency) as proxy:
+            via_proxy = Target("localhost", proxy.port, corpus.target.cafile, corpus.target.user,
+                               corpus.target.password)
+            bench.rounds(result, _latency_phase(latency), corpus, tools, fresh=True, target=via_proxy)
+    loopback = result.row("loopback", "mailbackup (maildir)")
+    for latency in LATENCIES:
+        phase = _latency_phase(latency)
+        mb = result.row(phase, "mailbackup (maildir)")
+        result.targets += [
+            check_ratio(f"{phase}: wall ≤ 1.2× mailbackup's on loopback", mb, loopback, "wall_s", at_most=1.2),
+            check_ratio(f"{phase}: wall ≤ 0.5× mbsync's", mb, result.row(phase, "mbsync"), "wall_s", at_most=0.5),
+            check_ratio(f"{phase}: (fair) wall ≤ 0.5× mbsync's without COMPRESS", mb,
+                        result.row(phase, "mbsync (no COMPRESS)"), "wall_s", at_most=0.5),
+        ]
+    return result
+
+
+def scenario_8(bench: Bench) -> ScenarioResult:
+    """Issue 18 target 4: a big folder's no-op (≤ 0.5× mbsync) and 1,000 new (≤ 0.7×, memory flat)."""
+    corpus = bench.corpus("many", messages=bench.scale(100_000), folders=1, single_folder=True, profile="small")
+    new = 100 if bench.args.quick else 1_000
+    new_phase = f"{new:,} new"
+    result = ScenarioResult(8, TITLES[8], corpus.describe() | {"new_per_round": new})
+    tools = bench.tools(("maildir", None), peers=["mbsync"], mbsync_without_compress=True)
+    bench.rounds(result, "no-op", corpus, tools, fresh=False)
+
+    def deliver(number: int) -> None:
+        info = bench.append(corpus, new, seed=2000 + number)
+        log(f"[8] delivered {info.messages} new messages into INBOX/new")
+
+    bench.rounds(result, new_phase, corpus, tools, fresh=False, before_round=deliver)
+    result.corpus = corpus.describe() | {"new_per_round": new}
+    noop, fresh_mail = result.row("no-op", "mailbackup (maildir)"), result.row(new_phase, "mailbackup (maildir)")
+    growth = fresh_mail.peak_rss_mb() / noop.peak_rss_mb() if fresh_mail and noop else math.nan
+    result.targets += [
+        check_ratio("no-op: wall ≤ 0.5× mbsync's", noop, result.row("no-op", "mbsync"), "wall_s", at_most=0.5),
+        check_ratio(f"{new_phase}: wall ≤ 0.7× mbsync's", fresh_mail, result.row(new_phase, "mbsync"), "wall_s",
+                    at_most=0.7),
+        check_value(f"{new_phase}: memory flat (peak RSS ÷ the no-op's < 1.25)", growth, below=1.25, unit="×"),
+    ]
+    return result
+
+
+def scenario_9(bench: Bench) -> ScenarioResult:
+    """Issue 18 target 2: thousands of small folders (full backup ≤ 0.7× mbsync's wall time)."""
+    folders = 500 if bench.args.quick else 10_000
+    corpus = bench.corpus("folders", messages=5 * folders, folders=folders, tree=True, profile="small")
+    result = ScenarioResult(9, TITLES[9], corpus.describe() | {"folder_count": folders, "messages_per_folder": 5})
+    tools = bench.tools(("maildir", None), peers=["mbsync"], mbsync_without_compress=True)
+    bench.rounds(result, "full backup", corpus, tools, fresh=True)
+    bench.rounds(result, "no-op", corpus, tools, fresh=False)
+    mb = result.row("full backup", "mailbackup (maildir)")
+    result.targets += [
+        check_ratio("full backup: wall ≤ 0.7× mbsync's", mb, result.row("full backup", "mbsync"), "wall_s",
+                    at_most=0.7),
+        check_ratio("full backup: (fair) wall ≤ 0.7× mbsync's without COMPRESS", mb,
+                    result.row("full backup", "mbsync (no COMPRESS)"), "wall_s", at_most=0.7),
+        check_ratio("no-op: wall ≤ mbsync's", result.row("no-op", "mailbackup (maildir)"),
+                    result.row("no-op", "mbsync"), "wall_s", at_most=1.0),
+    ]
+    return result
+
+
+def sweep_corpus(bench: Bench, accounts: int) -> tuple[Corpus, list[Target]]:
+    """*accounts* accounts of 50 small messages in two folders, one password for all."""
+    password = f"bench-sweep-{os.getpid()}"
+    targets, messages, size = [], 0, 0
+    started = time.monotonic()
+    for number in range(accounts):
+        user = f"sweep{number:04d}@coj.go.th"
+        bench.server.add_user(user, password)
+        info = make_corpus.make_corpus(bench.server, user, messages=50, folders=2, seed=bench.args.seed + number,
+                                       profile="small", processes=1)
+        target = Target("localhost", bench.server.port, bench.server.cafile, user, password)
+        warm_up(target, info.folders)
+        targets.append(target)
+        messages, size = messages + info.messages, size + info.bytes
+    log(f"corpus sweep: {accounts} accounts, {messages} messages written in {time.monotonic() - started:.1f} s")
+    return Corpus("sweep", targets[0], info, len(info.folders), messages, size), targets
+
+
+def _accounts_done_watch(accounts: int) -> Callable[[Tool, Path, Row], Callable[[threading.Event], None] | None]:
+    """Accounts finished over time, for the first and last 10%: the modification
+    times of their verify.json, each written once its account is done."""
+    def make(tool: Tool, workdir: Path, row: Row) -> Callable[[threading.Event], None] | None:
+        if tool.tool != "mailbackup":
+            return None
+
+        def watch(done: threading.Event) -> None:
+            start = time.time()
+            done.wait()
+            finished = sorted(path.stat().st_mtime - start for path in (workdir / "mail").glob("*/reports/verify.json"))
+            row.extra["throughput_unit"] = "accounts"
+            rounds = row.extra.setdefault("throughput_rounds", [])
+            rounds.append(throughput([(seconds, count) for count, seconds in enumerate(finished, 1)], accounts))
+            row.extra["throughput"] = _median_throughput(rounds)
+
+        return watch
+
+    return make
+
+
+def scenario_10(bench: Bench) -> ScenarioResult:
+    """Issue 18 target 3: a sweep with verification within mbsync's time through xargs -P, no slowing down."""
+    accounts = 20 if bench.args.quick else 500
+    corpus, targets = sweep_corpus(bench, accounts)
+    result = ScenarioResult(10, TITLES[10], corpus.describe() | {"accounts": accounts, "jobs": SWEEP_JOBS,
+                                                                 "folders": list(corpus.info.folders)})
+    tools: list[Tool] = [MailbackupSweep(bench.mailbackup_command, bench.mailbackup_env, targets)]
+    if "mbsync" in bench.peers:
+        tools += [MbsyncMany(targets), MbsyncMany(targets, compress=False)]
+    bench.rounds(result, "full sweep", corpus, tools, fresh=True, watch=_accounts_done_watch(accounts))
+    bench.rounds(result, "no-op sweep", corpus, tools, fresh=False)
+    ours = result.row("full sweep", tools[0].label)
+    first = ours.extra.get("throughput", {}) if ours else {}
+    for phase in ("full sweep", "no-op sweep"):
+        mine = result.row(phase, tools[0].label)
+        result.targets += [
+            check_ratio(f"{phase}, verification included: wall ≤ mbsync's", mine,
+                        result.row(phase, f"mbsync (xargs -P {SWEEP_JOBS})"), "wall_s", at_most=1.0),
+            check_ratio(f"{phase}: (fair) wall ≤ mbsync's without COMPRESS", mine,
+                        result.row(phase, f"mbsync (no COMPRESS) (xargs -P {SWEEP_JOBS})"), "wall_s", at_most=1.0),
+        ]
+    result.targets.append(check_value("accounts/s over the last 10% ≥ 80% of the first 10%",
+                                      first.get("last_over_first", math.nan), at_least=0.8, unit="×"))
+    return result
+
+
 SCENARIOS: dict[int, Callable[[Bench], ScenarioResult]] = {
     1: scenario_1, 2: scenario_2, 3: scenario_3, 4: scenario_4, 5: scenario_5, 6: scenario_6,
+    7: scenario_7, 8: scenario_8, 9: scenario_9, 10: scenario_10,
 }
 
 
@@ -801,11 +1001,13 @@ def markdown(scenarios: list[ScenarioResult], rounds: int) -> str:
     for scenario in scenarios:
         for target in scenario.targets:
             lines.append(f"| {scenario.number} | {target.text} | {target.measured} | **{target.status}** |")
-        throughput_row = scenario.row("first backup", "mailbackup (maildir)")
+        throughput_row = scenario.row("first backup", "mailbackup (maildir)") or \
+            scenario.row("full sweep", f"mailbackup sweep (--jobs {SWEEP_JOBS})")
         if throughput_row and "throughput" in throughput_row.extra:
             figures = throughput_row.extra["throughput"]
             ratios = ", ".join(f"{r['last_over_first']}" for r in throughput_row.extra["throughput_rounds"])
-            lines.append(f"| {scenario.number} | (throughput, messages/s, median round) | first 10%: "
+            unit = throughput_row.extra.get("throughput_unit", "messages")
+            lines.append(f"| {scenario.number} | (throughput, {unit}/s, median round) | first 10%: "
                          f"{figures['first_10pct_per_s']:,.0f}, last 10%: {figures['last_10pct_per_s']:,.0f} "
                          f"(last/first in each round: {ratios}) | |")
     notes = [f"- ({scenario.number}) {note}" for scenario in scenarios for note in scenario.notes]

@@ -154,6 +154,34 @@ def folder_names(count: int) -> list[str]:
     return names
 
 
+TREE_FANOUT = 10
+TREE_DEPTH = 4
+
+
+def _tree_sequence() -> Iterator[str]:
+    """A tree TREE_DEPTH deep, TREE_FANOUT children a node, in depth-first
+    order (so the fourth folder is already four deep and every prefix is a
+    closed tree); every other name is Thai."""
+    def children(parent: str, depth: int) -> Iterator[str]:
+        for index in range(TREE_FANOUT):
+            leaf = f"คดี {index}" if index % 2 else f"Case {index}"
+            name = f"{parent}/{leaf}" if parent else leaf
+            yield name
+            if depth < TREE_DEPTH:
+                yield from children(name, depth + 1)
+
+    yield "INBOX"
+    yield from children("", 1)
+
+
+def tree_folder_names(count: int) -> list[str]:
+    """INBOX and *count* - 1 folders nested up to four deep, half with Thai names."""
+    names = list(itertools.islice(_tree_sequence(), count))
+    if count < 1 or len(names) < count:
+        raise ValueError(f"a tree corpus has 1 to {len(names)} folders")
+    return names
+
+
 def _folder_weights(names: Sequence[str]) -> list[float]:
     # INBOX and Sent hold most of a real mailbox; the rest fall off like 1/rank.
     weights = [1.0 / (rank + 1) for rank in range(len(names))]
@@ -465,7 +493,7 @@ def _flags(rng: random.Random, folder: str) -> str:
 
 def _plan(server: DovecotServer, user: str, names: list[str], *, messages: int, target_bytes: int | None,
           seed: int, big_message_bytes: int | None, profile: str, first_index: int,
-          append: bool) -> list[_Spec]:
+          append: bool, even: bool = False) -> list[_Spec]:
     rng = random.Random(f"corpus:{seed}:{first_index}:{append}")
     sizes = [_draw_size(rng, profile) for _ in range(messages)]
     big_count = 1 if big_message_bytes and messages else 0
@@ -475,7 +503,8 @@ def _plan(server: DovecotServer, user: str, names: list[str], *, messages: int, 
     if big_count:
         sizes[0] = big_message_bytes or 0
     weights = _folder_weights(names)
-    chosen = rng.choices(range(len(names)), weights, k=messages)
+    chosen = [position % len(names) for position in range(messages)] if even else \
+        rng.choices(range(len(names)), weights, k=messages)
     if big_count:
         chosen[0] = 0  # the big one goes to INBOX
     start = APPEND_DATE if append else FIRST_DATE
@@ -518,6 +547,7 @@ def make_corpus(
     profile: str = "mixed",
     append: bool = False,
     processes: int | None = None,
+    tree: bool = False,
 ) -> CorpusInfo:
     """Write *messages* messages into *user*'s Maildir on *server*.
 
@@ -526,20 +556,23 @@ def make_corpus(
     the first INBOX message exactly that big (``sample_mail.big_message``);
     ``single_folder`` puts everything into INBOX; ``append`` adds further
     messages (new Message-IDs, later dates) into ``new/``, as a delivery
-    agent does, to a corpus already there.  The user must exist
+    agent does, to a corpus already there; ``tree`` names the folders with
+    ``tree_folder_names`` (thousands, four deep) and spreads the messages
+    evenly over them.  The user must exist
     (``server.add_user``); the server may be running.
     """
     if messages < 0:
         raise ValueError("messages must be >= 0")
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}")
-    names = ["INBOX"] if single_folder else folder_names(folders)
+    names = ["INBOX"] if single_folder else tree_folder_names(folders) if tree else folder_names(folders)
     root = server.maildir(user)
     root.mkdir(parents=True, exist_ok=True)
     _prepare_folders(server, user, names)
     first_index = _existing_count(server, user) if append else 0
     specs = _plan(server, user, names, messages=messages, target_bytes=target_bytes, seed=seed,
-                  big_message_bytes=big_message_bytes, profile=profile, first_index=first_index, append=append)
+                  big_message_bytes=big_message_bytes, profile=profile, first_index=first_index, append=append,
+                  even=tree)
     chown = os.geteuid() == 0
     uid, gid = (server.mail_uid, server.mail_gid) if chown else (-1, -1)
     batch = first_index  # distinguishes appended files' names from the first load's
@@ -595,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single-folder", action="store_true", help="everything into INBOX")
     parser.add_argument("--profile", choices=PROFILES, default="mixed")
     parser.add_argument("--append", action="store_true", help="add to an existing corpus, into new/")
+    parser.add_argument("--tree", action="store_true", help="folders nested four deep, messages spread evenly")
     parser.add_argument("--serve", action="store_true", help="then start Dovecot and serve until Ctrl-C")
     args = parser.parse_args(argv)
 
@@ -608,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         server, name, messages=args.messages, folders=args.folders, seed=args.seed,
         target_bytes=int(args.target_mb * MB) if args.target_mb else None,
         big_message_bytes=int(args.big_mb * MB) if args.big_mb else None,
-        single_folder=args.single_folder, profile=args.profile, append=args.append,
+        single_folder=args.single_folder, profile=args.profile, append=args.append, tree=args.tree,
     )  # fmt: skip
     report = {"messages": info.messages, "bytes": info.bytes, "folders": list(info.folders),
               "seconds": round(time.monotonic() - started, 2), "maildir": str(server.maildir(name))}

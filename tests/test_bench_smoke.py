@@ -24,16 +24,21 @@ STATUSES = {"PASS", "FAIL", "n/a"}
 pytestmark = pytest.mark.skipif(shutil.which("dovecot") is None, reason="needs the dovecot binary")
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
-    out = tmp_path_factory.mktemp("bench") / "bench.json"
+def run_quick(directory: Path, scenarios: str, timeout: float) -> tuple[dict[str, Any], str]:
+    """bench.py --quick, one round, of *scenarios*: its JSON and its Markdown."""
+    out = directory / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / "bench.py"), "--quick", "--rounds", "1", "--scenarios", "1,2,6",
+        [sys.executable, str(SCRIPTS / "bench.py"), "--quick", "--rounds", "1", "--scenarios", scenarios,
          "--json", str(out)],
-        capture_output=True, text=True, timeout=170, check=False,
+        capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text(encoding="utf-8")), proc.stdout
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+    return run_quick(tmp_path_factory.mktemp("bench"), "1,2,6", timeout=170)
 
 
 def scenario(data: dict[str, Any], number: int) -> dict[str, Any]:
@@ -102,3 +107,45 @@ def test_targets_are_judged(report: tuple[dict[str, Any], str]) -> None:
     assert all(check["status"] != "n/a" for check in targets[6])  # peak RSS needs no peer
     assert "| # | target | measured | result |" in markdown
     assert markdown.count("**PASS**") + markdown.count("**FAIL**") + markdown.count("**n/a**") == 8
+
+
+# Issue 18's scenarios: latency hidden (7), a big mailbox (8), many folders (9), a sweep of many accounts
+# (10); mbsync is their only peer.
+NEW_TARGETS = {7: 6, 8: 3, 9: 3, 10: 5}
+NEW_PHASES = {7: ["loopback", "25 ms each way", "100 ms each way"], 8: ["no-op", "100 new"],
+              9: ["full backup", "no-op"], 10: ["full sweep", "no-op sweep"]}
+
+
+def new_labels(number: int) -> set[str]:
+    if number == 10:
+        mbsync = {"mbsync (xargs -P 8)", "mbsync (no COMPRESS) (xargs -P 8)"} if "mbsync" in PEERS else set()
+        return {"mailbackup sweep (--jobs 8)"} | mbsync
+    return {"mailbackup (maildir)"} | ({"mbsync", "mbsync (no COMPRESS)"} if "mbsync" in PEERS else set())
+
+
+@pytest.fixture(scope="module")
+def issue18_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run_quick(tmp_path_factory.mktemp("bench18"), "7,8,9,10", timeout=400)[0]
+
+
+@pytest.mark.parametrize("number", [7, 8, 9, 10])
+def test_issue18_scenarios_measure_every_phase_side_by_side(issue18_report: dict[str, Any], number: int) -> None:
+    entry = scenario(issue18_report, number)
+    for phase in NEW_PHASES[number]:
+        rows = [r for r in entry["results"] if r["phase"] == phase]
+        assert {r["label"] for r in rows} == new_labels(number), phase
+        for result in rows:
+            assert is_figure(result["wall_s"]) and result["wall_s"] > 0 and is_figure(result["peak_rss_mb"])
+            assert result["exit_codes"] == [0], (phase, result["label"])
+            assert result["stored"] == result["expected"] > 0, (phase, result["label"])
+    if number == 9:
+        assert entry["corpus"]["messages"] == 5 * 500
+        assert max(name.count("/") for name in entry["corpus"]["folders"]) == 3  # four deep
+    if number == 10:
+        assert entry["corpus"]["accounts"] == 20 and entry["corpus"]["messages"] == 20 * 50
+        assert is_figure(row(entry, "mailbackup sweep (--jobs 8)", "full sweep")["throughput"]["last_over_first"])
+    targets = entry["targets"]
+    assert len(targets) == NEW_TARGETS[number]
+    for check in targets:
+        assert check["status"] in STATUSES and check["measured"]
+        assert (check["status"] == "n/a") == ("mbsync" not in PEERS and "mbsync" in check["text"]), check

@@ -26,6 +26,7 @@ from mailbackup.state.uploads import UploadLedger
 from mailbackup.text import system_error
 
 STATE_FILE = "state.sqlite3"
+UID_CHUNK = 500  # UIDs per `IN (...)`: well under SQLite's limit of bound parameters
 @dataclass(frozen=True)
 class FolderRecord:
     id: int
@@ -98,6 +99,14 @@ class StateDB(RunLog, UploadLedger):
     def transaction(self) -> _Transaction:
         return _Transaction(self.db)
 
+    def bookkeeping(self) -> _Transaction:
+        """A transaction whose commit does not wait for the disk: for what a run
+        may lose to a power cut and simply redo (a folder's UIDNEXT and last
+        sync, forgotten failures).  WAL keeps commits in order, so a crash
+        loses only a tail of them, and the next ordinary commit (the next
+        batch's pending rows, the run's end) makes them durable with its own."""
+        return _Transaction(self.db, durable=False)
+
     def get_meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
@@ -123,7 +132,9 @@ class StateDB(RunLog, UploadLedger):
         return {row[0] for row in self.db.execute("SELECT path_key FROM folders")}
 
     def add_folder(self, name: str, delimiter: str | None, local_path: str, path_key: str) -> FolderRecord:
-        with self.transaction():
+        # Bookkeeping: nothing refers to the row until the folder's pending rows, whose durable commit
+        # carries it to disk too; lost before that, the folder is simply added again.
+        with self.bookkeeping():
             self.db.execute(
                 "INSERT INTO folders (name, delimiter, local_path, path_key) VALUES (?, ?, ?, ?)",
                 (name, delimiter, local_path, path_key),
@@ -168,6 +179,18 @@ class StateDB(RunLog, UploadLedger):
             (folder_id, uidvalidity),
         )
         return {row[0]: split_flags(row[1]) for row in rows}
+
+    def flags_of_uids(self, folder_id: int, uidvalidity: int, uids: Iterable[int]) -> dict[int, tuple[str, ...]]:
+        """`flags_of` for a few UIDs (what CHANGEDSINCE reported), by the primary index, not a folder walk."""
+        wanted = sorted(uids)
+        found: dict[int, tuple[str, ...]] = {}
+        for start in range(0, len(wanted), UID_CHUNK):
+            chunk = wanted[start:start + UID_CHUNK]
+            rows = self.db.execute(
+                f"SELECT uid, flags FROM messages WHERE folder_id=? AND uidvalidity=? AND gone_at IS NULL "
+                f"AND uid IN ({', '.join('?' * len(chunk))})", (folder_id, uidvalidity, *chunk))
+            found.update((row[0], split_flags(row[1])) for row in rows)
+        return found
 
     def message(self, folder_id: int, uidvalidity: int, uid: int) -> StoredMessage | None:
         row = self.db.execute("SELECT * FROM messages WHERE folder_id=? AND uidvalidity=? AND uid=?",
@@ -228,9 +251,13 @@ class StateDB(RunLog, UploadLedger):
         )
 
     def has_other_generation(self, folder_id: int, uidvalidity: int) -> bool:
-        row = self.db.execute("SELECT 1 FROM messages WHERE folder_id=? AND uidvalidity<>? AND gone_at IS NULL "
-                              "LIMIT 1", (folder_id, uidvalidity)).fetchone()
-        return row is not None
+        # Two ranges, not `uidvalidity<>?`: each is one probe of the partial index messages_live_generations,
+        # where `<>` walks every live copy of the folder.
+        row = self.db.execute(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE folder_id=?1 AND uidvalidity<?2 AND gone_at IS NULL) "
+            "OR EXISTS (SELECT 1 FROM messages WHERE folder_id=?1 AND uidvalidity>?2 AND gone_at IS NULL)",
+            (folder_id, uidvalidity)).fetchone()
+        return bool(row[0])
 
     def old_copies(self, folder_id: int, uidvalidity: int, sha256: str, size: int,
                    message_id: str | None) -> list[StoredMessage]:
@@ -272,9 +299,9 @@ class StateDB(RunLog, UploadLedger):
             (folder_id, uidvalidity, uid, error, now_iso()),
         )
 
-    def clear_failure(self, folder_id: int, uidvalidity: int, uid: int) -> None:
-        self.db.execute("DELETE FROM failures WHERE folder_id=? AND uidvalidity=? AND uid=?",
-                        (folder_id, uidvalidity, uid))
+    def clear_failures(self, folder_id: int, uidvalidity: int, uids: Iterable[int]) -> None:
+        self.db.executemany("DELETE FROM failures WHERE folder_id=? AND uidvalidity=? AND uid=?",
+                            ((folder_id, uidvalidity, uid) for uid in uids))
 
     def forget_failures_not_in(self, folder_id: int, uidvalidity: int, on_server: set[int]) -> None:
         rows = self.db.execute("SELECT uidvalidity, uid FROM failures WHERE folder_id=?", (folder_id,)).fetchall()
@@ -292,24 +319,39 @@ class StateDB(RunLog, UploadLedger):
         return int(row[0]), int(row[1])
 
 class _Transaction:
-    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception; a commit that is
+    not *durable* skips its fsync (synchronous=NORMAL for that commit only)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, durable: bool = True) -> None:
         self.db = db
+        self.durable = durable
 
     def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
+        if not self.durable:
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._restore_sync()
+            raise
         return self.db
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            try:
-                self.db.execute("COMMIT")
-                return
-            except sqlite3.Error:
-                self._rollback()  # a failed COMMIT (disk full) leaves the transaction open
-                raise
-        self._rollback()
+        try:
+            if exc_type is None:
+                try:
+                    self.db.execute("COMMIT")
+                    return
+                except sqlite3.Error:
+                    self._rollback()  # a failed COMMIT (disk full) leaves the transaction open
+                    raise
+            self._rollback()
+        finally:
+            self._restore_sync()
+
+    def _restore_sync(self) -> None:
+        if not self.durable:
+            self.db.execute("PRAGMA synchronous=FULL")
 
     def _rollback(self) -> None:
         try:

@@ -14,11 +14,17 @@ to look for on the target before sending anything again.  It is keyed by the
 archived copy's row id (`message_row`): the backup engine may move a copy to a
 new UIDVALIDITY generation (`move_to_generation`), which changes its UID but
 not its row.
+
+Version 3 adds `messages_live_generations`, a partial index of the live
+copies by folder and UIDVALIDITY: asking whether a folder holds live copies
+of another generation (every sync of every folder asks) was a walk over the
+whole folder, 0.26 s at 100,000 messages; through the index it is two
+lookups whatever the folder's size.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MESSAGE_COLUMNS = """
     folder_id INTEGER NOT NULL REFERENCES folders(id),
@@ -107,5 +113,8 @@ MIGRATIONS: dict[int, str] = {
         UNIQUE (target_server, target_account, message_row)
     );
     CREATE INDEX uploads_by_folder ON uploads (target_server, target_account, folder_id);
+    """,
+    3: """
+    CREATE INDEX messages_live_generations ON messages (folder_id, uidvalidity) WHERE gone_at IS NULL;
     """,
 }

@@ -69,8 +69,7 @@ class Committer:
             for old, meta in matched:
                 self.store.set_flags(folder.record.local_path, old, meta.flags)
                 self.state.move_to_generation(old, folder.uidvalidity, meta.uid, meta.flags)
-            for message in stored:
-                self.state.clear_failure(record_id, folder.uidvalidity, message.uid)
+            self.state.clear_failures(record_id, folder.uidvalidity, (message.uid for message in stored))
             if stored and stored[-1].mbox_offset is not None:
                 last = stored[-1]
                 folder.committed = (last.mbox_offset or 0) + (last.mbox_length or 0)

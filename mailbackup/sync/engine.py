@@ -30,6 +30,8 @@ from mailbackup.sync.fetch import Fetcher
 from mailbackup.sync.folder import BackupOptions, BackupProgress, FolderSync, NoBackupProgress, SyncParts
 from mailbackup.sync.recovery import recover, repair
 
+FEW_FLAGS = 5_000  # flag answers up to this many UIDs are matched by UID, larger ones against the whole folder
+
 
 class BackupEngine:
     def __init__(self, session: ImapSession, archive: Archive, options: BackupOptions,
@@ -196,9 +198,7 @@ class BackupEngine:
             folder.result.fetched, folder.result.fetched_bytes = len(metas), size
             return
         self.fetcher.store_in_slices(folder, todo.fetch, todo.known)
-        with self.state.transaction():  # failures of messages the server no longer has are over
-            self.state.forget_failures_not_in(folder.record.id, folder.uidvalidity, todo.on_server)
-        self._finish_folder(folder, selected, todo.gone)
+        self._finish_folder(folder, selected, todo)
 
     def _folder_record(self, info: FolderInfo) -> FolderRecord:
         record = self.state.folder(info.name)
@@ -239,15 +239,23 @@ class BackupEngine:
             server = self.parts.call(folder, lambda: self.session.fetch_flags(f"1:{top}", record.highestmodseq))
         else:
             server = self.parts.call(folder, lambda: self.session.fetch_flags(f"1:{top}"))
-        changes = plan.changed_flags(self.state.flags_of(record.id, folder.uidvalidity), server)
+        # CHANGEDSINCE answers with a few UIDs: look those up rather than every stored message's flags.
+        stored = self.state.flags_of_uids(record.id, folder.uidvalidity, server) if len(server) <= FEW_FLAGS \
+            else self.state.flags_of(record.id, folder.uidvalidity)
+        changes = plan.changed_flags(stored, server)
         if changes and not self.options.dry_run:
             self.committer.apply_flags(folder, changes)
 
-    def _finish_folder(self, folder: FolderSync, selected: SelectedFolder, gone: list[int]) -> None:
+    def _finish_folder(self, folder: FolderSync, selected: SelectedFolder, todo: plan.FolderPlan) -> None:
+        """The folder's bookkeeping, in one commit that need not wait for the disk:
+        its messages are committed already, and a lost update is redone next run
+        (a profile of 10,000 small folders: one fsynced commit less per folder)."""
         when = now_iso()
-        with self.state.transaction():
-            if gone:
-                folder.result.gone = self.state.mark_gone(folder.record.id, folder.uidvalidity, gone, when)
+        with self.state.bookkeeping():
+            # failures of messages the server no longer has are over
+            self.state.forget_failures_not_in(folder.record.id, folder.uidvalidity, todo.on_server)
+            if todo.gone:
+                folder.result.gone = self.state.mark_gone(folder.record.id, folder.uidvalidity, todo.gone, when)
             if folder.new_generation:
                 self.state.mark_generation_gone(folder.record.id, folder.uidvalidity, when)
             self.state.update_folder(
