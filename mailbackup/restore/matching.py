@@ -1,5 +1,6 @@
 """Which message on a target folder is an archived copy: the same
 Message-ID and size (the size a CRLF-storing server serves back counts too),
+or the same Message-ID and bytes (a server whose RFC822.SIZE is an estimate),
 and, without a Message-ID, the same bytes.  Restoring uses it to find what a
 killed run had already sent; checking the target, to find every copy.
 
@@ -19,6 +20,7 @@ from mailbackup.imap.append import TargetMessage
 from mailbackup.model import StoredMessage
 
 LINE_ENDS = re.compile(rb"\r?\n")
+SAME_ID_COMPARED = 5  # target copies with an archived Message-ID but another size, compared byte for byte
 
 
 def crlf_normalized(body: bytes) -> bytes:
@@ -60,6 +62,9 @@ class TargetIndex:
         if not same_size and candidates:
             wire_size = len(body.normalized())
             same_size = [m for m in candidates if m.size == wire_size]
+        if not same_size and message.message_id is not None:
+            # RFC822.SIZE may be an estimate (Exchange without EnableExactRFC822Size): the bytes tell
+            same_size = [m for m in candidates[:SAME_ID_COMPARED] if self._same_bytes(m.uid, message, body)]
         if message.message_id is None:  # the size alone proves nothing: compare the bytes
             match = next((m for m in same_size if self._same_bytes(m.uid, message, body)), None)
         else:
@@ -76,4 +81,6 @@ class TargetIndex:
         return digest == message.sha256 or on_target == body.normalized()
 
     def size_matches(self, found: TargetMessage, message: StoredMessage, body: ArchivedBody) -> bool:
-        return found.size == message.size or found.size == len(body.normalized())
+        """The same size, or (the server's size being an estimate) the same bytes."""
+        return (found.size == message.size or found.size == len(body.normalized())
+                or self._same_bytes(found.uid, message, body))
