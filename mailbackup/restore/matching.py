@@ -1,12 +1,13 @@
 """Which message on a target folder is an archived copy: the same
-Message-ID and size (the size a CRLF-storing server serves back counts too),
+Message-ID and size (the size a CRLF-storing server serves back counts too,
+and a final newline a line-storing one adds),
 or the same Message-ID and bytes (a server whose RFC822.SIZE is an estimate),
 and, without a Message-ID, the same bytes.  Restoring uses it to find what a
 killed run had already sent; checking the target, to find every copy.
 
 Public API: `TargetIndex` (one target folder; each message claimed once),
 `ArchivedBody` (an archived copy's bytes, read only when needed),
-`crlf_normalized`.
+`crlf_normalized`, `line_stored`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ SAME_ID_COMPARED = 5  # target copies with an archived Message-ID but another si
 def crlf_normalized(body: bytes) -> bytes:
     """What a server that stores mail with CRLF line ends serves back (Dovecot does)."""
     return LINE_ENDS.sub(b"\r\n", body)
+
+
+def line_stored(normalized: bytes) -> bytes:
+    """What a server that stores mail as lines serves back: a message without
+    a final newline gains one (Courier-IMAP, docs/servers.md)."""
+    return normalized if normalized.endswith(b"\r\n") or not normalized else normalized + b"\r\n"
 
 
 class ArchivedBody:
@@ -78,9 +85,9 @@ class TargetIndex:
         if on_target is None:
             return False
         digest = hashlib.sha256(on_target).hexdigest()
-        return digest == message.sha256 or on_target == body.normalized()
+        return digest == message.sha256 or on_target in (body.normalized(), line_stored(body.normalized()))
 
     def size_matches(self, found: TargetMessage, message: StoredMessage, body: ArchivedBody) -> bool:
-        """The same size, or (the server's size being an estimate) the same bytes."""
+        """The same size, or the same bytes as the server serves them (its size an estimate, line ends changed)."""
         return (found.size == message.size or found.size == len(body.normalized())
                 or self._same_bytes(found.uid, message, body))
