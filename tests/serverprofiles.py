@@ -9,7 +9,8 @@
   issue 377); no UIDPLUS before Exchange 2010; folder names with spaces.
 * `Gmail`: labels are folders, so one message is in `INBOX`, each label's
   folder and `[Gmail]/All Mail` (`\\All`, RFC 6154); `[Gmail]` is `\\Noselect`;
-  bandwidth caps answered `NO [THROTTLED]` or with `* BYE [ALERT]`.
+  bandwidth caps answered `NO [THROTTLED]`, `OK Success [THROTTLED]` (done,
+  slowly: node-imap issue 593, MailKit issue 1396) or with `* BYE [ALERT]`.
 """
 
 from __future__ import annotations
@@ -58,13 +59,15 @@ def exchange_mailbox(bodies: list[bytes]) -> list[Folder]:
 
 class Gmail(Script):
     """Gmail (see the module docstring).  `throttle` FETCHes of bodies are answered
-    `NO [THROTTLED]` before one succeeds; with `daily_cap`, every FETCH of bodies
+    `NO [THROTTLED]` before one succeeds; `slowed`: done, answered
+    `OK Success [THROTTLED]`; with `daily_cap`, every FETCH of bodies
     after the first `allowed` ends the connection with `* BYE [ALERT]`."""
 
     capabilities = b"IMAP4rev1 UNSELECT IDLE NAMESPACE ID CHILDREN X-GM-EXT-1 UIDPLUS SPECIAL-USE AUTH=PLAIN"
 
-    def __init__(self, *, throttle: int = 0, daily_cap: bool = False, allowed: int = 1) -> None:
+    def __init__(self, *, throttle: int = 0, slowed: bool = False, daily_cap: bool = False, allowed: int = 1) -> None:
         self.throttle = throttle
+        self.slowed = slowed
         self.daily_cap = daily_cap
         self.allowed = allowed
         self.body_fetches = 0
@@ -75,6 +78,12 @@ class Gmail(Script):
             if self.throttle > 0:
                 self.throttle -= 1
                 conn.send(tag + b" NO [THROTTLED] Account exceeded command or bandwidth limits. (Failure)\r\n")
+                return
+            if self.slowed:  # done, but slowly: Gmail's "OK Success [THROTTLED]" (MailKit issue 1396)
+                for sequence, message in enumerate(folder.messages, start=1):
+                    if message.uid in uids:
+                        conn.send(self.fetch_response(conn, sequence, message, items))
+                conn.send(tag + b" OK Success [THROTTLED]\r\n")
                 return
             if self.daily_cap and self.body_fetches > self.allowed:
                 conn.send(b"* BYE [ALERT] Account exceeded download bandwidth limits. Try again in 24 hours.\r\n")
@@ -132,3 +141,17 @@ class Unsolicited(Script):
         for sequence, message in reversed(rest):
             conn.send(self.fetch_response(conn, sequence, message, items))
         conn.send(tag + b" OK Fetch completed.\r\n")
+
+
+class NewUidvalidityEachSession(Script):
+    """GNU mailutils imap4d 3.15 gives most folders a new UIDVALIDITY in every
+    session (seen in tests/test_compat.py's runs, docs/servers.md); its
+    `UID SEARCH UID 1:*` quirk is left out here, to show this one alone."""
+
+    def examine(self, conn: Conn, tag: bytes, folder: Folder) -> None:
+        folder.uidvalidity = 1000 + conn.number
+        super().examine(conn, tag, folder)
+
+    def status(self, conn: Conn, tag: bytes, folder: Folder) -> None:
+        folder.uidvalidity = 1000 + conn.number
+        super().status(conn, tag, folder)

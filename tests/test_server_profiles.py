@@ -24,7 +24,14 @@ from dovecot_server import DovecotServer
 from fakeserver import Certs, FakeImapServer, Folder, Message, Run, Script, letter, make_certs, run_mailbackup
 from helpers import archive_contents, backup, run_cli, server_args, state_rows
 from imapclient import IMAPClient, imap_utf7
-from serverprofiles import Exchange, Gmail, Unsolicited, exchange_mailbox, gmail_mailbox
+from serverprofiles import (
+    Exchange,
+    Gmail,
+    NewUidvalidityEachSession,
+    Unsolicited,
+    exchange_mailbox,
+    gmail_mailbox,
+)
 
 from mailbackup.errors import ExitCode
 
@@ -222,7 +229,7 @@ def test_restore_into_exchange_without_uidplus(serve, certs, tmp_path, exact_siz
 
 
 def test_gmail_throttled_fetches_are_waited_out(serve, certs, tmp_path):
-    script = Gmail(throttle=2)
+    script = Gmail(throttle=2, slowed=True)
     server = serve(gmail_mailbox([letter(n) for n in range(1, 6)]), script)
     dest = tmp_path / "archive"
 
@@ -308,3 +315,21 @@ def test_unsolicited_data_in_the_middle_of_a_fetch(serve, certs, tmp_path):
     assert verified.code == 0, verified.stdout
     copies = archive_contents(dest, server.user)["INBOX"]
     assert "\\Flagged" in copies[1].flags
+
+
+def test_a_uidvalidity_new_in_every_session_is_paired_by_content(serve, certs, tmp_path):
+    server = serve([Folder.named("INBOX", [letter(n) for n in range(1, 6)])], NewUidvalidityEachSession())
+    dest = tmp_path / "archive"
+    assert run_mailbackup(server, certs.ca, dest, "--no-verify").code == 0
+
+    second = run_mailbackup(server, certs.ca, dest, "--no-verify")
+    assert second.code == 0, second.stderr
+    assert "UIDVALIDITY changed" in second.stderr  # said, and the copies kept: nothing stored twice
+    assert state_rows(dest, server.user, "SELECT count(*) FROM messages") == [(5,)]
+    verified = run_mailbackup(server, certs.ca, dest, command="verify")
+    assert verified.code == 0, verified.stdout
+    assert "5 messages paired by content (SHA-256) instead of UID" in verified.stdout
+
+    server.folders[0].messages.append(Message(6, letter(6)))  # new mail not yet backed up: not a false COMPLETE
+    behind = run_mailbackup(server, certs.ca, dest, command="verify")
+    assert behind.code == ExitCode.WARNINGS and "INBOX: 1 missing" in behind.stdout, behind.stdout

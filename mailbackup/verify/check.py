@@ -148,13 +148,18 @@ def _read_server_folder(session: ImapSession, archive: Archive, name: str) -> Se
 
 def _compare_contents(session: ImapSession, archive: Archive, folder: ServerFolder, record: FolderRecord) -> None:
     """Fetch whole the messages whose size the server gives otherwise than the
-    archive (see content.py); a server failing on them leaves them size mismatches."""
-    sizes = {message.uid: message.size for message in archive.state.messages(record.id)
-             if message.uidvalidity == folder.uidvalidity}
-    differing = [uid for uid, meta in sorted(folder.metas.items()) if uid in sizes and sizes[uid] != meta.size]
-    if not differing:
+    archive (see content.py), or all of them when the folder's UIDVALIDITY is no
+    longer the archived one (GNU mailutils changes it every session): UIDs then
+    say nothing, contents do.  A server failing on them leaves them unpaired."""
+    if record.uidvalidity is not None and record.uidvalidity != folder.uidvalidity:
+        wanted = sorted(folder.metas)
+    else:
+        sizes = {message.uid: message.size for message in archive.state.messages(record.id)
+                 if message.uidvalidity == folder.uidvalidity}
+        wanted = [uid for uid, meta in sorted(folder.metas.items()) if uid in sizes and sizes[uid] != meta.size]
+    if not wanted:
         return
-    wanted = differing[:CONTENT_CHECK_LIMIT]
+    wanted = wanted[:CONTENT_CHECK_LIMIT]
     try:
         folder.contents = _retrying(session, folder.name,
                                     lambda: server_contents(session, archive.spool_dir, wanted))
@@ -346,11 +351,13 @@ class _ArchiveChecker:
         report, server = work.report, work.server
         on_server: set[tuple[int, int]] = set()
         if work.server_view == "compared" and server is not None:
-            current = {message.uid: message for message in work.local if message.uidvalidity == server.uidvalidity}
+            current = self._pairs(work, server)
             failures = self._failure_reasons(work.record, server.uidvalidity)
             for uid, meta in sorted(server.metas.items()):
                 on_server.add((server.uidvalidity, uid))
                 stored = current.get(uid)
+                if stored is not None:
+                    on_server.add((stored.uidvalidity, stored.uid))
                 if stored is None:
                     report.missing.append(_server_entry(server, meta, failures.get(uid)))
                 else:
@@ -367,6 +374,24 @@ class _ArchiveChecker:
                                   "of what it sends (an estimate), so the SHA-256 of its BODY[] was compared with "
                                   "the archived copy's, and matched").format(count=report.compared_by_content))
         report.settle_status()
+
+    def _pairs(self, work: _FolderWork, server: ServerFolder) -> dict[int, StoredMessage]:
+        """The archived copy of each server UID: by UID, or by content when the
+        folder's UIDVALIDITY changed since the backup (as the backup's own new
+        generation pairs them, sync/commit.py), said in a note."""
+        archived = work.record.uidvalidity if work.record is not None else None
+        if archived is None or archived == server.uidvalidity or not server.contents:
+            return {message.uid: message for message in work.local if message.uidvalidity == server.uidvalidity}
+        unclaimed: dict[str, list[StoredMessage]] = {}
+        for message in work.local:
+            if message.uidvalidity == archived:
+                unclaimed.setdefault(message.sha256, []).append(message)
+        pairs = {uid: copies.pop(0) for uid, (_size, digest) in sorted(server.contents.items())
+                 if (copies := unclaimed.get(digest))}
+        work.report.notes.append(_("UIDVALIDITY is {now} on the server and {then} in the archive (the server changed "
+                                   "it since the backup): {count} messages paired by content (SHA-256) instead of "
+                                   "UID").format(now=server.uidvalidity, then=archived, count=len(pairs)))
+        return pairs
 
     def _file_local(self, report: FolderReport, message: StoredMessage, meta: MessageMeta | None, *,
                     only_local: bool, content: tuple[int, str] | None = None) -> None:
