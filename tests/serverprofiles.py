@@ -155,3 +155,12 @@ class NewUidvalidityEachSession(Script):
     def status(self, conn: Conn, tag: bytes, folder: Folder) -> None:
         folder.uidvalidity = 1000 + conn.number
         super().status(conn, tag, folder)
+
+
+class DropsAppendFlags(Script):
+    """Stores an APPENDed message without the flags sent with it (reported of
+    GNU mailutils imap4d 3.15; docs/servers.md), UID STORE works."""
+
+    def append(self, conn: Conn, tag: bytes, folder: Folder, line: bytes) -> None:
+        super().append(conn, tag, folder, line)
+        folder.messages[-1].flags = ()

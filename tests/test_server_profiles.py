@@ -25,6 +25,7 @@ from fakeserver import Certs, FakeImapServer, Folder, Message, Run, Script, lett
 from helpers import archive_contents, backup, run_cli, server_args, state_rows
 from imapclient import IMAPClient, imap_utf7
 from serverprofiles import (
+    DropsAppendFlags,
     Exchange,
     Gmail,
     NewUidvalidityEachSession,
@@ -333,3 +334,21 @@ def test_a_uidvalidity_new_in_every_session_is_paired_by_content(serve, certs, t
     server.folders[0].messages.append(Message(6, letter(6)))  # new mail not yet backed up: not a false COMPLETE
     behind = run_mailbackup(server, certs.ca, dest, command="verify")
     assert behind.code == ExitCode.WARNINGS and "INBOX: 1 missing" in behind.stdout, behind.stdout
+
+
+def test_a_target_dropping_append_flags_gets_them_set_afterwards(serve, certs, tmp_path):
+    source = serve([Folder.named("INBOX", [letter(n) for n in range(1, 4)])], Script())
+    for message, flags in zip(source.folders[0].messages, [("\\Seen",), ("\\Seen", "\\Flagged"), ()], strict=True):
+        message.flags = flags
+    dest = tmp_path / "archive"
+    assert run_mailbackup(source, certs.ca, dest, "--no-verify").code == 0
+    target = serve([Folder.named("INBOX")], DropsAppendFlags())
+
+    done = Run(["restore", source.user, "--dest", str(dest), "--to", target.user, "--to-server", target.address,
+                "--to-cafile", str(certs.ca)], source.password, env={"MAILBACKUP_TARGET_PASSWORD": target.password})
+
+    assert done.code == 0, done.stdout + done.stderr
+    assert "did not keep the flags sent with APPEND for 2 messages" in done.stdout + done.stderr
+    assert "Check: all 3 messages" in done.stdout, done.stdout
+    assert {message.body: set(message.flags) for message in target.folders[0].messages} == \
+        {message.body: set(message.flags) for message in source.folders[0].messages}
