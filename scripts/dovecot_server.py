@@ -193,6 +193,7 @@ class DovecotServer:
         plaintext_port: bool = True,
         hostname: str = "localhost",
         rawlog: bool = False,
+        capabilities: str | None = None,
     ) -> None:
         if separator not in ("/", "."):
             raise ValueError("separator must be '/' or '.'")
@@ -207,6 +208,9 @@ class DovecotServer:
         self.hostname = hostname
         # Record every IMAP session, decrypted, as ~/rawlog/*.in and *.out (see rawlog_sessions).
         self.rawlog = rawlog
+        # What the server advertises (Dovecot's `imap_capability`), to play a server without
+        # some extension; None: Dovecot's own list.
+        self.capabilities = capabilities
         self.host = LISTEN_HOST
         self.port = 0
         # Where the STARTTLS listener is; see STARTTLS_HOST.  If 127.0.0.2 is
@@ -572,6 +576,7 @@ namespace inbox {{
 protocol imap {{
   mail_plugins = $mail_plugins {" ".join(imap_plugins)}
 {"  rawlog_dir = %h/rawlog" if self.rawlog else ""}
+{f"  imap_capability = {self.capabilities}" if self.capabilities else ""}
 }}
 {quota}
 service imap-login {{

@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import socket
 import ssl
 import subprocess
@@ -150,6 +151,32 @@ def uid_set(text: bytes, highest: int) -> list[int]:
     return sorted(uids)
 
 
+class UnbufferedReader:
+    """Reads a socket without reading ahead, so that what the client has sent
+    and we have not read yet is still in the socket (see `Conn.pending_input`)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = bytearray()
+        while not line.endswith(b"\n") and (limit < 0 or len(line) < limit):
+            byte = self.sock.recv(1)
+            if not byte:
+                break
+            line += byte
+        return bytes(line)
+
+    def read(self, size: int) -> bytes:
+        data = bytearray()
+        while len(data) < size:
+            chunk = self.sock.recv(min(size - len(data), 1 << 16))
+            if not chunk:
+                break
+            data += chunk
+        return bytes(data)
+
+
 class Conn:
     """One client connection, as the script sees it."""
 
@@ -158,7 +185,7 @@ class Conn:
         self.sock = sock
         self.number = number  # 0 for the first connection accepted
         self.encrypted = isinstance(sock, ssl.SSLSocket)
-        self.file: BinaryIO = sock.makefile("rb")
+        self.file: BinaryIO | UnbufferedReader = self._reader()
         self.selected: Folder | None = None
         self.authenticated = False
         self.closed = False
@@ -182,8 +209,19 @@ class Conn:
     def start_tls(self) -> None:
         assert self.server.tls_context is not None
         self.sock = self.server.tls_context.wrap_socket(self.sock, server_side=True)
-        self.file = self.sock.makefile("rb")
+        self.file = self._reader()
         self.encrypted = True
+
+    def _reader(self) -> BinaryIO | UnbufferedReader:
+        return UnbufferedReader(self.sock) if self.server.script.watch_pipelining else self.sock.makefile("rb")
+
+    def pending_input(self, wait: float = 0.05) -> bool:
+        """Has the client sent more (the next command) before we answered this one?
+        Only a script with `watch_pipelining` can tell (nothing is read ahead then)."""
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return True
+        readable, _, _ = select.select([self.sock], [], [], wait)
+        return bool(readable)
 
     def close(self) -> None:
         self.closed = True
@@ -199,6 +237,8 @@ class Script:
     capabilities = b"IMAP4rev1 AUTH=PLAIN"
     starttls_offered = False
     bare_lf = False  # end every line sent with LF alone (see the module docstring)
+    watch_pipelining = False  # read byte by byte, so `Conn.pending_input` can see a pipelined command
+    appenduid = True  # answer APPEND with [APPENDUID] (UIDPLUS, RFC 4315)
 
     def greeting(self, conn: Conn) -> bytes:
         return b"* OK [CAPABILITY " + self.capability_text(conn) + b"] fake IMAP ready\r\n"
@@ -254,10 +294,14 @@ class Script:
 
     def fetch_response(self, conn: Conn, sequence: int, message: Message, items: bytes) -> bytes:
         """``* n FETCH (...)`` for one message: the body when asked for, else the meta data."""
-        head = b"* %d FETCH (UID %d FLAGS (%s) INTERNALDATE \"%s\" RFC822.SIZE %d" % (
-            sequence, message.uid, " ".join(message.flags).encode(), message.internaldate.encode(),
-            len(message.body))
+        head = b"* %d FETCH (UID %d FLAGS (%s) INTERNALDATE %s RFC822.SIZE %d" % (
+            sequence, message.uid, " ".join(message.flags).encode(), self.internaldate(message),
+            self.rfc822_size(message))
         upper = items.upper()
+        if b"HEADER.FIELDS" in upper:
+            header = b"".join(re.findall(rb"(?im)^message-id:.*\r?\n", message.body.partition(b"\r\n\r\n")[0]
+                                         + b"\r\n")) + b"\r\n"
+            return head + b" BODY[HEADER.FIELDS (MESSAGE-ID)] {%d}\r\n" % len(header) + header + b")\r\n"
         partial = re.search(rb"BODY\.PEEK\[\]<(\d+)\.(\d+)>", upper)
         if partial:
             start, length = int(partial.group(1)), int(partial.group(2))
@@ -269,6 +313,12 @@ class Script:
 
     def body_item(self, conn: Conn, message: Message) -> bytes:
         return b"BODY[] {%d}\r\n" % len(message.body) + message.body
+
+    def rfc822_size(self, message: Message) -> int:
+        return len(message.body)
+
+    def internaldate(self, message: Message) -> bytes:
+        return b'"' + message.internaldate.encode() + b'"'
 
     # -- dispatch -----------------------------------------------------
     def command(self, conn: Conn, tag: bytes, name: bytes, args: bytes) -> None:
@@ -287,6 +337,9 @@ class Script:
 
     def do_id(self, conn: Conn, tag: bytes, args: bytes) -> None:
         conn.send(b"* ID NIL\r\n" + tag + b" OK ID completed.\r\n")
+
+    def do_namespace(self, conn: Conn, tag: bytes, args: bytes) -> None:
+        conn.send(b'* NAMESPACE (("" "/")) NIL NIL\r\n' + tag + b" OK NAMESPACE completed.\r\n")
 
     def do_enable(self, conn: Conn, tag: bytes, args: bytes) -> None:
         conn.send(tag + b" OK Enabled.\r\n")
@@ -352,8 +405,29 @@ class Script:
         elif verb.upper() == b"FETCH":
             sequence, _, items = rest.partition(b" ")
             self.fetch(conn, tag, folder, uid_set(sequence, folder.uidnext - 1), items)
+        elif verb.upper() == b"STORE":
+            sequence, _, change = rest.partition(b" ")
+            self.store(conn, tag, folder, uid_set(sequence, folder.uidnext - 1), change)
         else:
             conn.send(tag + b" BAD Unknown UID command.\r\n")
+
+    def store(self, conn: Conn, tag: bytes, folder: Folder, uids: list[int], change: bytes) -> None:
+        """``UID STORE uids [+-]FLAGS[.SILENT] (flags)``."""
+        how, _, flags = change.partition(b" ")
+        named = tuple(flags.strip(b"()").decode().split())
+        for sequence, message in enumerate(folder.messages, start=1):
+            if message.uid not in uids:
+                continue
+            if how.upper().startswith(b"+"):
+                message.flags = tuple(dict.fromkeys(message.flags + named))
+            elif how.upper().startswith(b"-"):
+                message.flags = tuple(flag for flag in message.flags if flag not in named)
+            else:
+                message.flags = named
+            if b"SILENT" not in how.upper():
+                conn.send(b"* %d FETCH (UID %d FLAGS (%s))\r\n" % (sequence, message.uid,
+                                                                     " ".join(message.flags).encode()))
+        conn.send(tag + b" OK Store completed.\r\n")
 
     def do_create(self, conn: Conn, tag: bytes, args: bytes) -> None:
         wanted = parse_args(args)[0]
@@ -378,9 +452,12 @@ class Script:
         assert literal is not None, line
         body = line[literal.end():literal.end() + int(literal.group(1))]
         flags = re.search(rb"\(([^)]*)\)", line[:literal.start()])
-        message = Message(folder.uidnext, body, tuple(flags.group(1).decode().split()) if flags else ())
+        date = re.search(rb'"(\s?\d{1,2}-[A-Za-z]{3}-\d{4} [\d:]{8} [+-]\d{4})"', line[:literal.start()])
+        message = Message(folder.uidnext, body, tuple(flags.group(1).decode().split()) if flags else (),
+                          date.group(1).decode() if date else DATE)
         folder.messages.append(message)
-        conn.send(tag + b" OK [APPENDUID %d %d] Append completed.\r\n" % (folder.uidvalidity, message.uid))
+        code = b"[APPENDUID %d %d] " % (folder.uidvalidity, message.uid) if self.appenduid else b""
+        conn.send(tag + b" OK " + code + b"Append completed.\r\n")
 
     def _folder(self, conn: Conn, tag: bytes, args: bytes) -> Folder | None:
         parsed = parse_args(args)

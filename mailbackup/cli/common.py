@@ -55,7 +55,9 @@ def verbosity_options(func: F) -> F:
 
 def folder_filter_options(func: F) -> F:
     """--include/--exclude GLOB, the same for every command that walks folders."""
-    func = click.option("--exclude", multiple=True, metavar="GLOB", help=_("Skip folders matching (repeatable)."))(func)
+    func = click.option("--exclude", multiple=True, metavar="GLOB", help=_(
+        "Skip folders matching (repeatable); \\All, \\Junk, \\Trash...: the folder with that special use "
+        "(RFC 6154), e.g. Gmail's All Mail."))(func)
     func = click.option("--include", multiple=True, metavar="GLOB", help=_("Only folders matching (repeatable)."))(func)
     return func
 

@@ -18,6 +18,7 @@ from mailbackup.i18n import _
 def folders(account: str, **options: object) -> None:
     ctx = build_context(account, **options)  # type: ignore[arg-type]
     total_messages = total_bytes = 0
+    sizes_known = True  # without STATUS=SIZE (RFC 8438) the server says nothing of sizes
     failed: list[str] = []
     with ctx.session() as session:
         rows = []
@@ -32,15 +33,20 @@ def folders(account: str, **options: object) -> None:
                 rows.append((info.name, "!", "!"))
                 continue
             total_messages += status.messages
+            sizes_known = sizes_known and status.size is not None
             total_bytes += status.size or 0
-            rows.append((info.name, str(status.messages), human_bytes(status.size) if status.size is not None else "?"))
+            rows.append((info.name, str(status.messages), _size_text(status.size)))
     heading, total = _("Folder"), _("Total")
     width = max([display_width(name) for name, _count, _size in rows] + [display_width(heading), 6])
     ctx.echo(f"{pad(heading, width)}  {pad(_('Messages'), 9, right=True)}  {pad(_('Size'), 9, right=True)}")
     for name, count, size in rows:
         ctx.echo(f"{pad(name, width)}  {count:>9}  {size:>9}")  # echo escapes control characters from names
-    ctx.echo(f"{pad(total, width)}  {total_messages:>9}  {human_bytes(total_bytes):>9}")
+    ctx.echo(f"{pad(total, width)}  {total_messages:>9}  {_size_text(total_bytes if sizes_known else None):>9}")
     for problem in failed:
         ctx.echo(_("warning: {problem}").format(problem=problem), err=True)
     if failed:
         raise SystemExit(int(ExitCode.WARNINGS))
+
+
+def _size_text(size: int | None) -> str:
+    return human_bytes(size) if size is not None else _("unknown")

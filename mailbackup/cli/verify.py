@@ -157,6 +157,8 @@ def _summarize_folder(ctx: Context, folder: FolderReport) -> None:
         for entry in (folder.missing + folder.corrupt + folder.size_mismatch)[:SHOWN_PER_FOLDER]:
             ctx.echo(_("    UID {uid}: {subject} - {reason}").format(
                 uid=entry.uid, subject=entry.subject or f"({_('no subject')})", reason=entry.reason or ""))
+    for line in folder.notes:
+        ctx.echo(_("  note {folder}: {note}").format(folder=folder.name, note=line))
     for line in folder.problems:
         ctx.echo(_("  damage {folder}: {problem}").format(folder=folder.name, problem=line), err=True)
     for line in [_("stray file {name}").format(name=name) for name in folder.stray_files] + folder.warnings:

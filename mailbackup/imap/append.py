@@ -203,6 +203,21 @@ class TargetMailbox:
             messages.extend(_target_message(uid, rows[uid]) for uid in chunk if uid in rows)
         return messages
 
+    def flags_of(self, uids: Sequence[int]) -> dict[int, tuple[str, ...]]:
+        """The flags of messages of the selected folder, by UID (no \\Recent)."""
+        found: dict[int, tuple[str, ...]] = {}
+        for start in range(0, len(uids), INDEX_CHUNK):
+            with self.session.translated():
+                rows = self.client.fetch(list(uids[start:start + INDEX_CHUNK]), ["FLAGS"])
+            found.update((uid, message_flags(_text(flag) for flag in row.get(b"FLAGS", ())))
+                         for uid, row in rows.items() if isinstance(uid, int))
+        return found
+
+    def set_flags(self, uid: int, flags: tuple[str, ...]) -> None:
+        """UID STORE FLAGS.SILENT: a server that dropped the flags given with APPEND."""
+        with self.session.translated():
+            self.client.set_flags([uid], list(flags), silent=True)
+
     def fetch_body(self, uid: int) -> bytes | None:
         with self.session.translated(), wire.message_literals(self.client):
             rows = self.client.fetch([uid], ["BODY.PEEK[]"])

@@ -13,6 +13,12 @@ lines whose items may carry ``{size}`` literals anywhere, unrelated untagged
 responses (EXISTS, EXPUNGE, OK, flag updates), and our tagged completions in
 command order.  A ``* BYE`` or a closed socket is a lost connection.
 
+Some servers mishandle pipelined commands (Exchange 2003 and Office 365:
+mbsync users set `PipelineDepth 1`): a command sent while another was still
+unanswered is answered BAD, or tagged answers come in another order.  Either
+sets `pipelining_refused`; from then on this pipeline keeps one command in
+flight, and the session remembers it for its later pipelines (session.py).
+
 A response that breaks the protocol (a malformed FETCH, a literal whose
 announced length does not match what follows, a line that is not IMAP, a
 line or literal beyond our limits) raises `ProtocolViolation`: nothing after
@@ -32,16 +38,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from mailbackup.errors import ConnectionLost, ServerError
+from mailbackup.errors import ConnectionLost, ServerBusy, ServerError
 from mailbackup.i18n import _
 from mailbackup.imap.lexer import ProtocolViolation, Quoted, discard, gather, read_line
 from mailbackup.imap.parse import MetaRow, fetch_flags, internaldate, meta_row, parse_items
+from mailbackup.imap.pushback import busy_error
 from mailbackup.imap.uidset import to_sequence_set
 from mailbackup.store.body import MessageBody
 from mailbackup.text import printable, system_error
 
 OUR_TAG = re.compile(rb"MB\d+ ")
 _tags = itertools.count(1)
+
+
+class PipelinedCommandRefused(ServerError):
+    """BAD to a FETCH of sizes: a mistake, or (sent before the answer to EXAMINE)
+    a server that refuses pipelined commands."""
 
 
 @dataclass
@@ -72,6 +84,8 @@ class FetchPipeline:
         self.spool_dir = spool_dir
         self.spool_above = spool_above
         self.depth = max(1, depth)
+        self.pipelining_refused = False
+        self._sent_behind: set[bytes] = set()  # tags sent while an earlier command was unanswered
 
     def run(self, batches: Iterable[list[int]]) -> Generator[BatchResult, None, None]:
         """Yield each batch's result, in order, as its command completes."""
@@ -82,11 +96,13 @@ class FetchPipeline:
         while in_flight:
             tag, batch = in_flight[0]
             try:
-                self._read_until_tagged(tag, batch, owner)
+                self._read_until_tagged(tag, batch, owner, {later for later, _batch in in_flight} - {tag})
             except BaseException:
                 _discard_in_flight(in_flight)  # no spooled body outlives a broken stream
                 raise
             in_flight.popleft()
+            if batch.status == "BAD" and tag in self._sent_behind:
+                self._refuse_pipelining()
             for uid in batch.uids:
                 owner.pop(uid, None)
             try:
@@ -115,7 +131,8 @@ class FetchPipeline:
             if line.startswith(tag + b" "):
                 status, _separator, text = line[len(tag) + 1:].partition(b" ")
                 if status.upper() != b"OK":
-                    raise ServerError(_("the server refused to list messages: {reply}").format(
+                    refused = PipelinedCommandRefused if status.upper() == b"BAD" else ServerError
+                    raise refused(_("the server refused to list messages: {reply}").format(
                         reply=printable(text.decode("utf-8", "replace").strip())))
                 return rows
             if not line.startswith(b"* "):
@@ -124,15 +141,18 @@ class FetchPipeline:
             text, literals = self._gather(line)
             discard(literals)
             if text[2:40].upper().startswith(b"BYE"):
-                raise ConnectionLost(_("server closed the connection: {reply}").format(
-                    reply=text[6:].decode("utf-8", "replace").strip()))
+                raise _closed(text)
             row = meta_row(text)
             if row is not None:
                 rows.append(row)
 
+    def _refuse_pipelining(self) -> None:
+        self.pipelining_refused = True
+        self.depth = 1
+
     def _drain(self, in_flight: deque[tuple[bytes, BatchResult]], owner: dict[int, BatchResult]) -> None:
         for tag, batch in in_flight:
-            self._read_until_tagged(tag, batch, owner)
+            self._read_until_tagged(tag, batch, owner, set())
             for message in batch.messages:
                 message.body.discard()
         in_flight.clear()
@@ -149,6 +169,8 @@ class FetchPipeline:
             command = tag + b" UID FETCH " + to_sequence_set(uids).encode() + \
                 b" (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])\r\n"
             self._send(command)
+            if in_flight:
+                self._sent_behind.add(tag)
             in_flight.append((tag, batch))
             owner.update((uid, batch) for uid in batch.uids)
 
@@ -159,7 +181,8 @@ class FetchPipeline:
             raise ConnectionLost(_("connection lost while sending: {error}").format(error=system_error(exc))) \
                 from None
 
-    def _read_until_tagged(self, tag: bytes, batch: BatchResult, owner: dict[int, BatchResult]) -> None:
+    def _read_until_tagged(self, tag: bytes, batch: BatchResult, owner: dict[int, BatchResult],
+                           later: set[bytes]) -> None:
         while True:
             line = self._line()
             if line.startswith(b"* "):
@@ -175,6 +198,12 @@ class FetchPipeline:
                 # e.g. the rest of a message body after a literal whose length lied
                 raise ProtocolViolation(_("server sent a line that is not an IMAP response: {line!r}").format(
                     line=line[:60]))
+            elif line.split(b" ", 1)[0] in later:
+                # A later command answered before this one: which answers belong to which
+                # command can no longer be told; the connection is given up, pipelining too.
+                self._refuse_pipelining()
+                raise ProtocolViolation(_("the server answered pipelined commands out of order: {line!r}").format(
+                    line=line[:60]))
             # a tagged answer to an earlier command of ours: already handled, ignore
 
     def _untagged(self, line: bytes, owner: dict[int, BatchResult]) -> None:
@@ -182,8 +211,7 @@ class FetchPipeline:
         head = text[2:40].upper()
         if head.startswith(b"BYE"):
             discard(literals)
-            raise ConnectionLost(_("server closed the connection: {reply}").format(
-                reply=text[6:].decode("utf-8", "replace").strip()))
+            raise _closed(text)
         match = re.match(rb"\* \d+ FETCH ", text, re.I)
         if not match:
             discard(literals)
@@ -212,6 +240,14 @@ class FetchPipeline:
 
     def _line(self) -> bytes:
         return read_line(self.reader)
+
+
+def _closed(text: bytes) -> ConnectionLost | ServerBusy:
+    """What a ``* BYE`` means: a lost connection, or pushback (Gmail's
+    ``* BYE [ALERT] Account exceeded ... bandwidth limits``) to be waited out."""
+    reply = text[6:].decode("utf-8", "replace").strip()
+    return busy_error(_("the server"), reply) or ConnectionLost(
+        _("server closed the connection: {reply}").format(reply=reply))
 
 
 def _discard_in_flight(in_flight: deque[tuple[bytes, BatchResult]]) -> None:

@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from mailbackup.errors import FolderError, Interrupted, MailbackupError, ServerBusy
 from mailbackup.i18n import N_, _
@@ -64,11 +65,11 @@ CODE = r"\[([A-Z-]+)(?:[ \]])"  # case-sensitive: response codes are upper case
 TOLD_WAIT = (  # case-insensitive, like PUSHBACK_TEXTS
     r"backoff time:?\s*(\d+(?:\.\d+)?)\s*(milliseconds|millisecond|msec|ms|seconds|second|secs|sec|s)\b",
     r"(?:retry|try again|wait)(?: after| in| for)?\s+(\d+(?:\.\d+)?)\s*"
-    r"(milliseconds|millisecond|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min)\b",
+    r"(milliseconds|millisecond|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|hours|hour|hrs|hr)\b",
 )
 UNIT_SECONDS = {"ms": 0.001, "msec": 0.001, "millisecond": 0.001, "milliseconds": 0.001, "s": 1.0, "sec": 1.0,
                 "secs": 1.0, "second": 1.0, "seconds": 1.0, "min": 60.0, "mins": 60.0, "minute": 60.0,
-                "minutes": 60.0}
+                "minutes": 60.0, "hr": 3600.0, "hrs": 3600.0, "hour": 3600.0, "hours": 3600.0}
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,19 @@ def busy_error(where: str, text: str) -> ServerBusy | None:
         return None
     return ServerBusy(_("{server} is busy ({reason}): {reply}").format(
         server=where, reason=_(pushback.reason), reply=text), wait_seconds=pushback.wait_seconds)
+
+
+def stopped_by_pushback(busy: ServerBusy) -> ServerBusy:
+    """The error a run stops with when the server's pushback could not be waited
+    out: what it said, and when to run again (what is saved stays saved; the next
+    run continues from there)."""
+    if busy.wait_seconds is not None and busy.wait_seconds < LONGEST_TOLD_WAIT:
+        when = (datetime.now() + timedelta(seconds=busy.wait_seconds)).strftime("%Y-%m-%d %H:%M")
+        advice = _("run it again after {time}; it continues where it stopped").format(time=when)
+    else:
+        advice = _("run it again later (the server's own words above say when); it continues where it stopped")
+    return ServerBusy(_("stopped: {error}; {advice}").format(error=busy.message, advice=advice),
+                      wait_seconds=busy.wait_seconds)
 
 
 def pushback_of(exc: BaseException) -> ServerBusy | None:

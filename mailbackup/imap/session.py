@@ -23,7 +23,7 @@ from mailbackup.imap import compress, utf7, wire
 from mailbackup.imap.connect import login, open_client, translate_errors
 from mailbackup.imap.lexer import ResponseTooLarge
 from mailbackup.imap.parse import MetaRow
-from mailbackup.imap.pipeline import BatchResult, FetchPipeline
+from mailbackup.imap.pipeline import BatchResult, FetchPipeline, PipelinedCommandRefused
 from mailbackup.imap.pushback import busy_error
 from mailbackup.imap.redact import Redaction, watch_logs
 from mailbackup.imap.uidset import to_sequence_set
@@ -55,6 +55,9 @@ class ImapSession:
         self.selected: str | None = None
         # Names from LIST that cannot be sent back as the server sent them: name → raw bytes.
         self.unusable_names: dict[str, bytes] = {}
+        # The server mishandles pipelined commands (pipeline.py): one command in flight from then on,
+        # across reconnects; the sync layer keeps it in the state for later runs.
+        self.one_command_at_a_time = False
 
     # -- connection ---------------------------------------------------
     def _learn_password(self, password: str) -> str:
@@ -265,6 +268,8 @@ class ImapSession:
         EXAMINE fail, no folder is selected and the FETCH is refused (RFC 3501
         6.3.1), so nothing is read from a folder we did not ask for."""
         self._check_usable(name)
+        if self.one_command_at_a_time:
+            return self.examine(name), self.fetch_meta("1:*")
         client = self.client
         reader = FetchPipeline(*wire.stream_of(client), spool_dir=None, spool_above=1 << 16)
         with self.translated():
@@ -281,7 +286,13 @@ class ImapSession:
                     _("cannot open folder {folder!r}: {error}").format(folder=name, error=reply))
             self.selected = name
             selected = _selected_folder(name, wire.mark_selected(client, True))
-            rows = reader.read_meta(fetch_tag)
+            try:
+                rows = reader.read_meta(fetch_tag)
+            except PipelinedCommandRefused as exc:
+                # Sent before EXAMINE was answered, refused; the same FETCH alone is fine on such a server.
+                log.info("FETCH sent with EXAMINE refused (%s); one command at a time from now on", exc.message)
+                self.one_command_at_a_time = True
+                return selected, self.fetch_meta("1:*")
         return selected, _metas(rows, None)
 
     # -- messages -----------------------------------------------------
@@ -317,9 +328,19 @@ class ImapSession:
         """Whole messages, batch by batch, with `depth` FETCH commands in flight
         (see pipeline.py); bodies above `spool_above` bytes go to files."""
         pipeline = FetchPipeline(*wire.stream_of(self.client), spool_dir=spool_dir, spool_above=spool_above,
-                                 depth=depth)
-        with self.translated():
-            yield from pipeline.run(batches)
+                                 depth=1 if self.one_command_at_a_time else depth)
+        try:
+            with self.translated():
+                for result in pipeline.run(batches):
+                    self._note_pipelining(pipeline)
+                    yield result
+        finally:  # also when the pipeline gave up the connection (answers out of order)
+            self._note_pipelining(pipeline)
+
+    def _note_pipelining(self, pipeline: FetchPipeline) -> None:
+        if pipeline.pipelining_refused and not self.one_command_at_a_time:
+            log.info("the server mishandled a pipelined FETCH; one command at a time from now on")
+            self.one_command_at_a_time = True
 
     def fetch_partial(self, uid: int, offset: int, length: int) -> bytes:
         """Bytes `offset`…`offset+length` of a message (``BODY.PEEK[]<o.l>``)."""

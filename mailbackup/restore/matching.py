@@ -1,11 +1,13 @@
 """Which message on a target folder is an archived copy: the same
-Message-ID and size (the size a CRLF-storing server serves back counts too),
+Message-ID and size (the size a CRLF-storing server serves back counts too,
+and a final newline a line-storing one adds),
+or the same Message-ID and bytes (a server whose RFC822.SIZE is an estimate),
 and, without a Message-ID, the same bytes.  Restoring uses it to find what a
 killed run had already sent; checking the target, to find every copy.
 
 Public API: `TargetIndex` (one target folder; each message claimed once),
 `ArchivedBody` (an archived copy's bytes, read only when needed),
-`crlf_normalized`.
+`crlf_normalized`, `line_stored`.
 """
 
 from __future__ import annotations
@@ -19,11 +21,18 @@ from mailbackup.imap.append import TargetMessage
 from mailbackup.model import StoredMessage
 
 LINE_ENDS = re.compile(rb"\r?\n")
+SAME_ID_COMPARED = 5  # target copies with an archived Message-ID but another size, compared byte for byte
 
 
 def crlf_normalized(body: bytes) -> bytes:
     """What a server that stores mail with CRLF line ends serves back (Dovecot does)."""
     return LINE_ENDS.sub(b"\r\n", body)
+
+
+def line_stored(normalized: bytes) -> bytes:
+    """What a server that stores mail as lines serves back: a message without
+    a final newline gains one (Courier-IMAP, docs/servers.md)."""
+    return normalized if normalized.endswith(b"\r\n") or not normalized else normalized + b"\r\n"
 
 
 class ArchivedBody:
@@ -60,6 +69,9 @@ class TargetIndex:
         if not same_size and candidates:
             wire_size = len(body.normalized())
             same_size = [m for m in candidates if m.size == wire_size]
+        if not same_size and message.message_id is not None:
+            # RFC822.SIZE may be an estimate (Exchange without EnableExactRFC822Size): the bytes tell
+            same_size = [m for m in candidates[:SAME_ID_COMPARED] if self._same_bytes(m.uid, message, body)]
         if message.message_id is None:  # the size alone proves nothing: compare the bytes
             match = next((m for m in same_size if self._same_bytes(m.uid, message, body)), None)
         else:
@@ -73,7 +85,9 @@ class TargetIndex:
         if on_target is None:
             return False
         digest = hashlib.sha256(on_target).hexdigest()
-        return digest == message.sha256 or on_target == body.normalized()
+        return digest == message.sha256 or on_target in (body.normalized(), line_stored(body.normalized()))
 
     def size_matches(self, found: TargetMessage, message: StoredMessage, body: ArchivedBody) -> bool:
-        return found.size == message.size or found.size == len(body.normalized())
+        """The same size, or the same bytes as the server serves them (its size an estimate, line ends changed)."""
+        return (found.size == message.size or found.size == len(body.normalized())
+                or self._same_bytes(found.uid, message, body))

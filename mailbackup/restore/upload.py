@@ -168,6 +168,7 @@ class FolderRun:
     folder: TargetFolder
     claimed: set[int] = field(default_factory=set)
     uidnext: int = 1
+    sent: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)  # (target UID, flags it was sent with)
 
     @property
     def name(self) -> str:
@@ -299,6 +300,22 @@ class RestoreEngine(TargetWork):
             if self.options.stop.is_set():
                 raise Interrupted(_("stopped by request after the last complete batch"))
             self._upload(run, group, result)
+        self._restore_flags(run, result)
+
+    def _restore_flags(self, run: FolderRun, result: FolderRestoreResult) -> None:
+        """Some servers store an APPENDed message without the flags sent with it
+        (GNU mailutils was reported to): those are set afterwards, and said."""
+        if not run.sent:
+            return
+        on_target = self._call(run, lambda: self.target.flags_of([uid for uid, _flags in run.sent]))
+        dropped = [(uid, flags) for uid, flags in run.sent
+                   if uid in on_target and set(on_target[uid]) != set(flags)]
+        for uid, flags in dropped:
+            self._call(run, lambda uid=uid, flags=flags: self.target.set_flags(uid, flags))  # type: ignore[misc]
+        if dropped:
+            self.progress.warn(_("{folder}: the target did not keep the flags sent with APPEND for {count} messages; "
+                                 "they were set afterwards (UID STORE)").format(folder=run.name, count=len(dropped)))
+        run.sent.clear()
 
     def _dry_run(self, plan: FolderPlan, existing: dict[str, FolderInfo], items: list[RestoreItem],
                  result: FolderRestoreResult) -> None:
@@ -436,6 +453,8 @@ class RestoreEngine(TargetWork):
         with self.state.transaction():
             for (item, _), uid in zip(chunk, uids, strict=True):
                 self.state.mark_uploaded(item, self.options.target, run.name, uidvalidity, uid)
+        run.sent.extend((uid, append_item.flags) for (_item, append_item), uid in zip(chunk, uids, strict=True)
+                        if uid is not None)
         known = [uid for uid in uids if uid is not None]
         if known:
             run.uidnext = max(run.uidnext, max(known) + 1)

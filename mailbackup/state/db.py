@@ -117,6 +117,21 @@ class StateDB(RunLog, UploadLedger):
     def delete_meta(self, key: str) -> None:
         self.db.execute("DELETE FROM meta WHERE key=?", (key,))
 
+    def count_distinct_contents(self) -> int:
+        """Messages still on the server, counted once however many folders hold them (same SHA-256)."""
+        row = self.db.execute("SELECT count(DISTINCT sha256) FROM messages WHERE gone_at IS NULL").fetchone()
+        return int(row[0])
+
+    def copies_elsewhere(self) -> dict[int, int]:
+        """Per folder id: its messages (still on the server) that another folder holds too, by SHA-256
+        (Gmail's labels; a message filed twice)."""
+        rows = self.db.execute(
+            "WITH shared AS (SELECT sha256 FROM messages WHERE gone_at IS NULL GROUP BY sha256"
+            " HAVING count(DISTINCT folder_id) > 1)"
+            " SELECT folder_id, count(*) FROM messages JOIN shared USING (sha256) WHERE gone_at IS NULL"
+            " GROUP BY folder_id")
+        return {int(folder_id): int(count) for folder_id, count in rows}
+
     # -- folders ------------------------------------------------------
     def folders(self) -> list[FolderRecord]:
         return [_folder(row) for row in self.db.execute("SELECT * FROM folders ORDER BY name")]

@@ -19,12 +19,13 @@ from pathlib import PurePosixPath
 from mailbackup.archive import Archive
 from mailbackup.errors import FolderError, Interrupted, ServerError
 from mailbackup.i18n import _
+from mailbackup.imap.pushback import pushback_of, stopped_by_pushback
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, FolderResult, FolderStatus, MessageMeta, RunStats, SelectedFolder
 from mailbackup.state.db import FolderRecord
 from mailbackup.state.rows import now_iso
 from mailbackup.store.naming import local_path_for, path_key, unique_local_path
-from mailbackup.sync import plan
+from mailbackup.sync import allmail, habits, plan
 from mailbackup.sync.commit import Committer
 from mailbackup.sync.fetch import Fetcher
 from mailbackup.sync.folder import BackupOptions, BackupProgress, FolderSync, NoBackupProgress, SyncParts
@@ -55,6 +56,7 @@ class BackupEngine:
         run_id = None if self.options.dry_run else self.state.start_run("backup")
         if not self.options.dry_run:
             self._clean_spool()
+        habits.recall(self.state, self.session)
         try:
             server_folders, self._statuses = self.parts.call(None, self._list_folders)
             self._note_vanished_folders(server_folders)
@@ -71,10 +73,15 @@ class BackupEngine:
                     break
             if self.options.stop.is_set():
                 stats.interrupted = True
+            elif not self.options.dry_run:
+                stats.folders.extend(allmail.check_skipped(self.parts, server_folders))
         except BaseException:
             # A run that ended in an error must never count as the last good backup.
             self._finish_run(run_id, stats, started, "failed")
             raise
+        finally:
+            if not self.options.dry_run:
+                habits.remember(self.state, self.session)
         self._finish_run(run_id, stats, started, None)
         return stats
 
@@ -127,6 +134,12 @@ class BackupEngine:
         try:
             self._sync_folder(info, result)
         except (FolderError, ServerError) as exc:
+            busy = pushback_of(exc)
+            if busy is not None and self.options.busy_wait.in_place_limit is None:
+                # Waited as long as this run may (a sweep requeues instead): the next folders would
+                # only meet the same answer, and a daily cap is not the messages' fault.
+                result.error = exc.message
+                raise stopped_by_pushback(busy) from None
             result.error = exc.message
             self.progress.warn(_("folder {folder!r}: {error}").format(folder=info.name, error=exc.message))
         finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 
-from mailbackup.errors import ConnectionLost, Interrupted
+from mailbackup.errors import ConnectionLost, Interrupted, ServerBusy
 from mailbackup.i18n import _
 from mailbackup.imap.pipeline import BatchResult
 from mailbackup.imap.pushback import busy_error
@@ -61,6 +61,7 @@ class Fetcher:
         connection, the batch at the head is isolated, then streaming resumes."""
         by_uid = {meta.uid: meta for meta in metas}
         remaining = deque(plan.batches(metas, self.options.batch_messages, self.options.batch_bytes))
+        pushed_back = 0
         while remaining:
             self._check_stop()
             try:
@@ -69,6 +70,11 @@ class Fetcher:
                 log.info("connection lost while fetching (%s); isolating the batch in flight", exc.message)
                 self.parts.reconnect(folder)
                 self.committer.commit(folder, self._fetch_isolating(folder, remaining.popleft(), by_uid))
+            except ServerBusy as exc:  # e.g. Gmail's BYE [ALERT] at its bandwidth cap: not the messages' fault
+                pushed_back += 1
+                self.options.busy_wait.wait_or_raise(exc, tries=pushed_back, first_delay=self.options.retry_delay,
+                                                     stop=self.options.stop)
+                self.parts.reconnect(folder)
 
     def _stream(self, folder: FolderSync, remaining: deque[list[MessageMeta]],
                 by_uid: dict[int, MessageMeta]) -> None:
@@ -82,9 +88,12 @@ class Fetcher:
                 received = {got.uid for got, _ in fetched}
                 missing = [meta for meta in batch if meta.uid not in received]
                 if missing:  # refused or skipped by the server: try them alone, then give up on them
+                    # Not while later FETCHes are unanswered on this connection: their answers would be
+                    # read as the lone FETCH's.  They are read and dropped, and asked for again after.
+                    results.close()
                     fetched += self._fetch_isolating(folder, missing, by_uid)
                 self.committer.commit(folder, fetched)
-                if self.options.stop.is_set():
+                if missing or self.options.stop.is_set():
                     break
         finally:
             results.close()

@@ -17,17 +17,26 @@ from mailbackup.state.db import FolderRecord
 
 
 def select_folders(folders: Iterable[FolderInfo], include: Sequence[str], exclude: Sequence[str]) -> list[FolderInfo]:
-    """Selectable folders matching any include glob (all when none) and no exclude glob."""
+    """Selectable folders matching any include pattern (all when none) and no exclude pattern."""
     chosen = []
     for folder in folders:
         if not folder.selectable:
             continue
-        if include and not any(fnmatchcase(folder.name, pattern) for pattern in include):
+        if include and not any(folder_matches(folder, pattern) for pattern in include):
             continue
-        if any(fnmatchcase(folder.name, pattern) for pattern in exclude):
+        if any(folder_matches(folder, pattern) for pattern in exclude):
             continue
         chosen.append(folder)
     return chosen
+
+
+def folder_matches(folder: FolderInfo, pattern: str) -> bool:
+    """A glob on the folder's name, or, for a pattern like ``\\All`` or ``\\Junk``, a
+    special-use attribute of the folder (RFC 6154): Gmail names its All Mail folder
+    in the user's language, but always marks it ``\\All``."""
+    if pattern.startswith("\\") and fnmatchcase(pattern[1:], "[A-Za-z]*"):
+        return pattern.lower() in {flag.lower() for flag in folder.flags}
+    return fnmatchcase(folder.name, pattern)
 
 
 def is_unchanged(record: FolderRecord | None, status: FolderStatus, *, has_failures: bool) -> bool:

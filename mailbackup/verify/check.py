@@ -43,6 +43,7 @@ from mailbackup.state.db import FolderRecord
 from mailbackup.state.rows import now_iso
 from mailbackup.sync.plan import select_folders
 from mailbackup.text import system_error
+from mailbackup.verify.content import CONTENT_CHECK_LIMIT, server_contents
 from mailbackup.verify.results import FolderReport, MessageEntry, Mode, VerifyOptions, VerifyResult
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class ServerFolder:
     uidvalidity: int = 0
     metas: dict[int, MessageMeta] = field(default_factory=dict)
     headers: dict[int, HeaderSummary] = field(default_factory=dict)  # of messages the archive lacks
+    # BODY[] length and SHA-256 of messages whose RFC822.SIZE differs from the archived size (content.py)
+    contents: dict[int, tuple[int, str]] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -134,12 +137,35 @@ def _read_server_folder(session: ImapSession, archive: Archive, name: str) -> Se
         return folder
     record = archive.state.folder(name)
     stored = archive.state.stored_uids(record.id, folder.uidvalidity) if record else set()
+    if record is not None:
+        _compare_contents(session, archive, folder, record)
     lacking = [uid for uid in sorted(folder.metas) if uid not in stored]
     for uid in lacking[:HEADER_PROBE_LIMIT]:
         summary = _probe_headers(session, name, uid)
         if summary is not None:
             folder.headers[uid] = summary
     return folder
+
+
+def _compare_contents(session: ImapSession, archive: Archive, folder: ServerFolder, record: FolderRecord) -> None:
+    """Fetch whole the messages whose size the server gives otherwise than the
+    archive (see content.py), or all of them when the folder's UIDVALIDITY is no
+    longer the archived one (GNU mailutils changes it every session): UIDs then
+    say nothing, contents do.  A server failing on them leaves them unpaired."""
+    if record.uidvalidity is not None and record.uidvalidity != folder.uidvalidity:
+        wanted = sorted(folder.metas)
+    else:
+        sizes = {message.uid: message.size for message in archive.state.messages(record.id)
+                 if message.uidvalidity == folder.uidvalidity}
+        wanted = [uid for uid, meta in sorted(folder.metas.items()) if uid in sizes and sizes[uid] != meta.size]
+    if not wanted:
+        return
+    wanted = wanted[:CONTENT_CHECK_LIMIT]
+    try:
+        folder.contents = _retrying(session, folder.name,
+                                    lambda: server_contents(session, archive.spool_dir, wanted))
+    except (ServerError, ConnectionLost) as exc:
+        log.info("folder %r: contents not compared (%s)", folder.name, exc.message)
 
 
 def _probe_headers(session: ImapSession, folder: str, uid: int) -> HeaderSummary | None:
@@ -203,8 +229,10 @@ class _ArchiveChecker:
         self.mode = mode
         self.started = started
         self.outcomes: dict[tuple[int, int, int], _Outcome] = {}
+        self.copies_elsewhere: dict[int, int] = {}  # folder id → copies another folder holds too
 
     def run(self, server: dict[str, ServerFolder] | None, excluded: set[str]) -> VerifyResult:
+        self.copies_elsewhere = self.state.copies_elsewhere()
         works = [self._prepare(name, record, server, excluded) for name, record in self._folders(server)]
         self._hash_all(works)
         for work in works:
@@ -244,6 +272,10 @@ class _ArchiveChecker:
         self.progress.stage(_("checking archive of {folder}").format(folder=name))
         work.local = list(self.state.messages(record.id))
         report.local_messages = len(work.local)
+        if self.copies_elsewhere.get(record.id):
+            report.notes.append(_("{count} of its messages are also in other folders (the same SHA-256: one "
+                                  "message with several labels, or filed twice)").format(
+                                      count=self.copies_elsewhere[record.id]))
         report.bytes = sum(message.size for message in work.local)
         found = self.store.inventory(record.local_path, work.local, committed=record.mbox_committed,
                                      deep=self.mode is Mode.OFFLINE)
@@ -320,15 +352,17 @@ class _ArchiveChecker:
         report, server = work.report, work.server
         on_server: set[tuple[int, int]] = set()
         if work.server_view == "compared" and server is not None:
-            current = {message.uid: message for message in work.local if message.uidvalidity == server.uidvalidity}
+            current = self._pairs(work, server)
             failures = self._failure_reasons(work.record, server.uidvalidity)
             for uid, meta in sorted(server.metas.items()):
                 on_server.add((server.uidvalidity, uid))
                 stored = current.get(uid)
+                if stored is not None:
+                    on_server.add((stored.uidvalidity, stored.uid))
                 if stored is None:
                     report.missing.append(_server_entry(server, meta, failures.get(uid)))
                 else:
-                    self._file_local(report, stored, meta, only_local=False)
+                    self._file_local(report, stored, meta, only_local=False, content=server.contents.get(uid))
         for message in work.local:
             if (message.uidvalidity, message.uid) in on_server:
                 continue
@@ -336,10 +370,32 @@ class _ArchiveChecker:
             self._file_local(report, message, None, only_local=gone)
         if work.server_view == "unknown" and work.record is not None:
             self._add_known_failures(work)
+        if report.compared_by_content:
+            report.notes.append(_("{count} messages compared by content: the server's RFC822.SIZE is not the length "
+                                  "of what it sends (an estimate), so the SHA-256 of its BODY[] was compared with "
+                                  "the archived copy's, and matched").format(count=report.compared_by_content))
         report.settle_status()
 
+    def _pairs(self, work: _FolderWork, server: ServerFolder) -> dict[int, StoredMessage]:
+        """The archived copy of each server UID: by UID, or by content when the
+        folder's UIDVALIDITY changed since the backup (as the backup's own new
+        generation pairs them, sync/commit.py), said in a note."""
+        archived = work.record.uidvalidity if work.record is not None else None
+        if archived is None or archived == server.uidvalidity or not server.contents:
+            return {message.uid: message for message in work.local if message.uidvalidity == server.uidvalidity}
+        unclaimed: dict[str, list[StoredMessage]] = {}
+        for message in work.local:
+            if message.uidvalidity == archived:
+                unclaimed.setdefault(message.sha256, []).append(message)
+        pairs = {uid: copies.pop(0) for uid, (_size, digest) in sorted(server.contents.items())
+                 if (copies := unclaimed.get(digest))}
+        work.report.notes.append(_("UIDVALIDITY is {now} on the server and {then} in the archive (the server changed "
+                                   "it since the backup): {count} messages paired by content (SHA-256) instead of "
+                                   "UID").format(now=server.uidvalidity, then=archived, count=len(pairs)))
+        return pairs
+
     def _file_local(self, report: FolderReport, message: StoredMessage, meta: MessageMeta | None, *,
-                    only_local: bool) -> None:
+                    only_local: bool, content: tuple[int, str] | None = None) -> None:
         outcome = self.outcomes.get((message.folder_id, message.uidvalidity, message.uid), OK)
         if outcome.kind == "corrupt":
             report.corrupt.append(MessageEntry.from_stored(message, outcome.reason))
@@ -347,10 +403,15 @@ class _ArchiveChecker:
             reason = outcome.reason if not only_local else _("{reason}; no longer on the server either").format(
                 reason=outcome.reason)
             report.missing.append(MessageEntry.from_stored(message, reason))
+        elif meta is not None and meta.size != message.size and content == (message.size, message.sha256):
+            report.ok += 1  # the server's RFC822.SIZE is an estimate; what it sends is what we hold
+            report.compared_by_content += 1
         elif meta is not None and meta.size != message.size:
-            report.size_mismatch.append(MessageEntry.from_stored(
-                message, _("the server's size differs from the archived copy"), size=meta.size,
-                local_size=message.size))
+            reason = _("the server's size differs from the archived copy") if content is None else _(
+                "the server sends {size} bytes of other content (SHA-256 differs from the archived copy)").format(
+                size=content[0])
+            report.size_mismatch.append(MessageEntry.from_stored(message, reason, size=meta.size,
+                                                                 local_size=message.size))
         elif only_local:
             report.only_local.append(MessageEntry.from_stored(message, None))
         else:

@@ -102,6 +102,7 @@ class FolderReport:
     checked: int = 0  # messages hashed in this run
     bytes_checked: int = 0
     skipped_recent: int = 0  # verified within max_age: not hashed again
+    compared_by_content: int = 0  # sizes differed (server estimate), BODY[] hashed equal (verify/content.py)
     problems: list[str] = field(default_factory=list)  # damage to the folder's files as a whole
     stray_files: list[str] = field(default_factory=list)  # files the state does not know
     warnings: list[str] = field(default_factory=list)  # worth a look; exit code 1
