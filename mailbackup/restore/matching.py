@@ -27,16 +27,21 @@ def crlf_normalized(body: bytes) -> bytes:
 
 
 class ArchivedBody:
-    """An archived message's bytes, read only when a match needs them."""
+    """An archived message's bytes, read only when a match needs them.  A copy
+    that cannot be read or is damaged matches nothing by its bytes."""
 
     def __init__(self, read: Callable[[], bytes]) -> None:
         self._read = read
         self._normalized: bytes | None = None
+        self.damaged = False
 
     def normalized(self) -> bytes:
-        if self._normalized is None:
-            self._normalized = crlf_normalized(self._read())
-        return self._normalized
+        if self._normalized is None and not self.damaged:
+            try:
+                self._normalized = crlf_normalized(self._read())
+            except (OSError, ValueError):
+                self.damaged = True
+        return self._normalized if self._normalized is not None else b""
 
 
 class TargetIndex:
@@ -59,7 +64,7 @@ class TargetIndex:
         same_size = [m for m in candidates if m.size == message.size]
         if not same_size and candidates:
             wire_size = len(body.normalized())
-            same_size = [m for m in candidates if m.size == wire_size]
+            same_size = [] if body.damaged else [m for m in candidates if m.size == wire_size]
         if message.message_id is None:  # the size alone proves nothing: compare the bytes
             match = next((m for m in same_size if self._same_bytes(m.uid, message, body)), None)
         else:
@@ -73,7 +78,7 @@ class TargetIndex:
         if on_target is None:
             return False
         digest = hashlib.sha256(on_target).hexdigest()
-        return digest == message.sha256 or on_target == body.normalized()
+        return digest == message.sha256 or (on_target == body.normalized() and not body.damaged)
 
     def size_matches(self, found: TargetMessage, message: StoredMessage, body: ArchivedBody) -> bool:
-        return found.size == message.size or found.size == len(body.normalized())
+        return found.size == message.size or (found.size == len(body.normalized()) and not body.damaged)

@@ -22,6 +22,7 @@ from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, FolderResult, FolderStatus, MessageMeta, RunStats, SelectedFolder
 from mailbackup.state.db import FolderRecord
 from mailbackup.state.rows import now_iso
+from mailbackup.store.guarded import remove
 from mailbackup.store.naming import local_path_for, path_key, unique_local_path
 from mailbackup.sync import plan
 from mailbackup.sync.commit import Committer
@@ -94,8 +95,8 @@ class BackupEngine:
         spool = self.archive.spool_dir
         if spool.is_dir():
             for leftover in spool.iterdir():
-                if leftover.is_file():
-                    leftover.unlink()
+                if leftover.is_file() or leftover.is_symlink():
+                    remove(leftover, self.archive.root)
 
     def _sync_folder_safely(self, info: FolderInfo, result: FolderResult) -> None:
         try:
