@@ -249,7 +249,8 @@ class ImapSession:
         6.3.1), so nothing is read from a folder we did not ask for."""
         self._check_usable(name)
         client = self.client
-        reader = FetchPipeline(*wire.stream_of(client), spool_dir=None, spool_above=1 << 16)
+        reader = FetchPipeline(*wire.stream_of(client), spool_dir=None, spool_above=1 << 16,
+                                 progress=wire.progress_of(client))
         with self.translated():
             tag = wire.send_examine(client, name)
             fetch_tag = reader.send_meta("1:*")
@@ -285,7 +286,8 @@ class ImapSession:
             if not wanted:
                 return []
             sequence = to_sequence_set(wanted)
-        reader = FetchPipeline(*wire.stream_of(self.client), spool_dir=None, spool_above=1 << 16)
+        reader = FetchPipeline(*wire.stream_of(self.client), spool_dir=None, spool_above=1 << 16,
+                                 progress=wire.progress_of(self.client))
         with self.translated():
             rows = reader.fetch_meta(sequence)
         return _metas(rows, wanted)
@@ -300,7 +302,7 @@ class ImapSession:
         """Whole messages, batch by batch, with `depth` FETCH commands in flight
         (see pipeline.py); bodies above `spool_above` bytes go to files."""
         pipeline = FetchPipeline(*wire.stream_of(self.client), spool_dir=spool_dir, spool_above=spool_above,
-                                 depth=depth)
+                                 depth=depth, progress=wire.progress_of(self.client))
         with self.translated():
             yield from pipeline.run(batches)
 
