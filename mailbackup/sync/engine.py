@@ -56,7 +56,7 @@ class BackupEngine:
             server_folders, self._statuses = self.parts.call(None, self._list_folders)
             self._note_vanished_folders(server_folders)
             for info in plan.select_folders(server_folders, self.options.include, self.options.exclude):
-                if self.options.stop.is_set():
+                if self.options.should_stop():
                     break
                 result = FolderResult(name=info.name)
                 stats.folders.append(result)
@@ -64,8 +64,9 @@ class BackupEngine:
                     self._sync_folder_safely(info, result)
                 except Interrupted:
                     break
-            if self.options.stop.is_set():
-                stats.interrupted = True
+            if self.options.should_stop():
+                stats.interrupted = self.options.stop.is_set()
+                stats.out_of_time = not stats.interrupted
         except BaseException:
             # A run that ended in an error must never count as the last good backup.
             self._finish_run(run_id, stats, started, "failed")
@@ -78,7 +79,8 @@ class BackupEngine:
         if run_id is None:
             return
         if status is None:
-            status = "interrupted" if stats.interrupted else ("warnings" if stats.has_warnings else "ok")
+            stopped = stats.interrupted or stats.out_of_time
+            status = "interrupted" if stopped else ("warnings" if stats.has_warnings else "ok")
         self.state.finish_run(run_id, status, stats.messages, stats.bytes)
 
     def _list_folders(self) -> tuple[list[FolderInfo], dict[str, FolderStatus]]:
@@ -240,3 +242,4 @@ class BackupEngine:
                                      "are kept").format(folder=record.name, count=held))
                 with self.state.transaction():
                     self.state.update_folder(record.id, gone_at=now_iso())
+

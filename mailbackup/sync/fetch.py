@@ -84,7 +84,7 @@ class Fetcher:
                 if missing:  # refused or skipped by the server: try them alone, then give up on them
                     fetched += self._fetch_isolating(folder, missing, by_uid)
                 self.committer.commit(folder, fetched)
-                if self.options.stop.is_set():
+                if self.options.should_stop():
                     break
         finally:
             results.close()
@@ -105,7 +105,7 @@ class Fetcher:
         return received
 
     def _check_stop(self) -> None:
-        if self.options.stop.is_set():
+        if self.options.should_stop():  # Ctrl-C, or --max-time
             raise Interrupted(_("stopped by request after the last complete batch"))
 
     def _fetch_isolating(self, folder: FolderSync, batch: list[MessageMeta],
