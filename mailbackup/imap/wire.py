@@ -99,6 +99,7 @@ def spare_importlib_metadata() -> None:
 # -- limits and line ends, for every imaplib connection ------------------------------
 _IMAPLIB_READ = imaplib.IMAP4.read
 _IMAPLIB_READLINE = imaplib.IMAP4.readline
+_IMAPLIB_SEND = imaplib.IMAP4.send
 _IMAPLIB_NEW_TAG = imaplib.IMAP4._new_tag  # type: ignore[attr-defined]
 _IMAPLIB_APPEND_UNTAGGED = imaplib.IMAP4._append_untagged  # type: ignore[attr-defined]
 _LIMITED = "_mailbackup_limited"  # set on our own connections (other imapclient users in the process keep theirs)
@@ -135,6 +136,11 @@ def _lf_readline(self: imaplib.IMAP4) -> bytes:
     if line.endswith(b"\n") and not line.endswith(b"\r\n"):
         return line[:-1] + b"\r\n"
     return line
+
+
+def _send(self: imaplib.IMAP4, data: bytes) -> None:
+    _IMAPLIB_SEND(self, data)
+    _progress(self)  # a long upload (APPEND of a large message) is progress; the wait for its answer starts now
 
 
 def _new_tag(self: imaplib.IMAP4) -> bytes:
@@ -176,6 +182,7 @@ def _refuse(imap: imaplib.IMAP4, message: str) -> NoReturn:
 def install() -> None:
     imaplib.IMAP4.read = _bounded_read  # type: ignore[method-assign]
     imaplib.IMAP4.readline = _lf_readline  # type: ignore[method-assign]
+    imaplib.IMAP4.send = _send  # type: ignore[method-assign,assignment]
     imaplib.IMAP4._new_tag = _new_tag  # type: ignore[attr-defined]
     imaplib.IMAP4._append_untagged = _bounded_append_untagged  # type: ignore[attr-defined]
     imaplib.Commands.setdefault("COMPRESS", ("AUTH", "SELECTED"))
