@@ -130,6 +130,7 @@ class RunStats:
     folders: list[FolderResult] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    out_of_time: bool = False  # --max-time reached: stopped cleanly after the last complete batch
 
     @property
     def messages(self) -> int:
@@ -141,7 +142,7 @@ class RunStats:
 
     @property
     def has_warnings(self) -> bool:
-        return any(f.error or f.failed_uids or f.warnings for f in self.folders)
+        return self.out_of_time or any(f.error or f.failed_uids or f.warnings for f in self.folders)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,18 @@
-"""Text for people: server text made safe to print, byte counts made readable."""
+"""Text for people: server text made safe to print, byte counts made
+readable, durations (``7d``, ``90m``) read."""
 
 from __future__ import annotations
 
 import errno
 import re
 import socket
+from datetime import timedelta
 
+from mailbackup.errors import UsageError
 from mailbackup.i18n import N_, _, language
 
+DURATION_PART = re.compile(r"(\d+)\s*([smhdw])")
+DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but tab and line feed
 
 
@@ -54,3 +59,14 @@ def system_error(exc: BaseException) -> str:
         return f"{_(UNKNOWN_HOST)} [{words}]"
     meaning = SYSTEM_ERRORS.get(getattr(exc, "errno", None) or 0)
     return f"{_(meaning)} [{words}]" if meaning else f"[{words}]"
+def parse_duration(text: str) -> timedelta:
+    """``7d``, ``12h``, ``1d12h``, ``30m``, ``2w``, ``90s`` → timedelta."""
+    compact = text.strip().lower()
+    parts = DURATION_PART.findall(compact)
+    if not parts or "".join(f"{number}{unit}" for number, unit in parts) != compact.replace(" ", ""):
+        raise UsageError(_("cannot read duration {text!r}").format(text=text),
+                         hint=_("use a number and a unit, e.g. 7d, 12h, 30m"))
+    total = timedelta()
+    for number, unit in parts:
+        total += timedelta(**{DURATION_UNITS[unit]: int(number)})
+    return total

@@ -43,10 +43,12 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-TARGETS = ("fetch", "items", "headers", "mboxrd", "utf7", "config")
+TARGETS = ("fetch", "items", "headers", "mboxrd", "utf7", "config", "archive")
 
 FETCH_SEED = (b'* 1 FETCH (UID 1 FLAGS (\\Seen) INTERNALDATE "15-Jan-2024 09:30:00 +0700" RFC822.SIZE 12 '
               b"BODY[] {12}\r\nSubject: a\r\n)\r\n* 2 EXISTS\r\n* 2 FETCH (FLAGS (\\Seen))\r\n"
@@ -67,6 +69,10 @@ SEEDS: dict[str, list[bytes]] = {
     "config": ["defaults:\n  server: imap.mail.go.th:993\n  format: mbox\n  jobs: 4\naccounts:\n"
                "  - account: somchai.j@coj.go.th\n    name: สมชาย\n    exclude: [Trash]\n  - malee.s@coj.go.th\n"
                .encode()],
+    # what a state row says about where a message is (the archive is untrusted): a byte choosing the store,
+    # 16 bytes of mbox offset and length, then the Maildir location
+    "archive": [b"\x00" + bytes(16) + b"1700000000.M1P1Q1.host,S=5", b"\x00" + bytes(16) + b"../../../secret",
+                b"\x01" + bytes(8) + (60).to_bytes(8, "big", signed=True), b"\x00" + bytes(16) + b"/etc/passwd"],
 }
 DICTIONARY = [b"FETCH", b"UID", b"FLAGS", b"BODY[]", b"RFC822.SIZE", b"INTERNALDATE", b"NIL", b"{", b"}", b"\r\n",
               b"* ", b"MB1 OK", b"MB1 NO", b"BYE", b"\x00", b"From ", b">From ", b"\n\n", b"&", b"-", b"defaults:",
@@ -85,22 +91,30 @@ def harness(target: str, workdir: Path) -> Callable[[bytes], None]:
         from mailbackup.imap.lexer import ProtocolViolation
         from mailbackup.imap.parse import parse_items
         from mailbackup.imap.pipeline import FetchPipeline
+        from mailbackup.model import StoredMessage
         from mailbackup.store import mboxrd
         from mailbackup.store.body import MessageBody
+        from mailbackup.store.maildir import MaildirStore
+        from mailbackup.store.mbox import MboxStore
 
     spool = workdir / "spool"
     spool.mkdir()
 
     def fetch(data: bytes) -> None:
         depth, spool_above = (data[0] % 3) + 1 if data else 1, (data[1] if len(data) > 1 else 0) * 4
+        progress = [0]  # the deadline for progress (imap/deadline.py) moves on with every body delivered
+
+        def made_progress() -> None:
+            progress[0] += 1
         pipeline = FetchPipeline(io.BytesIO(data[2:]), lambda command: None, spool_dir=spool,
-                                 spool_above=spool_above, depth=depth)
+                                 spool_above=spool_above, depth=depth, progress=made_progress)
         try:
             if data and data[0] & 0x80:  # the size/flags/date listing that comes before the bodies
                 for row in pipeline.fetch_meta("1:*"):
                     assert row.uid >= 0 and row.size >= 0
                 return
             for result in pipeline.run([[1, 2], [3], [4, 5, 7]]):
+                assert progress[0] >= len(result.messages)
                 for message in result.messages:
                     assert sum(len(chunk) for chunk in message.body.chunks()) == message.size
                     message.body.discard()
@@ -154,8 +168,51 @@ def harness(target: str, workdir: Path) -> Callable[[bytes], None]:
         except ConfigError:
             pass
 
+    archive, message = _untrusted_archive(workdir, MaildirStore, MboxStore, StoredMessage)
+
+    def stored_place(data: bytes) -> None:
+        """Whatever a state row says, a store reads the archived copy or refuses; never a byte from outside."""
+        store = archive[data[:1] == b"\x01"]
+        offset, length = (int.from_bytes(data[start:start + 8], "big", signed=True) for start in (1, 9))
+        row = replace(message, location=data[17:].decode("utf-8", "replace"), mbox_offset=offset,
+                      mbox_length=length)
+        try:
+            body = store.read_verified("INBOX", row)
+        except (OSError, ValueError):
+            return
+        assert body == BODY and SECRET not in body
+
     return {"fetch": fetch, "items": items, "headers": summarize, "mboxrd": mbox, "utf7": decode,
-            "config": read_config}[target]
+            "config": read_config, "archive": stored_place}[target]
+
+
+BODY = b"Subject: a\n\nhello\n"
+SECRET = b"SECRET OUTSIDE THE ARCHIVE"
+
+
+def _untrusted_archive(workdir: Path, maildir: Any, mbox: Any, stored: Any) -> tuple[dict[bool, Any], Any]:
+    """One message in a Maildir and in an mbox under workdir/archive/mail, and files outside it
+    named as an edited location would reach them (with the Maildir info suffix too)."""
+    import hashlib
+    from datetime import UTC, datetime
+
+    from mailbackup.store.body import MessageBody
+
+    mail_root = workdir / "archive" / "mail"
+    mail_root.mkdir(parents=True)
+    message = stored(folder_id=1, uidvalidity=1, uid=1, size=len(BODY), sha256=hashlib.sha256(BODY).hexdigest(),
+                     internaldate=datetime(2024, 1, 4, tzinfo=UTC), flags=(), message_id=None, subject="a",
+                     sender="a@b", location=None)
+    stores = {False: maildir(mail_root, ":"), True: mbox(mail_root)}
+    for store in stores.values():
+        store.prepare("INBOX")
+        planned = store.plan("INBOX", [message])
+        [written] = store.write("INBOX", [(planned[0], MessageBody.from_bytes(BODY))], 0)
+        message = replace(message, location=written.location or message.location)
+    for name in ("secret", "secret:2,", "passwd:2,", "archive/secret:2,"):
+        (workdir / name).write_bytes(SECRET)
+    (mail_root / "INBOX" / "cur" / "link:2,").symlink_to(workdir / "secret")
+    return stores, message
 
 
 def run_one(target: str, seconds: float, corpus: Path | None, artifacts: Path, extra: list[str],

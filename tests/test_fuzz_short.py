@@ -23,5 +23,5 @@ def test_a_short_fuzzing_run_finds_nothing(tmp_path):
                           capture_output=True, text=True, timeout=180, cwd=tmp_path)
     crashes = sorted(path.name for path in tmp_path.iterdir())
     assert done.returncode == 0 and not crashes, f"{done.stdout}\n{done.stderr[-8000:]}\ninputs kept: {crashes}"
-    for target in ("fetch", "items", "headers", "mboxrd", "utf7", "config"):
+    for target in ("fetch", "items", "headers", "mboxrd", "utf7", "config", "archive"):
         assert f"{target}: ok" in done.stdout, done.stdout

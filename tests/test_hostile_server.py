@@ -598,3 +598,55 @@ def test_an_endless_status_answer_costs_that_folder_and_the_next_ones_are_read_a
     saved = assert_consistent(dest, server)
     assert sorted(saved) == ["INBOX", "ๆ-last"] and len(saved["INBOX"]) == 5  # on a new connection
     assert server.connections >= 2
+
+
+# -- deadlines: a server that keeps talking without answering (issue 14 item 4) --------------
+# Scripted: no real server here trickles a LIST or floods EXISTS for ever.
+class TrickledList(Script):
+    """LIST answered with one more folder every half second, for ever (until the client hangs up)."""
+
+    def list_lines(self, conn: Conn) -> Iterator[bytes]:
+        number = 0
+        while not conn.closed:
+            number += 1
+            time.sleep(0.5)
+            yield Folder.named(f"slow{number}").list_line()
+
+
+class ExistsFlood(Script):
+    """In the FETCH of the bodies, instead of UID 3: ``* 1 EXISTS`` without end."""
+
+    def body_item(self, conn: Conn, message: Message) -> bytes:
+        if message.uid == 3:
+            while not conn.closed:
+                conn.send(b"* 1 EXISTS\r\n" * 200)  # ends when the client hangs up (send fails)
+        return super().body_item(conn, message)
+
+
+def test_a_list_trickled_for_ever_is_given_up_after_the_timeout(serve, certs, dest):
+    """Every line resets a socket timeout; the deadline for progress (--timeout 3) is not reset by them."""
+    server = serve(script=TrickledList())
+    started = time.monotonic()
+
+    run = backup(server, certs, dest, "--retries", "0")
+
+    assert time.monotonic() - started < 3 + 6, run.stderr  # --timeout, and the start and end of a run
+    assert run.code == ExitCode.CONNECTION, run.stderr
+    assert "made no progress for 3 seconds" in run.error_line()
+    assert run.peak_kib < BOUNDED_KIB, run.peak_kib
+
+
+def test_an_exists_flood_during_a_fetch_costs_only_that_message(serve, certs, dest):
+    """Each wait on the flood ends after --timeout (3 s); the message is then isolated like any message
+    the server fails on: the others are saved, the run ends."""
+    server = serve([Folder.named("INBOX", [letter(n) for n in range(1, 6)])], script=ExistsFlood())
+    started = time.monotonic()
+
+    run = backup(server, certs, dest)
+
+    assert time.monotonic() - started < 45, run.stderr  # a few waits of 3 s while the batch is split
+    assert run.code == ExitCode.WARNINGS, run.stderr
+    assert "UID 3 skipped: server fails on this message: " in run.stderr
+    assert "made no progress for 3 seconds" in run.stderr
+    assert run.peak_kib < BOUNDED_KIB, run.peak_kib
+    assert sorted(assert_consistent(dest, server)["INBOX"]) == [1, 2, 4, 5]

@@ -22,9 +22,9 @@ from dovecot_server import DovecotServer
 from imapclient import IMAPClient
 
 from mailbackup.archive import account_dir, open_archive
-from mailbackup.cli.verify import parse_duration
 from mailbackup.errors import UsageError
 from mailbackup.model import StoredMessage
+from mailbackup.text import parse_duration
 from mailbackup.verify.check import NoProgress, verify_offline
 from mailbackup.verify.results import VerifyOptions
 

@@ -8,17 +8,23 @@ from __future__ import annotations
 import imaplib
 import importlib.metadata
 import inspect
+import io
 import logging
+import socket
 import ssl
+import threading
+import time
 from collections.abc import Iterator
 
 import imapclient
 import pytest
 from conftest import ImapUser, new_filled_user, new_user
 
+from mailbackup.errors import ConnectionLost
 from mailbackup.imap import compress, redact, wire
 from mailbackup.imap.append import TargetMailbox
 from mailbackup.imap.connect import open_client
+from mailbackup.imap.deadline import DeadlineSocket, ProgressDeadline, SocketReader
 from mailbackup.imap.lexer import ResponseTooLarge
 from mailbackup.imap.pipeline import FetchPipeline
 from mailbackup.imap.session import ImapSession
@@ -56,6 +62,7 @@ def test_the_imaplib_hooks_are_installed_on_the_class():
     assert imaplib.IMAP4.readline is wire._lf_readline
     assert imaplib.IMAP4._new_tag is wire._new_tag  # type: ignore[attr-defined]
     assert imaplib.IMAP4._append_untagged is wire._bounded_append_untagged  # type: ignore[attr-defined]
+    assert imaplib.IMAP4.send is wire._send  # type: ignore[comparison-overlap]
     assert imaplib.Commands["COMPRESS"] == ("AUTH", "SELECTED")
 
 
@@ -65,6 +72,46 @@ def test_the_socket_is_where_imaplib_keeps_it(user):
         assert isinstance(wire.socket_of(client), ssl.SSLSocket)
     finally:
         client.shutdown()
+
+
+def test_every_read_goes_through_the_deadline_for_progress(user):
+    """imaplib keeps its reader in `file` and reads nothing past it: the deadline's reader replaces it."""
+    client = open_client(settings_of(user))
+    try:
+        reading = wire.reading_socket(client)
+        assert isinstance(reading, DeadlineSocket) and isinstance(client._imap.file.raw, SocketReader)
+        before = reading.deadline.expires
+        client.plain_login(user.name, user.password)  # a command moves the deadline on, and reads through it
+        assert reading.deadline.expires > before and client.list_folders()
+        compress.start(client)  # COMPRESS, when offered, reads through it too
+        assert client.list_folders()
+    finally:
+        client.shutdown()
+
+
+def test_noise_does_not_move_the_deadline_on():
+    """A peer that sends a byte every 0.1 s would reset a socket timeout of 1 s for ever."""
+    ours, theirs = socket.socketpair()
+    ours.settimeout(1.0)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        while not stop.wait(0.1):
+            try:
+                theirs.sendall(b"x")
+            except OSError:
+                return
+    threading.Thread(target=trickle, daemon=True).start()
+    reader = io.BufferedReader(SocketReader(DeadlineSocket(ours, ProgressDeadline(0.5, "peer"))))
+    started = time.monotonic()
+    try:
+        with pytest.raises(ConnectionLost, match=r"peer made no progress for 0\.5 seconds"):
+            reader.readline()
+    finally:
+        stop.set()
+        ours.close()
+        theirs.close()
+    assert time.monotonic() - started < 1.0
 
 
 def test_our_reader_reads_off_imaplib_stream(session):

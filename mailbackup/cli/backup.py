@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from mailbackup.cli.common import (
     build_context,
     folder_filter_options,
     handle_errors,
+    max_time_option,
     server_options,
     stop_on_ctrl_c,
     verbosity_options,
@@ -59,19 +61,23 @@ if TYPE_CHECKING:
               help=_("Reconnect attempts after a dropped connection."))
 @click.option("--retry-delay", type=click.FloatRange(0, 600), default=1.0, show_default=True,
               help=_("Seconds before the first reconnect; doubles each time."))
+@max_time_option
 @server_options
 @verbosity_options
 @handle_errors
 def backup(account: str, dest: str | None, format_: str | None, include: tuple[str, ...],
            exclude: tuple[str, ...], dry_run: bool, repair: bool, refresh_flags: bool, verify: bool | None,
-           batch_size: int, pipeline: int, retries: int, retry_delay: float, **options: object) -> None:
-    ctx = build_context(account, dest=dest, format=format_, include=include, exclude=exclude,
+           batch_size: int, pipeline: int, retries: int, retry_delay: float, max_time: str | None,
+           **options: object) -> None:
+    ctx = build_context(account, dest=dest, format=format_, include=include, exclude=exclude, max_time=max_time,
                         **options)  # type: ignore[arg-type]
     private_umask()
     settings = ctx.account
     engine_options = BackupOptions(include=settings.include, exclude=settings.exclude, dry_run=dry_run,
                                    repair=repair, refresh_flags=refresh_flags, batch_messages=batch_size,
-                                   pipeline_depth=pipeline, max_retries=retries, retry_delay=retry_delay)
+                                   pipeline_depth=pipeline, max_retries=retries, retry_delay=retry_delay,
+                                   stop_at=time.monotonic() + settings.max_time.total_seconds() if settings.max_time
+                                   else None)
     progress = TqdmProgress(enabled=not dry_run, quiet=ctx.quiet)
     # Logged in first: a wrong password or an unreachable server leaves no empty archive behind.
     with ctx.session() as session, _archive_for(ctx, dry_run) as archive, stop_on_ctrl_c(engine_options.stop):
@@ -89,7 +95,8 @@ def backup(account: str, dest: str | None, format_: str | None, include: tuple[s
         root = archive.root
     summarize_backup(ctx, stats, dry_run)
     code = run_exit_code(stats)
-    if code is not ExitCode.INTERRUPTED and not dry_run and _wants_verification(verify, ctx):
+    # Out of time: the verification would only run past the limit (and find what is not fetched yet).
+    if code is not ExitCode.INTERRUPTED and not stats.out_of_time and not dry_run and _wants_verification(verify, ctx):
         from mailbackup.cli.verify import run_verification  # only when it runs: start-up time
         from mailbackup.verify.results import VerifyOptions
 
@@ -189,6 +196,9 @@ def summarize_backup(ctx: Context, stats: RunStats, dry_run: bool) -> None:
     _say_repaired(ctx, stats)
     if stats.interrupted:
         ctx.echo(_("Interrupted: everything listed above is saved; run the same command to continue."), err=True)
+    if stats.out_of_time:
+        ctx.echo(_("warning: stopped at the time limit (--max-time / max_time): everything listed above is saved; "
+                   "run the same command to continue."), err=True)
 
 
 def _say_repaired(ctx: Context, stats: RunStats) -> None:

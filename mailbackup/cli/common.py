@@ -62,6 +62,14 @@ def folder_filter_options(func: F) -> F:
     return func
 
 
+def max_time_option(func: F) -> F:
+    """--max-time DURATION: a run ends cleanly once it has run this long (config: max_time)."""
+    return click.option(
+        "--max-time", metavar="DURATION", default=None,
+        help=_("End the run cleanly after this long (e.g. 90m, 2h; config key max_time): what is saved stays saved, "
+               "exit 1 with a warning; the next run continues."))(func)
+
+
 def server_options(func: F) -> F:
     options = [
         click.option("--server", metavar="HOST[:PORT]", default=None,

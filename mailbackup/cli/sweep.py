@@ -19,9 +19,8 @@ import click
 from tqdm import tqdm
 
 from mailbackup.archive import private_umask
-from mailbackup.cli.common import handle_errors, verbosity_options
+from mailbackup.cli.common import handle_errors, max_time_option, verbosity_options
 from mailbackup.cli.format import accounts_text, display_width, duration, human_bytes, messages_text, pad, wrap
-from mailbackup.cli.verify import parse_duration
 from mailbackup.config import load_sweep
 from mailbackup.errors import SEVERITY, ExitCode, StorageError
 from mailbackup.i18n import N_, _
@@ -29,7 +28,7 @@ from mailbackup.sweep.options import Shard, SweepOptions
 from mailbackup.sweep.progress import LogProgress, SweepProgress, stage_word
 from mailbackup.sweep.reports import report_directory, write_reports
 from mailbackup.sweep.run import AccountOutcome, SweepResult, describe, run_sweep, take_sweep_lock
-from mailbackup.text import system_error
+from mailbackup.text import parse_duration, system_error
 
 log = logging.getLogger("mailbackup.sweep")
 LOG_FILE_BYTES = 5 * 1024 * 1024
@@ -68,12 +67,13 @@ NOISY_LOGGERS = ("imapclient", "imaplib")
 @click.option("--retries", type=click.IntRange(0, 50), default=None, help=_("Reconnects after a drop (default 5)."))
 @click.option("--retry-delay", type=click.FloatRange(0, 600), default=None,
               help=_("Seconds before the first reconnect; doubles each time (default 1)."))
+@max_time_option
 @verbosity_options
 @handle_errors
 def sweep(config: str, jobs: int | None, shard: str | None, no_verify: bool, verify_max_age: str | None,
           report_dir: str | None, log_file: str | None, max_connections_per_server: int | None,
           max_bytes_per_second: int | None, max_busy_wait: float | None, batch_size: int | None,
-          retries: int | None, retry_delay: float | None, verbose: int, quiet: bool) -> None:
+          retries: int | None, retry_delay: float | None, max_time: str | None, verbose: int, quiet: bool) -> None:
     private_umask()
     interactive = sys.stderr.isatty() and not quiet
     setup_sweep_logging(verbose, quiet, interactive, Path(log_file) if log_file else None)
@@ -84,7 +84,7 @@ def sweep(config: str, jobs: int | None, shard: str | None, no_verify: bool, ver
         max_bytes_per_second=max_bytes_per_second, verify=not no_verify,
         verify_max_age=parse_duration(verify_max_age) if verify_max_age else None,
         report_dir=Path(report_dir) if report_dir else None, batch_size=batch_size, max_retries=retries,
-        retry_delay=retry_delay, max_busy_wait=max_busy_wait,
+        retry_delay=retry_delay, max_busy_wait=max_busy_wait, max_time=parse_duration(max_time) if max_time else None,
     )
     lock = take_sweep_lock(settings, parsed_shard)
     try:

@@ -3,9 +3,8 @@ holds everything on the server, and write the reports an officer hands in."""
 
 from __future__ import annotations
 
-import re
 import sys
-from datetime import date, timedelta
+from datetime import date
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,29 +15,14 @@ from tqdm import tqdm
 from mailbackup.archive import Archive, open_archive, private_umask
 from mailbackup.cli.common import Context, build_context, handle_errors, server_options, verbosity_options
 from mailbackup.cli.format import duration, human_bytes
-from mailbackup.errors import UsageError
 from mailbackup.i18n import _, local_date
+from mailbackup.text import parse_duration
 from mailbackup.verify.check import verify_offline, verify_online
 from mailbackup.verify.record import RecordedVerification, verify_recorded
 from mailbackup.verify.render import mode_label, status_label
 from mailbackup.verify.results import FolderReport, Mode, Status, VerifyOptions, VerifyResult
 
-DURATION_PART = re.compile(r"(\d+)\s*([smhdw])")
-DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 SHOWN_PER_FOLDER = 5
-
-
-def parse_duration(text: str) -> timedelta:
-    """``7d``, ``12h``, ``1d12h``, ``30m``, ``2w``, ``90s`` → timedelta."""
-    compact = text.strip().lower()
-    parts = DURATION_PART.findall(compact)
-    if not parts or "".join(f"{number}{unit}" for number, unit in parts) != compact.replace(" ", ""):
-        raise UsageError(_("cannot read duration {text!r}").format(text=text),
-                         hint=_("use a number and a unit, e.g. 7d, 12h, 30m"))
-    total = timedelta()
-    for number, unit in parts:
-        total += timedelta(**{DURATION_UNITS[unit]: int(number)})
-    return total
 
 
 class TqdmVerifyProgress:

@@ -37,6 +37,7 @@ from mailbackup.config.keys import ACCOUNT_KEYS, COMPRESS_MODES, STAFF_KEYS
 from mailbackup.errors import ConfigError
 from mailbackup.i18n import _
 from mailbackup.model import DEFAULT_SERVER, ConnectionSettings, ServerAddress, TLSMode
+from mailbackup.text import parse_duration
 
 DEFAULT_DEST = "mail-backup"
 DEFAULT_JOBS = 4
@@ -65,6 +66,7 @@ class AccountSettings:
     password_command: str | None = None
     password_file: str | None = None
     deadline: dt.date | None = None
+    max_time: dt.timedelta | None = None  # a run (a sweep: each account's) ends cleanly when it has run this long
     metadata: dict[str, str] = field(default_factory=dict)  # staff details: title, name, surname, position, unit
 
     @property
@@ -162,6 +164,7 @@ def _settings(account: str, values: dict[str, Any], metadata: dict[str, str]) ->
         password_command=command.replace(ACCOUNT_PLACEHOLDER, account.strip()) if command else None,
         password_file=password_file.replace(ACCOUNT_PLACEHOLDER, account.strip()) if password_file else None,
         deadline=_as_date(values.get("deadline")), metadata=metadata,
+        max_time=parse_duration(str(values["max_time"])) if values.get("max_time") else None,
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from mailbackup.errors import UsageError
 from mailbackup.i18n import N_
 from mailbackup.model import ServerAddress
+from mailbackup.text import parse_duration
 
 FORMATS = ("maildir", "mbox")  # the stores archive.py can open
 FORBIDDEN = {"password", "pass", "passwd", "pwd", "secret"}
@@ -40,6 +41,15 @@ def _count(value: Any) -> bool:
 
 def _seconds(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def _duration(value: Any) -> bool:
+    if not _text(value):
+        return False
+    try:
+        return parse_duration(value) > dt.timedelta(0)
+    except UsageError:
+        return False
 
 
 def _server(value: Any) -> bool:
@@ -84,6 +94,7 @@ ACCOUNT_KEYS: dict[str, Key] = {
     "compress": Key(N_("auto, always or never (true = always, false = never)"),
                     lambda value: _flag(value) or value in COMPRESS_MODES),
     "timeout": Key(N_("a number of seconds above 0"), _seconds),
+    "max_time": Key(N_("a duration, e.g. 90m, 2h or 1h30m"), _duration),
     "dest": Key(N_("a directory path"), _text),
     "format": Key(N_("maildir or mbox"), lambda value: value in FORMATS),
     "deadline": Key(N_("a date YYYY-MM-DD"), _date),

@@ -44,7 +44,7 @@ def _is_local(host: str) -> bool:
 def start(client: imapclient.IMAPClient) -> bool:
     """Ask for COMPRESS DEFLATE; on OK, swap in the compressing socket and reader."""
     typ, _ = wire.simple_command(client, "COMPRESS", "DEFLATE")
-    sock = wire.socket_of(client)
+    sock = wire.reading_socket(client)  # reads stay bounded by the deadline for progress
     if typ != "OK" or sock is None:
         return False
     wrapped = DeflateSocket(sock)

@@ -82,6 +82,7 @@ def open_client(settings: ConnectionSettings) -> imapclient.IMAPClient:
         wire.limit_responses(client)
         if not implicit:
             _start_tls(client, context, settings)
+        wire.watch_progress(client, settings.timeout, str(settings.server))
     client.normalise_times = False  # keep INTERNALDATE's own time zone
     _send_at_once(client)
     return client

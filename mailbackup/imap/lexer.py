@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,7 +30,9 @@ from mailbackup.text import system_error
 
 MAX_LINE = 1 << 20  # a response line longer than this (without its literals) is hostile
 MAX_LITERAL = 1 << 31  # no message of 2 GB exists on a mail server we back up
-READ_CHUNK = 1 << 20
+# A message body arriving on a slow link is progress piece by piece (imap/deadline.py):
+# 64 KB must come within --timeout, so a link of a few KB/s is still fine.
+PROGRESS_CHUNK = 64 * 1024
 LITERAL_AT_END = re.compile(rb"\{(\d{1,12})\+?\}\r?\n\Z")
 TOKEN = re.compile(rb'\s*(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|\x00(\d+)\x00|([^\s()"\x00]+))', re.S)
 _spool_names = itertools.count(1)
@@ -59,8 +61,8 @@ def read_line(reader: BinaryIO) -> bytes:
     return line
 
 
-def gather(reader: BinaryIO, line: bytes, *, spool_dir: Path | None,
-           spool_above: int) -> tuple[bytes, list[MessageBody]]:
+def gather(reader: BinaryIO, line: bytes, *, spool_dir: Path | None, spool_above: int,
+           progress: Callable[[], None] = lambda: None) -> tuple[bytes, list[MessageBody]]:
     """The response starting with `line`: its text with each literal replaced
     by a NUL-framed index, and the literals (bodies above `spool_above` bytes
     spooled to `spool_dir`; without one, such a literal is refused)."""
@@ -76,16 +78,18 @@ def gather(reader: BinaryIO, line: bytes, *, spool_dir: Path | None,
             if size > MAX_LITERAL:
                 raise ProtocolViolation(_("server announced a literal of {size} bytes; refusing").format(size=size))
             parts.append(line[: match.start()] + b"\x00%d\x00" % len(literals))
-            literals.append(read_literal(reader, size, spool_dir=spool_dir, spool_above=spool_above))
+            literals.append(read_literal(reader, size, spool_dir=spool_dir, spool_above=spool_above,
+                                         progress=progress))
             line = read_line(reader)
     except BaseException:
         discard(literals)
         raise
 
 
-def read_literal(reader: BinaryIO, size: int, *, spool_dir: Path | None, spool_above: int) -> MessageBody:
+def read_literal(reader: BinaryIO, size: int, *, spool_dir: Path | None, spool_above: int,
+                 progress: Callable[[], None] = lambda: None) -> MessageBody:
     if size <= spool_above:
-        data = reader.read(size)
+        data = reader.read(size) if size <= PROGRESS_CHUNK else _read_in_pieces(reader, size, progress)
         if len(data) != size:
             raise ConnectionLost(_("connection closed in the middle of a message"))
         return MessageBody.from_bytes(data)
@@ -97,17 +101,29 @@ def read_literal(reader: BinaryIO, size: int, *, spool_dir: Path | None, spool_a
         raise StorageError(_("cannot write {path}: {error}").format(
             path=spool_dir, error=system_error(exc))) from None
     try:
-        _copy_to_spool(reader, size, spool)
+        _copy_to_spool(reader, size, spool, progress)
     except BaseException:
         spool.abort()
         raise
     return spool.finish()
 
 
-def _copy_to_spool(reader: BinaryIO, size: int, spool: SpoolFile) -> None:
+def _read_in_pieces(reader: BinaryIO, size: int, progress: Callable[[], None]) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        piece = reader.read(min(PROGRESS_CHUNK, size - len(data)))
+        if not piece:
+            break
+        data += piece
+        progress()
+    return bytes(data)
+
+
+def _copy_to_spool(reader: BinaryIO, size: int, spool: SpoolFile, progress: Callable[[], None]) -> None:
     left = size
     while left:
-        chunk = reader.read(min(READ_CHUNK, left))
+        chunk = reader.read(min(PROGRESS_CHUNK, left))
+        progress()
         if not chunk:
             raise ConnectionLost(_("connection closed in the middle of a message"))
         try:

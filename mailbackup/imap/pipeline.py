@@ -78,9 +78,11 @@ class FetchPipeline:
     """Fetch batches of UIDs with up to `depth` commands in flight."""
 
     def __init__(self, reader: BinaryIO, send: Callable[[bytes], None], *, spool_dir: Path | None,
-                 spool_above: int, depth: int = 3) -> None:
+                 spool_above: int, depth: int = 3, progress: Callable[[], None] = lambda: None) -> None:
         self.reader = reader
         self.send = send
+        # Called when waiting begins and with each answer that moves a command on (imap/deadline.py).
+        self.progress = progress
         self.spool_dir = spool_dir
         self.spool_above = spool_above
         self.depth = max(1, depth)
@@ -126,6 +128,7 @@ class FetchPipeline:
 
     def read_meta(self, tag: bytes) -> list[MetaRow]:
         rows: list[MetaRow] = []
+        self.progress()
         while True:
             line = self._line()
             if line.startswith(tag + b" "):
@@ -145,6 +148,7 @@ class FetchPipeline:
             row = meta_row(text)
             if row is not None:
                 rows.append(row)
+                self.progress()
 
     def _refuse_pipelining(self) -> None:
         self.pipelining_refused = True
@@ -183,6 +187,7 @@ class FetchPipeline:
 
     def _read_until_tagged(self, tag: bytes, batch: BatchResult, owner: dict[int, BatchResult],
                            later: set[bytes]) -> None:
+        self.progress()  # the wait starts now, not when the engine last read (it may have been writing)
         while True:
             line = self._line()
             if line.startswith(b"* "):
@@ -234,9 +239,11 @@ class FetchPipeline:
             uid=uid, size=body.size, body=body, flags=flags,
             internaldate=internaldate(items.get("INTERNALDATE")),
         ))
+        self.progress()
 
     def _gather(self, line: bytes) -> tuple[bytes, list[MessageBody]]:
-        return gather(self.reader, line, spool_dir=self.spool_dir, spool_above=self.spool_above)
+        return gather(self.reader, line, spool_dir=self.spool_dir, spool_above=self.spool_above,
+                      progress=self.progress)
 
     def _line(self) -> bytes:
         return read_line(self.reader)

@@ -271,7 +271,8 @@ class ImapSession:
         if self.one_command_at_a_time:
             return self.examine(name), self.fetch_meta("1:*")
         client = self.client
-        reader = FetchPipeline(*wire.stream_of(client), spool_dir=None, spool_above=1 << 16)
+        reader = FetchPipeline(*wire.stream_of(client), spool_dir=None, spool_above=1 << 16,
+                                 progress=wire.progress_of(client))
         with self.translated():
             tag = wire.send_examine(client, name)
             fetch_tag = reader.send_meta("1:*")
@@ -313,7 +314,8 @@ class ImapSession:
             if not wanted:
                 return []
             sequence = to_sequence_set(wanted)
-        reader = FetchPipeline(*wire.stream_of(self.client), spool_dir=None, spool_above=1 << 16)
+        reader = FetchPipeline(*wire.stream_of(self.client), spool_dir=None, spool_above=1 << 16,
+                                 progress=wire.progress_of(self.client))
         with self.translated():
             rows = reader.fetch_meta(sequence)
         return _metas(rows, wanted)
@@ -328,7 +330,8 @@ class ImapSession:
         """Whole messages, batch by batch, with `depth` FETCH commands in flight
         (see pipeline.py); bodies above `spool_above` bytes go to files."""
         pipeline = FetchPipeline(*wire.stream_of(self.client), spool_dir=spool_dir, spool_above=spool_above,
-                                 depth=1 if self.one_command_at_a_time else depth)
+                                 depth=1 if self.one_command_at_a_time else depth,
+                                 progress=wire.progress_of(self.client))
         try:
             with self.translated():
                 for result in pipeline.run(batches):

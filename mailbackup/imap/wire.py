@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import imaplib
+import io
 import os
 import socket
 import sys
@@ -40,7 +41,8 @@ from importlib.machinery import PathFinder
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 from mailbackup.i18n import _
-from mailbackup.imap.lexer import MAX_LITERAL, ResponseTooLarge
+from mailbackup.imap.deadline import DeadlineSocket, ProgressDeadline, SocketReader
+from mailbackup.imap.lexer import MAX_LITERAL, PROGRESS_CHUNK, ResponseTooLarge
 
 if TYPE_CHECKING:
     import imapclient
@@ -97,11 +99,14 @@ def spare_importlib_metadata() -> None:
 # -- limits and line ends, for every imaplib connection ------------------------------
 _IMAPLIB_READ = imaplib.IMAP4.read
 _IMAPLIB_READLINE = imaplib.IMAP4.readline
+_IMAPLIB_SEND = imaplib.IMAP4.send
 _IMAPLIB_NEW_TAG = imaplib.IMAP4._new_tag  # type: ignore[attr-defined]
 _IMAPLIB_APPEND_UNTAGGED = imaplib.IMAP4._append_untagged  # type: ignore[attr-defined]
 _LIMITED = "_mailbackup_limited"  # set on our own connections (other imapclient users in the process keep theirs)
 _MESSAGES = "_mailbackup_messages"  # set while a command that fetches messages runs
 _USED = "_mailbackup_used"  # [entries, bytes] of the running command's untagged answers
+_DEADLINE = "_mailbackup_deadline"  # the connection's ProgressDeadline (imap/deadline.py)
+_READING = "_mailbackup_reading"  # the DeadlineSocket every read goes through
 
 
 def _tight(imap: imaplib.IMAP4) -> bool:
@@ -113,7 +118,17 @@ def _bounded_read(self: imaplib.IMAP4, size: int) -> bytes:
     if size > limit:
         _refuse(self, _("server announced a literal of {size} bytes; refusing (at most {limit} here)").format(
             size=size, limit=limit))
-    return _IMAPLIB_READ(self, size)
+    deadline: ProgressDeadline | None = getattr(self, _DEADLINE, None)
+    if deadline is None or size <= PROGRESS_CHUNK or not getattr(self, _MESSAGES, False):
+        return _IMAPLIB_READ(self, size)
+    pieces = []  # a message body on a slow link: each piece that arrives is progress
+    for start in range(0, size, PROGRESS_CHUNK):
+        piece = _IMAPLIB_READ(self, min(PROGRESS_CHUNK, size - start))
+        pieces.append(piece)
+        deadline.progress()
+        if len(piece) < min(PROGRESS_CHUNK, size - start):
+            break
+    return b"".join(pieces)
 
 
 def _lf_readline(self: imaplib.IMAP4) -> bytes:
@@ -123,12 +138,20 @@ def _lf_readline(self: imaplib.IMAP4) -> bytes:
     return line
 
 
+def _send(self: imaplib.IMAP4, data: bytes) -> None:
+    _IMAPLIB_SEND(self, data)
+    _progress(self)  # a long upload (APPEND of a large message) is progress; the wait for its answer starts now
+
+
 def _new_tag(self: imaplib.IMAP4) -> bytes:
     setattr(self, _USED, [0, 0])  # every command, imaplib's or imapclient's, starts with a new tag
+    _progress(self)
     return _IMAPLIB_NEW_TAG(self)  # type: ignore[no-any-return]
 
 
 def _bounded_append_untagged(self: imaplib.IMAP4, typ: str, dat: Any) -> None:
+    if typ == "FETCH" and getattr(self, _MESSAGES, False):
+        _progress(self)  # a FETCH answer moves a fetch on; a flood of EXISTS does not
     if _tight(self):
         used = getattr(self, _USED, None)
         if used is None:
@@ -142,6 +165,12 @@ def _bounded_append_untagged(self: imaplib.IMAP4, typ: str, dat: Any) -> None:
     _IMAPLIB_APPEND_UNTAGGED(self, typ, dat)
 
 
+def _progress(imap: imaplib.IMAP4) -> None:
+    deadline: ProgressDeadline | None = getattr(imap, _DEADLINE, None)
+    if deadline is not None:
+        deadline.progress()
+
+
 def _refuse(imap: imaplib.IMAP4, message: str) -> NoReturn:
     """Drop the connection (the rest of the answer is still on it: nothing read
     after would be trusted) and say why."""
@@ -153,6 +182,7 @@ def _refuse(imap: imaplib.IMAP4, message: str) -> NoReturn:
 def install() -> None:
     imaplib.IMAP4.read = _bounded_read  # type: ignore[method-assign]
     imaplib.IMAP4.readline = _lf_readline  # type: ignore[method-assign]
+    imaplib.IMAP4.send = _send  # type: ignore[method-assign,assignment]
     imaplib.IMAP4._new_tag = _new_tag  # type: ignore[attr-defined]
     imaplib.IMAP4._append_untagged = _bounded_append_untagged  # type: ignore[attr-defined]
     imaplib.Commands.setdefault("COMPRESS", ("AUTH", "SELECTED"))
@@ -161,6 +191,35 @@ def install() -> None:
 def limit_responses(client: imapclient.IMAPClient) -> None:
     """Hold this connection's answers outside messages to the limits above."""
     setattr(client._imap, _LIMITED, True)
+
+
+def watch_progress(client: imapclient.IMAPClient, seconds: float | None, server: str) -> None:
+    """From now on, every read on this connection is bounded by a deadline for
+    progress of `seconds` (imap/deadline.py), not only the socket's timeout
+    per byte.  Call once the channel is secured (STARTTLS makes a new reader)."""
+    imap = client._imap
+    if seconds is None or getattr(imap, "sock", None) is None:
+        return
+    deadline = ProgressDeadline(seconds, server)
+    reading = DeadlineSocket(imap.sock, deadline)
+    setattr(imap, _DEADLINE, deadline)
+    setattr(imap, _READING, reading)
+    imap.file = io.BufferedReader(SocketReader(reading), 1 << 16)
+
+
+def progress_of(client: imapclient.IMAPClient) -> Callable[[], None]:
+    """What to call when the connection made progress (our own pipelined reader)."""
+    deadline: ProgressDeadline | None = getattr(client._imap, _DEADLINE, None)
+    return deadline.progress if deadline is not None else _no_progress
+
+
+def _no_progress() -> None:
+    pass
+
+
+def reading_socket(client: imapclient.IMAPClient) -> Any:
+    """The socket reads go through: the deadline's (when watched), else imaplib's."""
+    return getattr(client._imap, _READING, None) or socket_of(client)
 
 
 @contextlib.contextmanager

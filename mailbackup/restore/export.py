@@ -271,10 +271,10 @@ class _Exporter:
 
     def _read(self, record: FolderRecord, message: StoredMessage, result: FolderExport) -> bytes | None:
         try:
-            return self.archive.store.read(record.local_path, message)
+            return self.archive.store.read_verified(record.local_path, message)
         except (OSError, ValueError) as exc:
-            text = _("folder {folder!r}: UID {uid} not exported: cannot read the archived copy: {error}").format(
-                folder=record.name, uid=message.uid, error=exc)
+            text = _("folder {folder!r}: UID {uid} ({subject}) not exported: damaged archived copy: {error}").format(
+                folder=record.name, uid=message.uid, subject=message.subject or "", error=exc)
             result.failed.append(text)
             self.progress.warn(text)
             return None

@@ -36,16 +36,21 @@ def line_stored(normalized: bytes) -> bytes:
 
 
 class ArchivedBody:
-    """An archived message's bytes, read only when a match needs them."""
+    """An archived message's bytes, read only when a match needs them.  A copy
+    that cannot be read or is damaged matches nothing by its bytes."""
 
     def __init__(self, read: Callable[[], bytes]) -> None:
         self._read = read
         self._normalized: bytes | None = None
+        self.damaged = False
 
     def normalized(self) -> bytes:
-        if self._normalized is None:
-            self._normalized = crlf_normalized(self._read())
-        return self._normalized
+        if self._normalized is None and not self.damaged:
+            try:
+                self._normalized = crlf_normalized(self._read())
+            except (OSError, ValueError):
+                self.damaged = True
+        return self._normalized if self._normalized is not None else b""
 
 
 class TargetIndex:
@@ -68,8 +73,8 @@ class TargetIndex:
         same_size = [m for m in candidates if m.size == message.size]
         if not same_size and candidates:
             wire_size = len(body.normalized())
-            same_size = [m for m in candidates if m.size == wire_size]
-        if not same_size and message.message_id is not None:
+            same_size = [] if body.damaged else [m for m in candidates if m.size == wire_size]
+        if not same_size and message.message_id is not None and not body.damaged:
             # RFC822.SIZE may be an estimate (Exchange without EnableExactRFC822Size): the bytes tell
             same_size = [m for m in candidates[:SAME_ID_COMPARED] if self._same_bytes(m.uid, message, body)]
         if message.message_id is None:  # the size alone proves nothing: compare the bytes
@@ -85,9 +90,13 @@ class TargetIndex:
         if on_target is None:
             return False
         digest = hashlib.sha256(on_target).hexdigest()
+        if body.damaged:  # a damaged or unreadable archived copy never matches by its bytes
+            return digest == message.sha256
         return digest == message.sha256 or on_target in (body.normalized(), line_stored(body.normalized()))
 
     def size_matches(self, found: TargetMessage, message: StoredMessage, body: ArchivedBody) -> bool:
         """The same size, or the same bytes as the server serves them (its size an estimate, line ends changed)."""
+        if body.damaged:
+            return found.size == message.size
         return (found.size == message.size or found.size == len(body.normalized())
                 or self._same_bytes(found.uid, message, body))

@@ -201,7 +201,7 @@ class TargetWork:
                                         include_gone=not self.options.skip_deleted)
 
     def body_of(self, plan: FolderPlan, message: StoredMessage) -> ArchivedBody:
-        return ArchivedBody(lambda: self.store.read(plan.record.local_path, message))
+        return ArchivedBody(lambda: self.store.read_verified(plan.record.local_path, message))
 
     def index(self, run: FolderRun, first_uid: int = 1) -> TargetIndex:
         messages = self._call(run, lambda: self.target.index(first_uid))
@@ -397,10 +397,10 @@ class RestoreEngine(TargetWork):
             self._fail(run, item, _("larger than the target accepts (APPENDLIMIT {limit} bytes)").format(limit=limit),
                        result)
             return None
-        try:
-            body = self.store.read(run.plan.record.local_path, message)
+        try:  # the archive is untrusted: only the bytes the backup saved go out
+            body = self.store.read_verified(run.plan.record.local_path, message)
         except (OSError, ValueError) as exc:
-            self._fail(run, item, _("cannot read the archived copy: {error}").format(error=exc), result)
+            self._fail(run, item, _("damaged archived copy, not uploaded: {error}").format(error=exc), result)
             return None
         flags = upload_flags(message.flags, run.folder)
         return item, AppendItem(body=body, flags=flags, internaldate=message.internaldate)

@@ -26,7 +26,8 @@ class ArchiveLock:
         self._file: IO[str] | None = None
 
     def acquire(self) -> ArchiveLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        # Never through a link: truncating the lock file must not cut a file outside the archive.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
         handle = os.fdopen(fd, "r+", encoding="utf-8")
         if not _try_lock(handle):
             holder = handle.read().strip() or _("another process")

@@ -23,10 +23,12 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from mailbackup.errors import StorageError
-from mailbackup.i18n import _
+from mailbackup.i18n import N_, _
 from mailbackup.model import StoredMessage
 from mailbackup.store.body import MessageBody
+from mailbackup.store.guarded import DamagedCopy
 from mailbackup.store.naming import is_safe_relative
+from mailbackup.text import system_error
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,15 @@ class Inventory:
     stray: list[str] = field(default_factory=list)  # files no record names, relative to the folder
     problems: list[str] = field(default_factory=list)  # the files contradict the state
     warnings: list[str] = field(default_factory=list)  # harmless: leftovers of a killed run, odd names
+
+
+@dataclass(frozen=True)
+class Damage:
+    reason: str
+    tampered: bool = False  # a bad location, a link or a non-regular file: not wear but someone's doing
+
+
+CHANGED = N_("its size or SHA-256 is not the one recorded when it was saved")
 
 
 class MailStore(ABC):
@@ -87,15 +98,35 @@ class MailStore(ABC):
     def is_damaged(self, local_path: str, message: StoredMessage) -> bool:
         """True when the stored copy is missing, unreadable or no longer hashes
         to what was recorded when it was saved."""
+        return self.damage(local_path, message) is not None
+
+    def damage(self, local_path: str, message: StoredMessage) -> Damage | None:
+        """Why the stored copy is not the one recorded (missing, unreadable, a
+        bad location, a link, other bytes), or None when it is."""
         digest = hashlib.sha256()
         size = 0
         try:
             for chunk in self.iter_chunks(local_path, message):
                 digest.update(chunk)
                 size += len(chunk)
-        except (OSError, ValueError):
-            return True
-        return size != message.size or digest.hexdigest() != message.sha256
+        except DamagedCopy as exc:
+            return Damage(str(exc), tampered=True)
+        except OSError as exc:
+            return Damage(system_error(exc))
+        except ValueError as exc:
+            return Damage(str(exc))
+        return None if (size, digest.hexdigest()) == (message.size, message.sha256) else Damage(_(CHANGED))
+
+    def read_verified(self, local_path: str, message: StoredMessage) -> bytes:
+        """The message, only when its size and SHA-256 are those recorded when
+        it was saved (DamagedCopy otherwise): what restore and export send on."""
+        try:
+            body = self.read(local_path, message)
+        except OSError as exc:
+            raise DamagedCopy(system_error(exc)) from None
+        if len(body) != message.size or hashlib.sha256(body).hexdigest() != message.sha256:
+            raise DamagedCopy(_(CHANGED))
+        return body
 
     @abstractmethod
     def discard(self, local_path: str, damaged: list[StoredMessage],

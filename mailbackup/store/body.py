@@ -4,10 +4,11 @@ in a private temporary file when large, with its size and SHA-256 known."""
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from mailbackup.store.guarded import create_private
 
 CHUNK = 1 << 20
 
@@ -55,8 +56,7 @@ class SpoolFile:
     def __init__(self, directory: Path, name: str) -> None:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = directory / name
-        fd = os.open(self.path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY | getattr(os, "O_BINARY", 0), 0o600)
-        self._handle = os.fdopen(fd, "wb")
+        self._handle = create_private(self.path)
         self._hash = hashlib.sha256()
         self.size = 0
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mailbackup.errors import StorageError
 from mailbackup.i18n import _
+from mailbackup.store.guarded import create_private
 from mailbackup.text import system_error
 
 
@@ -25,8 +26,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(temporary, os.O_CREAT | os.O_TRUNC | os.O_WRONLY | getattr(os, "O_BINARY", 0), 0o600)
-        with os.fdopen(fd, "wb") as handle:
+        with create_private(temporary) as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

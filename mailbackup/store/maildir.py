@@ -21,8 +21,9 @@ from mailbackup.errors import StorageError
 from mailbackup.i18n import _
 from mailbackup.model import StoredMessage
 from mailbackup.store.base import Absent, Inventory, MailStore, Recovery
-from mailbackup.store.body import CHUNK, MessageBody, sha256_of_file
+from mailbackup.store.body import CHUNK, MessageBody
 from mailbackup.store.files import fsync_directory, make_durable, make_private_dirs
+from mailbackup.store.guarded import DamagedCopy, check_location, contained, open_regular, remove, rename
 from mailbackup.store.keywords import KeywordTable, keywords_of
 from mailbackup.text import system_error
 
@@ -91,6 +92,9 @@ class MaildirStore(MailStore):
     def write(self, local_path: str, items: list[tuple[StoredMessage, MessageBody]],
               committed: int) -> list[StoredMessage]:
         folder = self.resolve(local_path)
+        # Checked once a batch (the names are ours, from plan()): both directories resolve inside mail/.
+        contained(folder / "tmp" / "x", self.mail_root)
+        contained(folder / "cur" / "x", self.mail_root)
         staged = [self._write_tmp(folder / "tmp", message, body) for message, body in items]
         make_durable(staged, folder / "tmp")  # bytes on disk before any name appears in cur/
         for (message, _body), tmp_path in zip(items, staged, strict=True):
@@ -99,8 +103,7 @@ class MaildirStore(MailStore):
         return [message for message, _body in items]
 
     def _write_tmp(self, tmp_dir: Path, message: StoredMessage, body: MessageBody) -> Path:
-        assert message.location
-        path = tmp_dir / message.location
+        path = tmp_dir / check_location(message.location)
         flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0)
         try:
             fd = os.open(path, flags, 0o600)
@@ -108,7 +111,7 @@ class MaildirStore(MailStore):
                 for chunk in body.chunks():
                     handle.write(chunk)
         except OSError as exc:
-            path.unlink(missing_ok=True)
+            remove(path, self.mail_root, missing_ok=True)
             raise StorageError(_("cannot write {path}: {error}").format(path=path, error=system_error(exc))) \
                 from None
         stamp = message.internaldate.timestamp()
@@ -129,13 +132,13 @@ class MaildirStore(MailStore):
         return table.letters(flags, add=add)
 
     def find(self, local_path: str, message: StoredMessage) -> Path | None:
-        """The message's file, wherever its flags or another mail client put it."""
+        """The message's file, wherever its flags or another mail client put it.
+        DamagedCopy when the state's location is not a plain file name."""
+        base = check_location(message.location)
         folder = self.resolve(local_path)
         exact = folder / "cur" / self._file_name(folder, message, message.flags, add=False)
-        if exact.exists():
+        if os.path.lexists(exact):
             return exact
-        base = message.location
-        assert base
         for sub in ("cur", "new"):
             try:
                 names = os.listdir(folder / sub)
@@ -178,9 +181,9 @@ class MaildirStore(MailStore):
     def discard(self, local_path: str, damaged: list[StoredMessage],
                 kept: list[StoredMessage]) -> list[StoredMessage] | None:
         for message in damaged:
-            path = self.find(local_path, message)
+            path = self._find_safely(local_path, message)
             if path is not None:
-                path.unlink()
+                remove(path, self.mail_root)
         return None  # one file per message: the others stay where they are
 
     def settle_rewrite(self, local_path: str, *, committed: bool) -> None:
@@ -191,24 +194,31 @@ class MaildirStore(MailStore):
 
     def set_flags(self, local_path: str, message: StoredMessage, flags: tuple[str, ...]) -> StoredMessage:
         updated = replace(message, flags=flags)
-        current = self.find(local_path, message)
+        current = self._find_safely(local_path, message)
         if current is None:
             return updated
         folder = self.resolve(local_path)
         target = folder / "cur" / self._file_name(folder, message, flags)
         if current != target:
-            os.replace(current, target)
+            rename(current, target, self.mail_root)
         return updated
+
+    def _find_safely(self, local_path: str, message: StoredMessage) -> Path | None:
+        """find(), with None for a location that is no plain name: nothing of ours to touch."""
+        try:
+            return self.find(local_path, message)
+        except DamagedCopy:
+            return None
 
     def recover(self, local_path: str, pending: list[StoredMessage], committed: int) -> Recovery:
         folder = self.resolve(local_path)
         completed = []
         for message in pending:
-            path = self.find(local_path, message)
-            if path is not None and sha256_of_file(path) == (message.sha256, message.size):
+            path = self._find_safely(local_path, message)
+            if path is not None and not self.is_damaged(local_path, message):
                 completed.append(message)
             elif path is not None:
-                path.unlink()
+                remove(path, self.mail_root)
         self._clean_tmp(folder / "tmp")
         return Recovery(completed=completed)
 
@@ -216,8 +226,8 @@ class MaildirStore(MailStore):
         # We hold the archive lock, so anything in tmp/ is a torn delivery of ours.
         if tmp_dir.is_dir():
             for entry in os.scandir(tmp_dir):
-                if entry.is_file():
-                    os.unlink(entry.path)
+                if entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                    remove(Path(entry.path), self.mail_root)
 
     def read(self, local_path: str, message: StoredMessage) -> bytes:
         return b"".join(self.iter_chunks(local_path, message))
@@ -226,6 +236,6 @@ class MaildirStore(MailStore):
         path = self.find(local_path, message)
         if path is None:
             raise FileNotFoundError(f"message file {message.location} not found in {local_path}")
-        with open(path, "rb") as handle:
+        with open_regular(path, root=self.mail_root) as handle:
             while block := handle.read(CHUNK):
                 yield block

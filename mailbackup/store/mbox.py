@@ -25,6 +25,7 @@ from mailbackup.store import mboxrd
 from mailbackup.store.base import Absent, Inventory, MailStore, Recovery
 from mailbackup.store.body import CHUNK, MessageBody
 from mailbackup.store.files import make_private_dirs
+from mailbackup.store.guarded import NOFOLLOW, DamagedCopy, create_private, open_regular, remove, rename
 from mailbackup.text import system_error
 
 MBOX_SUFFIX = ".mbox"
@@ -42,7 +43,7 @@ class MboxStore(MailStore):
         path = self.mbox_path(local_path)
         make_private_dirs(path.parent)
         if not path.exists():
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | NOFOLLOW, 0o600))
 
     def plan(self, local_path: str, messages: list[StoredMessage]) -> list[StoredMessage]:
         return messages  # offsets are known only once written, in pending order
@@ -52,7 +53,7 @@ class MboxStore(MailStore):
         path = self.mbox_path(local_path)
         stored = []
         try:
-            with open(path, "r+b") as handle, _locked(handle):
+            with open_regular(path, write=True, root=self.mail_root) as handle, _locked(handle):
                 handle.truncate(committed)  # drop anything past the last commit
                 handle.seek(committed)
                 offset = committed
@@ -63,7 +64,7 @@ class MboxStore(MailStore):
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as exc:
-            _truncate_quietly(path, committed)
+            _truncate_quietly(path, committed, self.mail_root)
             raise StorageError(_("cannot write {path}: {error}").format(path=path, error=system_error(exc))) \
                 from None
         return stored
@@ -73,7 +74,7 @@ class MboxStore(MailStore):
         completed: list[StoredMessage] = []
         if not path.exists():
             return Recovery(completed=[], mbox_committed=0)
-        with open(path, "r+b") as handle, _locked(handle):
+        with open_regular(path, write=True, root=self.mail_root) as handle, _locked(handle):
             end = handle.seek(0, os.SEEK_END)
             if end < committed:  # damaged from outside: never pad it; the engine re-fetches what is lost
                 return Recovery(completed=[], shorter_than_committed=end)
@@ -107,7 +108,8 @@ class MboxStore(MailStore):
         path = self.mbox_path(local_path)
         rewritten = []
         offset = 0
-        with open(path, "rb") as source, open(self._new_path(local_path), "wb") as target:
+        with open_regular(path, root=self.mail_root) as source, \
+                create_private(self._new_path(local_path), self.mail_root) as target:
             for message in sorted(kept, key=lambda m: m.mbox_offset or 0):
                 assert message.mbox_offset is not None and message.mbox_length is not None
                 source.seek(message.mbox_offset)
@@ -122,9 +124,9 @@ class MboxStore(MailStore):
         new = self._new_path(local_path)
         if new.exists():
             if committed:
-                os.replace(new, self.mbox_path(local_path))
+                rename(new, self.mbox_path(local_path), self.mail_root)
             else:
-                new.unlink()
+                remove(new, self.mail_root)
 
     def _new_path(self, local_path: str) -> Path:
         path = self.mbox_path(local_path)
@@ -132,7 +134,7 @@ class MboxStore(MailStore):
 
     def cut_back(self, local_path: str, length: int) -> None:
         path = self.mbox_path(local_path)
-        with open(path, "r+b") as handle, _locked(handle):
+        with open_regular(path, write=True, root=self.mail_root) as handle, _locked(handle):
             if handle.seek(0, os.SEEK_END) > length:
                 handle.truncate(length)
                 os.fsync(handle.fileno())
@@ -169,7 +171,7 @@ class MboxStore(MailStore):
         return replace(message, flags=flags)  # an mbox keeps flags only in the state
 
     def read(self, local_path: str, message: StoredMessage) -> bytes:
-        with open(self.mbox_path(local_path), "rb") as handle:
+        with open_regular(self.mbox_path(local_path), root=self.mail_root) as handle:
             return _read_body(handle, message)
 
     def iter_chunks(self, local_path: str, message: StoredMessage) -> Iterator[bytes]:
@@ -199,7 +201,7 @@ def _mbox_structure(path: Path, committed: int, messages: Iterable[StoredMessage
     length) and the spans the state records."""
     recorded = {(m.mbox_offset, m.mbox_length) for m in messages if m.mbox_offset is not None}
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             parsed = {(span.offset, span.length) for span in mboxrd.iter_entries(handle)
                       if span.offset < committed}
     except ValueError as exc:
@@ -225,11 +227,16 @@ def _mbox_structure(path: Path, committed: int, messages: Iterable[StoredMessage
 
 
 def _read_body(handle: BinaryIO, message: StoredMessage) -> bytes:
-    if message.mbox_offset is None or message.mbox_length is None:
+    offset, length = message.mbox_offset, message.mbox_length
+    if offset is None or length is None:
         raise ValueError(f"UID {message.uid} has no recorded place in the mbox")
-    handle.seek(message.mbox_offset)
-    data = handle.read(message.mbox_length)
-    if len(data) != message.mbox_length:
+    # Checked before reading: an edited length must not make us read (or allocate) gigabytes.
+    if offset < 0 or length < 0 or offset + length > os.fstat(handle.fileno()).st_size:
+        raise DamagedCopy(_("the recorded place of UID {uid} (byte {offset}, {length} bytes) is not inside the "
+                            "mbox file").format(uid=message.uid, offset=offset, length=length))
+    handle.seek(offset)
+    data = handle.read(length)
+    if len(data) != length:
         raise ValueError(f"mbox is shorter than the entry of UID {message.uid}")
     return mboxrd.body_from_entry(data, message.size)
 
@@ -310,11 +317,11 @@ def _entry_matches(handle: BinaryIO, offset: int, length: int, message: StoredMe
     return len(body) == message.size and hashlib.sha256(body).hexdigest() == message.sha256
 
 
-def _truncate_quietly(path: Path, length: int) -> None:
+def _truncate_quietly(path: Path, length: int, root: Path) -> None:
     try:
-        with open(path, "r+b") as handle:
+        with open_regular(path, write=True, root=root) as handle:
             handle.truncate(length)
-    except OSError:
+    except (OSError, ValueError):
         pass  # the next run's recovery cuts the file back to the committed length
 
 

@@ -73,6 +73,7 @@ class SweepOptions:
     max_bytes_per_second: int | None = None
     verify: bool = True
     verify_max_age: timedelta | None = None  # skip files verified more recently than this
+    max_time: timedelta | None = None  # --max-time: each account's backup, over the config's max_time
     report_dir: Path | None = None  # also write each account's verify reports here
     batch_size: int = 500
     max_retries: int = 5

@@ -114,7 +114,7 @@ class AccountOutcome:
     """What a sweep did for one account."""
 
     settings: AccountSettings
-    backup: str = "not run"  # ok | warnings | failed | interrupted | not run
+    backup: str = "not run"  # ok | warnings | failed | interrupted | out of time | not run
     verify: str = "not run"  # complete | incomplete | corrupt | failed | skipped | not run
     messages: int = 0  # fetched in this sweep
     bytes: int = 0
@@ -141,9 +141,13 @@ class AccountOutcome:
     def record_backup(self, stats: RunStats) -> None:
         self.messages += stats.messages
         self.bytes += stats.bytes
-        self.backup = "interrupted" if stats.interrupted else "warnings" if stats.has_warnings else "ok"
+        self.backup = "interrupted" if stats.interrupted else "out of time" if stats.out_of_time \
+            else "warnings" if stats.has_warnings else "ok"
         self.codes["backup"] = run_exit_code(stats)
         self.backup_problems = [text for folder in stats.folders for text in folder_problems(folder)]
+        if stats.out_of_time:
+            self.backup_problems.append(_("stopped at the time limit (max_time): what was saved is kept; "
+                                          "the next sweep continues"))
 
     def record_verify(self, result: VerifyResult, code: ExitCode) -> None:
         self.verify = result.status.value
@@ -303,6 +307,7 @@ class _SweepWorker:
         self.progress = progress
         self.outcomes = outcomes
         self.passwords = Passwords(options.password)
+        self._started: dict[int, float] = {}  # per account: when its first backup attempt began (max_time)
 
     def __call__(self, job: Job) -> Again | None:
         outcome = self.outcomes[id(job.settings)]
@@ -354,6 +359,9 @@ class _SweepWorker:
                 again = self._backup(job, outcome, session, archive)
                 if again is not None or self.options.stop.is_set():
                     return again
+                if outcome.backup == "out of time":  # its verification would run past the limit too
+                    outcome.verify = "skipped"
+                    return None
                 job.stage = "verify"
             if not self.options.verify:
                 outcome.verify = "skipped"
@@ -368,7 +376,7 @@ class _SweepWorker:
         engine_options = BackupOptions(
             include=settings.include, exclude=settings.exclude, batch_messages=options.batch_size,
             batch_bytes=batch_bytes, max_retries=options.max_retries, retry_delay=options.retry_delay,
-            stop=options.stop, busy_wait=job.budget,
+            stop=options.stop, busy_wait=job.budget, stop_at=self._stop_at(job),
         )
         progress = _EngineProgress(settings.account, self.progress, self.limits.bucket(settings.host), options.stop)
         stats = BackupEngine(session, archive, engine_options, progress).run()
@@ -378,6 +386,13 @@ class _SweepWorker:
             # The server wanted a long pause: give the connection to another account and come back.
             return requeue(job, job.budget.last, deferred, options)
         return None
+
+    def _stop_at(self, job: Job) -> float | None:
+        """max_time counts per account, from its first backup attempt (a requeued account keeps its clock)."""
+        limit = self.options.max_time or job.settings.max_time
+        if limit is None:
+            return None
+        return self._started.setdefault(id(job.settings), time.monotonic()) + limit.total_seconds()
 
     def _verify(self, job: Job, outcome: AccountOutcome, session: ImapSession, archive: Archive) -> Again | None:
         settings = job.settings

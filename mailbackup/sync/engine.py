@@ -24,6 +24,7 @@ from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, FolderResult, FolderStatus, MessageMeta, RunStats, SelectedFolder
 from mailbackup.state.db import FolderRecord
 from mailbackup.state.rows import now_iso
+from mailbackup.store.guarded import remove
 from mailbackup.store.naming import local_path_for, path_key, unique_local_path
 from mailbackup.sync import allmail, habits, plan
 from mailbackup.sync.commit import Committer
@@ -63,7 +64,7 @@ class BackupEngine:
             selected = plan.select_folders(server_folders, self.options.include, self.options.exclude)
             self._announce(selected)
             for info in selected:
-                if self.options.stop.is_set():
+                if self.options.should_stop():
                     break
                 result = FolderResult(name=info.name)
                 stats.folders.append(result)
@@ -71,8 +72,9 @@ class BackupEngine:
                     self._sync_folder_safely(info, result)
                 except Interrupted:
                     break
-            if self.options.stop.is_set():
-                stats.interrupted = True
+            if self.options.should_stop():
+                stats.interrupted = self.options.stop.is_set()
+                stats.out_of_time = not stats.interrupted
             elif not self.options.dry_run:
                 stats.folders.extend(allmail.check_skipped(self.parts, server_folders))
         except BaseException:
@@ -110,7 +112,8 @@ class BackupEngine:
         if run_id is None:
             return
         if status is None:
-            status = "interrupted" if stats.interrupted else ("warnings" if stats.has_warnings else "ok")
+            stopped = stats.interrupted or stats.out_of_time
+            status = "interrupted" if stopped else ("warnings" if stats.has_warnings else "ok")
         self.state.finish_run(run_id, status, stats.messages, stats.bytes)
 
     def _list_folders(self) -> tuple[list[FolderInfo], dict[str, FolderStatus]]:
@@ -127,8 +130,8 @@ class BackupEngine:
         spool = self.archive.spool_dir
         if spool.is_dir():
             for leftover in spool.iterdir():
-                if leftover.is_file():
-                    leftover.unlink()
+                if leftover.is_file() or leftover.is_symlink():
+                    remove(leftover, self.archive.root)
 
     def _sync_folder_safely(self, info: FolderInfo, result: FolderResult) -> None:
         try:
@@ -286,3 +289,4 @@ class BackupEngine:
                                      "are kept").format(folder=record.name, count=held))
                 with self.state.transaction():
                     self.state.update_folder(record.id, gone_at=now_iso())
+

@@ -93,7 +93,7 @@ class Fetcher:
                     results.close()
                     fetched += self._fetch_isolating(folder, missing, by_uid)
                 self.committer.commit(folder, fetched)
-                if missing or self.options.stop.is_set():
+                if missing or self.options.should_stop():
                     break
         finally:
             results.close()
@@ -114,7 +114,7 @@ class Fetcher:
         return received
 
     def _check_stop(self) -> None:
-        if self.options.stop.is_set():
+        if self.options.should_stop():  # Ctrl-C, or --max-time
             raise Interrupted(_("stopped by request after the last complete batch"))
 
     def _fetch_isolating(self, folder: FolderSync, batch: list[MessageMeta],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -38,8 +39,15 @@ class BackupOptions:
     max_retries: int = 5
     retry_delay: float = 1.0  # first backoff; doubles per try
     stop: threading.Event = field(default_factory=threading.Event)
+    # --max-time: a time.monotonic() after which the run stops after its last complete batch, as on `stop`
+    stop_at: float | None = None
     # Waits a busy server (throttled, too many connections) may cost this run in all.
     busy_wait: WaitBudget = field(default_factory=WaitBudget)
+
+
+    def should_stop(self) -> bool:
+        """Stopped by request (Ctrl-C, a sweep's signal) or out of time (--max-time)."""
+        return self.stop.is_set() or (self.stop_at is not None and time.monotonic() >= self.stop_at)
 
 
 class BackupProgress(Protocol):

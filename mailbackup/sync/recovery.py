@@ -41,7 +41,13 @@ def repair(parts: SyncParts, folder: FolderSync) -> None:
     no longer holds are kept (verify keeps naming them)."""
     state, store = parts.state, parts.store
     rows = list(state.messages(folder.record.id))
-    damaged = [row for row in rows if store.is_damaged(folder.record.local_path, row)]
+    damages = {(row.uidvalidity, row.uid): store.damage(folder.record.local_path, row) for row in rows}
+    damaged = [row for row in rows if damages[(row.uidvalidity, row.uid)] is not None]
+    for row in damaged:
+        found = damages[(row.uidvalidity, row.uid)]
+        if found is not None and found.tampered:  # someone edited the archive: say which row, touch nothing outside
+            parts.warn(folder, _("folder {folder!r}: UID {uid} ({subject}): {reason}").format(
+                folder=folder.info.name, uid=row.uid, subject=row.subject or "", reason=found.reason))
     fixable = [row for row in damaged if row.gone_at is None]
     if fixable:
         gone = {(row.uidvalidity, row.uid) for row in fixable}
