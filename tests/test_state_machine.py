@@ -111,6 +111,7 @@ class Model:
     def __init__(self) -> None:
         self.rows: dict[str, list[Row]] = {}
         self.folders_gone: set[str] = set()
+        self.validity: dict[str, int] = {}  # each folder's UIDVALIDITY at its last backup
 
     def backed_up(self, server: dict[str, ServerFolder]) -> None:
         for name in self.rows:
@@ -119,6 +120,7 @@ class Model:
         for name, folder in server.items():
             self.folders_gone.discard(name)
             self._sync_folder(self.rows.setdefault(name, []), folder)
+            self.validity[name] = folder.uidvalidity
 
     @staticmethod
     def _sync_folder(rows: list[Row], folder: ServerFolder) -> None:
@@ -145,9 +147,20 @@ class Model:
         return 1 if emptied else 0
 
     def complete(self, server: dict[str, ServerFolder]) -> bool:
-        """Every message on the server now is archived under its UIDVALIDITY and UID."""
+        """Every message on the server now is archived under its UIDVALIDITY and UID; or, where
+        the server changed the folder's UIDVALIDITY since its last backup, each message has a
+        copy of its own with the same content in the generation that backup saw (verify pairs
+        them one to one by SHA-256, as a backup's new generation does)."""
         for name, folder in server.items():
-            archived = {(row.uidvalidity, row.uid) for row in self.rows.get(name, [])}
+            rows = self.rows.get(name, [])
+            then = self.validity.get(name)
+            if then is not None and then != folder.uidvalidity:
+                copies = Counter(row.body for row in rows if row.uidvalidity == then)
+                wanted = Counter(body for body, _flags in folder.messages.values())
+                if any(copies[body] < count for body, count in wanted.items()):
+                    return False
+                continue
+            archived = {(row.uidvalidity, row.uid) for row in rows}
             if any((folder.uidvalidity, uid) not in archived for uid in folder.messages):
                 return False
         return True
