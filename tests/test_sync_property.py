@@ -27,7 +27,7 @@ from mailbackup.model import ConnectionSettings, FolderResult, FolderStatus, Mes
 from mailbackup.state.db import FolderRecord
 from mailbackup.sync import plan
 from mailbackup.sync.engine import BackupEngine
-from mailbackup.sync.folder import BackupOptions
+from mailbackup.sync.folder import BackupOptions, NoBackupProgress
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -83,6 +83,17 @@ def test_plan_folder_fetches_the_new_marks_the_gone_and_keeps_the_rest(server, s
         assert all(todo.known[uid].size == uid * 10 for uid in todo.fetch)
 
 
+@given(server=st.sets(st.integers(1, 120)), stored=st.sets(st.integers(1, 120)))
+def test_a_contradictory_listing_marks_nothing_gone(server, stored):
+    """Issue 13 defect 2: when the server's answers disagree with EXISTS, what they
+    named is fetched but nothing stored is taken as gone (restore --skip-deleted)."""
+    selected = SelectedFolder("INBOX", 7, max(server, default=0) + 1, len(server) + 1, None)
+    facts = plan.FolderFacts(folder_record(7), selected, stored, set(stored), False, None, sorted(server),
+                             consistent=False)
+    todo = plan.plan_folder(facts)
+    assert todo.gone == [] and todo.fetch == sorted(server - stored)
+
+
 @given(server=st.sets(st.integers(1, 50), min_size=1), extra=st.integers(0, 3), hidden=st.integers(0, 3))
 def test_a_listing_that_disagrees_with_examine_is_not_trusted(server, extra, hidden):
     """A server that hides or invents messages in its listing is asked with SEARCH."""
@@ -121,7 +132,7 @@ OPERATIONS = st.lists(
 serial = itertools.count()
 
 
-class StopAfter:
+class StopAfter(NoBackupProgress):
     """Progress that asks the engine to stop after N saved batches (Ctrl-C)."""
 
     def __init__(self, options: BackupOptions, batches: int) -> None:
