@@ -175,6 +175,18 @@ def test_no_answer_agreeing_keeps_every_message_and_verify_is_inconclusive(certs
     assert_no_false_complete(code, output, tmp_path, server.user, [m.body for m in folder.messages])
 
 
+def test_a_backup_verified_on_a_self_contradicting_server_says_it_is_not_proven(certs, tmp_path):
+    folder = inbox()
+    with FakeImapServer([folder], certs=certs, script=LiesAfterTheFirstSession()) as server:
+        assert mailbackup("backup", server, certs, tmp_path)[0] == 0
+        folder.messages.append(Message(4, letter(4)))
+        args = ["backup", server.user, "--server", server.address, "--cafile", str(certs.ca), "--timeout", "5",
+                "--dest", str(tmp_path), "--verify", "--retry-delay", "0.01"]
+        code, output = run_cli_in_process(args, server.password)
+    assert code == ExitCode.INCONCLUSIVE, output  # the worse of the backup's 1 and verify's 10
+    assert "Not proven" in output and "Done:" not in output, output
+
+
 def test_folders_with_an_empty_uid_search_counts_from_exists(certs, tmp_path):
     with FakeImapServer([inbox()], certs=certs, script=EmptyUidRangeSearch()) as server:
         code, output = mailbackup("folders", server, certs, tmp_path)
