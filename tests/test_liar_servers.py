@@ -258,3 +258,32 @@ def test_an_honest_script_is_complete(certs, tmp_path):
         code, output = mailbackup("verify", server, certs, tmp_path)
     assert code == 0, output
     assert_no_false_complete(code, output, tmp_path, server.user, [m.body for m in folder.messages])
+
+
+# -- (e) a count that changes while the folder is listed ---------------------------------------
+
+
+class CountOffByOneEveryOtherExamine(Script):
+    """Every other EXAMINE counts one message more than the folder holds, as if mail arrived
+    (or was expunged) between EXAMINE and the listing: asked again, the answers agree."""
+
+    def __init__(self) -> None:
+        self.examines = 0
+
+    def examine(self, conn, tag, folder):
+        self.examines += 1
+        if self.examines % 2:
+            folder = Folder(folder.wire, [*folder.messages, Message(folder.uidnext + 50, b"x")], folder.uidvalidity,
+                            folder.delimiter, folder.flags)
+        super().examine(conn, tag, folder)
+        conn.selected = conn.server.folder(folder.wire)  # what SEARCH and FETCH answer from
+
+
+def test_a_count_that_changes_during_the_listing_is_asked_again_not_inconclusive(certs, tmp_path):
+    folder = inbox()
+    with FakeImapServer([folder], certs=certs, script=CountOffByOneEveryOtherExamine()) as server:
+        first, output = mailbackup("backup", server, certs, tmp_path)
+        assert first == 0, output
+        code, output = mailbackup("verify", server, certs, tmp_path)
+    assert code == 0 and "3 messages on the server" in output, output
+    assert_no_false_complete(code, output, tmp_path, server.user, [m.body for m in folder.messages])

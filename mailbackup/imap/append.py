@@ -215,7 +215,8 @@ class TargetMailbox:
         with EXISTS (listing.py), so a target whose `UID SEARCH UID 1:*` answers
         nothing (imap4d) is listed another way, and one that contradicts itself
         says so (`Listing.consistent`)."""
-        listing = list_folder(self.session)
+        name = self.session.selected
+        listing = list_folder(self.session, reopen=None if name is None else lambda: self.select(name))
         uids = [uid for uid in listing.uids if uid >= first_uid]
         messages: list[TargetMessage] = []
         for start in range(0, len(uids), INDEX_CHUNK):

@@ -57,9 +57,21 @@ class Listing:
 
 
 def list_folder(session: ImapSession, listed: list[MessageMeta] | None = None, *,
-                need_sizes: bool = False) -> Listing:
+                need_sizes: bool = False, reopen: Callable[[], object] | None = None) -> Listing:
     """The selected folder's UIDs (and, with `need_sizes` or a `listed`
-    FETCH, their metas), cross-checked with EXISTS as the module says."""
+    FETCH, their metas), cross-checked with EXISTS as the module says.
+
+    When no answer agreed and `reopen` is given (select the folder again),
+    the folder is asked once more from a fresh EXISTS: mail that arrived or
+    was expunged while it was listed must not make it look contradictory."""
+    first = _list_once(session, listed, need_sizes)
+    if first.consistent or reopen is None:
+        return first
+    reopen()
+    return _list_once(session, None, need_sizes)
+
+
+def _list_once(session: ImapSession, listed: list[MessageMeta] | None, need_sizes: bool) -> Listing:
     session.note_exists()  # e.g. our own APPENDs since the folder was selected
     answers: list[tuple[str, int]] = []
     seen_uids: set[int] = set()

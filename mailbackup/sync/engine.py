@@ -180,7 +180,8 @@ class BackupEngine:
             listed = plan.below_uidnext(listed, selected)
         else:
             listed = None
-        listing = self.parts.call(folder, lambda: list_folder(self.session, listed))
+        listing = self.parts.call(folder, lambda: list_folder(self.session, listed,
+                                                              reopen=lambda: self.session.examine(name)))
         if not listing.consistent:  # keep everything; the numbers go to the user and the report
             self.parts.warn(folder, listing.contradiction(name))
         known = listing.metas if listing.consistent else None

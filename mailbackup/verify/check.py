@@ -124,7 +124,8 @@ def _read_server_folder(session: ImapSession, archive: Archive, name: str) -> Se
     try:
         selected = _retrying(session, None, lambda: session.examine(name))
         folder.uidvalidity = selected.uidvalidity
-        listing = _retrying(session, name, lambda: list_folder(session, need_sizes=True))
+        listing = _retrying(session, name, lambda: list_folder(session, need_sizes=True,
+                                                               reopen=lambda: session.examine(name)))
         folder.metas.update(listing.metas or {})
         if not listing.consistent:
             folder.contradiction = listing.describe()
