@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     STORAGE = 7  # local disk: full, read-only, permission, damaged state
     CORRUPT = 8  # verify found archived mail damaged
     PROTOCOL = 9  # the server answered something we cannot use
+    INCONCLUSIVE = 10  # verify could not tell: the server's answers contradicted each other
     INTERRUPTED = 130  # Ctrl-C: stopped cleanly after the current batch
 
 
@@ -35,7 +36,8 @@ class ExitCode(IntEnum):
 # administrator (password, certificate); then what may pass by itself (server
 # down or odd, archive in use by another run).  The README lists this order.
 SEVERITY: tuple[ExitCode, ...] = (
-    ExitCode.OK, ExitCode.WARNINGS, ExitCode.LOCKED, ExitCode.PROTOCOL, ExitCode.CONNECTION, ExitCode.TLS,
+    ExitCode.OK, ExitCode.WARNINGS, ExitCode.LOCKED, ExitCode.PROTOCOL, ExitCode.INCONCLUSIVE,
+    ExitCode.CONNECTION, ExitCode.TLS,
     ExitCode.AUTH, ExitCode.USAGE, ExitCode.STORAGE, ExitCode.CORRUPT, ExitCode.INTERRUPTED,
 )
 

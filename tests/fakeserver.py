@@ -429,6 +429,17 @@ class Script:
                                                                      " ".join(message.flags).encode()))
         conn.send(tag + b" OK Store completed.\r\n")
 
+    def do_fetch(self, conn: Conn, tag: bytes, args: bytes) -> None:
+        """FETCH by message sequence numbers (``FETCH 1:* (UID RFC822.SIZE)``)."""
+        folder = conn.selected
+        if folder is None:
+            conn.send(tag + b" BAD No mailbox selected.\r\n")
+            return
+        sequence, _, items = args.partition(b" ")
+        numbers = uid_set(sequence, len(folder.messages)) if folder.messages else []
+        uids = [folder.messages[number - 1].uid for number in numbers if 1 <= number <= len(folder.messages)]
+        self.fetch(conn, tag, folder, uids, items)
+
     def do_create(self, conn: Conn, tag: bytes, args: bytes) -> None:
         wanted = parse_args(args)[0]
         assert isinstance(wanted, bytes)
@@ -688,6 +699,17 @@ class EmptyUidRangeSearch(Script):
     def do_uid(self, conn: Conn, tag: bytes, args: bytes) -> None:
         verb, _, criteria = args.partition(b" ")
         if verb.upper() == b"SEARCH" and conn.selected is not None and b"UID" in criteria.upper():
+            conn.send(b"* SEARCH\r\n" + tag + b" OK Search completed.\r\n")
+            return
+        super().do_uid(conn, tag, args)
+
+
+class SearchesEmpty(EmptyUidRangeSearch):
+    """Every SEARCH of a selected folder answers an empty ``* SEARCH`` (`UID SEARCH ALL`
+    too), while EXAMINE still counts the messages: only a FETCH can list them."""
+
+    def do_uid(self, conn: Conn, tag: bytes, args: bytes) -> None:
+        if args.upper().startswith(b"SEARCH") and conn.selected is not None:
             conn.send(b"* SEARCH\r\n" + tag + b" OK Search completed.\r\n")
             return
         super().do_uid(conn, tag, args)

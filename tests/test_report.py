@@ -264,8 +264,8 @@ def test_report_summarizes_all_accounts(two_accounts: tuple[Path, ImapUser, Imap
     done = mailbackup("report", "--config", config)
     assert done.returncode == 1, done.stderr  # two accounts never verified
     summary = validated(dest / "reports" / "summary.json", "summary")
-    assert summary["totals"] == {"accounts": 3, "complete": 1, "incomplete": 0, "corrupt": 0, "failed": 0,
-                                 "never_verified": 2, "overdue": 2, "messages": 4,
+    assert summary["totals"] == {"accounts": 3, "complete": 1, "incomplete": 0, "inconclusive": 0, "corrupt": 0,
+                                 "failed": 0, "never_verified": 2, "overdue": 2, "messages": 4,
                                  "bytes": summary["totals"]["bytes"]}
     rows = {row["account"]: row for row in summary["accounts"]}
     assert rows[verified.name]["status"] == "complete" and rows[verified.name]["last_backup"]

@@ -83,6 +83,17 @@ def test_plan_folder_fetches_the_new_marks_the_gone_and_keeps_the_rest(server, s
         assert all(todo.known[uid].size == uid * 10 for uid in todo.fetch)
 
 
+@given(server=st.sets(st.integers(1, 120)), stored=st.sets(st.integers(1, 120)))
+def test_a_contradictory_listing_marks_nothing_gone(server, stored):
+    """Issue 13 defect 2: when the server's answers disagree with EXISTS, what they
+    named is fetched but nothing stored is taken as gone (restore --skip-deleted)."""
+    selected = SelectedFolder("INBOX", 7, max(server, default=0) + 1, len(server) + 1, None)
+    facts = plan.FolderFacts(folder_record(7), selected, stored, set(stored), False, None, sorted(server),
+                             consistent=False)
+    todo = plan.plan_folder(facts)
+    assert todo.gone == [] and todo.fetch == sorted(server - stored)
+
+
 @given(server=st.sets(st.integers(1, 50), min_size=1), extra=st.integers(0, 3), hidden=st.integers(0, 3))
 def test_a_listing_that_disagrees_with_examine_is_not_trusted(server, extra, hidden):
     """A server that hides or invents messages in its listing is asked with SEARCH."""

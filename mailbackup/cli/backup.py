@@ -130,6 +130,10 @@ def explain(ctx: Context, result: VerifyResult, root: Path, html_report: Path) -
         ctx.echo(_("Not finished: {missing} of {count} messages are not in the backup yet. Run the same command "
                    "again; if they are still missing, show the report to your unit's computer officer.").format(
                      missing=totals.missing + totals.size_mismatch, count=totals.server_messages))
+    elif result.status is Status.INCONCLUSIVE:
+        ctx.echo(_("Not proven: the server's answers on what some folders hold contradict each other, so the backup "
+                   "keeps every message and cannot say it is complete. Show the report to your unit's computer "
+                   "officer."))
     elif result.status is Status.CORRUPT:
         ctx.echo(ngettext("Warning: {count} copy in the backup is damaged. Run `mailbackup backup --repair "
                           "{account}`, and show the report to your unit's computer officer.",

@@ -19,7 +19,7 @@ from mailbackup.cli.common import (
     verbosity_options,
 )
 from mailbackup.cli.progress import TqdmProgress
-from mailbackup.cli.restore import run_restore, target_connection, target_options
+from mailbackup.cli.restore import check_options, run_restore, target_connection, target_options
 from mailbackup.errors import ExitCode, run_exit_code, worst_exit_code
 from mailbackup.i18n import _
 from mailbackup.restore.migrate import back_up_source
@@ -40,14 +40,14 @@ from mailbackup.sync.folder import BackupOptions
 @click.option("--format", "format_", type=click.Choice(FORMATS), default=None,
               help=_("Archive format, Maildir (default) or mbox; fixed by the archive's first run."))
 @folder_filter_options
-@click.option("--check/--no-check", default=True, show_default=True,
-              help=_("After uploading, check every message on the target (size, flags, date)."))
+@check_options
 @server_options
 @verbosity_options
 @handle_errors
 def migrate(account: str, to_account: str, to_server: str | None, to_cafile: str | None, to_starttls: bool,
             to_insecure: bool, batch_size: int, skip_deleted: bool, dest: str | None, format_: str | None,
-            include: tuple[str, ...], exclude: tuple[str, ...], check: bool, **options: Any) -> None:
+            include: tuple[str, ...], exclude: tuple[str, ...], check_mode: str, no_check: bool,
+            **options: Any) -> None:
     ctx = build_context(account, dest=dest, format=format_, include=include, exclude=exclude, **options)
     private_umask()
     settings = ctx.account
@@ -56,6 +56,7 @@ def migrate(account: str, to_account: str, to_server: str | None, to_cafile: str
     restore_options = RestoreOptions(
         target=UploadTarget(target_settings.server.host.lower(), to_account), include=settings.include,
         exclude=settings.exclude, skip_deleted=skip_deleted, batch_messages=batch_size, stop=backup_options.stop,
+        check_content=check_mode == "full",
     )
     with open_archive(settings.dest, settings.account, format=settings.format) as archive:
         with ctx.session() as source, stop_on_ctrl_c(backup_options.stop):
@@ -70,5 +71,5 @@ def migrate(account: str, to_account: str, to_server: str | None, to_cafile: str
         backup_code = run_exit_code(stats)
         if backup_code == ExitCode.INTERRUPTED:
             raise SystemExit(int(backup_code))
-        restore_code = run_restore(ctx, archive, target_settings, restore_options, check=check)
+        restore_code = run_restore(ctx, archive, target_settings, restore_options, check=not no_check)
     raise SystemExit(int(worst_exit_code([backup_code, restore_code])))

@@ -31,7 +31,7 @@ from mailbackup.verify.summary import (
     "Regenerate the verification reports and write summary.json, summary.csv and summary.html for all accounts "
     "under DEST.\n\n"
     "Exit code: 0 when every account is verified complete, 1 when any is incomplete, failed or never verified, "
-    "8 when any is corrupt."))
+    "10 when any is inconclusive (the server contradicted itself), 8 when any is corrupt."))
 @click.option("--dest", type=click.Path(file_okay=False), default=None,
               help=_("Archive root holding the accounts (default ./mail-backup)."))
 @click.option("--report-dir", type=click.Path(file_okay=False), default=None,

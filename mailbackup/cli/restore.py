@@ -28,7 +28,7 @@ from mailbackup.imap.append import TargetMailbox
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import ConnectionSettings, FolderResult, ServerAddress, TLSMode
 from mailbackup.restore.migrate import check_and_report, restore_and_check
-from mailbackup.restore.targetcheck import TargetCheck
+from mailbackup.restore.targetcheck import FolderCheck, TargetCheck
 from mailbackup.restore.upload import FolderRestoreResult, RestoreOptions, RestoreStats
 from mailbackup.state.uploads import UploadTarget
 
@@ -57,6 +57,16 @@ def target_options(func: F) -> F:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def check_options(func: F) -> F:
+    """How the target is checked after uploading (restore and migrate)."""
+    func = click.option("--no-check", is_flag=True, help=_("Do not check the target after uploading."))(func)
+    return click.option(
+        "--check", "check_mode", type=click.Choice(["full", "quick"]), default="full", show_default=True,
+        help=_("After uploading, check every message on the target: full fetches each one and compares its "
+               "SHA-256 with the archive's (a server may keep the size and change the bytes); quick compares "
+               "size, flags and date only."))(func)
 
 
 def target_connection(ctx: Context, to_server: str | None, to_cafile: str | None, to_starttls: bool,
@@ -107,8 +117,9 @@ class TqdmRestoreProgress:
     "Upload ACCOUNT's archive to TARGET_ACCOUNT, into the same folders, with read/flagged marks and original "
     "dates; then check it is all there.\n\n"
     "Safe to run again: messages already uploaded are skipped, and after an interruption the ones in flight are "
-    "looked for on the target first.  Exit code: 0 all there, 1 some messages or folders could not be restored "
-    "(listed, and in reports/restore-verify.json), 3/4/5 login or connection."))
+    "looked for on the target first.  Exit code: 0 all there, 1 some messages or folders could not be restored, "
+    "or the check found messages missing, changed by the target or impossible to check (listed, and in "
+    "reports/restore-verify.json), 3/4/5 login or connection."))
 @click.argument("account")
 @target_options
 @click.option("--dest", type=click.Path(file_okay=False), default=None,
@@ -116,8 +127,7 @@ class TqdmRestoreProgress:
 @folder_filter_options
 @click.option("--dry-run", is_flag=True, help=_("Show which folders and how many messages would go where."))
 @click.option("--verify-only", is_flag=True, help=_("Upload nothing; only check the target against the archive."))
-@click.option("--check/--no-check", default=True, show_default=True,
-              help=_("After uploading, check every message on the target (size, flags, date)."))
+@check_options
 @click.option("--timeout", type=float, default=None, help=_("Seconds to wait for the server (default 60)."))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help=_("YAML config with defaults and accounts."))
@@ -125,16 +135,18 @@ class TqdmRestoreProgress:
 @handle_errors
 def restore(account: str, to_account: str, to_server: str | None, to_cafile: str | None, to_starttls: bool,
             to_insecure: bool, batch_size: int, skip_deleted: bool, dest: str | None, include: tuple[str, ...],
-            exclude: tuple[str, ...], dry_run: bool, verify_only: bool, check: bool, **options: Any) -> None:
+            exclude: tuple[str, ...], dry_run: bool, verify_only: bool, check_mode: str, no_check: bool,
+            **options: Any) -> None:
     ctx = build_context(account, dest=dest, include=include, exclude=exclude, **options)
     private_umask()
     settings = target_connection(ctx, to_server, to_cafile, to_starttls, to_insecure)
     restore_options = RestoreOptions(
         target=UploadTarget(settings.server.host.lower(), to_account), include=ctx.account.include,
         exclude=ctx.account.exclude, skip_deleted=skip_deleted, dry_run=dry_run, batch_messages=batch_size,
+        check_content=check_mode == "full",
     )
     with open_archive(ctx.account.dest, account, lock=True, create=False) as archive:
-        code = run_restore(ctx, archive, settings, restore_options, check=check, verify_only=verify_only)
+        code = run_restore(ctx, archive, settings, restore_options, check=not no_check, verify_only=verify_only)
     raise SystemExit(int(code))
 
 
@@ -207,21 +219,35 @@ def summarize(ctx: Context, stats: RestoreStats) -> None:
 def summarize_check(ctx: Context, check: TargetCheck, report: str) -> None:
     totals = check.totals()
     if check.complete:
-        ctx.echo(_("Check: all {count} messages are on the target with the same size, flags and date ({report}).")
-                 .format(count=totals["messages"], report=report))
+        text = (_("Check: all {count} messages are on the target with the same content, size, flags and date "
+                  "({report}).") if check.content else
+                _("Check: all {count} messages are on the target with the same size, flags and date ({report})."))
+        ctx.echo(text.format(count=totals["messages"], report=report))
         return
     for folder in check.folders:
         if folder.status != "ok":
-            problems = ", ".join(text.format(count=len(getattr(folder, kind))) for kind, text in (
-                ("missing", _("{count} missing")), ("size_mismatch", _("{count} size mismatch")),
-                ("flags_mismatch", _("{count} flags mismatch")), ("date_mismatch", _("{count} date mismatch")))
-                if getattr(folder, kind))
-            detail = folder.error or problems
-            ctx.echo(_("  CHECK   {source} → {target}: {detail}").format(
-                source=folder.source, target=folder.target, detail=detail), err=True)
+            _summarize_folder_check(ctx, folder)
     ctx.echo(_("Check: {present} of {count} messages are on the target as archived; {missing} missing, "
                "{size_mismatch} with another size, {flags_mismatch} with other flags, {date_mismatch} with another "
                "date (details: {report}).").format(
         present=totals["present"], count=totals["messages"], missing=totals["missing"],
         size_mismatch=totals["size_mismatch"], flags_mismatch=totals["flags_mismatch"],
         date_mismatch=totals["date_mismatch"], report=report))
+    if totals["content_mismatch"] or totals["unchecked"]:
+        ctx.echo(_("Check: {changed} with other content (the target changed their bytes), {unchecked} could not be "
+                   "checked.").format(changed=totals["content_mismatch"], unchecked=totals["unchecked"]))
+
+
+def _summarize_folder_check(ctx: Context, folder: FolderCheck) -> None:
+    problems = ", ".join(text.format(count=len(getattr(folder, kind))) for kind, text in (
+        ("missing", _("{count} missing")), ("size_mismatch", _("{count} size mismatch")),
+        ("flags_mismatch", _("{count} flags mismatch")), ("date_mismatch", _("{count} date mismatch")),
+        ("content_mismatch", _("{count} content changed")), ("unchecked", _("{count} could not be checked")))
+        if getattr(folder, kind))
+    ctx.echo(_("  CHECK   {source} → {target}: {detail}").format(
+        source=folder.source, target=folder.target, detail=folder.error or problems), err=True)
+    # A changed message is named: its reason says which and how (it cannot be told from the counts).
+    for entry in folder.content_mismatch[:FAILURES_SHOWN]:
+        ctx.echo(f"      {entry.reason}", err=True)
+    if folder.unchecked:
+        ctx.echo(f"      {folder.unchecked[0].reason}", err=True)

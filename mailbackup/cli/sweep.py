@@ -44,7 +44,8 @@ NOISY_LOGGERS = ("imapclient", "imaplib")
     "password_file or the keyring (`mailbackup auth set`, `mailbackup auth import`); nobody is asked.  "
     "Writes summary.json/.csv/.html and sweep.json/.csv into DEST/reports (per shard: DEST/reports/shard-I-of-N).\n\n"
     "Exit code: the worst account's, in this order (worst last): 0 ok, 1 warnings, 6 archive in use, 9 server "
-    "error, 4 connection, 5 TLS, 3 password, 2 config, 7 local storage, 8 corrupt, 130 interrupted."))
+    "error, 10 verification inconclusive, 4 connection, 5 TLS, 3 password, 2 config, 7 local storage, 8 corrupt, "
+    "130 interrupted."))
 @click.argument("config", type=click.Path(dir_okay=False, exists=True))
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None,
               help=_("Accounts at once, one thread each (default: the config's jobs, else 4)."))
@@ -322,7 +323,7 @@ EXIT_WORDS = {
     ExitCode.OK: N_("ok"), ExitCode.WARNINGS: N_("warnings"), ExitCode.USAGE: N_("usage"), ExitCode.AUTH: N_("auth"),
     ExitCode.CONNECTION: N_("connection"), ExitCode.TLS: N_("tls"), ExitCode.LOCKED: N_("locked"),
     ExitCode.STORAGE: N_("storage"), ExitCode.CORRUPT: N_("corrupt"), ExitCode.PROTOCOL: N_("protocol"),
-    ExitCode.INTERRUPTED: N_("interrupted"),
+    ExitCode.INCONCLUSIVE: N_("inconclusive"), ExitCode.INTERRUPTED: N_("interrupted"),
 }
 def _first_problem(outcome: AccountOutcome) -> str:
     problems = ([outcome.error] if outcome.error else []) + outcome.problems

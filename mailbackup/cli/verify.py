@@ -59,8 +59,8 @@ class TqdmVerifyProgress:
     "Compare ACCOUNT's server with its archive, message by message, and check every archived file against the "
     "hash recorded when it was saved.\n\n"
     "Writes verify.json, verify.csv and verify.html into the archive's reports/ directory.  Exit code: "
-    "0 complete, 1 incomplete or warnings, 8 corrupt, 3/4/5 when the server could not be reached (a `failed` "
-    "report is written)."))
+    "0 complete, 1 incomplete or warnings, 10 inconclusive (the server's answers contradicted each other), "
+    "8 corrupt, 3/4/5 when the server could not be reached (a `failed` report is written)."))
 @click.argument("account")
 @click.option("--dest", type=click.Path(file_okay=False), default=None,
               help=_("Archive root holding ACCOUNT's backup (default ./mail-backup)."))
@@ -136,6 +136,8 @@ def _summarize(ctx: Context, result: VerifyResult, html_report: Path) -> None:
 def _summarize_folder(ctx: Context, folder: FolderReport) -> None:
     if folder.status is not Status.COMPLETE:
         counts = _problem_counts(len(folder.missing), len(folder.corrupt), len(folder.size_mismatch))
+        if folder.contradiction:
+            counts.insert(0, _("the server's answers disagree: {numbers}").format(numbers=folder.contradiction))
         shown = ", ".join(counts) or folder.error or ""
         ctx.echo(f"  {status_label(folder.status.value)} {folder.name}: {shown}")
         for entry in (folder.missing + folder.corrupt + folder.size_mismatch)[:SHOWN_PER_FOLDER]:

@@ -31,6 +31,7 @@ import imapclient
 from mailbackup.errors import FolderError, ServerError
 from mailbackup.i18n import _
 from mailbackup.imap import wire
+from mailbackup.imap.listing import Listing, list_folder
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, message_flags
 
@@ -98,6 +99,11 @@ class TargetMessage:
     header: bytes  # the Message-ID header field (or nothing)
 
 
+# Products whose greeting names them; a report says "Cyrus" rather than a host name.
+SERVER_PRODUCTS = re.compile(r"Cyrus IMAP[^ ]*( v?[0-9][^ ]*)?|Dovecot|Courier-IMAP|GNU Mailutils[^ ]*|"
+                             r"Microsoft Exchange|Gimap|Zimbra|hoodiecrow", re.I)
+
+
 class TargetMailbox:
     def __init__(self, session: ImapSession) -> None:
         self.session = session
@@ -110,6 +116,13 @@ class TargetMailbox:
         self.session.reconnect()
 
     # -- what the server offers ---------------------------------------
+    @property
+    def name(self) -> str:
+        """The server's product as its greeting names it (Cyrus, Dovecot, …), else its address."""
+        welcome = _text(self.client.welcome or b"")
+        product = SERVER_PRODUCTS.search(welcome)
+        return product.group(0) if product else str(self.session.settings.server)
+
     @property
     def can_multiappend(self) -> bool:
         return self.session.has_capability("MULTIAPPEND")
@@ -156,6 +169,9 @@ class TargetMailbox:
                 folder=name, error=exc.message)) from None
         self.session.selected = name
         values = {_text(key).upper(): value for key, value in response.items()}
+        self.session.exists = int(values.get("EXISTS", 0))
+        with self.session.translated():
+            wire.pop_untagged(self.client, "EXISTS")  # SELECT's own: counted above
         return TargetFolder(
             name=name, uidvalidity=int(values.get("UIDVALIDITY", 0)), uidnext=int(values.get("UIDNEXT", 0) or 0),
             exists=int(values.get("EXISTS", 0)),
@@ -192,16 +208,23 @@ class TargetMailbox:
     def index(self, first_uid: int = 1) -> list[TargetMessage]:
         """Size, flags, date and Message-ID of every message from `first_uid` on,
         in the selected folder."""
-        with self.session.translated():
-            found = self.client.search(["UID", f"{max(first_uid, 1)}:*"])
-        uids = sorted(uid for uid in found if uid >= first_uid)
+        return self.index_listing(first_uid)[0]
+
+    def index_listing(self, first_uid: int = 1) -> tuple[list[TargetMessage], Listing]:
+        """`index`, and how the folder was listed: its UIDs are cross-checked
+        with EXISTS (listing.py), so a target whose `UID SEARCH UID 1:*` answers
+        nothing (imap4d) is listed another way, and one that contradicts itself
+        says so (`Listing.consistent`)."""
+        name = self.session.selected
+        listing = list_folder(self.session, reopen=None if name is None else lambda: self.select(name))
+        uids = [uid for uid in listing.uids if uid >= first_uid]
         messages: list[TargetMessage] = []
         for start in range(0, len(uids), INDEX_CHUNK):
             chunk = uids[start:start + INDEX_CHUNK]
             with self.session.translated(), wire.message_literals(self.client):
                 rows = self.client.fetch(chunk, list(INDEX_ITEMS))
             messages.extend(_target_message(uid, rows[uid]) for uid in chunk if uid in rows)
-        return messages
+        return messages, listing
 
     def flags_of(self, uids: Sequence[int]) -> dict[int, tuple[str, ...]]:
         """The flags of messages of the selected folder, by UID (no \\Recent)."""

@@ -48,6 +48,7 @@ from mailbackup.store.body import MessageBody
 from mailbackup.text import printable, system_error
 
 OUR_TAG = re.compile(rb"MB\d+ ")
+EXISTS_LINE = re.compile(rb"\* (\d+) EXISTS\s*$", re.I)
 _tags = itertools.count(1)
 
 
@@ -88,6 +89,7 @@ class FetchPipeline:
         self.depth = max(1, depth)
         self.pipelining_refused = False
         self._sent_behind: set[bytes] = set()  # tags sent while an earlier command was unanswered
+        self.exists_seen: int | None = None  # the last untagged EXISTS a listing read
 
     def run(self, batches: Iterable[list[int]]) -> Generator[BatchResult, None, None]:
         """Yield each batch's result, in order, as its command completes."""
@@ -114,16 +116,18 @@ class FetchPipeline:
                 raise
             self._fill(todo, in_flight, owner)
 
-    def fetch_meta(self, sequence: str) -> list[MetaRow]:
+    def fetch_meta(self, sequence: str, *, by_sequence: bool = False) -> list[MetaRow]:
         """UID, size, flags and INTERNALDATE of the messages in `sequence`,
         read with the same reader as bodies (imapclient's generic parser
-        costs more than the rest of an incremental run)."""
-        return self.read_meta(self.send_meta(sequence))
+        costs more than the rest of an incremental run).  `by_sequence`:
+        message sequence numbers (plain FETCH) instead of UIDs."""
+        return self.read_meta(self.send_meta(sequence, by_sequence=by_sequence))
 
-    def send_meta(self, sequence: str) -> bytes:
+    def send_meta(self, sequence: str, *, by_sequence: bool = False) -> bytes:
         """Send the FETCH of `fetch_meta` without waiting: its tag, for `read_meta`."""
         tag = f"MB{next(_tags)}".encode()
-        self._send(tag + b" UID FETCH " + sequence.encode("ascii") + b" (UID RFC822.SIZE FLAGS INTERNALDATE)\r\n")
+        command = b" FETCH " if by_sequence else b" UID FETCH "
+        self._send(tag + command + sequence.encode("ascii") + b" (UID RFC822.SIZE FLAGS INTERNALDATE)\r\n")
         return tag
 
     def read_meta(self, tag: bytes) -> list[MetaRow]:
@@ -145,6 +149,9 @@ class FetchPipeline:
             discard(literals)
             if text[2:40].upper().startswith(b"BYE"):
                 raise _closed(text)
+            exists = EXISTS_LINE.match(text)
+            if exists:  # mail arrived (or left) meanwhile: the folder's count now
+                self.exists_seen = int(exists.group(1))
             row = meta_row(text)
             if row is not None:
                 rows.append(row)

@@ -53,6 +53,8 @@ class ImapSession:
         self._client: imapclient.IMAPClient | None = None
         self.compressed = False
         self.selected: str | None = None
+        # The selected folder's message count: EXAMINE's EXISTS, then each untagged EXISTS since.
+        self.exists = 0
         # Names from LIST that cannot be sent back as the server sent them: name → raw bytes.
         self.unusable_names: dict[str, bytes] = {}
         # The server mishandles pipelined commands (pipeline.py): one command in flight from then on,
@@ -259,7 +261,11 @@ class ImapSession:
             raise FolderError(_("cannot open folder {folder!r}: {error}").format(folder=name, error=exc.message)) \
                 from None
         self.selected = name
-        return _selected_folder(name, response)
+        selected = _selected_folder(name, response)
+        self.exists = selected.exists
+        with self.translated():
+            wire.pop_untagged(self.client, "EXISTS")  # EXAMINE's own: counted above
+        return selected
 
     def examine_listing(self, name: str) -> tuple[SelectedFolder, list[MessageMeta]]:
         """EXAMINE, and UID, size, flags and date of every message, in one round
@@ -287,6 +293,7 @@ class ImapSession:
                     _("cannot open folder {folder!r}: {error}").format(folder=name, error=reply))
             self.selected = name
             selected = _selected_folder(name, wire.mark_selected(client, True))
+            self.exists = selected.exists
             try:
                 rows = reader.read_meta(fetch_tag)
             except PipelinedCommandRefused as exc:
@@ -294,6 +301,7 @@ class ImapSession:
                 log.info("FETCH sent with EXAMINE refused (%s); one command at a time from now on", exc.message)
                 self.one_command_at_a_time = True
                 return selected, self.fetch_meta("1:*")
+        self.note_exists(reader.exists_seen)
         return selected, _metas(rows, None)
 
     # -- messages -----------------------------------------------------
@@ -302,7 +310,37 @@ class ImapSession:
         is below n (RFC 3501 §6.4.8), so the result is filtered."""
         with self.translated():
             found = self.client.search(["UID", f"{first_uid}:*"])
+        self.note_exists()
         return sorted(uid for uid in found if uid >= first_uid)
+
+    def search_all_uids(self) -> list[int]:
+        """`UID SEARCH ALL`: the other way to ask, for a server whose answer to
+        `UID SEARCH UID 1:*` contradicts EXISTS (GNU mailutils imap4d 3.15)."""
+        with self.translated():
+            found = self.client.search(["ALL"])
+        self.note_exists()
+        return sorted(found)
+
+    def fetch_meta_by_sequence(self) -> list[MessageMeta]:
+        """`FETCH 1:* (UID RFC822.SIZE ...)` by message sequence numbers: every
+        message EXISTS counts, whatever the server's UID index says."""
+        reader = FetchPipeline(*wire.stream_of(self.client), spool_dir=None, spool_above=1 << 16)
+        with self.translated():
+            rows = reader.fetch_meta("1:*", by_sequence=True)
+        self.note_exists(reader.exists_seen)
+        return _metas(rows, None)
+
+    def note_exists(self, seen: int | None = None) -> None:
+        """Keep the latest EXISTS: one read off the stream (`seen`), or the last
+        imapclient kept among the untagged answers since (an APPEND's, a SEARCH's)."""
+        if seen is None:
+            updates = wire.pop_untagged(self.client, "EXISTS")
+            try:
+                seen = _opt_int(updates[-1]) if updates else None
+            except ValueError:  # not a number: the count we had stands
+                seen = None
+        if seen is not None:
+            self.exists = seen
 
     def fetch_meta(self, uids: Iterable[int] | str) -> list[MessageMeta]:
         """Size, flags and INTERNALDATE of each message, without its body."""
@@ -318,6 +356,7 @@ class ImapSession:
                                  progress=wire.progress_of(self.client))
         with self.translated():
             rows = reader.fetch_meta(sequence)
+        self.note_exists(reader.exists_seen)
         return _metas(rows, wanted)
 
     def fetch_flags(self, uid_range: str, changed_since: int | None = None) -> dict[int, tuple[str, ...]]:

@@ -7,7 +7,8 @@ killed run had already sent; checking the target, to find every copy.
 
 Public API: `TargetIndex` (one target folder; each message claimed once),
 `ArchivedBody` (an archived copy's bytes, read only when needed),
-`crlf_normalized`, `line_stored`.
+`crlf_normalized`, `line_stored`, `same_content` and `describe_change` (did the target
+keep the bytes a restore sent, and if not, how it changed them).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable
 
 from mailbackup.headers import summarize
+from mailbackup.i18n import _
 from mailbackup.imap.append import TargetMessage
 from mailbackup.model import StoredMessage
 
@@ -33,6 +35,31 @@ def line_stored(normalized: bytes) -> bytes:
     """What a server that stores mail as lines serves back: a message without
     a final newline gains one (Courier-IMAP, docs/servers.md)."""
     return normalized if normalized.endswith(b"\r\n") or not normalized else normalized + b"\r\n"
+
+
+def same_content(served: bytes, archived_sha256: str, sent: bytes) -> bool:
+    """The target serves what was uploaded: the archived bytes, or those bytes
+    with CRLF line ends (a server that stores mail so, as Dovecot does), or as
+    lines with a final newline added (Courier-IMAP)."""
+    return (hashlib.sha256(served).hexdigest() == archived_sha256
+            or served in (crlf_normalized(sent), line_stored(crlf_normalized(sent))))
+
+
+def describe_change(sent: bytes, served: bytes) -> str:
+    """How a target changed a message, in a few words, for the check's report."""
+    if len(sent) != len(served):
+        if crlf_normalized(sent) == crlf_normalized(served):
+            return _("its line ends were rewritten")
+        return _("{served} bytes where {sent} were sent").format(served=len(served), sent=len(sent))
+    differing = [index for index, (old, new) in enumerate(zip(sent, served, strict=True)) if old != new]
+    if not differing:
+        return _("the same bytes")
+    header_end = sent.find(b"\n\r\n") if b"\n\r\n" in sent else sent.find(b"\n\n")
+    in_header = header_end < 0 or differing[-1] < header_end
+    if in_header and all(sent[index] >= 0x80 and served[index] == ord("X") for index in differing):
+        # Cyrus 3.6 does this to raw 8-bit header bytes of an APPENDed message.
+        return _("{count} raw 8-bit header bytes replaced with 'X'").format(count=len(differing))
+    return _("{count} bytes differ, the first at byte {offset}").format(count=len(differing), offset=differing[0])
 
 
 class ArchivedBody:

@@ -1,8 +1,13 @@
 """Is every archived message on the target server, in the folder a restore
-puts it, with the same size, flags and arrival date?  `check_target` reads
-the target as a restore does (the uploads' recorded UIDs first, then
-matching.py: Message-ID and size); `write_check_report` writes
-``restore-verify.json``.
+puts it, with the same content, size, flags and arrival date?  `check_target`
+reads the target as a restore does (the uploads' recorded UIDs first, then
+matching.py: Message-ID and size); by default it then fetches each message
+(BODY.PEEK[]) and compares its SHA-256 with the archive's, since a server may
+keep the size and change the bytes (Cyrus 3.6 replaces raw 8-bit header
+bytes with X); `RestoreOptions.check_content` False (``--check quick``)
+keeps to size, flags and date.  A target folder whose answers contradict
+each other (imap/listing.py) makes what was not found "could not be
+checked", not missing.  `write_check_report` writes ``restore-verify.json``.
 
 Public API: `check_target(archive, target, options, account)` →
 `TargetCheck`; `check_to_dict`; `write_check_report(check, directory)`.
@@ -20,16 +25,18 @@ from mailbackup import __version__
 from mailbackup.archive import Archive
 from mailbackup.errors import FolderError, ServerError
 from mailbackup.i18n import _
-from mailbackup.imap.append import TargetFolder, TargetMailbox, TargetMessage
-from mailbackup.model import FolderInfo
+from mailbackup.imap.append import TargetMailbox, TargetMessage
+from mailbackup.model import FolderInfo, StoredMessage
 from mailbackup.restore.foldermap import FolderPlan
-from mailbackup.restore.matching import TargetIndex
+from mailbackup.restore.matching import TargetIndex, describe_change, same_content
 from mailbackup.restore.upload import FolderRun, RestoreOptions, TargetWork, upload_flags
 from mailbackup.state.rows import now_iso
 from mailbackup.state.uploads import UPLOAD_DONE, UPLOAD_FAILED, UPLOAD_PENDING, RestoreItem, UploadTarget
 from mailbackup.store.files import atomic_write
 
 CHECK_REPORT = "restore-verify.json"
+# What the check can find wrong with a message, as restore-verify.json lists them.
+CHECK_KINDS = ("missing", "size_mismatch", "flags_mismatch", "date_mismatch", "content_mismatch", "unchecked")
 
 
 @dataclass(frozen=True)
@@ -58,14 +65,20 @@ class FolderCheck:
     size_mismatch: list[CheckEntry] = field(default_factory=list)
     flags_mismatch: list[CheckEntry] = field(default_factory=list)
     date_mismatch: list[CheckEntry] = field(default_factory=list)
+    content_mismatch: list[CheckEntry] = field(default_factory=list)  # same size, other bytes
+    unchecked: list[CheckEntry] = field(default_factory=list)  # not found where the target contradicted itself
     error: str | None = None
+    contradiction: str | None = None  # the target's answers on what the folder holds: the numbers each gave
 
     @property
     def status(self) -> str:
         if self.error:
             return "error"
-        problems = self.missing or self.size_mismatch or self.flags_mismatch or self.date_mismatch
-        return "incomplete" if problems else "ok"
+        problems = (self.missing or self.size_mismatch or self.flags_mismatch or self.date_mismatch
+                    or self.content_mismatch)
+        if problems:
+            return "incomplete"
+        return "inconclusive" if self.unchecked else "ok"
 
 
 @dataclass
@@ -75,10 +88,19 @@ class TargetCheck:
     started_at: str
     finished_at: str = ""
     folders: list[FolderCheck] = field(default_factory=list)
+    content: bool = True  # the bytes were compared, not only size, flags and date
 
     @property
     def complete(self) -> bool:
         return all(folder.status == "ok" for folder in self.folders)
+
+    @property
+    def status(self) -> str:
+        """complete, inconclusive (only "could not be checked" stands in the way) or incomplete."""
+        statuses = {folder.status for folder in self.folders}
+        if statuses <= {"ok"}:
+            return "complete"
+        return "inconclusive" if statuses <= {"ok", "inconclusive"} else "incomplete"
 
     def totals(self) -> dict[str, int]:
         def total(pick: Callable[[FolderCheck], int]) -> int:
@@ -93,12 +115,15 @@ class TargetCheck:
             "size_mismatch": total(lambda f: len(f.size_mismatch)),
             "flags_mismatch": total(lambda f: len(f.flags_mismatch)),
             "date_mismatch": total(lambda f: len(f.date_mismatch)),
+            "content_mismatch": total(lambda f: len(f.content_mismatch)),
+            "unchecked": total(lambda f: len(f.unchecked)),
         }
 
 
 class _TargetChecker(TargetWork):
     def run(self, account: str) -> TargetCheck:
-        check = TargetCheck(account=account, target=self.options.target, started_at=now_iso())
+        check = TargetCheck(account=account, target=self.options.target, started_at=now_iso(),
+                            content=self.options.check_content)
         existing = self.existing_folders()
         for plan in self.plans():
             folder_check = FolderCheck(source=plan.record.name, target=plan.target)
@@ -119,7 +144,9 @@ class _TargetChecker(TargetWork):
             return
         folder = self._call(None, lambda: self.target.select(plan.target))
         run = FolderRun(plan=plan, folder=folder)
-        index = self.index(run)
+        index, listing = self.index_listing(run)
+        if not listing.consistent:
+            result.contradiction = listing.describe()
         pairs: list[tuple[RestoreItem, TargetMessage | None]] = []
         unsure: list[RestoreItem] = []
         for item in items:  # first the UIDs the uploads recorded, then match the rest
@@ -135,19 +162,27 @@ class _TargetChecker(TargetWork):
         for item in unsure:
             pairs.append((item, index.claim(item.message, self.body_of(plan, item.message))))
         for item, found in pairs:
-            self._compare(plan, folder, index, item, found, result)
+            self._compare(run, index, item, found, result)
 
-    def _compare(self, plan: FolderPlan, folder: TargetFolder, index: TargetIndex, item: RestoreItem,
-                 found: TargetMessage | None, result: FolderCheck) -> None:
-        message = item.message
+    def _compare(self, run: FolderRun, index: TargetIndex, item: RestoreItem, found: TargetMessage | None,
+                 result: FolderCheck) -> None:
+        plan, folder, message = run.plan, run.folder, item.message
+        if found is None and result.contradiction:
+            result.unchecked.append(_entry(item, _("could not be checked: the target's answers disagree on what "
+                                                   "the folder holds ({numbers})").format(
+                numbers=result.contradiction)))
+            return
         if found is None:
             result.missing.append(_entry(item, _missing_reason(item)))
             return
         expected = upload_flags(message.flags, folder)
         details = {"target_uid": found.uid, "target_size": found.size, "flags": expected,
                    "target_flags": found.flags}
+        changed = None
         if not index.size_matches(found, message, self.body_of(plan, message)):
             result.size_mismatch.append(_entry(item, _("a different size on the target"), **details))
+        elif self.options.check_content and (changed := self._content_change(run, message, found.uid)):
+            result.content_mismatch.append(_entry(item, changed, **details))
         elif tuple(sorted(found.flags)) != expected:
             result.flags_mismatch.append(_entry(item, _("different flags on the target"), **details))
         elif found.internaldate is not None and found.internaldate != message.internaldate:
@@ -155,6 +190,17 @@ class _TargetChecker(TargetWork):
                 date=found.internaldate.isoformat()), **details))
         else:
             result.present += 1
+
+
+    def _content_change(self, run: FolderRun, message: StoredMessage, uid: int) -> str | None:
+        """None when the target serves the bytes that were uploaded; else what changed, naming the server."""
+        served = self._call(run, lambda: self.target.fetch_body(uid))
+        sent = self.store.read(run.plan.record.local_path, message)
+        if served is not None and same_content(served, message.sha256, sent):
+            return None
+        how = describe_change(sent, served) if served is not None else _("it sent no content")
+        return _("{folder} UID {uid}: the target ({server}) changed the message's bytes ({how})").format(
+            folder=run.plan.target, uid=uid, server=self.target.name, how=how)
 
 
 def check_target(archive: Archive, target: TargetMailbox, options: RestoreOptions, account: str) -> TargetCheck:
@@ -188,14 +234,13 @@ def check_to_dict(check: TargetCheck) -> dict[str, Any]:
         "target": {"server": check.target.server, "account": check.target.account},
         "started_at": check.started_at,
         "finished_at": check.finished_at,
-        "status": "complete" if check.complete else "incomplete",
-        "checked": ["present", "size", "flags", "internaldate"],
+        "status": check.status,
+        "checked": ["present", "size", "flags", "internaldate", *(["content"] if check.content else [])],
         "totals": check.totals(),
         "folders": [
             {"source": folder.source, "target": folder.target, "status": folder.status, "error": folder.error,
-             "messages": folder.messages, "present": folder.present,
-             **{kind: [asdict(entry) for entry in getattr(folder, kind)]
-                for kind in ("missing", "size_mismatch", "flags_mismatch", "date_mismatch")}}
+             "messages": folder.messages, "present": folder.present, "contradiction": folder.contradiction,
+             **{kind: [asdict(entry) for entry in getattr(folder, kind)] for kind in CHECK_KINDS}}
             for folder in check.folders
         ],
     }

@@ -39,6 +39,7 @@ from mailbackup.archive import Archive
 from mailbackup.errors import ConnectionLost, FolderError, Interrupted, ServerError
 from mailbackup.i18n import _
 from mailbackup.imap.append import AppendItem, AppendResponse, TargetFolder, TargetMailbox
+from mailbackup.imap.listing import Listing
 from mailbackup.imap.pushback import WaitBudget
 from mailbackup.imap.retry import Retrying, RetryPolicy, refusal_pushback
 from mailbackup.model import FolderInfo, StoredMessage, message_flags
@@ -139,6 +140,7 @@ class RestoreOptions:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     skip_deleted: bool = False  # leave out messages marked gone-from-server
+    check_content: bool = True  # the check compares each message's bytes (SHA-256), not only size/flags/date
     dry_run: bool = False
     batch_messages: int = 100
     batch_bytes: int = 8 * MEGABYTE
@@ -204,8 +206,15 @@ class TargetWork:
         return ArchivedBody(lambda: self.store.read_verified(plan.record.local_path, message))
 
     def index(self, run: FolderRun, first_uid: int = 1) -> TargetIndex:
-        messages = self._call(run, lambda: self.target.index(first_uid))
-        return TargetIndex(messages, run.claimed, lambda uid: self._call(run, lambda: self.target.fetch_body(uid)))
+        return self.index_listing(run, first_uid)[0]
+
+    def index_listing(self, run: FolderRun, first_uid: int = 1) -> tuple[TargetIndex, Listing]:
+        """The target folder's index, and whether its answers agreed (imap/listing.py)."""
+        messages, listing = self._call(run, lambda: self.target.index_listing(first_uid))
+
+        def fetch_body(uid: int) -> bytes | None:
+            return self._call(run, lambda: self.target.fetch_body(uid))
+        return TargetIndex(messages, run.claimed, fetch_body), listing
 
     def _call(self, run: FolderRun | None, action: Callable[[], T]) -> T:
         return self.retrying.call(action, self._reopen(run))

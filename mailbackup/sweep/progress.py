@@ -20,6 +20,7 @@ STAGE_WORDS = {
     "backup": N_("backup"), "verify": N_("verify"), "login": N_("login"), "ok": N_("ok"),
     "warnings": N_("warnings"), "failed": N_("failed"), "interrupted": N_("interrupted"), "not run": N_("not run"),
     "complete": N_("complete"), "incomplete": N_("incomplete"), "corrupt": N_("corrupt"), "skipped": N_("skipped"),
+    "inconclusive": N_("inconclusive"),
 }
 
 

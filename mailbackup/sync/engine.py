@@ -19,6 +19,7 @@ from pathlib import PurePosixPath
 from mailbackup.archive import Archive
 from mailbackup.errors import FolderError, Interrupted, ServerError
 from mailbackup.i18n import _
+from mailbackup.imap.listing import list_folder
 from mailbackup.imap.pushback import pushback_of, stopped_by_pushback
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, FolderResult, FolderStatus, MessageMeta, RunStats, SelectedFolder
@@ -191,16 +192,21 @@ class BackupEngine:
                                  "generation, matching what is already stored").format(
                 folder=name, uidvalidity=selected.uidvalidity))
         stored = self.state.stored_uids(record.id, folder.uidvalidity) if record.id else set()
-        known = None
         if plan.wants_listing(selected, stored, self.options.new_slice):
             if listed is None:
                 listed = self.parts.call(folder, lambda: self.session.fetch_meta("1:*"))
-            known = plan.trusted_listing(listed, selected)
-        searched = self.parts.call(folder, lambda: self.session.search_uids(1)) \
-            if known is None and selected.exists else []
+            listed = plan.below_uidnext(listed, selected)
+        else:
+            listed = None
+        listing = self.parts.call(folder, lambda: list_folder(self.session, listed,
+                                                              reopen=lambda: self.session.examine(name)))
+        if not listing.consistent:  # keep everything; the numbers go to the user and the report
+            self.parts.warn(folder, listing.contradiction(name))
+        known = listing.metas if listing.consistent else None
         active = self.state.active_uids(record.id, folder.uidvalidity) if record.id else set()
         return plan.FolderFacts(record=record, selected=selected, stored=stored, active=active,
-                                new_generation=folder.new_generation, known=known, searched=searched)
+                                new_generation=folder.new_generation, known=known, searched=list(listing.uids),
+                                consistent=listing.consistent)
 
     def _execute(self, folder: FolderSync, facts: plan.FolderFacts, todo: plan.FolderPlan) -> None:
         selected = facts.selected
@@ -214,7 +220,7 @@ class BackupEngine:
             folder.result.fetched, folder.result.fetched_bytes = len(metas), size
             return
         self.fetcher.store_in_slices(folder, todo.fetch, todo.known)
-        self._finish_folder(folder, selected, todo)
+        self._finish_folder(folder, selected, todo, consistent=facts.consistent)
 
     def _folder_record(self, info: FolderInfo) -> FolderRecord:
         record = self.state.folder(info.name)
@@ -262,7 +268,8 @@ class BackupEngine:
         if changes and not self.options.dry_run:
             self.committer.apply_flags(folder, changes)
 
-    def _finish_folder(self, folder: FolderSync, selected: SelectedFolder, todo: plan.FolderPlan) -> None:
+    def _finish_folder(self, folder: FolderSync, selected: SelectedFolder, todo: plan.FolderPlan, *,
+                       consistent: bool = True) -> None:
         """The folder's bookkeeping, in one commit that need not wait for the disk:
         its messages are committed already, and a lost update is redone next run
         (a profile of 10,000 small folders: one fsynced commit less per folder)."""
@@ -272,7 +279,7 @@ class BackupEngine:
             self.state.forget_failures_not_in(folder.record.id, folder.uidvalidity, todo.on_server)
             if todo.gone:
                 folder.result.gone = self.state.mark_gone(folder.record.id, folder.uidvalidity, todo.gone, when)
-            if folder.new_generation:
+            if folder.new_generation and consistent:  # on a contradictory answer the old copies stay live
                 self.state.mark_generation_gone(folder.record.id, folder.uidvalidity, when)
             self.state.update_folder(
                 folder.record.id, uidvalidity=folder.uidvalidity, uidnext=selected.uidnext,

@@ -129,8 +129,13 @@ def wants_listing(selected: SelectedFolder, stored: set[int], new_slice: int) ->
 def trusted_listing(listing: Iterable[MessageMeta], selected: SelectedFolder) -> dict[int, MessageMeta] | None:
     """The listing by UID, or None when it disagrees with EXAMINE: a server
     that hides or invents messages is asked with SEARCH instead."""
-    known = {meta.uid: meta for meta in listing if meta.uid < selected.uidnext}
+    known = {meta.uid: meta for meta in below_uidnext(listing, selected)}
     return known if len(known) == selected.exists else None
+
+
+def below_uidnext(listing: Iterable[MessageMeta], selected: SelectedFolder) -> list[MessageMeta]:
+    """A UID at or past UIDNEXT is one the server invented, not a message."""
+    return [meta for meta in listing if meta.uid < selected.uidnext]
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,8 @@ class FolderFacts:
     new_generation: bool  # the state holds mail of another UIDVALIDITY
     known: dict[int, MessageMeta] | None  # a trusted listing (UIDs with sizes), when there is one
     searched: list[int]  # UID SEARCH's answer, asked when there is no trusted listing
+    # The server's answers agreed with EXISTS (imap/listing.py); when not, nothing is taken as gone.
+    consistent: bool = True
 
 
 @dataclass(frozen=True)
@@ -160,5 +167,6 @@ class FolderPlan:
 def plan_folder(facts: FolderFacts) -> FolderPlan:
     server_uids = sorted(facts.known) if facts.known is not None else facts.searched
     diff = diff_uids(server_uids, facts.stored, facts.active)
-    return FolderPlan(fetch=diff.new, known=facts.known, gone=diff.gone, on_server=set(server_uids),
+    return FolderPlan(fetch=diff.new, known=facts.known, gone=diff.gone if facts.consistent else [],
+                      on_server=set(server_uids),
                       sync_flags=not facts.new_generation and bool(facts.record.uidvalidity))

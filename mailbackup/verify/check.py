@@ -28,13 +28,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Literal, Protocol, TypeVar
 
 from mailbackup.archive import Archive
 from mailbackup.errors import ConnectionLost, FolderError, ServerError
 from mailbackup.headers import HeaderSummary, summarize
 from mailbackup.i18n import _
+from mailbackup.imap.listing import list_folder
 from mailbackup.imap.pushback import WaitBudget
 from mailbackup.imap.retry import Retrying, RetryPolicy
 from mailbackup.imap.session import ImapSession
@@ -49,7 +49,6 @@ from mailbackup.verify.results import FolderReport, MessageEntry, Mode, VerifyOp
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-META_CHUNK = 2000  # UIDs per FETCH of sizes
 HEADER_PROBE_BYTES = 16 * 1024  # enough of a message for its Subject and Message-ID
 HEADER_PROBE_LIMIT = 200  # per folder: one round trip each, so bounded
 VERIFIED_BATCH = 500  # verified_at updates per transaction
@@ -89,6 +88,7 @@ class ServerFolder:
     # BODY[] length and SHA-256 of messages whose RFC822.SIZE differs from the archived size (content.py)
     contents: dict[int, tuple[int, str]] = field(default_factory=dict)
     error: str | None = None
+    contradiction: str | None = None  # the server's answers disagreed: the numbers each gave
 
 
 def verify_online(session: ImapSession, archive: Archive, options: VerifyOptions,
@@ -127,11 +127,11 @@ def _read_server_folder(session: ImapSession, archive: Archive, name: str) -> Se
     try:
         selected = _retrying(session, None, lambda: session.examine(name))
         folder.uidvalidity = selected.uidvalidity
-        uids = _retrying(session, name, lambda: session.search_uids(1)) if selected.exists else []
-        for start in range(0, len(uids), META_CHUNK):
-            chunk = uids[start:start + META_CHUNK]
-            metas = _retrying(session, name, partial(session.fetch_meta, chunk))
-            folder.metas.update((meta.uid, meta) for meta in metas)
+        listing = _retrying(session, name, lambda: list_folder(session, need_sizes=True,
+                                                               reopen=lambda: session.examine(name)))
+        folder.metas.update(listing.metas or {})
+        if not listing.consistent:
+            folder.contradiction = listing.describe()
     except (FolderError, ServerError) as exc:
         folder.error = exc.message
         return folder
@@ -212,8 +212,9 @@ class _FolderWork:
     server: ServerFolder | None
     report: FolderReport
     # "compared": the server's list is known; "gone": the folder is no longer on the
-    # server; "unknown": offline, excluded, or the server refused the folder.
-    server_view: Literal["compared", "gone", "unknown"] = "unknown"
+    # server; "unknown": offline, excluded, or the server refused the folder;
+    # "contradicted": the server listed messages, but its answers disagreed.
+    server_view: Literal["compared", "gone", "unknown", "contradicted"] = "unknown"
     local: list[StoredMessage] = field(default_factory=list)
     absent: dict[tuple[int, int], _Outcome] = field(default_factory=dict)  # known before hashing
 
@@ -258,9 +259,10 @@ class _ArchiveChecker:
         work = _FolderWork(name=name, record=record, server=on_server, report=report)
         if on_server is not None:
             report.error = on_server.error
+            report.contradiction = on_server.contradiction
             if not on_server.error:
                 report.server_messages = len(on_server.metas)
-                work.server_view = "compared"
+                work.server_view = "contradicted" if on_server.contradiction else "compared"
         elif server is not None and name in excluded:
             report.notes.append(_("excluded by include/exclude: archive checked, server not compared"))
         elif server is not None:
@@ -351,7 +353,7 @@ class _ArchiveChecker:
     def _classify(self, work: _FolderWork) -> None:
         report, server = work.report, work.server
         on_server: set[tuple[int, int]] = set()
-        if work.server_view == "compared" and server is not None:
+        if work.server_view in ("compared", "contradicted") and server is not None:
             current = self._pairs(work, server)
             failures = self._failure_reasons(work.record, server.uidvalidity)
             for uid, meta in sorted(server.metas.items()):
@@ -366,7 +368,8 @@ class _ArchiveChecker:
         for message in work.local:
             if (message.uidvalidity, message.uid) in on_server:
                 continue
-            gone = work.server_view != "unknown" or message.gone_at is not None
+            # What a contradictory server did not name may still be there: not called gone.
+            gone = work.server_view in ("compared", "gone") or message.gone_at is not None
             self._file_local(report, message, None, only_local=gone)
         if work.server_view == "unknown" and work.record is not None:
             self._add_known_failures(work)

@@ -152,6 +152,7 @@ STATUS_WORDS = {
     "incomplete": N_("INCOMPLETE"),
     "corrupt": N_("CORRUPT"),
     "failed": N_("FAILED"),
+    "inconclusive": N_("INCONCLUSIVE"),
     NEVER_VERIFIED: N_("NEVER VERIFIED"),
 }
 STATUS_EXPLAINED = {
@@ -159,6 +160,8 @@ STATUS_EXPLAINED = {
     "incomplete": N_("Some messages are not (yet) in the archive: run the backup again, then verify."),
     "corrupt": N_("Archived copies are damaged: keep this archive, run the backup into a new --dest and verify it."),
     "failed": N_("The server could not be reached, so nothing could be proven."),
+    "inconclusive": N_("The server's answers on what a folder holds contradicted each other, so nothing could be "
+                       "proven: keep the archive, report the numbers to the mail administrator, verify again."),
 }
 MODE_WORDS = {Mode.ONLINE.value: N_("online"), Mode.OFFLINE.value: N_("offline")}
 THAI_MONTHS = ("ม.ค.", "ก.พ.", "มี.ค.", "เม.ย.", "พ.ค.", "มิ.ย.", "ก.ค.", "ส.ค.", "ก.ย.", "ต.ค.", "พ.ย.", "ธ.ค.")

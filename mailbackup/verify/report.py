@@ -108,6 +108,7 @@ def _folder_to_dict(folder: FolderReport) -> dict[str, Any]:
         "warnings": folder.warnings,
         "notes": folder.notes,
         "error": folder.error,
+        "contradiction": folder.contradiction,
     }
 
 
@@ -135,6 +136,7 @@ def _folder_from_dict(data: dict[str, Any]) -> FolderReport:
         bytes_checked=data.get("bytes_checked", 0), skipped_recent=data.get("skipped_recent", 0),
         problems=list(data.get("problems", [])), stray_files=list(data.get("stray_files", [])),
         warnings=list(data.get("warnings", [])), notes=list(data.get("notes", [])), error=data.get("error"),
+        contradiction=data.get("contradiction"),
     )
 
 
@@ -167,7 +169,8 @@ def verify_csv(result: VerifyResult) -> bytes:
     staff = [result.staff.to_dict()[key] or "" for key in STAFF_KEYS]
     rows = [[folder.name, csv_word(folder.status.value), blank(folder.server_messages), folder.local_messages,
              folder.ok, len(folder.missing), len(folder.corrupt), len(folder.size_mismatch), len(folder.only_local),
-             folder.bytes, len(folder.stray_files), folder.error or "", *stamp, folder.intact, *staff]
+             folder.bytes, len(folder.stray_files), folder.error or folder.contradiction or "", *stamp, folder.intact,
+             *staff]
             for folder in result.folders]
     if result.error:  # no folders were read: one row still says so
         rows.append(["", csv_word(result.status.value), "", "", "", "", "", "", "", "", "", result.error, *stamp, "",
@@ -222,7 +225,7 @@ def verify_html(result: VerifyResult, as_of: date) -> bytes:
 
 def _folder_table(folders: list[FolderReport]) -> str:
     rows = [
-        f"<tr><td class='name'>{escape(folder.name)}</td>{status_cell(folder.status.value)}"
+        f"<tr><td class='name'>{escape(folder.name)}</td>{status_cell(folder.status.value, _contradiction(folder))}"
         + "".join(num_cell(value) for value in (folder.server_messages, folder.local_messages, folder.intact,
                                              len(folder.missing), len(folder.corrupt), len(folder.size_mismatch),
                                              len(folder.only_local)))
@@ -233,6 +236,11 @@ def _folder_table(folders: list[FolderReport]) -> str:
                   label(N_("In the archive's records")), label(N_("Found intact")), label(N_("Missing")),
                   label(N_("Corrupt")), label(N_("Size mismatch")), label(N_("Only in archive")), label(N_("Size"))],
                  rows)
+
+
+def _contradiction(folder: FolderReport) -> str:
+    """Under an INCONCLUSIVE folder's status: the numbers each answer of the server gave."""
+    return f"<small><br>{escape(folder.contradiction)}</small>" if folder.contradiction else ""
 
 
 MESSAGE_KINDS = (

@@ -26,6 +26,7 @@ class Status(StrEnum):
     INCOMPLETE = "incomplete"
     CORRUPT = "corrupt"
     FAILED = "failed"
+    INCONCLUSIVE = "inconclusive"  # the server's answers contradicted each other: neither complete nor not
 
 
 class Mode(StrEnum):
@@ -108,12 +109,16 @@ class FolderReport:
     warnings: list[str] = field(default_factory=list)  # worth a look; exit code 1
     notes: list[str] = field(default_factory=list)  # for information only
     error: str | None = None  # the server would not let us read this folder
+    # The server's answers on what this folder holds disagreed: the numbers each gave.
+    contradiction: str | None = None
 
     def settle_status(self) -> Status:
         if self.error:
             self.status = Status.FAILED
         elif self.corrupt or self.problems:
             self.status = Status.CORRUPT
+        elif self.contradiction:
+            self.status = Status.INCONCLUSIVE
         elif self.missing or self.size_mismatch:
             self.status = Status.INCOMPLETE
         else:
@@ -164,6 +169,8 @@ class VerifyResult:
         statuses = {folder.status for folder in self.folders}
         if Status.CORRUPT in statuses:
             return Status.CORRUPT
+        if Status.INCONCLUSIVE in statuses:
+            return Status.INCONCLUSIVE
         if statuses & {Status.INCOMPLETE, Status.FAILED}:
             return Status.INCOMPLETE
         return Status.COMPLETE
@@ -209,11 +216,14 @@ class VerifyOptions:
 
 
 def exit_code(result: VerifyResult) -> ExitCode:
-    """0 complete, 1 incomplete (or complete with warnings), 8 corrupt.  A
-    failed verification carries its error's own code, which the caller knows."""
+    """0 complete, 1 incomplete (or complete with warnings), 10 inconclusive,
+    8 corrupt.  A failed verification carries its error's own code, which the
+    caller knows."""
     status = result.status
     if status is Status.CORRUPT:
         return ExitCode.CORRUPT
+    if status is Status.INCONCLUSIVE:
+        return ExitCode.INCONCLUSIVE
     if status is Status.FAILED:
         return ExitCode.CONNECTION
     if status is Status.INCOMPLETE or result.has_warnings:

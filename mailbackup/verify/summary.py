@@ -170,13 +170,15 @@ def _result_reasons(verification: VerifyResult, words: Words) -> list[str]:
         (totals.size_mismatch, N_("{count} messages differ in size from the server"))) if count]
     reasons += [words(N_("folder {folder} could not be read: {error}"), folder=folder.name, error=folder.error)
                 for folder in verification.folders if folder.error]
+    reasons += [words(N_("folder {folder}: the server's answers disagree ({numbers})"), folder=folder.name,
+                      numbers=folder.contradiction) for folder in verification.folders if folder.contradiction]
     return reasons
 
 
 def summary_to_dict(accounts: list[AccountSummary], as_of: date, generated_at: datetime) -> dict[str, Any]:
     rows = [_summary_row(account, as_of) for account in accounts]
     counts = {status: sum(1 for row in rows if row["status"] == status)
-              for status in ("complete", "incomplete", "corrupt", "failed", NEVER_VERIFIED)}
+              for status in ("complete", "incomplete", "inconclusive", "corrupt", "failed", NEVER_VERIFIED)}
     return {
         "schema_version": SCHEMA_VERSION,
         "generated_at": generated_at.isoformat(timespec="seconds"),
@@ -239,8 +241,8 @@ def summary_html(data: dict[str, Any]) -> bytes:
     all_good = totals["accounts"] > 0 and totals["complete"] == totals["accounts"]
     headline = label(N_("{complete} of {accounts} accounts complete"), complete=totals["complete"],
                       accounts=totals["accounts"])
-    counts = "".join(num_cell(totals[key]) for key in ("accounts", "complete", "incomplete", "corrupt", "failed",
-                                                   NEVER_VERIFIED, "overdue"))
+    counts = "".join(num_cell(totals.get(key, 0)) for key in ("accounts", "complete", "incomplete", "inconclusive",
+                                                          "corrupt", "failed", NEVER_VERIFIED, "overdue"))
     rows = [_summary_html_row(row, show_unit=len(units) > 1) for row in data["accounts"]]
     body = "\n".join([
         "<header>" + heading(N_("Mail backup summary, all accounts"), ", ".join(units)),
@@ -249,7 +251,8 @@ def summary_html(data: dict[str, Any]) -> bytes:
         f'<dd>{escape(report_time(datetime.fromisoformat(data["generated_at"])))}</dd>'
         f"<dt>{escape(label(N_('Tool version')))}</dt><dd>mailbackup {escape(data['tool_version'])}</dd></dl></header>",
         f"<h2>{escape(label(N_('Totals')))}</h2>" + table(
-            [label(N_("Accounts")), label(N_("Complete")), label(N_("Incomplete")), label(N_("Corrupt")),
+            [label(N_("Accounts")), label(N_("Complete")), label(N_("Incomplete")), label(N_("Inconclusive")),
+             label(N_("Corrupt")),
              label(N_("Failed")), label(N_("Never verified")), label(N_("Overdue"))],
             [f"<tr>{counts}</tr>"]) + f"<p>{escape(label(N_('Total size')))}: {escape(size_text(totals['bytes']))}</p>",
         f"<h2>{escape(label(N_('Accounts')))}</h2>" + table(
@@ -304,10 +307,13 @@ def regenerate_reports(accounts: list[AccountSummary], root: Path, extra: Path |
 
 
 def summary_exit_code(accounts: list[AccountSummary]) -> ExitCode:
-    """8 when any account is corrupt, 1 when any is not verified complete (or there are none), else 0."""
+    """8 when any account is corrupt, 10 when any is inconclusive, 1 when any
+    is not verified complete (or there are none), else 0."""
     statuses = {account.status for account in accounts}
     if Status.CORRUPT.value in statuses:
         return ExitCode.CORRUPT
+    if Status.INCONCLUSIVE.value in statuses:
+        return ExitCode.INCONCLUSIVE
     if not accounts or statuses != {Status.COMPLETE.value}:
         return ExitCode.WARNINGS
     return ExitCode.OK
