@@ -44,9 +44,9 @@ from mailbackup.archive import Archive
 from mailbackup.errors import StorageError, UsageError
 from mailbackup.i18n import _
 from mailbackup.model import FolderInfo, StoredMessage
+from mailbackup.restore.batching import batches
 from mailbackup.restore.foldermap import source_path, source_prefix_of
 from mailbackup.restore.statusheaders import MBOX_NAMES, MOZILLA_NAMES, mbox_headers, mozilla_headers, with_headers
-from mailbackup.restore.upload import batches
 from mailbackup.state.db import FolderRecord
 from mailbackup.store import mboxrd
 from mailbackup.store.base import MailStore

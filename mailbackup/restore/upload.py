@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -43,6 +43,7 @@ from mailbackup.imap.listing import Listing
 from mailbackup.imap.pushback import WaitBudget
 from mailbackup.imap.retry import Retrying, RetryPolicy, refusal_pushback
 from mailbackup.model import FolderInfo, StoredMessage, message_flags
+from mailbackup.restore.batching import batches
 from mailbackup.restore.foldermap import (
     FolderPlan,
     plan_folders,
@@ -490,20 +491,3 @@ def describe_refusal(response: AppendResponse) -> str:
     if reason:
         return f"{reason}: {response.text}"
     return _("refused by the target: {reply}").format(reply=response.text)
-
-
-def batches(items: Sequence[T], max_count: int, max_bytes: int, size_of: Callable[[T], int]) -> list[list[T]]:
-    """Consecutive groups bounded by count and total size; a larger item travels alone."""
-    groups: list[list[T]] = []
-    current: list[T] = []
-    size = 0
-    for item in items:
-        if current and (len(current) >= max_count or size + size_of(item) > max_bytes):
-            groups.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += size_of(item)
-    if current:
-        groups.append(current)
-    return groups
-
