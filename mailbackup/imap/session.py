@@ -112,6 +112,15 @@ class ImapSession:
         """`translate_errors` for this session: the password masked in whatever the server says."""
         return translate_errors(self.settings, redaction=self._redaction)
 
+    def sibling(self) -> ImapSession:
+        """A second, not yet connected session to the same account (the backup's
+        --connections): the same settings and password, and what this one
+        learnt about the server's habits."""
+        other = ImapSession(self.settings, self.account, self._password_now())
+        other.one_command_at_a_time = self.one_command_at_a_time
+        other.unusable_names = self.unusable_names
+        return other
+
     def reconnect(self) -> None:
         self.close(logout=False)
         self.connect()
@@ -456,8 +465,7 @@ def _opt_int(value: object) -> int | None:
 def _quietly_close(client: imapclient.IMAPClient, *, logout: bool = True) -> None:
     try:
         if logout:
-            client.logout()
-        else:
-            client.shutdown()
+            wire.send_logout(client)
+        client.shutdown()
     except Exception:
         log.debug("closing the IMAP connection failed", exc_info=True)
