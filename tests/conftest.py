@@ -96,6 +96,18 @@ def new_filled_user(server: DovecotServer, mailbox: Any) -> ImapUser:
     return user
 
 
+@pytest.fixture(scope="session")
+def rawlog_server() -> Iterator[DovecotServer]:
+    """A server that records every session (Dovecot's rawlog): the tests read
+    what the server saw, command by command, with times."""
+    server = DovecotServer(rawlog=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def imap_user_factory() -> Callable[[DovecotServer], ImapUser]:
     """Call with any DovecotServer to get a fresh user on it."""

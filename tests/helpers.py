@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -61,6 +62,13 @@ class Stored:
     flags: tuple[str, ...]
     internaldate: datetime
     gone: bool
+
+
+def sessions_of(run: Callable[[], object], server: Any, user: Any) -> list[Any]:
+    """The sessions `run()` opened on a rawlog server (tests/conftest.py `rawlog_server`)."""
+    before = len(server.rawlog_sessions(user.name))
+    run()
+    return list(server.rawlog_sessions(user.name)[before:])
 
 
 def archive_contents(dest: Path, account: str) -> dict[str, dict[int, Stored]]:

@@ -6,28 +6,17 @@ folder and per account; these tests keep the count from creeping back up."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import pytest
 import sample_mail
-from dovecot_server import DovecotServer, RawSession
-from helpers import archive_contents, backup, server_contents
+from dovecot_server import RawSession
+from helpers import archive_contents, backup, server_contents, sessions_of
 
 from mailbackup.errors import FolderError
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import ConnectionSettings, ServerAddress
 
 LIST_FIRST = "UID FETCH 1:* (UID RFC822.SIZE FLAGS INTERNALDATE)"
-
-
-@pytest.fixture(scope="module")
-def rawlog_server() -> Iterator[DovecotServer]:
-    server = DovecotServer(rawlog=True)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -43,13 +32,6 @@ def selectable(client) -> list[str]:
     return [name for flags, _, name in client.list_folders() if b"\\Noselect" not in flags]
 
 
-def sessions_of(run, server: DovecotServer, user) -> list[RawSession]:
-    """The sessions `run()` opened."""
-    before = len(server.rawlog_sessions(user.name))
-    run()
-    return server.rawlog_sessions(user.name)[before:]
-
-
 def verbs(session: RawSession) -> list[str]:
     return [command.split(" ", 2)[1] if command.startswith("UID ") else command.split(" ", 1)[0]
             for command in session.commands()]
@@ -63,14 +45,18 @@ def test_first_backup_lists_statuses_at_once_and_examines_each_folder_with_its_l
         result = backup(user, tmp_path, "--no-verify")
         assert result.returncode == 0, result.stderr
 
-    (session,) = sessions_of(run, user.server, user)
-    commands = session.commands()
-    lists = [command for command in commands if command.startswith("LIST ")]
+    sessions = sessions_of(run, user.server, user)
+    assert 1 < len(sessions) <= 4  # --connections' default: folders synced four at once
+    lists = [command for session in sessions for command in session.commands() if command.startswith("LIST ")]
     assert len(lists) == 1 and "RETURN (STATUS (MESSAGES UIDNEXT UIDVALIDITY" in lists[0]
-    assert "STATUS" not in verbs(session) and "SEARCH" not in verbs(session)
-    examined = [index for index, command in enumerate(commands) if command.startswith("EXAMINE ")]
-    assert len(examined) == len(folders)
-    assert all(commands[index + 1] == LIST_FIRST for index in examined)  # the same round trip
+    examined = 0
+    for session in sessions:
+        commands = session.commands()
+        assert "STATUS" not in verbs(session) and "SEARCH" not in verbs(session)
+        here = [index for index, command in enumerate(commands) if command.startswith("EXAMINE ")]
+        assert all(commands[index + 1] == LIST_FIRST for index in here)  # the same round trip
+        examined += len(here)
+    assert examined == len(folders)  # each folder once, on one of the connections
     stored = archive_contents(tmp_path, user.name)
     for name in folders:
         assert {uid: message.body for uid, message in stored[name].items()} == \
@@ -104,12 +90,13 @@ def test_new_mail_opens_only_its_folder(filled, tmp_path):
 def test_include_asks_status_of_the_chosen_folders_only(filled, tmp_path):
     user, client = filled
 
-    (session,) = sessions_of(lambda: backup(user, tmp_path, "--no-verify", "--include", "งานคดี*"),
-                             user.server, user)
+    sessions = sessions_of(lambda: backup(user, tmp_path, "--no-verify", "--include", "งานคดี*"),
+                           user.server, user)
 
-    assert all("RETURN" not in command for command in session.commands() if command.startswith("LIST "))
+    commands = [command for session in sessions for command in session.commands()]
+    assert all("RETURN" not in command for command in commands if command.startswith("LIST "))
     chosen = {name for name in selectable(client) if name.startswith("งานคดี")}
-    assert len(chosen) >= 2 and verbs(session).count("STATUS") == len(chosen)
+    assert len(chosen) >= 2 and sum(verbs(session).count("STATUS") for session in sessions) == len(chosen)
     assert set(archive_contents(tmp_path, user.name)) == chosen
 
 
@@ -119,8 +106,8 @@ def test_one_message_per_round_trip_when_asked(filled, tmp_path):
     the one before it left."""
     user, client = filled
 
-    (session,) = sessions_of(lambda: backup(user, tmp_path, "--no-verify", "--pipeline", "1", "--batch-size", "1"),
-                             user.server, user)
+    (session,) = sessions_of(lambda: backup(user, tmp_path, "--no-verify", "--pipeline", "1", "--batch-size", "1",
+                                            "--connections", "1"), user.server, user)
 
     fetches = [(when, line.split(" ", 1)[0]) for when, line in session.received if "BODY.PEEK[]" in line]
     total = sum(len(server_contents(client, name)) for name in selectable(client))

@@ -25,6 +25,8 @@ from mailbackup.cli.common import (
 )
 from mailbackup.cli.format import duration, folders_text, human_bytes, messages_text
 from mailbackup.cli.progress import TqdmProgress
+from mailbackup.config import DEFAULT_CONNECTIONS
+from mailbackup.config.keys import MAX_CONNECTIONS
 from mailbackup.errors import ExitCode, run_exit_code, worst_exit_code
 from mailbackup.i18n import _, ngettext
 from mailbackup.model import RunStats
@@ -57,6 +59,9 @@ if TYPE_CHECKING:
 @click.option("--pipeline", type=click.IntRange(1, 16), default=3, show_default=True,
               help=_("FETCH commands kept in flight; 1 waits for each answer before asking again "
                      "(more hides the round trips of a slow link)."))
+@click.option("--connections", type=click.IntRange(1, MAX_CONNECTIONS), default=None,
+              help=_("Folders synced at once, each on its own connection (default {default}; config key "
+                     "connections); more hides a slow link's round trips.").format(default=DEFAULT_CONNECTIONS))
 @click.option("--retries", type=click.IntRange(0, 50), default=5, show_default=True,
               help=_("Reconnect attempts after a dropped connection."))
 @click.option("--retry-delay", type=click.FloatRange(0, 600), default=1.0, show_default=True,
@@ -67,15 +72,16 @@ if TYPE_CHECKING:
 @handle_errors
 def backup(account: str, dest: str | None, format_: str | None, include: tuple[str, ...],
            exclude: tuple[str, ...], dry_run: bool, repair: bool, refresh_flags: bool, verify: bool | None,
-           batch_size: int, pipeline: int, retries: int, retry_delay: float, max_time: str | None,
-           **options: object) -> None:
+           batch_size: int, pipeline: int, connections: int | None, retries: int, retry_delay: float,
+           max_time: str | None, **options: object) -> None:
     ctx = build_context(account, dest=dest, format=format_, include=include, exclude=exclude, max_time=max_time,
-                        **options)  # type: ignore[arg-type]
+                        connections=connections, **options)  # type: ignore[arg-type]
     private_umask()
     settings = ctx.account
     engine_options = BackupOptions(include=settings.include, exclude=settings.exclude, dry_run=dry_run,
                                    repair=repair, refresh_flags=refresh_flags, batch_messages=batch_size,
                                    pipeline_depth=pipeline, max_retries=retries, retry_delay=retry_delay,
+                                   connections=settings.connections or DEFAULT_CONNECTIONS,
                                    stop_at=time.monotonic() + settings.max_time.total_seconds() if settings.max_time
                                    else None)
     progress = TqdmProgress(enabled=not dry_run, quiet=ctx.quiet)

@@ -1,5 +1,6 @@
-"""tqdm progress for a backup: an overall bar and one for the current folder,
-messages and bytes with rates.  Off when not on a terminal or with --quiet.
+"""tqdm progress for a backup: an overall bar and one for the current folder
+(for the folders in hand, with several connections), messages and bytes with
+rates.  Off when not on a terminal or with --quiet.
 
 The overall bar is drawn from what the run expects before its first download
 (the folders' STATUS, see sync/plan.expected_new): in bytes with the rate and
@@ -13,6 +14,7 @@ from typing import Any
 
 import click
 
+from mailbackup.cli.format import folders_text
 from mailbackup.i18n import _
 from mailbackup.model import FolderResult
 
@@ -29,6 +31,7 @@ class TqdmProgress:
         self.expected = 0  # messages the run expects, at most
         self.started = 0  # messages of the folders begun so far
         self.done = 0
+        self.downloading: dict[str, int] = {}  # folders begun and not done (several with --connections)
 
     def run_start(self, messages: int, size: int | None) -> None:
         if not self.enabled or not messages:
@@ -50,7 +53,11 @@ class TqdmProgress:
         if not self.in_bytes and self.started > (self.overall.total or 0):
             self.overall.total = self.started
         self._count()
-        self._close_folder()
+        self.downloading[name] = size
+        if self.folder is not None:  # several connections: one bar for the folders in hand
+            self.folder.total = (self.folder.total or 0) + size
+            self.folder.set_description_str(folders_text(len(self.downloading)))
+            return
         self.folder = self.tqdm(desc=name[-30:], total=size, unit="B", unit_scale=True, unit_divisor=1024,
                            position=1, leave=False, file=sys.stderr, dynamic_ncols=True)
 
@@ -79,7 +86,11 @@ class TqdmProgress:
                 done=self.done, total=max(self.expected, self.started)), refresh=True)
 
     def folder_done(self, result: FolderResult) -> None:
-        self._close_folder()
+        begun = self.downloading.pop(result.name, None) is not None
+        if not self.downloading:
+            self._close_folder()
+        elif begun and self.folder is not None and len(self.downloading) == 1:
+            self.folder.set_description_str(next(iter(self.downloading))[-30:])
 
     def warn(self, text: str) -> None:
         line = _("warning: {text}").format(text=text)

@@ -41,6 +41,9 @@ from mailbackup.text import parse_duration
 
 DEFAULT_DEST = "mail-backup"
 DEFAULT_JOBS = 4
+# Folders a `backup` syncs at once; a sweep's accounts already run in parallel, so there 1
+# (docs/benchmark.md, scenario 7, for how this was chosen).
+DEFAULT_CONNECTIONS = 4
 # Per server host.  Dovecot allows 10 per user and IP by default; a sweep uses
 # one connection per account at a time, and government servers throttle.
 DEFAULT_MAX_CONNECTIONS_PER_SERVER = 4
@@ -67,6 +70,7 @@ class AccountSettings:
     password_file: str | None = None
     deadline: dt.date | None = None
     max_time: dt.timedelta | None = None  # a run (a sweep: each account's) ends cleanly when it has run this long
+    connections: int | None = None  # folders synced at once; None: the command's default
     metadata: dict[str, str] = field(default_factory=dict)  # staff details: title, name, surname, position, unit
 
     @property
@@ -165,6 +169,7 @@ def _settings(account: str, values: dict[str, Any], metadata: dict[str, str]) ->
         password_file=password_file.replace(ACCOUNT_PLACEHOLDER, account.strip()) if password_file else None,
         deadline=_as_date(values.get("deadline")), metadata=metadata,
         max_time=parse_duration(str(values["max_time"])) if values.get("max_time") else None,
+        connections=int(values["connections"]) if values.get("connections") else None,
     )
 
 

@@ -39,6 +39,10 @@ def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+def _connections(value: Any) -> bool:
+    return _count(value) and value <= MAX_CONNECTIONS
+
+
 def _seconds(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
@@ -84,6 +88,7 @@ def _account_name(value: Any) -> bool:
 
 
 COMPRESS_MODES = ("auto", "always", "never")
+MAX_CONNECTIONS = 16  # per account; servers cap connections per user (Dovecot 10, Gmail 15)
 
 
 ACCOUNT_KEYS: dict[str, Key] = {
@@ -95,6 +100,7 @@ ACCOUNT_KEYS: dict[str, Key] = {
                     lambda value: _flag(value) or value in COMPRESS_MODES),
     "timeout": Key(N_("a number of seconds above 0"), _seconds),
     "max_time": Key(N_("a duration, e.g. 90m, 2h or 1h30m"), _duration),
+    "connections": Key(N_("a whole number of connections from 1 to 16"), _connections),
     "dest": Key(N_("a directory path"), _text),
     "format": Key(N_("maildir or mbox"), lambda value: value in FORMATS),
     "deadline": Key(N_("a date YYYY-MM-DD"), _date),

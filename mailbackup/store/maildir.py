@@ -9,6 +9,7 @@ The file's mtime is the message's INTERNALDATE, as mail clients expect.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import socket
@@ -72,7 +73,7 @@ class MaildirStore(MailStore):
     def __init__(self, mail_root: Path, info_separator: str | None = None) -> None:
         super().__init__(mail_root)
         self.separator = info_separator or default_info_separator()
-        self._counter = 0
+        self._counter = itertools.count(1)  # next() is atomic: a run's connections write at once
         self._host = _safe_host()
         self._keyword_tables: dict[Path, KeywordTable] = {}
 
@@ -82,9 +83,9 @@ class MaildirStore(MailStore):
             make_private_dirs(folder / sub)
 
     def _unique_name(self, size: int) -> str:
-        self._counter += 1
+        count = next(self._counter)
         now = time.time()
-        return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{self._counter}.{self._host},S={size}"
+        return f"{int(now)}.M{int(now % 1 * 1e6)}P{os.getpid()}Q{count}.{self._host},S={size}"
 
     def plan(self, local_path: str, messages: list[StoredMessage]) -> list[StoredMessage]:
         return [replace(message, location=self._unique_name(message.size)) for message in messages]

@@ -73,7 +73,7 @@ from mailbackup.sweep.limits import ServerLimits, TokenBucket
 from mailbackup.sweep.options import Shard, SweepOptions, select_accounts
 from mailbackup.sweep.progress import STAGE_WORDS, LogProgress, SweepProgress, stage_word
 from mailbackup.sync.engine import BackupEngine
-from mailbackup.sync.folder import MEGABYTE, BackupOptions
+from mailbackup.sync.folder import MEGABYTE, BackupOptions, ConnectionSlots
 from mailbackup.text import system_error
 from mailbackup.verify.check import verify_online
 from mailbackup.verify.record import verify_recorded
@@ -377,6 +377,9 @@ class _SweepWorker:
             include=settings.include, exclude=settings.exclude, batch_messages=options.batch_size,
             batch_bytes=batch_bytes, max_retries=options.max_retries, retry_delay=options.retry_delay,
             stop=options.stop, busy_wait=job.budget, stop_at=self._stop_at(job),
+            connections=settings.connections or 1,  # the accounts already run side by side
+            extra_slots=ConnectionSlots(claim=partial(self.limits.try_acquire, settings.host),
+                                        release=partial(self.limits.release, settings.host)),
         )
         progress = _EngineProgress(settings.account, self.progress, self.limits.bucket(settings.host), options.stop)
         stats = BackupEngine(session, archive, engine_options, progress).run()

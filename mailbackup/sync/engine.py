@@ -12,7 +12,10 @@ is retried with backoff and a busy server waited out (imap/retry.py).
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import PurePosixPath
 
@@ -27,13 +30,21 @@ from mailbackup.state.db import FolderRecord
 from mailbackup.state.rows import now_iso
 from mailbackup.store.guarded import remove
 from mailbackup.store.naming import local_path_for, path_key, unique_local_path
-from mailbackup.sync import allmail, habits, plan
+from mailbackup.sync import allmail, habits, parallel, plan
 from mailbackup.sync.commit import Committer
 from mailbackup.sync.fetch import Fetcher
 from mailbackup.sync.folder import BackupOptions, BackupProgress, FolderSync, NoBackupProgress, SyncParts
 from mailbackup.sync.recovery import recover, repair
 
 FEW_FLAGS = 5_000  # flag answers up to this many UIDs are matched by UID, larger ones against the whole folder
+
+
+@dataclass
+class _NewFolderNames:
+    """The path keys of every folder directory, read once, shared by a run's connections."""
+
+    keys: set[str] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class BackupEngine:
@@ -47,7 +58,7 @@ class BackupEngine:
         self.parts = SyncParts(session, archive, options, self.progress)
         self.committer = Committer(self.parts)
         self.fetcher = Fetcher(self.parts, self.committer)
-        self._path_keys: set[str] | None = None
+        self._names = _NewFolderNames()
         self._statuses: dict[str, FolderStatus] = {}  # read with the folder list, where the server can
         self._status_errors: dict[str, FolderError | ServerError] = {}  # statuses read before the run that failed
 
@@ -59,20 +70,23 @@ class BackupEngine:
         if not self.options.dry_run:
             self._clean_spool()
         habits.recall(self.state, self.session)
+        crew = parallel.Crew(self)
+        if self.options.connections > 1 and not self.state.folders():
+            # A first backup has work in every folder that holds mail: the other
+            # connections log in while the folder list is read.
+            crew.hire(self.options.connections - 1)
         try:
             server_folders, self._statuses = self.parts.call(None, self._list_folders)
             self._note_vanished_folders(server_folders)
             selected = plan.select_folders(server_folders, self.options.include, self.options.exclude)
             self._announce(selected)
-            for info in selected:
-                if self.options.should_stop():
-                    break
-                result = FolderResult(name=info.name)
-                stats.folders.append(result)
-                try:
-                    self._sync_folder_safely(info, result)
-                except Interrupted:
-                    break
+            order, busy = self._arrange(selected)
+            extra = min(self.options.connections, busy) - 1
+            if extra > 0:
+                stats.folders.extend(crew.work(order, extra))
+            else:
+                crew.dismiss()
+                self.sync_in_turn(selected, lambda _info, result: stats.folders.append(result))
             if self.options.should_stop():
                 stats.interrupted = self.options.stop.is_set()
                 stats.out_of_time = not stats.interrupted
@@ -83,10 +97,50 @@ class BackupEngine:
             self._finish_run(run_id, stats, started, "failed")
             raise
         finally:
+            crew.dismiss()
             if not self.options.dry_run:
                 habits.remember(self.state, self.session)
         self._finish_run(run_id, stats, started, None)
         return stats
+
+    def sync_in_turn(self, folders: Iterable[FolderInfo],
+                     keep: Callable[[FolderInfo, FolderResult], None]) -> None:
+        """Sync folder after folder on this engine's connection, until done or stopped."""
+        for info in folders:
+            if self.options.should_stop():
+                break
+            result = FolderResult(name=info.name)
+            keep(info, result)
+            try:
+                self._sync_folder_safely(info, result)
+            except Interrupted:
+                break
+
+    def sibling(self, session: ImapSession, archive: Archive, progress: BackupProgress) -> BackupEngine:
+        """An engine for another connection of the same run (parallel.py): it shares
+        what the folder list told and the names handed out to new folders."""
+        twin = BackupEngine(session, archive, self.options, progress)
+        twin._statuses, twin._status_errors = self._statuses, self._status_errors
+        twin._names = self._names
+        return twin
+
+    def _arrange(self, selected: list[FolderInfo]) -> tuple[list[FolderInfo], int]:
+        """The order for several connections, and how many folders have work: first
+        the folders the status says are unchanged (no round trip: done while the
+        other connections log in), then the biggest first, so that no connection
+        is left with a big folder at the end."""
+        work: dict[int, int] = {}
+        for info in selected:
+            status = self._statuses.get(info.name)
+            if status is None:
+                work[id(info)] = 1
+                continue
+            new, size = plan.expected_new(self.state.folder(info.name), status)
+            if new:
+                work[id(info)] = size if size is not None else new
+        idle = [info for info in selected if id(info) not in work]
+        busy = sorted((info for info in selected if id(info) in work), key=lambda info: work[id(info)], reverse=True)
+        return idle + busy, len(busy)
 
     def _announce(self, selected: list[FolderInfo]) -> None:
         """Tell the progress what the run expects, before the first download, so
@@ -228,18 +282,20 @@ class BackupEngine:
             if record.gone_at:
                 self.state.update_folder(record.id, gone_at=None)
             return record
-        try:
-            wanted = local_path_for(info.name, info.delimiter)
-            if self._path_keys is None:  # read once: a server may list 10,000 folders
-                self._path_keys = self.state.path_keys()
-            local = unique_local_path(wanted, self._path_keys)
-        except ValueError as exc:
-            raise FolderError(_("folder name cannot be stored safely: {reason}").format(reason=exc)) from None
-        if self.options.dry_run:
-            return FolderRecord(0, info.name, info.delimiter, str(local), None, None, None, None, 0, 0, None, None)
-        key = path_key(PurePosixPath(local))
-        self._path_keys.add(key)
-        return self.state.add_folder(info.name, info.delimiter, str(local), key)
+        with self._names.lock:  # two connections must not hand out one directory twice
+            try:
+                wanted = local_path_for(info.name, info.delimiter)
+                if self._names.keys is None:  # read once: a server may list 10,000 folders
+                    self._names.keys = self.state.path_keys()
+                local = unique_local_path(wanted, self._names.keys)
+            except ValueError as exc:
+                raise FolderError(_("folder name cannot be stored safely: {reason}").format(reason=exc)) from None
+            if self.options.dry_run:
+                return FolderRecord(0, info.name, info.delimiter, str(local), None, None, None, None, 0, 0, None,
+                                    None)
+            key = path_key(PurePosixPath(local))
+            self._names.keys.add(key)
+            return self.state.add_folder(info.name, info.delimiter, str(local), key)
 
     def _warn_if_emptied(self, folder: FolderSync, exists: int) -> None:
         record = folder.record

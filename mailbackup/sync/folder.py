@@ -24,6 +24,15 @@ T = TypeVar("T")
 MEGABYTE = 1 << 20
 
 
+@dataclass(frozen=True)
+class ConnectionSlots:
+    """Leave to open a connection besides the run's first: `claim()` says
+    whether one is free now (never waits), `release()` gives it back."""
+
+    claim: Callable[[], bool] = lambda: True
+    release: Callable[[], None] = lambda: None
+
+
 @dataclass
 class BackupOptions:
     include: tuple[str, ...] = ()
@@ -43,7 +52,10 @@ class BackupOptions:
     stop_at: float | None = None
     # Waits a busy server (throttled, too many connections) may cost this run in all.
     busy_wait: WaitBudget = field(default_factory=WaitBudget)
-
+    # --connections: folders are synced on up to this many connections at once (parallel.py)
+    connections: int = 1
+    # A sweep counts the extra connections against its per-server cap: each must be claimed first.
+    extra_slots: ConnectionSlots = field(default_factory=lambda: ConnectionSlots())
 
     def should_stop(self) -> bool:
         """Stopped by request (Ctrl-C, a sweep's signal) or out of time (--max-time)."""

@@ -1,0 +1,167 @@
+"""`--connections N`: folders synced on several connections at once, against
+a real Dovecot that records every session (rawlog), so the tests see what
+the server saw: how many connections, which folder on which, and that the
+archive holds exactly the server's mail."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import sample_mail
+from dovecot_server import DovecotServer, RawSession
+from helpers import archive_contents, backup, run_cli, server_args, server_contents, server_folders, sessions_of
+from netproxy import Proxy
+from test_sweep import import_passwords, keyring_env, sweep_rows, write_config
+
+from mailbackup.errors import ExitCode
+
+
+def start(server: DovecotServer, *, max_userip: int | None = None) -> DovecotServer:
+    server.start()
+    if max_userip is not None:
+        text = server.conf_path.read_text(encoding="utf-8")
+        server.conf_path.write_text(re.sub(r"mail_max_userip_connections = \d+",
+                                           f"mail_max_userip_connections = {max_userip}", text), encoding="utf-8")
+        server.reload()
+    return server
+
+
+@pytest.fixture
+def filled(rawlog_server, imap_user_factory, imap_client_factory):
+    user = imap_user_factory(rawlog_server)
+    client = imap_client_factory(user)
+    sample_mail.fill_mailbox(client, sample_mail.sample_mailbox())
+    return user, client
+
+
+def examined(session: RawSession) -> list[str]:
+    return [command.split(" ", 1)[1] for command in session.commands() if command.startswith("EXAMINE ")]
+
+
+def assert_archive_is_server(dest: Path, user, client) -> None:
+    stored = archive_contents(dest, user.name)
+    selectable = [name for flags, _, name in client.list_folders() if b"\\Noselect" not in flags]
+    assert set(stored) == set(selectable)
+    for name in selectable:
+        assert {uid: (message.body, _flags(message.flags)) for uid, message in stored[name].items()} == \
+            {uid: (body, _flags(flags)) for uid, (body, flags, _) in server_contents(client, name).items()}
+
+
+def test_three_connections_share_the_folders_and_store_each_once(filled, tmp_path):
+    user, client = filled
+    folders = [name for flags, _, name in client.list_folders() if b"\\Noselect" not in flags]
+
+    sessions = sessions_of(lambda: _ok(backup(user, tmp_path, "--no-verify", "--connections", "3")),
+                           user.server, user)
+
+    assert 2 <= len(sessions) <= 3, f"{len(sessions)} connections for --connections 3"
+    opened = [name for session in sessions for name in examined(session)]
+    assert len(opened) == len(folders) == len(set(opened))  # every folder on exactly one connection
+    assert sum(1 for session in sessions if examined(session)) >= 2  # and really shared
+    assert_archive_is_server(tmp_path, user, client)
+    verified = run_cli(["verify", user.name, *server_args(user), "--dest", str(tmp_path)], password=user.password)
+    assert verified.returncode == 0 and "COMPLETE" in verified.stdout, verified.stdout + verified.stderr
+
+    # Nothing changed: one connection, one LIST, no folder opened.
+    (again,) = sessions_of(lambda: _ok(backup(user, tmp_path, "--no-verify", "--connections", "3")),
+                           user.server, user)
+    assert not examined(again)
+
+
+def test_new_mail_in_two_folders_is_fetched_on_two_connections(filled, tmp_path):
+    user, client = filled
+    _ok(backup(user, tmp_path, "--no-verify"))
+    letters = sample_mail.sample_messages()
+    client.append("INBOX", letters["thai_qp"].replace(b"Subject:", b"Subject: (new)", 1))
+    client.append("งานคดี", letters["thai_qp"].replace(b"Subject:", b"Subject: (new 2)", 1))
+
+    sessions = sessions_of(lambda: _ok(backup(user, tmp_path, "--no-verify", "--connections", "4")),
+                           user.server, user)
+
+    # Two folders with work: one more connection, not three.
+    assert len(sessions) == 2
+    assert sorted(name for session in sessions for name in examined(session)) == \
+        sorted(['"INBOX"', '"&DgcOMg4ZDgQOFA41-"'])
+    assert_archive_is_server(tmp_path, user, client)
+
+
+def test_a_folder_failing_on_one_connection_is_reported_and_the_rest_saved(filled, tmp_path):
+    user, client = filled
+    broken = user.server.folder_dir(user.name, "งานคดี")
+    mode = broken.stat().st_mode
+    broken.chmod(0)
+    try:
+        done = backup(user, tmp_path, "--no-verify", "--connections", "3")
+    finally:
+        broken.chmod(mode)
+    assert done.returncode == ExitCode.WARNINGS, done.stderr
+    assert "งานคดี" in done.stderr and "FAILED" in done.stderr
+    stored = archive_contents(tmp_path, user.name)
+    for name in server_folders(client):
+        if name != "งานคดี" and name in stored:
+            assert {uid: message.body for uid, message in stored[name].items()} == \
+                {uid: body for uid, (body, _, _) in server_contents(client, name).items()}
+    assert {"INBOX", "Sent"} <= set(stored)
+
+
+def test_a_server_allowing_fewer_connections_gets_no_more_and_all_mail(imap_user_factory, imap_client_factory,
+                                                                        tmp_path):
+    """Dovecot here allows two connections per user and IP; --connections 4
+    goes on with the two it gets, with no warning (nothing is wrong)."""
+    server = start(DovecotServer(rawlog=True), max_userip=2)
+    try:
+        user = imap_user_factory(server)
+        client = imap_client_factory(user)
+        sample_mail.fill_mailbox(client, sample_mail.sample_mailbox())
+        client.logout()  # the test's own connection would take one of the two
+        sessions = sessions_of(lambda: _ok_quiet(backup(user, tmp_path, "--no-verify", "--connections", "4")),
+                               server, user)
+        assert 1 <= len(sessions) <= 2  # logged in: the refused ones never got a session
+        client = imap_client_factory(user)
+        assert_archive_is_server(tmp_path, user, client)
+    finally:
+        server.stop()
+
+
+def test_a_sweep_counts_extra_connections_against_its_cap(rawlog_server, imap_user_factory, imap_client_factory,
+                                                          tmp_path):
+    """One account at a time, at most two connections toward the server, each
+    account allowed four: every account gets exactly the one extra connection
+    the cap leaves, never more."""
+    users = [imap_user_factory(rawlog_server) for _ in range(3)]
+    for user in users:
+        client = imap_client_factory(user)
+        sample_mail.fill_mailbox(client, sample_mail.sample_mailbox())
+        client.logout()
+    env = keyring_env(tmp_path)
+    dest = tmp_path / "dest"
+    with Proxy("127.0.0.1", rawlog_server.port) as proxy:
+        config = write_config(tmp_path / "unit.yaml", users, server=f"localhost:{proxy.port}",
+                              cafile=rawlog_server.cafile, dest=dest,
+                              defaults="max_connections_per_server: 2\nconnections: 4\njobs: 1")
+        import_passwords(config, env, {user.name: user.password for user in users})
+        before = {user.name: len(rawlog_server.rawlog_sessions(user.name)) for user in users}
+        done = run_cli(["sweep", str(config)], env=env)
+        peak = proxy.max_active
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert peak <= 2, f"{peak} connections at once toward one server"
+    rows = sweep_rows(dest / "reports")
+    for user in users:
+        assert (rows[user.name]["backup"], rows[user.name]["verify"]) == ("ok", "complete")
+        assert len(rawlog_server.rawlog_sessions(user.name)) - before[user.name] == 2
+
+
+def _ok(done) -> None:
+    assert done.returncode == 0, done.stderr
+
+
+def _ok_quiet(done) -> None:
+    """Done, and nothing said about the connections that were refused: nothing is wrong."""
+    _ok(done)
+    assert "warning" not in done.stderr.lower(), done.stderr
+
+
+def _flags(flags) -> set[str]:
+    return {flag for flag in flags if flag.lower() != "\\recent"}
