@@ -149,7 +149,9 @@ def test_an_enospc_from_the_store_is_exit_7_without_root(server, certs, tmp_path
     monkeypatch.setattr(archive_module, "MaildirStore", FullDiskMaildir)
     FullDiskMaildir.writes = 0
 
-    code, output = cli_backup(server, certs, dest, "--batch-size", "10")
+    # One connection: "the second write" is then the second batch (with several, the other
+    # connections finish the folders in hand, each batch whole or not at all).
+    code, output = cli_backup(server, certs, dest, "--batch-size", "10", "--connections", "1")
 
     assert code == ExitCode.STORAGE, output
     assert "mailbackup: error: cannot write" in output and "No space left on device" in output
