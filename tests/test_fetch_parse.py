@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mailbackup.imap.parse import COMMON_SHAPE, parse_general, parse_items
-from mailbackup.imap.pipeline import FetchPipeline
+from mailbackup.imap.pipeline import FetchPipeline, PipelinedCommandRefused
 from mailbackup.store.body import MessageBody
 
 ATOM = st.text(alphabet=st.sampled_from("abcdefXYZ$_-\\0123456789"), min_size=1, max_size=12)
@@ -63,3 +64,41 @@ def test_a_body_sent_as_a_quoted_string_is_kept(tmp_path):
     assert result.status == "OK"
     bodies = {message.uid: message.body.data for message in result.messages}
     assert bodies == {7: b"", 8: b'Subject: "x"\\'}
+
+
+def test_a_listing_and_the_bodies_sent_with_it_are_told_apart_however_interleaved(tmp_path):
+    """A server may answer pipelined FETCHes interleaved (Dovecot does, RFC 3501
+    5.5): each line goes by what it carries.  Scripted (a byte stream), to put
+    every awkward order and a UID nobody listed on one connection."""
+    date = b'"05-Jan-2024 09:03:07 +0700"'
+
+    def meta(sequence: int, uid: int) -> bytes:
+        return b"* %d FETCH (UID %d RFC822.SIZE 4 FLAGS (\\Seen) INTERNALDATE %s)\r\n" % (sequence, uid, date)
+
+    def body(sequence: int, uid: int, data: bytes) -> bytes:
+        return b"* %d FETCH (UID %d FLAGS (\\Seen) INTERNALDATE %s RFC822.SIZE %d BODY[] {%d}\r\n%s)\r\n" % (
+            sequence, uid, date, len(data), len(data), data)
+
+    stream = io.BytesIO(b"".join([
+        body(1, 7, b"one!"), meta(1, 7), b"* 3 EXISTS\r\n", meta(2, 9), body(2, 9, b"two!"),
+        body(2, 9, b"again"),  # a second answer for one UID: the first is kept
+        body(3, 11, b"late"),  # arrived after the listing: not asked for by anyone
+        b"* 2 FETCH (UID 9 FLAGS (\\Seen \\Flagged))\r\n",  # an unsolicited flag update
+        b"MB2 OK bodies done\r\n", b"MB1 OK listing done\r\n",
+    ]))
+    pipeline = FetchPipeline(stream, lambda data: None, spool_dir=tmp_path, spool_above=1 << 20)
+    rows, batch = pipeline.read_listing_and_bodies(b"MB1", b"MB2")
+
+    assert sorted(row.uid for row in rows) == [7, 9]
+    assert pipeline.exists_seen == 3
+    assert batch.status == "OK"
+    assert {message.uid: message.body.data for message in batch.messages} == {7: b"one!", 9: b"two!", 11: b"late"}
+
+
+def test_a_refused_listing_sent_with_bodies_lets_the_bodies_go(tmp_path):
+    stream = io.BytesIO(b"* 1 FETCH (UID 7 FLAGS () INTERNALDATE \"05-Jan-2024 09:03:07 +0700\" RFC822.SIZE 4 "
+                        b"BODY[] {4}\r\nbody)\r\nMB1 BAD pipelining not supported\r\nMB2 BAD no\r\n")
+    pipeline = FetchPipeline(stream, lambda data: None, spool_dir=tmp_path, spool_above=1 << 20)
+    with pytest.raises(PipelinedCommandRefused, match="pipelining not supported"):
+        pipeline.read_listing_and_bodies(b"MB1", b"MB2")
+    assert stream.read() == b""  # both answers read: nothing left on the wire for the next command

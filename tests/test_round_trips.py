@@ -56,7 +56,16 @@ def test_first_backup_lists_statuses_at_once_and_examines_each_folder_with_its_l
         here = [index for index, command in enumerate(commands) if command.startswith("EXAMINE ")]
         assert all(commands[index + 1] == LIST_FIRST for index in here)  # the same round trip
         examined += len(here)
+        # Each of these small folders comes whole with it: its bodies by sequence number, sent
+        # right behind the listing, and never asked for again by UID.
+        for index in here:
+            if commands[index + 2:index + 3] and commands[index + 2].startswith("FETCH 1:"):
+                assert commands[index + 2].endswith("(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])")
+        assert not [command for command in commands if command.startswith("UID FETCH") and "BODY.PEEK[]" in command]
     assert examined == len(folders)  # each folder once, on one of the connections
+    fetched_whole = [command for session in sessions for command in session.commands()
+                     if command.startswith("FETCH 1:") and "BODY.PEEK[]" in command]
+    assert len(fetched_whole) == sum(1 for name in folders if server_contents(client, name))
     stored = archive_contents(tmp_path, user.name)
     for name in folders:
         assert {uid: message.body for uid, message in stored[name].items()} == \

@@ -157,6 +157,75 @@ class FetchPipeline:
                 rows.append(row)
                 self.progress()
 
+    def send_first_bodies(self, count: int) -> bytes:
+        """Send, without waiting, a FETCH of the whole of the first `count`
+        messages by sequence number (never more, whatever the folder turns
+        out to hold): its tag, for `read_first_bodies`."""
+        tag = f"MB{next(_tags)}".encode()
+        self._send(tag + b" FETCH 1:" + str(count).encode() + b" (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])\r\n")
+        return tag
+
+    def read_listing_and_bodies(self, listing_tag: bytes, bodies_tag: bytes) -> tuple[list[MetaRow], BatchResult]:
+        """The answers to `send_meta` and `send_first_bodies` sent together.  A
+        server may answer pipelined FETCHes interleaved (Dovecot does: RFC 3501
+        5.5), so every line is routed by what it carries, not by its place:
+        a body belongs to the second, sizes alone to the first.  The listing's
+        refusal raises as in `read_meta`; the bodies' is in the result."""
+        rows: list[MetaRow] = []
+        bodies: dict[int, StreamedMessage] = {}
+        answers: dict[bytes, tuple[bytes, bytes]] = {}
+        try:
+            while len(answers) < 2:
+                self.progress()
+                line = self._line()
+                if not line.startswith(b"* "):
+                    answers.update(self._tagged(line, (listing_tag, bodies_tag)))
+                    continue
+                message = self._listed_or_body(line, rows)
+                if message is not None and message.uid not in bodies:
+                    bodies[message.uid] = message
+                elif message is not None:
+                    message.body.discard()  # a second answer for one UID: keep the first
+        except BaseException:
+            discard([message.body for message in bodies.values()])
+            raise
+        status, text = answers[listing_tag]
+        if status != b"OK":
+            discard([message.body for message in bodies.values()])
+            refused = PipelinedCommandRefused if status == b"BAD" else ServerError
+            raise refused(_("the server refused to list messages: {reply}").format(
+                reply=printable(text.decode("utf-8", "replace").strip())))
+        status, text = answers[bodies_tag]
+        batch = BatchResult(index=0, uids=sorted(bodies), messages=[bodies[uid] for uid in sorted(bodies)],
+                            status=status.decode("ascii", "replace"),
+                            text=printable(text.decode("utf-8", "replace").strip()))
+        return rows, batch
+
+    def _tagged(self, line: bytes, tags: tuple[bytes, ...]) -> dict[bytes, tuple[bytes, bytes]]:
+        tag, _separator, rest = line.partition(b" ")
+        if tag not in tags:
+            raise ProtocolViolation(_("server sent a line that is not an IMAP response: {line!r}").format(
+                line=line[:60]))
+        status, _separator, text = rest.partition(b" ")
+        return {tag: (status.upper(), text)}
+
+    def _listed_or_body(self, line: bytes, rows: list[MetaRow]) -> StreamedMessage | None:
+        """One untagged line of a listing sent with a FETCH of bodies: a row of
+        the listing is added to `rows`; a message with its body is returned."""
+        text, literals = self._gather(line)
+        if text[2:40].upper().startswith(b"BYE"):
+            discard(literals)
+            raise _closed(text)
+        exists = EXISTS_LINE.match(text)
+        if exists:
+            self.exists_seen = int(exists.group(1))
+        if not literals and b"BODY[" not in text.upper():
+            row = meta_row(text)
+            if row is not None:
+                rows.append(row)
+            return None
+        return self._message(text, literals)
+
     def _refuse_pipelining(self) -> None:
         self.pipelining_refused = True
         self.depth = 1
@@ -224,10 +293,22 @@ class FetchPipeline:
         if head.startswith(b"BYE"):
             discard(literals)
             raise _closed(text)
+        message = self._message(text, literals)
+        if message is None:
+            return
+        if message.uid not in owner:  # a UID we did not ask for
+            message.body.discard()
+            return
+        owner[message.uid].messages.append(message)
+        self.progress()
+
+    def _message(self, text: bytes, literals: list[MessageBody]) -> StreamedMessage | None:
+        """The message a ``* n FETCH`` line with its body carries; None (its
+        literals let go) for any other line, e.g. an unsolicited flag update."""
         match = re.match(rb"\* \d+ FETCH ", text, re.I)
         if not match:
             discard(literals)
-            return
+            return None
         try:
             items = parse_items(text[match.end():], literals)
             flags = fetch_flags(items.get("FLAGS"))
@@ -238,15 +319,12 @@ class FetchPipeline:
         body = items.get("BODY[]")
         if isinstance(body, Quoted):  # RFC 3501 allows a string of either kind; no CR/LF fits in a quoted one
             body = MessageBody.from_bytes(body.raw)
-        if not isinstance(uid, int) or uid not in owner or not isinstance(body, MessageBody):
-            discard(literals)  # an unsolicited flag update, or a UID we did not ask for
-            return
+        if not isinstance(uid, int) or not isinstance(body, MessageBody):
+            discard(literals)
+            return None
         discard([literal for literal in literals if literal is not body])  # e.g. one swallowed by a quote
-        owner[uid].messages.append(StreamedMessage(
-            uid=uid, size=body.size, body=body, flags=flags,
-            internaldate=internaldate(items.get("INTERNALDATE")),
-        ))
-        self.progress()
+        return StreamedMessage(uid=uid, size=body.size, body=body, flags=flags,
+                               internaldate=internaldate(items.get("INTERNALDATE")))
 
     def _gather(self, line: bytes) -> tuple[bytes, list[MessageBody]]:
         return gather(self.reader, line, spool_dir=self.spool_dir, spool_above=self.spool_above,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,17 @@ from mailbackup.model import (
 
 log = logging.getLogger(__name__)
 
+@dataclass(frozen=True)
+class FirstBodies:
+    """Fetch the whole of a folder's first `count` messages with its listing (a
+    small folder backed up the first time: one round trip instead of two);
+    bodies above `spool_above` bytes go to files in `spool_dir`."""
+
+    count: int
+    spool_dir: Path
+    spool_above: int
+
+
 class ImapSession:
     def __init__(self, settings: ConnectionSettings, account: str, password: str | Callable[[], str]) -> None:
         """`password` may be a function: it is called once, after the server is
@@ -60,6 +72,7 @@ class ImapSession:
         # The server mishandles pipelined commands (pipeline.py): one command in flight from then on,
         # across reconnects; the sync layer keeps it in the state for later runs.
         self.one_command_at_a_time = False
+        self._first_bodies: BatchResult | None = None  # fetched with a listing, for the next stream_bodies
 
     # -- connection ---------------------------------------------------
     def _learn_password(self, password: str) -> str:
@@ -126,6 +139,7 @@ class ImapSession:
         self.connect()
 
     def close(self, *, logout: bool = True) -> None:
+        self.drop_first_bodies()
         client, self._client = self._client, None
         if client is not None:
             _quietly_close(client, logout=logout)
@@ -261,6 +275,7 @@ class ImapSession:
     def examine(self, name: str) -> SelectedFolder:
         """Select read-only (EXAMINE): a backup must never change the server."""
         self._check_usable(name)
+        self.drop_first_bodies()
         try:
             with self.translated():
                 response = self.client.select_folder(name, readonly=True)
@@ -276,27 +291,36 @@ class ImapSession:
             wire.pop_untagged(self.client, "EXISTS")  # EXAMINE's own: counted above
         return selected
 
-    def examine_listing(self, name: str) -> tuple[SelectedFolder, list[MessageMeta]]:
+    def examine_listing(self, name: str, first_bodies: FirstBodies | None = None
+                        ) -> tuple[SelectedFolder, list[MessageMeta]]:
         """EXAMINE, and UID, size, flags and date of every message, in one round
         trip: the FETCH goes out before EXAMINE is answered (for a folder backed
         up the first time; on a 50 ms link that is 50 ms a folder).  Should the
         EXAMINE fail, no folder is selected and the FETCH is refused (RFC 3501
-        6.3.1), so nothing is read from a folder we did not ask for."""
+        6.3.1), so nothing is read from a folder we did not ask for.
+
+        With `first_bodies` the whole messages go out in the same round trip
+        too; they wait in the session for the `stream_bodies` that asks for
+        exactly them (any other question drops them)."""
         self._check_usable(name)
+        self.drop_first_bodies()
         if self.one_command_at_a_time:
             return self.examine(name), self.fetch_meta("1:*")
         client = self.client
-        reader = FetchPipeline(*wire.stream_of(client), spool_dir=None, spool_above=1 << 16,
-                                 progress=wire.progress_of(client))
+        spool_dir, spool_above = (None, 1 << 16) if first_bodies is None else \
+            (first_bodies.spool_dir, first_bodies.spool_above)
+        reader = FetchPipeline(*wire.stream_of(client), spool_dir=spool_dir, spool_above=spool_above,
+                               progress=wire.progress_of(client))
         with self.translated():
             tag = wire.send_examine(client, name)
             fetch_tag = reader.send_meta("1:*")
+            bodies_tag = None if first_bodies is None else reader.send_first_bodies(first_bodies.count)
             typ, data = wire.complete_examine(client, tag)
             if typ != "OK":
                 wire.mark_selected(client, False)
                 self.selected = None
                 with contextlib.suppress(ServerError):
-                    reader.read_meta(fetch_tag)
+                    self._read_listing(reader, fetch_tag, bodies_tag)
                 reply = _text(data[-1]) if data and data[-1] else typ
                 raise busy_error(str(self.settings.server), reply) or FolderError(
                     _("cannot open folder {folder!r}: {error}").format(folder=name, error=reply))
@@ -304,7 +328,7 @@ class ImapSession:
             selected = _selected_folder(name, wire.mark_selected(client, True))
             self.exists = selected.exists
             try:
-                rows = reader.read_meta(fetch_tag)
+                rows = self._read_listing(reader, fetch_tag, bodies_tag, first_bodies)
             except PipelinedCommandRefused as exc:
                 # Sent before EXAMINE was answered, refused; the same FETCH alone is fine on such a server.
                 log.info("FETCH sent with EXAMINE refused (%s); one command at a time from now on", exc.message)
@@ -312,6 +336,31 @@ class ImapSession:
                 return selected, self.fetch_meta("1:*")
         self.note_exists(reader.exists_seen)
         return selected, _metas(rows, None)
+
+    def _read_listing(self, reader: FetchPipeline, fetch_tag: bytes, bodies_tag: bytes | None,
+                      first_bodies: FirstBodies | None = None) -> list[MetaRow]:
+        """The listing's rows; the bodies sent with it kept for `stream_bodies`
+        (without `first_bodies`: read and let go)."""
+        if bodies_tag is None:
+            return reader.read_meta(fetch_tag)
+        rows, batch = reader.read_listing_and_bodies(fetch_tag, bodies_tag)
+        # Sequence numbers 1..count are the `count` lowest UIDs (RFC 3501 2.3.1.2): the batch those
+        # are, whatever else the server sent.
+        wanted = set(sorted(row.uid for row in rows)[:first_bodies.count]) if first_bodies is not None else set()
+        for message in batch.messages:
+            if message.uid not in wanted:
+                message.body.discard()
+        batch.messages = [message for message in batch.messages if message.uid in wanted]
+        batch.uids = sorted(wanted)
+        self._first_bodies = batch if wanted else None
+        return rows
+
+    def drop_first_bodies(self) -> None:
+        """Let go of bodies fetched with the listing that nobody asked for."""
+        batch, self._first_bodies = self._first_bodies, None
+        if batch is not None:
+            for message in batch.messages:
+                message.body.discard()
 
     # -- messages -----------------------------------------------------
     def search_uids(self, first_uid: int = 1) -> list[int]:
@@ -376,7 +425,16 @@ class ImapSession:
     def stream_bodies(self, batches: Iterable[list[int]], *, spool_dir: Path, spool_above: int,
                       depth: int = 3) -> Generator[BatchResult, None, None]:
         """Whole messages, batch by batch, with `depth` FETCH commands in flight
-        (see pipeline.py); bodies above `spool_above` bytes go to files."""
+        (see pipeline.py); bodies above `spool_above` bytes go to files.  A first
+        batch fetched with the listing (`examine_listing`) is not asked again."""
+        batches = list(batches)
+        first, self._first_bodies = self._first_bodies, None
+        if first is not None and batches and sorted(batches[0]) == first.uids:
+            batches = batches[1:]
+            yield first
+        elif first is not None:
+            for message in first.messages:
+                message.body.discard()
         pipeline = FetchPipeline(*wire.stream_of(self.client), spool_dir=spool_dir, spool_above=spool_above,
                                  depth=1 if self.one_command_at_a_time else depth,
                                  progress=wire.progress_of(self.client))

@@ -12,6 +12,7 @@ is retried with backoff and a busy server waited out (imap/retry.py).
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -24,7 +25,7 @@ from mailbackup.errors import FolderError, Interrupted, ServerError
 from mailbackup.i18n import _
 from mailbackup.imap.listing import list_folder
 from mailbackup.imap.pushback import pushback_of, stopped_by_pushback
-from mailbackup.imap.session import ImapSession
+from mailbackup.imap.session import FirstBodies, ImapSession
 from mailbackup.model import FolderInfo, FolderResult, FolderStatus, MessageMeta, RunStats, SelectedFolder
 from mailbackup.state.db import FolderRecord
 from mailbackup.state.rows import now_iso
@@ -225,16 +226,31 @@ class BackupEngine:
         if start.skip:
             result.skipped_unchanged = True
             return
-        facts = self._gather(folder, start.list_with_examine)
-        todo = plan.plan_folder(facts)
-        self._execute(folder, facts, todo)
+        try:
+            facts = self._gather(folder, start.list_with_examine, self._first_bodies(status))
+            todo = plan.plan_folder(facts)
+            self._execute(folder, facts, todo)
+        finally:
+            self.session.drop_first_bodies()
 
-    def _gather(self, folder: FolderSync, list_with_examine: bool) -> plan.FolderFacts:
+    def _first_bodies(self, status: FolderStatus) -> FirstBodies | None:
+        """A small folder backed up the first time comes whole with its listing
+        (one round trip instead of two), when its status says it fits one batch."""
+        options = self.options
+        if options.dry_run or not 0 < status.messages <= options.batch_messages or status.size is None \
+                or status.size > options.batch_bytes:
+            return None
+        return FirstBodies(count=status.messages, spool_dir=self.archive.spool_dir, spool_above=options.large_message)
+
+    def _gather(self, folder: FolderSync, list_with_examine: bool, first_bodies: FirstBodies | None
+                ) -> plan.FolderFacts:
         """EXAMINE, what the state holds of this generation, and the server's UIDs."""
         name, record = folder.info.name, folder.record
         listed: list[MessageMeta] | None = None
         if list_with_examine:
-            selected, listed = self.parts.call(None, lambda: self.session.examine_listing(name))
+            tries = itertools.count()  # the bodies with the first try only: a link that drops them gets batches
+            selected, listed = self.parts.call(None, lambda: self.session.examine_listing(
+                name, first_bodies if next(tries) == 0 else None))
         else:
             selected = self.parts.call(None, lambda: self.session.examine(name))
         folder.uidvalidity = selected.uidvalidity
