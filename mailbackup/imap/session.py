@@ -110,7 +110,10 @@ class ImapSession:
         for it switches it on implicitly, but a first sync skips STATUS."""
         with self.translated():
             if client.has_capability("ENABLE") and client.has_capability("CONDSTORE"):
-                client.enable("CONDSTORE")
+                # Not waited for: its answer is read with the next command's (imaplib keeps
+                # each tag's), a round trip saved per connection; a refusal changes nothing
+                # we rely on (HIGHESTMODSEQ absent is handled: no CONDSTORE).
+                wire.send_only(client, "ENABLE", "CONDSTORE")
 
     def _maybe_compress(self, client: imapclient.IMAPClient) -> bool:
         mode = self.settings.compress

@@ -294,6 +294,12 @@ def parse_answers(data: list[Any]) -> list[Any]:
     return list(parse_response([item for item in data if item not in (b"", None)]))
 
 
+def send_only(client: imapclient.IMAPClient, name: str, *args: str) -> None:
+    """Send a command without waiting for its answer; imaplib files that answer
+    under its tag while it reads the next command's (pipelining, RFC 3501 5.5)."""
+    client._imap._command(name, *args)
+
+
 def send_logout(client: imapclient.IMAPClient) -> None:
     """LOGOUT, without waiting for its answer: the connection is closed next
     and nothing the server could say changes what was saved (a round trip
