@@ -41,10 +41,12 @@ from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, MessageMeta, StoredMessage
 from mailbackup.state.db import FolderRecord
 from mailbackup.state.rows import now_iso
+from mailbackup.state.written import MessageKey
 from mailbackup.sync.plan import select_folders
 from mailbackup.text import system_error
 from mailbackup.verify.content import CONTENT_CHECK_LIMIT, server_contents
 from mailbackup.verify.results import FolderReport, MessageEntry, Mode, VerifyOptions, VerifyResult
+from mailbackup.verify.written import WrittenCopies
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,8 +94,13 @@ class ServerFolder:
 
 
 def verify_online(session: ImapSession, archive: Archive, options: VerifyOptions,
-                  progress: VerifyProgress | None = None) -> VerifyResult:
+                  progress: VerifyProgress | None = None, *,
+                  written: frozenset[MessageKey] = frozenset()) -> VerifyResult:
     """Compare every folder on the server with the archive, message by message.
+
+    `written`: the copies the backup of this same run wrote (a sweep's, see
+    written.py); their files are checked for place, kind and size instead of
+    being read again, and counted apart.  The server side is the same for all.
 
     Raises ConnectError/AuthError/TLSError when the server cannot be reached
     at all; one folder the server refuses becomes that folder's error."""
@@ -112,7 +119,8 @@ def verify_online(session: ImapSession, archive: Archive, options: VerifyOptions
                 [FolderInfo(info.name, info.delimiter)], options.include, options.exclude):
             server[info.name] = ServerFolder(info.name, error="the server lists this folder but will not open it")
     excluded = {info.name for info in listed} - set(server)
-    return _ArchiveChecker(archive, options, progress, Mode.ONLINE, started).run(server, excluded)
+    checker = _ArchiveChecker(archive, options, progress, Mode.ONLINE, started, WrittenCopies(archive.store, written))
+    return checker.run(server, excluded)
 
 
 def verify_offline(archive: Archive, options: VerifyOptions,
@@ -221,7 +229,7 @@ class _FolderWork:
 
 class _ArchiveChecker:
     def __init__(self, archive: Archive, options: VerifyOptions, progress: VerifyProgress,
-                 mode: Mode, started: datetime) -> None:
+                 mode: Mode, started: datetime, written: WrittenCopies | None = None) -> None:
         self.archive = archive
         self.state = archive.state
         self.store = archive.store
@@ -229,6 +237,7 @@ class _ArchiveChecker:
         self.progress = progress
         self.mode = mode
         self.started = started
+        self.written = written or WrittenCopies(archive.store)
         self.outcomes: dict[tuple[int, int, int], _Outcome] = {}
         self.copies_elsewhere: dict[int, int] = {}  # folder id → copies another folder holds too
 
@@ -299,6 +308,9 @@ class _ArchiveChecker:
                 absent = work.absent.get((message.uidvalidity, message.uid))
                 if absent is not None:
                     self.outcomes[key] = absent
+                elif work.record is not None and self.written.confirms(work.record.local_path, message):
+                    self.outcomes[key] = OK
+                    work.report.checked_at_download += 1
                 elif recent_since is not None and _verified_since(message, recent_since):
                     self.outcomes[key] = SKIPPED
                     work.report.skipped_recent += 1
@@ -341,6 +353,7 @@ class _ArchiveChecker:
         return OK
 
     def _mark_verified(self, messages: list[StoredMessage]) -> None:
+        # Only copies read and hashed here: one checked from its download's hash gets no verified_at.
         if not messages:
             return
         when = now_iso()
