@@ -41,6 +41,7 @@ from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, MessageMeta, StoredMessage
 from mailbackup.state.db import FolderRecord
 from mailbackup.state.rows import now_iso
+from mailbackup.state.verifying import set_verified_many, stored_sizes
 from mailbackup.state.written import MessageKey
 from mailbackup.sync.plan import select_folders
 from mailbackup.text import system_error
@@ -144,9 +145,9 @@ def _read_server_folder(session: ImapSession, archive: Archive, name: str) -> Se
         folder.error = exc.message
         return folder
     record = archive.state.folder(name)
-    stored = archive.state.stored_uids(record.id, folder.uidvalidity) if record else set()
+    stored = stored_sizes(archive.state, record.id, folder.uidvalidity) if record else {}
     if record is not None:
-        _compare_contents(session, archive, folder, record)
+        _compare_contents(session, archive, folder, record, stored)
     lacking = [uid for uid in sorted(folder.metas) if uid not in stored]
     for uid in lacking[:HEADER_PROBE_LIMIT]:
         summary = _probe_headers(session, name, uid)
@@ -155,7 +156,8 @@ def _read_server_folder(session: ImapSession, archive: Archive, name: str) -> Se
     return folder
 
 
-def _compare_contents(session: ImapSession, archive: Archive, folder: ServerFolder, record: FolderRecord) -> None:
+def _compare_contents(session: ImapSession, archive: Archive, folder: ServerFolder, record: FolderRecord,
+                      sizes: dict[int, int]) -> None:
     """Fetch whole the messages whose size the server gives otherwise than the
     archive (see content.py), or all of them when the folder's UIDVALIDITY is no
     longer the archived one (GNU mailutils changes it every session): UIDs then
@@ -163,8 +165,6 @@ def _compare_contents(session: ImapSession, archive: Archive, folder: ServerFold
     if record.uidvalidity is not None and record.uidvalidity != folder.uidvalidity:
         wanted = sorted(folder.metas)
     else:
-        sizes = {message.uid: message.size for message in archive.state.messages(record.id)
-                 if message.uidvalidity == folder.uidvalidity}
         wanted = [uid for uid, meta in sorted(folder.metas.items()) if uid in sizes and sizes[uid] != meta.size]
     if not wanted:
         return
@@ -356,10 +356,8 @@ class _ArchiveChecker:
         # Only copies read and hashed here: one checked from its download's hash gets no verified_at.
         if not messages:
             return
-        when = now_iso()
         with self.state.transaction():
-            for message in messages:
-                self.state.set_verified(message.folder_id, message.uidvalidity, message.uid, when)
+            set_verified_many(self.state, ((m.folder_id, m.uidvalidity, m.uid) for m in messages), now_iso())
         messages.clear()
 
     # -- classes ------------------------------------------------------
