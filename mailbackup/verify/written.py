@@ -20,15 +20,15 @@ Public API: `WrittenCopies`.
 from __future__ import annotations
 
 import os
-import stat
-from pathlib import Path
 
 from mailbackup.errors import StorageError
 from mailbackup.model import StoredMessage
 from mailbackup.state.written import MessageKey
 from mailbackup.store.base import MailStore
-from mailbackup.store.guarded import DamagedCopy, contained
-from mailbackup.store.maildir import MaildirStore
+from mailbackup.store.guarded import DamagedCopy, check_location, contained
+from mailbackup.store.maildir import MaildirStore, base_name
+
+MAILDIR_SUBDIRECTORIES = ("cur", "new")  # where a delivered message may be (a mail client moves it)
 
 
 class WrittenCopies:
@@ -37,28 +37,35 @@ class WrittenCopies:
     def __init__(self, store: MailStore, keys: frozenset[MessageKey] = frozenset()) -> None:
         self.store = store
         self.keys = keys if isinstance(store, MaildirStore) else frozenset()
-        self._inside: set[Path] = set()  # directories found inside the archive
+        self._files: dict[str, dict[str, list[os.DirEntry[str]]]] = {}  # per folder: stored name → its files
 
     def confirms(self, local_path: str, message: StoredMessage) -> bool:
         """True when `message` was written by this run's backup and its file
         is still a regular file of the recorded size at its recorded place."""
         if (message.folder_id, message.uidvalidity, message.uid) not in self.keys:
             return False
-        assert isinstance(self.store, MaildirStore)
         try:
-            path = self.store.find(local_path, message)
-            if path is None or not self._inside_archive(path):
-                return False
-            info = os.lstat(path)
+            found = self._folder_files(local_path).get(check_location(message.location), [])
+            # Exactly one file, not a link, not a device: two would be a question for the full read.
+            return len(found) == 1 and found[0].is_file(follow_symlinks=False) and \
+                found[0].stat(follow_symlinks=False).st_size == message.size
         except (DamagedCopy, StorageError, OSError):
             return False
-        return stat.S_ISREG(info.st_mode) and info.st_size == message.size
 
-    def _inside_archive(self, path: Path) -> bool:
-        if path.parent not in self._inside:
-            try:
-                contained(path, self.store.mail_root)
-            except StorageError:
-                return False
-            self._inside.add(path.parent)
-        return True
+    def _folder_files(self, local_path: str) -> dict[str, list[os.DirEntry[str]]]:
+        """One listing per folder (the files' types and sizes come with it), of
+        directories that resolve inside the archive."""
+        files = self._files.get(local_path)
+        if files is None:
+            files = self._files[local_path] = {}
+            folder = self.store.resolve(local_path)
+            for sub in MAILDIR_SUBDIRECTORIES:
+                # contained() vets a file's directory; any plain name stands for the files listed in it.
+                contained(folder / sub / "listed", self.store.mail_root)
+                try:
+                    entries = list(os.scandir(folder / sub))
+                except FileNotFoundError:
+                    continue
+                for entry in entries:
+                    files.setdefault(base_name(entry.name), []).append(entry)
+        return files
