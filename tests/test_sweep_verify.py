@@ -28,7 +28,8 @@ from mailbackup.imap.session import ImapSession
 from mailbackup.model import ConnectionSettings, ServerAddress, StoredMessage
 from mailbackup.state.db import StateDB
 from mailbackup.state.written import WriteMark
-from mailbackup.verify.check import verify_online
+from mailbackup.verify.check import verify_offline, verify_online
+from mailbackup.verify.record import verify_recorded
 from mailbackup.verify.results import Status, VerifyOptions
 
 WRITTEN_LINE = "written by this run's backup, checked from the SHA-256 computed at download"
@@ -174,3 +175,31 @@ def test_an_empty_archive_has_nothing_written(tmp_path: Path, last_row: int) -> 
         assert WriteMark(last_row, "").written(state) == frozenset()
     finally:
         state.close()
+
+
+def test_a_verification_records_its_run_and_marks_without_waiting_for_the_disk(
+        dovecot_server: DovecotServer, imap_client_factory: Callable[..., Any], tmp_path: Path) -> None:
+    """The run's row and the verified_at marks are history and hints (a power
+    cut losing them costs a re-read), so they commit with synchronous=NORMAL;
+    everything else keeps FULL, and the connection is FULL again after."""
+    [user] = mailboxes(dovecot_server, 1, imap_client_factory)
+    dest = tmp_path / "dest"
+    assert run_cli(["backup", user.name, *server_args(user), "--dest", str(dest), "--no-verify"],
+                   password=user.password).returncode == 0
+    statements: list[str] = []
+    with open_archive(dest, user.name) as archive:
+        archive.state.db.set_trace_callback(statements.append)
+        options = VerifyOptions(account=user.name, server=user.server_arg)
+        recorded = verify_recorded(archive, options, lambda: verify_offline(archive, options))
+        archive.state.db.set_trace_callback(None)
+        assert int(archive.state.db.execute("PRAGMA synchronous").fetchone()[0]) == 2  # FULL
+    assert recorded.result.totals.checked == 4
+    sync = "FULL"
+    writes = []
+    for statement in statements:
+        if statement.startswith("PRAGMA synchronous="):
+            sync = statement.removeprefix("PRAGMA synchronous=")
+        elif statement.startswith(("INSERT INTO runs", "UPDATE runs", "UPDATE messages SET verified_at")):
+            writes.append((statement.split(" SET")[0].split(" (")[0], sync))
+    assert sorted(set(writes)) == [("INSERT INTO runs", "NORMAL"), ("UPDATE messages", "NORMAL"),
+                                   ("UPDATE runs", "NORMAL")]

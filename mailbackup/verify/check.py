@@ -354,9 +354,10 @@ class _ArchiveChecker:
 
     def _mark_verified(self, messages: list[StoredMessage]) -> None:
         # Only copies read and hashed here: one checked from its download's hash gets no verified_at.
+        # Without an fsync of its own: a mark lost to a power cut only puts the copy first in line again.
         if not messages:
             return
-        with self.state.transaction():
+        with self.state.bookkeeping():
             set_verified_many(self.state, ((m.folder_id, m.uidvalidity, m.uid) for m in messages), now_iso())
         messages.clear()
 
