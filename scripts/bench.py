@@ -878,9 +878,12 @@ def sweep_corpus(bench: Bench, accounts: int) -> tuple[Corpus, list[Target]]:
     return Corpus("sweep", targets[0], info, len(info.folders), messages, size), targets
 
 
-def _accounts_done_watch(accounts: int) -> Callable[[Tool, Path, Row], Callable[[threading.Event], None] | None]:
-    """Accounts finished over time, for the first and last 10%: the modification
-    times of their verify.json, each written once its account is done."""
+def _accounts_done_watch(accounts: int, *, timeline: bool = True) -> Callable[
+        [Tool, Path, Row], Callable[[threading.Event], None] | None]:
+    """How each account's copies were verified (the totals of its verify.json),
+    and with *timeline* the accounts finished over time, for the first and
+    last 10%: the modification times of their verify.json, each written once
+    its account is done."""
     def make(tool: Tool, workdir: Path, row: Row) -> Callable[[threading.Event], None] | None:
         if tool.tool != "mailbackup":
             return None
@@ -888,7 +891,11 @@ def _accounts_done_watch(accounts: int) -> Callable[[Tool, Path, Row], Callable[
         def watch(done: threading.Event) -> None:
             start = time.time()
             done.wait()
-            finished = sorted(path.stat().st_mtime - start for path in (workdir / "mail").glob("*/reports/verify.json"))
+            reports = list((workdir / "mail").glob("*/reports/verify.json"))
+            row.extra["verification"] = verification_counts(reports)
+            if not timeline:
+                return
+            finished = sorted(path.stat().st_mtime - start for path in reports)
             row.extra["throughput_unit"] = "accounts"
             rounds = row.extra.setdefault("throughput_rounds", [])
             rounds.append(throughput([(seconds, count) for count, seconds in enumerate(finished, 1)], accounts))
@@ -897,6 +904,17 @@ def _accounts_done_watch(accounts: int) -> Callable[[Tool, Path, Row], Callable[
         return watch
 
     return make
+
+
+def verification_counts(reports: Iterable[Path]) -> dict[str, int]:
+    """Copies checked from the hashes computed at download, and copies read again, over all accounts."""
+    counts = {"accounts": 0, "checked_at_download": 0, "checked": 0, "bytes_checked": 0}
+    for path in reports:
+        totals = json.loads(path.read_text(encoding="utf-8"))["totals"]
+        counts["accounts"] += 1
+        for key in ("checked_at_download", "checked", "bytes_checked"):
+            counts[key] += int(totals.get(key) or 0)
+    return counts
 
 
 def scenario_10(bench: Bench) -> ScenarioResult:
@@ -909,7 +927,8 @@ def scenario_10(bench: Bench) -> ScenarioResult:
     if "mbsync" in bench.peers:
         tools += [MbsyncMany(targets), MbsyncMany(targets, compress=False)]
     bench.rounds(result, "full sweep", corpus, tools, fresh=True, watch=_accounts_done_watch(accounts))
-    bench.rounds(result, "no-op sweep", corpus, tools, fresh=False)
+    bench.rounds(result, "no-op sweep", corpus, tools, fresh=False,
+                 watch=_accounts_done_watch(accounts, timeline=False))
     ours = result.row("full sweep", tools[0].label)
     first = ours.extra.get("throughput", {}) if ours else {}
     for phase in ("full sweep", "no-op sweep"):
@@ -922,6 +941,14 @@ def scenario_10(bench: Bench) -> ScenarioResult:
         ]
     result.targets.append(check_value("accounts/s over the last 10% ≥ 80% of the first 10%",
                                       first.get("last_over_first", math.nan), at_least=0.8, unit="×"))
+    for phase in ("full sweep", "no-op sweep"):
+        mine = result.row(phase, tools[0].label)
+        counts = mine.extra.get("verification") if mine else None
+        if counts:
+            result.notes.append(
+                f"{phase}, last round: verification checked {counts['checked_at_download']:,} copies from the "
+                f"hashes computed at download (written by that sweep's backup) and read {counts['checked']:,} "
+                f"again ({counts['bytes_checked'] / 1e6:.1f} MB), over {counts['accounts']} accounts")
     return result
 
 

@@ -69,7 +69,7 @@ def test_json_matches_schema_and_round_trips() -> None:
     assert data["totals"] == {
         "server_messages": 4, "local_messages": 4, "intact": 3, "ok": 2, "missing": 1, "corrupt": 1,
         "size_mismatch": 0, "only_local": 1, "bytes": 4708, "checked": 3, "bytes_checked": 4608, "skipped_recent": 0,
-        "stray_files": 1,
+        "stray_files": 1, "checked_at_download": 0,
     }
     again = verify_from_dict(json.loads(json.dumps(data)))
     assert again == result

@@ -59,6 +59,7 @@ from mailbackup.imap.pushback import WaitBudget, pushback_of, recognise
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderResult, RunStats
 from mailbackup.state.lock import ArchiveLock
+from mailbackup.state.written import WriteMark
 from mailbackup.sweep.dispatch import (
     Again,
     Dispatcher,
@@ -355,7 +356,10 @@ class _SweepWorker:
         # Log in before opening the archive: an account nobody can log in to gets no empty archive.
         with ImapSession(settings.connection, settings.account, password) as session, \
                 open_archive(settings.dest, settings.account, format=settings.format) as archive:
+            # What this backup writes, under this lock, need not be read back by this verification (written.py).
+            mark: WriteMark | None = None
             if job.stage == "backup":
+                mark = WriteMark.take(archive.state)
                 again = self._backup(job, outcome, session, archive)
                 if again is not None or self.options.stop.is_set():
                     return again
@@ -366,7 +370,7 @@ class _SweepWorker:
             if not self.options.verify:
                 outcome.verify = "skipped"
                 return None
-            return self._verify(job, outcome, session, archive)
+            return self._verify(job, outcome, session, archive, mark)
 
     def _backup(self, job: Job, outcome: AccountOutcome, session: ImapSession, archive: Archive) -> Again | None:
         settings, options = job.settings, self.options
@@ -397,12 +401,15 @@ class _SweepWorker:
             return None
         return self._started.setdefault(id(job.settings), time.monotonic()) + limit.total_seconds()
 
-    def _verify(self, job: Job, outcome: AccountOutcome, session: ImapSession, archive: Archive) -> Again | None:
+    def _verify(self, job: Job, outcome: AccountOutcome, session: ImapSession, archive: Archive,
+                mark: WriteMark | None) -> Again | None:
         settings = job.settings
         verify_options = VerifyOptions.for_account(settings, self.options.verify_max_age)
+        written = mark.written(archive.state) if mark is not None else frozenset()
         recorded = verify_recorded(
             archive, verify_options,
-            partial(verify_online, session, archive, verify_options, _VerifyProgress(settings.account)),
+            partial(verify_online, session, archive, verify_options, _VerifyProgress(settings.account),
+                    written=written),
             report_dir=self.options.report_dir, retry_pushback=True)
         result = recorded.result
         outcome.record_verify(result, recorded.exit_code)

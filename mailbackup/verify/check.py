@@ -41,10 +41,13 @@ from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, MessageMeta, StoredMessage
 from mailbackup.state.db import FolderRecord
 from mailbackup.state.rows import now_iso
+from mailbackup.state.verifying import set_verified_many, stored_sizes
+from mailbackup.state.written import MessageKey
 from mailbackup.sync.plan import select_folders
 from mailbackup.text import system_error
 from mailbackup.verify.content import CONTENT_CHECK_LIMIT, server_contents
 from mailbackup.verify.results import FolderReport, MessageEntry, Mode, VerifyOptions, VerifyResult
+from mailbackup.verify.written import WrittenCopies
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,8 +95,13 @@ class ServerFolder:
 
 
 def verify_online(session: ImapSession, archive: Archive, options: VerifyOptions,
-                  progress: VerifyProgress | None = None) -> VerifyResult:
+                  progress: VerifyProgress | None = None, *,
+                  written: frozenset[MessageKey] = frozenset()) -> VerifyResult:
     """Compare every folder on the server with the archive, message by message.
+
+    `written`: the copies the backup of this same run wrote (a sweep's, see
+    written.py); their files are checked for place, kind and size instead of
+    being read again, and counted apart.  The server side is the same for all.
 
     Raises ConnectError/AuthError/TLSError when the server cannot be reached
     at all; one folder the server refuses becomes that folder's error."""
@@ -112,7 +120,8 @@ def verify_online(session: ImapSession, archive: Archive, options: VerifyOptions
                 [FolderInfo(info.name, info.delimiter)], options.include, options.exclude):
             server[info.name] = ServerFolder(info.name, error="the server lists this folder but will not open it")
     excluded = {info.name for info in listed} - set(server)
-    return _ArchiveChecker(archive, options, progress, Mode.ONLINE, started).run(server, excluded)
+    checker = _ArchiveChecker(archive, options, progress, Mode.ONLINE, started, WrittenCopies(archive.store, written))
+    return checker.run(server, excluded)
 
 
 def verify_offline(archive: Archive, options: VerifyOptions,
@@ -136,9 +145,9 @@ def _read_server_folder(session: ImapSession, archive: Archive, name: str) -> Se
         folder.error = exc.message
         return folder
     record = archive.state.folder(name)
-    stored = archive.state.stored_uids(record.id, folder.uidvalidity) if record else set()
+    stored = stored_sizes(archive.state, record.id, folder.uidvalidity) if record else {}
     if record is not None:
-        _compare_contents(session, archive, folder, record)
+        _compare_contents(session, archive, folder, record, stored)
     lacking = [uid for uid in sorted(folder.metas) if uid not in stored]
     for uid in lacking[:HEADER_PROBE_LIMIT]:
         summary = _probe_headers(session, name, uid)
@@ -147,7 +156,8 @@ def _read_server_folder(session: ImapSession, archive: Archive, name: str) -> Se
     return folder
 
 
-def _compare_contents(session: ImapSession, archive: Archive, folder: ServerFolder, record: FolderRecord) -> None:
+def _compare_contents(session: ImapSession, archive: Archive, folder: ServerFolder, record: FolderRecord,
+                      sizes: dict[int, int]) -> None:
     """Fetch whole the messages whose size the server gives otherwise than the
     archive (see content.py), or all of them when the folder's UIDVALIDITY is no
     longer the archived one (GNU mailutils changes it every session): UIDs then
@@ -155,8 +165,6 @@ def _compare_contents(session: ImapSession, archive: Archive, folder: ServerFold
     if record.uidvalidity is not None and record.uidvalidity != folder.uidvalidity:
         wanted = sorted(folder.metas)
     else:
-        sizes = {message.uid: message.size for message in archive.state.messages(record.id)
-                 if message.uidvalidity == folder.uidvalidity}
         wanted = [uid for uid, meta in sorted(folder.metas.items()) if uid in sizes and sizes[uid] != meta.size]
     if not wanted:
         return
@@ -221,7 +229,7 @@ class _FolderWork:
 
 class _ArchiveChecker:
     def __init__(self, archive: Archive, options: VerifyOptions, progress: VerifyProgress,
-                 mode: Mode, started: datetime) -> None:
+                 mode: Mode, started: datetime, written: WrittenCopies | None = None) -> None:
         self.archive = archive
         self.state = archive.state
         self.store = archive.store
@@ -229,6 +237,7 @@ class _ArchiveChecker:
         self.progress = progress
         self.mode = mode
         self.started = started
+        self.written = written or WrittenCopies(archive.store)
         self.outcomes: dict[tuple[int, int, int], _Outcome] = {}
         self.copies_elsewhere: dict[int, int] = {}  # folder id → copies another folder holds too
 
@@ -299,6 +308,9 @@ class _ArchiveChecker:
                 absent = work.absent.get((message.uidvalidity, message.uid))
                 if absent is not None:
                     self.outcomes[key] = absent
+                elif work.record is not None and self.written.confirms(work.record.local_path, message):
+                    self.outcomes[key] = OK
+                    work.report.checked_at_download += 1
                 elif recent_since is not None and _verified_since(message, recent_since):
                     self.outcomes[key] = SKIPPED
                     work.report.skipped_recent += 1
@@ -341,12 +353,12 @@ class _ArchiveChecker:
         return OK
 
     def _mark_verified(self, messages: list[StoredMessage]) -> None:
+        # Only copies read and hashed here: one checked from its download's hash gets no verified_at.
+        # Without an fsync of its own: a mark lost to a power cut only puts the copy first in line again.
         if not messages:
             return
-        when = now_iso()
-        with self.state.transaction():
-            for message in messages:
-                self.state.set_verified(message.folder_id, message.uidvalidity, message.uid, when)
+        with self.state.bookkeeping():
+            set_verified_many(self.state, ((m.folder_id, m.uidvalidity, m.uid) for m in messages), now_iso())
         messages.clear()
 
     # -- classes ------------------------------------------------------

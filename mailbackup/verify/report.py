@@ -103,6 +103,7 @@ def _folder_to_dict(folder: FolderReport) -> dict[str, Any]:
         "checked": folder.checked,
         "bytes_checked": folder.bytes_checked,
         "skipped_recent": folder.skipped_recent,
+        "checked_at_download": folder.checked_at_download,
         "problems": folder.problems,
         "stray_files": folder.stray_files,
         "warnings": folder.warnings,
@@ -134,6 +135,7 @@ def _folder_from_dict(data: dict[str, Any]) -> FolderReport:
         corrupt=entries("corrupt"), size_mismatch=entries("size_mismatch"),
         only_local=entries("only_local_messages"), bytes=data.get("bytes", 0), checked=data.get("checked", 0),
         bytes_checked=data.get("bytes_checked", 0), skipped_recent=data.get("skipped_recent", 0),
+        checked_at_download=data.get("checked_at_download", 0),
         problems=list(data.get("problems", [])), stray_files=list(data.get("stray_files", [])),
         warnings=list(data.get("warnings", [])), notes=list(data.get("notes", [])), error=data.get("error"),
         contradiction=data.get("contradiction"),
@@ -198,6 +200,11 @@ def verify_html(result: VerifyResult, as_of: date) -> bytes:
         (label(N_("Deadline")), deadline_text(result.deadline, days_left, overdue)),
         (label(N_("Tool version")), escape(f"mailbackup {result.tool_version}")),
     ]
+    if totals.checked_at_download:  # say how the archive side was checked when it was not all read again
+        facts.append((label(N_("Archived copies checked")), escape(label(
+            N_("{read} read again and hashed; {written} written by this run's backup, checked from the SHA-256 "
+               "computed at download (in place, a regular file, the recorded size)"),
+            read=totals.checked, written=totals.checked_at_download))))
     explained = STATUS_EXPLAINED.get(status)
     parts = [
         "<header>" + heading(N_("Mail backup verification report")),

@@ -101,6 +101,8 @@ class FolderReport:
     only_local: list[MessageEntry] = field(default_factory=list)
     bytes: int = 0  # archived bytes of this folder
     checked: int = 0  # messages hashed in this run
+    # written by this same run's backup: checked by place, kind and size against the hash taken at download
+    checked_at_download: int = 0
     bytes_checked: int = 0
     skipped_recent: int = 0  # verified within max_age: not hashed again
     compared_by_content: int = 0  # sizes differed (server estimate), BODY[] hashed equal (verify/content.py)
@@ -147,6 +149,7 @@ class Totals:
     bytes_checked: int
     skipped_recent: int
     stray_files: int
+    checked_at_download: int
 
 
 @dataclass
@@ -193,6 +196,7 @@ class VerifyResult:
             checked=sum(f.checked for f in folders), bytes_checked=sum(f.bytes_checked for f in folders),
             skipped_recent=sum(f.skipped_recent for f in folders),
             stray_files=sum(len(f.stray_files) for f in folders),
+            checked_at_download=sum(f.checked_at_download for f in folders),
         )
 
 
