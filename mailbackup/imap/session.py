@@ -12,7 +12,6 @@ import contextlib
 import logging
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import imapclient
 from mailbackup.errors import FolderError, MailbackupError, ServerBusy, ServerError
 from mailbackup.i18n import _
 from mailbackup.imap import compress, utf7, wire
+from mailbackup.imap.answers import flags_of, folder_status, metas_of, optional_int, selected_folder, text_of
 from mailbackup.imap.connect import login, open_client, translate_errors
 from mailbackup.imap.lexer import ResponseTooLarge
 from mailbackup.imap.parse import MetaRow
@@ -34,7 +34,6 @@ from mailbackup.model import (
     FolderStatus,
     MessageMeta,
     SelectedFolder,
-    message_flags,
 )
 
 log = logging.getLogger(__name__)
@@ -215,13 +214,13 @@ class ImapSession:
         usable: set[str] = set()
         for flags, delimiter, raw in entries:
             try:
-                name = utf7.decode(raw) if isinstance(raw, bytes) else _text(raw)
+                name = utf7.decode(raw) if isinstance(raw, bytes) else text_of(raw)
                 usable.add(name)
             except ValueError:
                 name = raw.decode("utf-8", "backslashreplace")
                 unusable[name] = raw
-            folders.append(FolderInfo(name=name, delimiter=_text(delimiter) if delimiter else None,
-                                      flags=tuple(_text(flag) for flag in flags) if isinstance(flags, tuple) else ()))
+            folders.append(FolderInfo(name=name, delimiter=text_of(delimiter) if delimiter else None,
+                                      flags=tuple(text_of(flag) for flag in flags) if isinstance(flags, tuple) else ()))
         self.unusable_names = {name: raw for name, raw in unusable.items() if name not in usable}
         return sorted(folders, key=lambda folder: (folder.name != "INBOX", folder.name))
 
@@ -236,11 +235,11 @@ class ImapSession:
         statuses: dict[str, FolderStatus] = {}
         for raw, values in zip(parsed[::2], parsed[1::2], strict=False):
             try:
-                name = utf7.decode(raw) if isinstance(raw, bytes) else _text(raw)
+                name = utf7.decode(raw) if isinstance(raw, bytes) else text_of(raw)
                 if not isinstance(values, tuple):
                     continue
-                pairs = {_text(key).upper(): value for key, value in zip(values[::2], values[1::2], strict=False)}
-                statuses[name] = _folder_status(name, pairs)
+                pairs = {text_of(key).upper(): value for key, value in zip(values[::2], values[1::2], strict=False)}
+                statuses[name] = folder_status(name, pairs)
             except (ValueError, TypeError):
                 continue
         return statuses
@@ -270,7 +269,7 @@ class ImapSession:
             raise FolderError(_("cannot read status of folder {folder!r}: {error}").format(
                 folder=name, error=exc.message)) from None
         try:
-            return _folder_status(name, {_text(key).upper(): value for key, value in data.items()})
+            return folder_status(name, {text_of(key).upper(): value for key, value in data.items()})
         except (ValueError, TypeError):
             raise FolderError(_("the server's STATUS answer for folder {folder!r} is unusable: {answer!r:.200}")
                               .format(folder=name, answer=data)) from None
@@ -288,7 +287,7 @@ class ImapSession:
             raise FolderError(_("cannot open folder {folder!r}: {error}").format(folder=name, error=exc.message)) \
                 from None
         self.selected = name
-        selected = _selected_folder(name, response)
+        selected = selected_folder(name, response)
         self.exists = selected.exists
         with self.translated():
             wire.pop_untagged(self.client, "EXISTS")  # EXAMINE's own: counted above
@@ -324,11 +323,11 @@ class ImapSession:
                 self.selected = None
                 with contextlib.suppress(ServerError):
                     self._read_listing(reader, fetch_tag, bodies_tag)
-                reply = _text(data[-1]) if data and data[-1] else typ
+                reply = text_of(data[-1]) if data and data[-1] else typ
                 raise busy_error(str(self.settings.server), reply) or FolderError(
                     _("cannot open folder {folder!r}: {error}").format(folder=name, error=reply))
             self.selected = name
-            selected = _selected_folder(name, wire.mark_selected(client, True))
+            selected = selected_folder(name, wire.mark_selected(client, True))
             self.exists = selected.exists
             try:
                 rows = self._read_listing(reader, fetch_tag, bodies_tag, first_bodies)
@@ -338,7 +337,7 @@ class ImapSession:
                 self.one_command_at_a_time = True
                 return selected, self.fetch_meta("1:*")
         self.note_exists(reader.exists_seen)
-        return selected, _metas(rows, None)
+        return selected, metas_of(rows, None)
 
     def _read_listing(self, reader: FetchPipeline, fetch_tag: bytes, bodies_tag: bytes | None,
                       first_bodies: FirstBodies | None = None) -> list[MetaRow]:
@@ -389,7 +388,7 @@ class ImapSession:
         with self.translated():
             rows = reader.fetch_meta("1:*", by_sequence=True)
         self.note_exists(reader.exists_seen)
-        return _metas(rows, None)
+        return metas_of(rows, None)
 
     def note_exists(self, seen: int | None = None) -> None:
         """Keep the latest EXISTS: one read off the stream (`seen`), or the last
@@ -397,7 +396,7 @@ class ImapSession:
         if seen is None:
             updates = wire.pop_untagged(self.client, "EXISTS")
             try:
-                seen = _opt_int(updates[-1]) if updates else None
+                seen = optional_int(updates[-1]) if updates else None
             except ValueError:  # not a number: the count we had stands
                 seen = None
         if seen is not None:
@@ -418,12 +417,12 @@ class ImapSession:
         with self.translated():
             rows = reader.fetch_meta(sequence)
         self.note_exists(reader.exists_seen)
-        return _metas(rows, wanted)
+        return metas_of(rows, wanted)
 
     def fetch_flags(self, uid_range: str, changed_since: int | None = None) -> dict[int, tuple[str, ...]]:
         modifiers = [f"CHANGEDSINCE {changed_since}"] if changed_since is not None else None
         rows = self._fetch(uid_range, ("UID", "FLAGS"), modifiers)
-        return {uid: _flags(data) for uid, data in rows.items() if b"FLAGS" in data}
+        return {uid: flags_of(data) for uid, data in rows.items() if b"FLAGS" in data}
 
     def stream_bodies(self, batches: Iterable[list[int]], *, spool_dir: Path, spool_above: int,
                       depth: int = 3) -> Generator[BatchResult, None, None]:
@@ -473,54 +472,8 @@ class ImapSession:
             typ, answer = wire.uid_fetch(self.client, sequence, list(items), modifiers)
         if typ != "OK":
             raise ServerError(_("FETCH refused in {folder!r}: {reply}").format(
-                folder=self.selected, reply=_text(answer[0]) if answer else typ))
+                folder=self.selected, reply=text_of(answer[0]) if answer else typ))
         return {uid: values for uid, values in answer.items() if isinstance(uid, int)}
-
-
-def _folder_status(name: str, values: dict[str, Any]) -> FolderStatus:
-    return FolderStatus(
-        name=name, messages=int(values.get("MESSAGES", 0)), uidnext=int(values.get("UIDNEXT", 1)),
-        uidvalidity=int(values.get("UIDVALIDITY", 0)),
-        highestmodseq=_opt_int(values.get("HIGHESTMODSEQ")), size=_opt_int(values.get("SIZE")),
-    )
-
-
-def _selected_folder(name: str, response: dict[Any, Any]) -> SelectedFolder:
-    values = {_text(key).upper(): value for key, value in response.items()}
-    try:
-        return SelectedFolder(
-            name=name, uidvalidity=int(values.get("UIDVALIDITY", 0)),
-            uidnext=int(values.get("UIDNEXT", 0)), exists=int(values.get("EXISTS", 0)),
-            highestmodseq=_opt_int(values.get("HIGHESTMODSEQ")),
-        )
-    except (ValueError, TypeError):
-        raise FolderError(_("the server's EXAMINE answer for folder {folder!r} is unusable: {answer!r:.200}")
-                          .format(folder=name, answer=response)) from None
-
-
-def _metas(rows: list[MetaRow], wanted: set[int] | None) -> list[MessageMeta]:
-    # A UID we did not ask for is not ours to fetch (a buggy or hostile server).
-    now = datetime.now(UTC)
-    return sorted((MessageMeta(uid=row.uid, size=row.size, flags=row.flags, internaldate=row.internaldate or now)
-                   for row in rows if wanted is None or row.uid in wanted), key=lambda meta: meta.uid)
-
-
-def _flags(data: dict[bytes, Any]) -> tuple[str, ...]:
-    return message_flags(_text(flag) for flag in data.get(b"FLAGS", ()))
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def _opt_int(value: object) -> int | None:
-    if isinstance(value, int):
-        return value
-    if isinstance(value, (bytes, str)) and value.strip():
-        return int(value)
-    return None
 
 
 def _quietly_close(client: imapclient.IMAPClient, *, logout: bool = True) -> None:
