@@ -17,7 +17,7 @@ from typing import Any
 
 import imapclient
 
-from mailbackup.errors import FolderError, MailbackupError, ServerBusy, ServerError
+from mailbackup.errors import ConnectionLost, FolderError, MailbackupError, ServerBusy, ServerError
 from mailbackup.i18n import _
 from mailbackup.imap import compress, utf7, wire
 from mailbackup.imap.connect import login, open_client, translate_errors
@@ -26,6 +26,7 @@ from mailbackup.imap.parse import MetaRow
 from mailbackup.imap.pipeline import BatchResult, FetchPipeline, PipelinedCommandRefused
 from mailbackup.imap.pushback import busy_error
 from mailbackup.imap.redact import Redaction, watch_logs
+from mailbackup.imap.statuses import StatusRead, pipelined_statuses, wire_names
 from mailbackup.imap.uidset import to_sequence_set
 from mailbackup.model import (
     ConnectionSettings,
@@ -232,6 +233,33 @@ class ImapSession:
         if self.has_capability("STATUS=SIZE"):
             items.append("SIZE")
         return items
+
+    def statuses(self, names: Iterable[str]) -> dict[str, FolderStatus]:
+        """Each folder's status, several STATUS in flight (imap/statuses.py). Best effort: a folder left
+        out is asked alone by `status`; a broken connection is shut, so that ask reconnects first."""
+        wanted = wire_names(names, self.unusable_names)
+        if not wanted or self.one_command_at_a_time:
+            return {}
+        client = self.client
+        read = StatusRead()
+        try:
+            with self.translated():
+                pipelined_statuses(*wire.stream_of(client), wanted, self._status_items(),
+                                   wire.progress_of(client), read)
+        except ServerBusy:
+            raise
+        except (ConnectionLost, ServerError) as exc:  # a flood, a broken line: nothing after it is trusted
+            log.debug("pipelined STATUS stopped (%s); asking the rest one by one", exc.message)
+            with contextlib.suppress(Exception):
+                client.shutdown()
+        if read.pipelining_refused:
+            log.info("the server mishandled a pipelined STATUS; one command at a time from now on")
+            self.one_command_at_a_time = True
+        result = {}
+        for name, values in read.values.items():
+            with contextlib.suppress(ValueError, TypeError):  # unusable: asked again alone, reported there
+                result[name] = _folder_status(name, values)
+        return result
 
     def status(self, name: str) -> FolderStatus:
         self._check_usable(name)

@@ -1,0 +1,64 @@
+"""A server with many folders (issue 18 target 2): the cost per folder stays
+constant, counted in operations, never timed.
+
+Scripted (tests/fakeserver.py): the hostile server of the issue lists
+100,000 folders and offers no LIST-STATUS, so every folder needs a STATUS of
+its own; Dovecot here always offers LIST-STATUS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fakeserver import Certs, Conn, FakeImapServer, Folder, Script, letter, make_certs, run_mailbackup
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("certs"), kinds=("good",))["good"]
+
+
+def nested(count: int) -> list[Folder]:
+    """INBOX and `count` empty folders four deep, half with Thai names (scenario 9's shape)."""
+    names = [f"{'คดี' if n % 2 else 'cases'}{n % 3}/y{n % 5}/m{n % 7}/f{n:05d}" for n in range(count)]
+    return [Folder.named("INBOX", [letter(1)])] + [Folder.named(name) for name in names]
+
+
+class WatchesStatus(Script):
+    """Notes, for each STATUS, whether the client had sent its next command before this one was answered."""
+
+    watch_pipelining = True
+
+    def __init__(self) -> None:
+        self.asked: list[bytes] = []
+        self.next_already_sent = 0
+
+    def status(self, conn: Conn, tag: bytes, folder: Folder) -> None:
+        self.asked.append(folder.wire)
+        if conn.pending_input(wait=0.2):
+            self.next_already_sent += 1
+        super().status(conn, tag, folder)
+
+
+@pytest.fixture
+def served(certs: Certs) -> Iterator[list[FakeImapServer]]:
+    started: list[FakeImapServer] = []
+    yield started
+    for server in started:
+        server.stop()
+        assert not server.errors, server.errors
+
+
+def test_folders_asks_each_status_once_with_several_in_flight(certs, served, tmp_path):
+    script = WatchesStatus()
+    server = FakeImapServer(nested(300), certs=certs, script=script).start()
+    served.append(server)
+
+    run = run_mailbackup(server, certs.ca, tmp_path, command="folders")
+
+    assert run.code == 0, run.stderr
+    assert len(run.stdout.splitlines()) == 301 + 2  # header, 301 folders, total
+    assert "คดี1/y1/m1/f00001" in run.stdout
+    assert sorted(script.asked) == sorted(folder.wire for folder in server.folders)  # each once
+    # Pipelined: nearly every STATUS arrived with the next one already sent (a window refills at half).
+    assert script.next_already_sent >= 0.9 * len(script.asked), script.next_already_sent
