@@ -8,9 +8,17 @@ its own; Dovecot here always offers LIST-STATUS."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fakeserver import Certs, Conn, FakeImapServer, Folder, Script, letter, make_certs, run_mailbackup
+
+from mailbackup.archive import open_archive
+from mailbackup.imap.session import ImapSession
+from mailbackup.model import ConnectionSettings, ServerAddress
+from mailbackup.store import naming
+from mailbackup.sync.engine import BackupEngine
+from mailbackup.sync.folder import BackupOptions
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +70,38 @@ def test_folders_asks_each_status_once_with_several_in_flight(certs, served, tmp
     assert sorted(script.asked) == sorted(folder.wire for folder in server.folders)  # each once
     # Pipelined: nearly every STATUS arrived with the next one already sent (a window refills at half).
     assert script.next_already_sent >= 0.9 * len(script.asked), script.next_already_sent
+
+
+def run_counted(server: FakeImapServer, certs: Certs, dest: Path, counts: dict[str, int]) -> None:
+    """An in-process backup, its SQL statements counted into `counts`."""
+    settings = ConnectionSettings(ServerAddress.parse(server.address), cafile=str(certs.ca))
+    with open_archive(dest, server.user) as archive, ImapSession(settings, server.user, server.password) as session:
+        archive.state.db.set_trace_callback(lambda _statement: counts.__setitem__("sql", counts["sql"] + 1))
+        stats = BackupEngine(session, archive, BackupOptions()).run()
+    assert stats.messages == 1 and not stats.has_warnings
+
+
+def test_each_more_folder_costs_the_same_statements_and_checks(certs, served, tmp_path, monkeypatch):
+    """Counting, not timing: 100 and 300 empty folders, each folder costs the
+    same number of SQL statements and name checks (a lookup over all folders per
+    folder would make the second run's share per folder grow)."""
+    counted: dict[int, dict[str, int]] = {}
+    counts = {"sql": 0, "path checks": 0}
+    checked = naming.is_safe_component
+
+    def counting_check(local: str) -> bool:
+        counts["path checks"] += 1
+        return checked(local)
+
+    monkeypatch.setattr(naming, "is_safe_component", counting_check)
+    for count in (100, 300):
+        server = FakeImapServer(nested(count), certs=certs).start()
+        served.append(server)
+        counts.update({"sql": 0, "path checks": 0})
+        run_counted(server, certs, tmp_path / str(count), counts)
+        counted[count] = dict(counts)
+
+    for what, limit in (("sql", 17), ("path checks", 8)):  # 22 and 12 before the counts were cut
+        per_folder = (counted[300][what] - counted[100][what]) / 200
+        assert per_folder <= limit, (what, counted)
+        assert counted[100][what] >= 100 * per_folder * 0.9, (what, counted)  # the same share at 100 folders
