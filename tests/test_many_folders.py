@@ -14,6 +14,7 @@ import pytest
 from fakeserver import Certs, Conn, FakeImapServer, Folder, Script, letter, make_certs, run_mailbackup
 
 from mailbackup.archive import open_archive
+from mailbackup.imap.listlines import common_entries
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import ConnectionSettings, ServerAddress
 from mailbackup.store import naming
@@ -105,3 +106,24 @@ def test_each_more_folder_costs_the_same_statements_and_checks(certs, served, tm
         per_folder = (counted[300][what] - counted[100][what]) / 200
         assert per_folder <= limit, (what, counted)
         assert counted[100][what] >= 100 * per_folder * 0.9, (what, counted)  # the same share at 100 folders
+
+
+LIST_LINES = [b'(\\HasNoChildren) "/" "INBOX"', b'(\\Noselect \\HasChildren) "/" "&DgQOFA41-"',
+              b'() "\\\\" "back"', b'(\\HasNoChildren) NIL "flat"', b'() "." "2567"', b'(\\Marked) "/" ""']
+
+
+def test_usual_list_lines_read_as_imapclient_reads_them():
+    from imapclient.response_parser import parse_response
+
+    expected = [tuple(parse_response([line])) for line in LIST_LINES]
+    got = common_entries(LIST_LINES)
+    assert got is not None
+    for (flags, delimiter, name), (want_flags, want_delimiter, want_name) in zip(got, expected, strict=True):
+        assert (flags, delimiter) == (want_flags, want_delimiter)
+        assert name == (want_name if isinstance(want_name, bytes) else str(want_name).encode())  # "2567" → int
+
+
+@pytest.mark.parametrize("odd", [(b'() "/" {5}', "fünf".encode()), b'() "/" "esc\\"aped"', b'() "/" atom',
+                                 b'(\\HasNoChildren "x") "/" "a"'])
+def test_any_unusual_list_line_leaves_the_whole_list_to_imapclient(odd):
+    assert common_entries([*LIST_LINES, odd]) is None

@@ -22,6 +22,7 @@ from mailbackup.i18n import _
 from mailbackup.imap import compress, utf7, wire
 from mailbackup.imap.connect import login, open_client, translate_errors
 from mailbackup.imap.lexer import ResponseTooLarge
+from mailbackup.imap.listlines import common_entries
 from mailbackup.imap.parse import MetaRow
 from mailbackup.imap.pipeline import BatchResult, FetchPipeline, PipelinedCommandRefused
 from mailbackup.imap.pushback import busy_error
@@ -144,9 +145,17 @@ class ImapSession:
 
     # -- folders ------------------------------------------------------
     def list_folders(self) -> list[FolderInfo]:
-        client = self.client
         with self.translated():
-            return self._folder_infos(lambda: client.list_folders())
+            return self._folder_infos(self._listed)
+
+    def _listed(self) -> list[tuple[Any, Any, Any]]:
+        client = self.client
+        wire.pop_untagged(client, "LIST")
+        typ, _data = wire.simple_command(client, "LIST", '""', '"*"')
+        if typ != "OK":  # refused: asked again through imapclient, which reports it as for any command
+            return list(client.list_folders())
+        listed = wire.pop_untagged(client, "LIST")
+        return common_entries(listed) or wire.folder_list(client, listed)
 
     def list_with_status(self) -> tuple[list[FolderInfo], dict[str, FolderStatus]]:
         """Every folder, and in the same round trip the status of each, where the
