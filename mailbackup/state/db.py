@@ -326,8 +326,13 @@ class StateDB(RunLog, UploadLedger):
         )
 
     def clear_failures(self, folder_id: int, uidvalidity: int, uids: Iterable[int]) -> None:
-        self.db.executemany("DELETE FROM failures WHERE folder_id=? AND uidvalidity=? AND uid=?",
-                            ((folder_id, uidvalidity, uid) for uid in uids))
+        # One statement per UID_CHUNK UIDs, not one per stored message (a profile of 500 small folders:
+        # 5 of a folder's ~35 statements).
+        wanted = list(uids)
+        for start in range(0, len(wanted), UID_CHUNK):
+            chunk = wanted[start:start + UID_CHUNK]
+            self.db.execute(f"DELETE FROM failures WHERE folder_id=? AND uidvalidity=? "
+                            f"AND uid IN ({', '.join('?' * len(chunk))})", (folder_id, uidvalidity, *chunk))
 
     def forget_failures_not_in(self, folder_id: int, uidvalidity: int, on_server: set[int]) -> None:
         rows = self.db.execute("SELECT uidvalidity, uid FROM failures WHERE folder_id=?", (folder_id,)).fetchall()
