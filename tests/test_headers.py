@@ -83,4 +83,4 @@ def test_a_subject_without_encoded_words_reads_as_the_email_package_reads_it(sub
 def test_any_from_value_gives_the_address_the_email_package_gives(value):
     from email.utils import parseaddr
 
-    assert summarize(f"From: {value}\r\n\r\n".encode()).sender == (parseaddr(" ".join(value.split()))[1] or None)
+    assert summarize(f"From: {value}\r\n\r\n".encode()).sender == (parseaddr(value.strip())[1] or None)
