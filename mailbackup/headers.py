@@ -14,6 +14,8 @@ WANTED_FIELD = re.compile(rb"^(message-id|subject|from|return-path|date)[ \t]*:(
                           re.IGNORECASE | re.MULTILINE)
 UNFOLD = re.compile(rb"\r?\n(?=[ \t])|\r$")
 MAX_HEADER_BYTES = 256 * 1024
+_ADDR = r'[^\s<>"(),;:\\@\[\]]+@[^\s<>"(),;:\\@\[\]]+'
+PLAIN_ADDRESS = re.compile(rf'\s*(?:({_ADDR})|[^"()<>\\,;:@\[\]]*<({_ADDR})>)\s*\Z')
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ def decode_text(value: object) -> str | None:
     if value is None:
         return None
     raw = str(value)
+    if "=?" not in raw:  # no encoded word (most Subjects): the email package would give it back as it is
+        return " ".join(_fix_surrogates(raw).split()) or None
     try:
         text = str(make_header(decode_header(raw)))
     except (UnicodeError, LookupError, ValueError, TypeError, MessageError):  # a broken encoded word
@@ -88,5 +92,7 @@ def _clean(value: object) -> str | None:
 def _address(value: object) -> str | None:
     if value is None:
         return None
-    address = parseaddr(_fix_surrogates(str(value)))[1]
+    text = _fix_surrogates(str(value))
+    plain = PLAIN_ADDRESS.match(text)  # `a@b`, `<a@b>`, `Name <a@b>`: parseaddr is most of a summary's cost
+    address = plain.group(1) or plain.group(2) if plain else parseaddr(text)[1]
     return address or None

@@ -178,3 +178,22 @@ def _ok_quiet(done) -> None:
 
 def _flags(flags) -> set[str]:
     return {flag for flag in flags if flag.lower() != "\\recent"}
+
+
+def test_a_folder_another_connection_added_is_found(tmp_path):
+    """Each connection of a run has its own handle on the state database; a
+    name the first did not hold when it looked must not stay unknown to it
+    once another has added the folder (a sweep then verifies with the first
+    handle: verify/check.py looks each folder up by name)."""
+    from mailbackup.state.db import StateDB
+
+    first, second = StateDB(tmp_path / "state.sqlite3"), StateDB(tmp_path / "state.sqlite3")
+    try:
+        assert first.folder("งานคดี") is None
+        added = second.add_folder("งานคดี", "/", "งานคดี", "งานคดี")
+        first.forget_folder_names()  # what a run's crew does once its connections are done
+        found = first.folder("งานคดี")
+        assert found is not None and found.id == added.id
+    finally:
+        first.close()
+        second.close()

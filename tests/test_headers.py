@@ -6,6 +6,7 @@ from __future__ import annotations
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
+import pytest
 import sample_mail
 from hypothesis import given
 from hypothesis import strategies as st
@@ -54,3 +55,32 @@ def test_generated_headers_agree(fields):
         lines.append(line)
     head = b"\r\n".join(lines) + b"\r\n\r\nbody\r\n"
     assert ours(head) == email_package(head)
+
+
+ADDRESSES = ["a@b.c", "<a@b.c>", " Name <a@b.c> ", "ศาลแพ่ง <court@coj.go.th>", '"Doe, J" <j@x.y>', "Doe, J <j@x.y>",
+             "a@b.c (comment)", "<>", "undisclosed", "x <a@b.c>, y <c@d.e>", "Name<a@b.c>", "a.b+c@d-e.f",
+             "<a@[1.2.3.4]>", "Name <a@b.c> trailing", "=?UTF-8?B?4LiE4Lij4Li54LiE4Li0?= <a@b.c>", "a@b@c",
+             "Dr. Who <who@tardis.uk>", "<@route:a@b.c>", "a@b.c <d@e.f>"]
+
+
+@pytest.mark.parametrize("value", ADDRESSES)
+def test_the_quick_address_reading_agrees_with_the_email_package(value):
+    from email.utils import parseaddr
+
+    summary = summarize(f"From: {value}\r\n\r\nbody".encode())
+    assert summary.sender == (parseaddr(value)[1] or None)
+
+
+@pytest.mark.parametrize("subject", ["Hello  world", "  x\t y ", "plain", "ทดสอบ", "a =? b", "Re: [x] y", "=?x?= y"])
+def test_a_subject_without_encoded_words_reads_as_the_email_package_reads_it(subject):
+    from email.header import decode_header, make_header
+
+    expected = " ".join(str(make_header(decode_header(subject))).split()) or None
+    assert summarize(f"Subject: {subject}\r\n\r\nbody".encode()).subject == expected
+
+
+@given(st.text(alphabet='ab.@<> ,;:"()\\[]ก', max_size=24))
+def test_any_from_value_gives_the_address_the_email_package_gives(value):
+    from email.utils import parseaddr
+
+    assert summarize(f"From: {value}\r\n\r\n".encode()).sender == (parseaddr(value.strip())[1] or None)

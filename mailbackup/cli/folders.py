@@ -22,12 +22,14 @@ def folders(account: str, **options: object) -> None:
     failed: list[str] = []
     with ctx.session() as session:
         rows = []
-        for info in session.list_folders():
+        listed = session.list_folders()
+        known = session.statuses(info.name for info in listed if info.selectable)
+        for info in listed:
             if not info.selectable:
                 rows.append((info.name, "-", "-"))
                 continue
             try:
-                status = session.status(info.name)
+                status = known.get(info.name) or session.status(info.name)
             except FolderError as exc:  # one folder the server will not describe: list the others
                 failed.append(exc.message)
                 rows.append((info.name, "!", "!"))

@@ -52,6 +52,11 @@ EXISTS_LINE = re.compile(rb"\* (\d+) EXISTS\s*$", re.I)
 _tags = itertools.count(1)
 
 
+def new_tag() -> bytes:
+    """A tag of ours for a command sent past imaplib (`OUR_TAG` recognises it)."""
+    return f"MB{next(_tags)}".encode()
+
+
 class PipelinedCommandRefused(ServerError):
     """BAD to a FETCH of sizes: a mistake, or (sent before the answer to EXAMINE)
     a server that refuses pipelined commands."""
@@ -125,7 +130,7 @@ class FetchPipeline:
 
     def send_meta(self, sequence: str, *, by_sequence: bool = False) -> bytes:
         """Send the FETCH of `fetch_meta` without waiting: its tag, for `read_meta`."""
-        tag = f"MB{next(_tags)}".encode()
+        tag = new_tag()
         command = b" FETCH " if by_sequence else b" UID FETCH "
         self._send(tag + command + sequence.encode("ascii") + b" (UID RFC822.SIZE FLAGS INTERNALDATE)\r\n")
         return tag
@@ -148,7 +153,7 @@ class FetchPipeline:
             text, literals = self._gather(line)
             discard(literals)
             if text[2:40].upper().startswith(b"BYE"):
-                raise _closed(text)
+                raise closed(text)
             exists = EXISTS_LINE.match(text)
             if exists:  # mail arrived (or left) meanwhile: the folder's count now
                 self.exists_seen = int(exists.group(1))
@@ -215,7 +220,7 @@ class FetchPipeline:
         text, literals = self._gather(line)
         if text[2:40].upper().startswith(b"BYE"):
             discard(literals)
-            raise _closed(text)
+            raise closed(text)
         exists = EXISTS_LINE.match(text)
         if exists:
             self.exists_seen = int(exists.group(1))
@@ -244,7 +249,7 @@ class FetchPipeline:
             if item is None:
                 return
             index, uids = item
-            tag = f"MB{next(_tags)}".encode()
+            tag = new_tag()
             batch = BatchResult(index=index, uids=list(uids))
             command = tag + b" UID FETCH " + to_sequence_set(uids).encode() + \
                 b" (UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[])\r\n"
@@ -292,7 +297,7 @@ class FetchPipeline:
         head = text[2:40].upper()
         if head.startswith(b"BYE"):
             discard(literals)
-            raise _closed(text)
+            raise closed(text)
         message = self._message(text, literals)
         if message is None:
             return
@@ -334,7 +339,7 @@ class FetchPipeline:
         return read_line(self.reader)
 
 
-def _closed(text: bytes) -> ConnectionLost | ServerBusy:
+def closed(text: bytes) -> ConnectionLost | ServerBusy:
     """What a ``* BYE`` means: a lost connection, or pushback (Gmail's
     ``* BYE [ALERT] Account exceeded ... bandwidth limits``) to be waited out."""
     reply = text[6:].decode("utf-8", "replace").strip()

@@ -17,16 +17,27 @@ from typing import Any
 
 import imapclient
 
-from mailbackup.errors import FolderError, MailbackupError, ServerBusy, ServerError
+from mailbackup.errors import ConnectionLost, FolderError, MailbackupError, ServerBusy, ServerError
 from mailbackup.i18n import _
-from mailbackup.imap import compress, utf7, wire
-from mailbackup.imap.answers import flags_of, folder_status, metas_of, optional_int, selected_folder, text_of
+from mailbackup.imap import compress, wire
+from mailbackup.imap.answers import (
+    flags_of,
+    folder_infos,
+    folder_status,
+    listed_statuses,
+    metas_of,
+    optional_int,
+    selected_folder,
+    text_of,
+)
 from mailbackup.imap.connect import login, open_client, translate_errors
 from mailbackup.imap.lexer import ResponseTooLarge
+from mailbackup.imap.listlines import common_entries
 from mailbackup.imap.parse import MetaRow
 from mailbackup.imap.pipeline import BatchResult, FetchPipeline, PipelinedCommandRefused
 from mailbackup.imap.pushback import busy_error
 from mailbackup.imap.redact import Redaction, watch_logs
+from mailbackup.imap.statuses import StatusRead, pipelined_statuses, wire_names
 from mailbackup.imap.uidset import to_sequence_set
 from mailbackup.model import (
     ConnectionSettings,
@@ -168,9 +179,17 @@ class ImapSession:
 
     # -- folders ------------------------------------------------------
     def list_folders(self) -> list[FolderInfo]:
-        client = self.client
         with self.translated():
-            return self._folder_infos(lambda: client.list_folders())
+            return self._folder_infos(self._listed)
+
+    def _listed(self) -> list[tuple[Any, Any, Any]]:
+        client = self.client
+        wire.pop_untagged(client, "LIST")
+        typ, _data = wire.simple_command(client, "LIST", '""', '"*"')
+        if typ != "OK":  # refused: asked again through imapclient, which reports it as for any command
+            return list(client.list_folders())
+        listed = wire.pop_untagged(client, "LIST")
+        return common_entries(listed) or wire.folder_list(client, listed)
 
     def list_with_status(self) -> tuple[list[FolderInfo], dict[str, FolderStatus]]:
         """Every folder, and in the same round trip the status of each, where the
@@ -197,7 +216,7 @@ class ImapSession:
         statuses = wire.pop_untagged(client, "STATUS")
         with self.translated():
             folders = self._folder_infos(lambda: wire.folder_list(client, listed))
-        return folders, self._statuses(statuses)
+        return folders, listed_statuses(statuses)
 
     def _folder_infos(self, read: Callable[[], list[tuple[Any, Any, Any]]]) -> list[FolderInfo]:
         client = self.client
@@ -209,40 +228,8 @@ class ImapSession:
                 from None
         finally:
             client.folder_encode = True
-        folders = []
-        unusable: dict[str, bytes] = {}
-        usable: set[str] = set()
-        for flags, delimiter, raw in entries:
-            try:
-                name = utf7.decode(raw) if isinstance(raw, bytes) else text_of(raw)
-                usable.add(name)
-            except ValueError:
-                name = raw.decode("utf-8", "backslashreplace")
-                unusable[name] = raw
-            folders.append(FolderInfo(name=name, delimiter=text_of(delimiter) if delimiter else None,
-                                      flags=tuple(text_of(flag) for flag in flags) if isinstance(flags, tuple) else ()))
-        self.unusable_names = {name: raw for name, raw in unusable.items() if name not in usable}
-        return sorted(folders, key=lambda folder: (folder.name != "INBOX", folder.name))
-
-    def _statuses(self, data: list[Any]) -> dict[str, FolderStatus]:
-        """STATUS answers of a LIST-STATUS, by folder name; one that cannot be
-        read is left out (and asked for again on its own)."""
-        try:
-            parsed = wire.parse_answers(data)
-        except Exception:  # imapclient's parser raises several kinds; any of them: ask one by one
-            log.debug("unreadable STATUS answers in LIST-STATUS: %r", data[:5])
-            return {}
-        statuses: dict[str, FolderStatus] = {}
-        for raw, values in zip(parsed[::2], parsed[1::2], strict=False):
-            try:
-                name = utf7.decode(raw) if isinstance(raw, bytes) else text_of(raw)
-                if not isinstance(values, tuple):
-                    continue
-                pairs = {text_of(key).upper(): value for key, value in zip(values[::2], values[1::2], strict=False)}
-                statuses[name] = folder_status(name, pairs)
-            except (ValueError, TypeError):
-                continue
-        return statuses
+        folders, self.unusable_names = folder_infos(entries)
+        return folders
 
     def _check_usable(self, name: str) -> None:
         raw = self.unusable_names.get(name)
@@ -257,6 +244,33 @@ class ImapSession:
         if self.has_capability("STATUS=SIZE"):
             items.append("SIZE")
         return items
+
+    def statuses(self, names: Iterable[str]) -> dict[str, FolderStatus]:
+        """Each folder's status, several STATUS in flight (imap/statuses.py). Best effort: a folder left
+        out is asked alone by `status`; a broken connection is shut, so that ask reconnects first."""
+        wanted = wire_names(names, self.unusable_names)
+        if not wanted or self.one_command_at_a_time:
+            return {}
+        client = self.client
+        read = StatusRead()
+        try:
+            with self.translated():
+                pipelined_statuses(*wire.stream_of(client), wanted, self._status_items(),
+                                   wire.progress_of(client), read)
+        except ServerBusy:
+            raise
+        except (ConnectionLost, ServerError) as exc:  # a flood, a broken line: nothing after it is trusted
+            log.debug("pipelined STATUS stopped (%s); asking the rest one by one", exc.message)
+            with contextlib.suppress(Exception):
+                client.shutdown()
+        if read.pipelining_refused:
+            log.info("the server mishandled a pipelined STATUS; one command at a time from now on")
+            self.one_command_at_a_time = True
+        result = {}
+        for name, values in read.values.items():
+            with contextlib.suppress(ValueError, TypeError):  # unusable: asked again alone, reported there
+                result[name] = folder_status(name, values)
+        return result
 
     def status(self, name: str) -> FolderStatus:
         self._check_usable(name)

@@ -177,9 +177,14 @@ def _bounded_append_untagged(self: imaplib.IMAP4, typ: str, dat: Any) -> None:
         used[0] += 1
         used[1] += sum(len(part) for part in dat if part) if isinstance(dat, tuple) else len(dat or b"")
         if used[0] > MAX_RESPONSE_ENTRIES or used[1] > MAX_RESPONSE_BYTES:
-            _refuse(self, _("the server's answer to one command passed {entries} lines or {size} MB; refusing").format(
-                entries=MAX_RESPONSE_ENTRIES, size=MAX_RESPONSE_BYTES >> 20))
+            _refuse(self, too_large().message)
     _IMAPLIB_APPEND_UNTAGGED(self, typ, dat)
+
+
+def too_large() -> ResponseTooLarge:
+    """The error for an answer to one command past `MAX_RESPONSE_ENTRIES` or `MAX_RESPONSE_BYTES`."""
+    return ResponseTooLarge(_("the server's answer to one command passed {entries} lines or {size} MB; refusing")
+                            .format(entries=MAX_RESPONSE_ENTRIES, size=MAX_RESPONSE_BYTES >> 20))
 
 
 def _progress(imap: imaplib.IMAP4) -> None:

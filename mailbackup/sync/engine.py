@@ -146,7 +146,11 @@ class BackupEngine:
     def _announce(self, selected: list[FolderInfo]) -> None:
         """Tell the progress what the run expects, before the first download, so
         its totals hold from the start.  Statuses the folder list did not bring
-        are read now (each folder's sync then uses them: no extra round trip)."""
+        are read now, pipelined (each folder's sync then uses them: no extra round
+        trip); a folder the pipelined read left out is asked alone."""
+        unknown = [info.name for info in selected if info.name not in self._statuses and info.selectable]
+        if unknown:
+            self._statuses.update(self.parts.call(None, partial(self.session.statuses, unknown)))
         for info in selected:
             if info.name not in self._statuses and info.selectable:
                 try:

@@ -122,6 +122,7 @@ class Crew:
         except BaseException as exc:
             queue.fail(exc)
         self.dismiss()
+        self.engine.state.forget_folder_names()  # the others added theirs through their own handles
         if queue.failures:
             raise queue.failures[0]
         return [self.results[index] for index in sorted(self.results)]
