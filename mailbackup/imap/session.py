@@ -444,13 +444,12 @@ class ImapSession:
         (see pipeline.py); bodies above `spool_above` bytes go to files.  A first
         batch fetched with the listing (`examine_listing`) is not asked again."""
         batches = list(batches)
-        first, self._first_bodies = self._first_bodies, None
+        first = self._first_bodies
         if first is not None and batches and sorted(batches[0]) == first.uids:
+            self._first_bodies = None
             batches = batches[1:]
             yield first
-        elif first is not None:
-            for message in first.messages:
-                message.body.discard()
+        self.drop_first_bodies()
         pipeline = FetchPipeline(*wire.stream_of(self.client), spool_dir=spool_dir, spool_above=spool_above,
                                  depth=1 if self.one_command_at_a_time else depth,
                                  progress=wire.progress_of(self.client))

@@ -80,8 +80,7 @@ class BackupEngine:
             server_folders, self._statuses = self.parts.call(None, self._list_folders)
             self._note_vanished_folders(server_folders)
             selected = plan.select_folders(server_folders, self.options.include, self.options.exclude)
-            self._announce(selected)
-            order, busy = self._arrange(selected)
+            order, busy = self._arrange(selected, self._announce(selected))
             extra = min(self.options.connections, busy) - 1
             if extra > 0:
                 stats.folders.extend(crew.work(order, extra))
@@ -125,27 +124,25 @@ class BackupEngine:
         twin._names = self._names
         return twin
 
-    def _arrange(self, selected: list[FolderInfo]) -> tuple[list[FolderInfo], int]:
+    @staticmethod
+    def _arrange(selected: list[FolderInfo], expected: dict[str, tuple[int, int | None]]
+                 ) -> tuple[list[FolderInfo], int]:
         """The order for several connections, and how many folders have work: first
         the folders the status says are unchanged (no round trip: done while the
         other connections log in), then the biggest first, so that no connection
-        is left with a big folder at the end."""
-        work: dict[int, int] = {}
-        for info in selected:
-            status = self._statuses.get(info.name)
-            if status is None:
-                work[id(info)] = 1
-                continue
-            new, size = plan.expected_new(self.state.folder(info.name), status)
-            if new:
-                work[id(info)] = size if size is not None else new
-        idle = [info for info in selected if id(info) not in work]
-        busy = sorted((info for info in selected if id(info) in work), key=lambda info: work[id(info)], reverse=True)
+        is left with a big folder at the end.  A folder without a status has work."""
+        def work(info: FolderInfo) -> int:
+            new, size = expected.get(info.name, (1, None))
+            return max(new, size or 0) if new else 0  # bytes where the server told them
+
+        idle = [info for info in selected if not work(info)]
+        busy = sorted((info for info in selected if work(info)), key=work, reverse=True)
         return idle + busy, len(busy)
 
-    def _announce(self, selected: list[FolderInfo]) -> None:
+    def _announce(self, selected: list[FolderInfo]) -> dict[str, tuple[int, int | None]]:
         """Tell the progress what the run expects, before the first download, so
-        its totals hold from the start.  Statuses the folder list did not bring
+        its totals hold from the start; per folder with a status, the messages
+        (and bytes) it expects.  Statuses the folder list did not bring
         are read now, pipelined (each folder's sync then uses them: no extra round
         trip); a folder the pipelined read left out is asked alone."""
         unknown = [info.name for info in selected if info.name not in self._statuses and info.selectable]
@@ -157,15 +154,12 @@ class BackupEngine:
                     self._statuses[info.name] = self.parts.call(None, partial(self.session.status, info.name))
                 except (FolderError, ServerError) as exc:
                     self._status_errors[info.name] = exc  # the folder's own sync reports it, as it would have
-        messages, size = 0, 0  # type: tuple[int, int | None]
-        for info in selected:
-            status = self._statuses.get(info.name)
-            if status is None:
-                continue
-            new, new_size = plan.expected_new(self.state.folder(info.name), status)
-            messages += new
-            size = None if size is None or new_size is None else size + new_size
-        self.progress.run_start(messages, size)
+        expected = {info.name: plan.expected_new(self.state.folder(info.name), status) for info in selected
+                    if (status := self._statuses.get(info.name)) is not None}
+        sizes = [size for _new, size in expected.values()]
+        self.progress.run_start(sum(new for new, _size in expected.values()),
+                                None if None in sizes else sum(size for size in sizes if size is not None))
+        return expected
 
     def _finish_run(self, run_id: int | None, stats: RunStats, started: float, status: str | None) -> None:
         stats.seconds = time.monotonic() - started
@@ -231,7 +225,8 @@ class BackupEngine:
             result.skipped_unchanged = True
             return
         try:
-            facts = self._gather(folder, start.list_with_examine, self._first_bodies(status))
+            first_bodies = self._first_bodies(status) if start.list_with_examine else None
+            facts = self._gather(folder, start.list_with_examine, first_bodies)
             todo = plan.plan_folder(facts)
             self._execute(folder, facts, todo)
         finally:
