@@ -10,13 +10,16 @@ import sys
 
 import pytest
 import sample_mail
-from helpers import REPO, archive_contents, server_args
+from helpers import REPO, archive_contents, server_args, state_rows
+from make_corpus import make_corpus
 
 MEASURE = (
     "import json, resource, subprocess, sys\n"
     "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode\n"
     "print(json.dumps({'code': code, 'kib': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n"
 )
+BIG_FOLDER = 20_000
+NEW_MAIL = 200
 
 
 def peak_kib(user, dest, fmt: str) -> int:
@@ -46,3 +49,27 @@ def test_peak_memory_does_not_grow_with_message_size(imap_user_factory, dovecot_
     assert with_big - baseline < 30 * 1024, (baseline, with_big)  # far less than the 50 MB message
     (stored,) = archive_contents(tmp_path / "big", big_user.name)["INBOX"].values()
     assert stored.body == big
+
+
+def test_new_mail_in_a_big_folder_keeps_memory_flat(imap_user_factory, dovecot_server, tmp_path):
+    """Issue 18: an incremental run of a big folder with new mail holds its UID
+    lists as arrays, not sets of Python ints, and reads the server's UID SEARCH
+    answer without an object per UID: its peak does not grow with the folder.
+    The same 200 new messages arrive in a folder of 200 and in one of 20,000
+    (old code: 10 MB more for the big one; 72 MB more at 100,000)."""
+    small = incremental_peak_kib(imap_user_factory(dovecot_server), dovecot_server, tmp_path / "small", 200)
+    big = incremental_peak_kib(imap_user_factory(dovecot_server), dovecot_server, tmp_path / "big", BIG_FOLDER)
+
+    print(f"peak RSS with 200 new messages: {small} KiB in a folder of 200, {big} KiB in one of {BIG_FOLDER}")
+    assert big - small < 4 * 1024, (small, big)  # SQLite's page cache (2 MB at most) fills reading the big one
+
+
+def incremental_peak_kib(user, server, dest, messages: int) -> int:
+    """Back up a folder of `messages`, deliver 200 more, and measure the run that fetches them."""
+    make_corpus(server, user.name, messages=messages, folders=1, single_folder=True, profile="small", processes=1)
+    peak_kib(user, dest, "maildir")
+    make_corpus(server, user.name, messages=NEW_MAIL, folders=1, single_folder=True, profile="small",
+                append=True, seed=1, processes=1)
+    peak = peak_kib(user, dest, "maildir")
+    assert state_rows(dest, user.name, "SELECT count(*) FROM messages") == [(messages + NEW_MAIL,)]
+    return peak

@@ -28,6 +28,7 @@ from mailbackup.state.db import FolderRecord
 from mailbackup.sync import plan
 from mailbackup.sync.engine import BackupEngine
 from mailbackup.sync.folder import BackupOptions, NoBackupProgress
+from mailbackup.uids import SortedUids
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -46,7 +47,7 @@ def test_batches_keep_order_and_bounds(sizes, max_count, max_bytes):
 @given(st.sets(st.integers(1, 200)), st.sets(st.integers(1, 200)), st.sets(st.integers(1, 200)))
 def test_uid_diff(server, stored, gone_already):
     active = stored - gone_already
-    diff = plan.diff_uids(server, stored, active)
+    diff = plan.diff_uids(SortedUids.of(server), SortedUids.of(stored), SortedUids.of(active))
     assert set(diff.new) == server - stored
     assert set(diff.gone) == active - server
     assert diff.new == sorted(diff.new)
@@ -71,12 +72,13 @@ def test_plan_folder_fetches_the_new_marks_the_gone_and_keeps_the_rest(server, s
     active = stored - gone_already
     selected = SelectedFolder("INBOX", 7, max(server, default=0) + 1, len(server), None)
     known = plan.trusted_listing(metas_for(server), selected) if listed else None
-    facts = plan.FolderFacts(folder_record(uidvalidity), selected, stored, active, new_generation, known,
-                             [] if listed else sorted(server))
+    facts = plan.FolderFacts(folder_record(uidvalidity), selected, SortedUids.of(stored), SortedUids.of(active),
+                             new_generation, known, SortedUids() if listed else SortedUids.of(server))
     todo = plan.plan_folder(facts)
     assert todo.fetch == sorted(server - stored)
     assert set(todo.gone) == active - server and not set(todo.gone) & server
-    assert todo.on_server == server
+    assert list(todo.on_server) == sorted(server)
+    assert all(uid in todo.on_server for uid in server) and 0 not in todo.on_server and 121 not in todo.on_server
     assert todo.sync_flags == (not new_generation and uidvalidity is not None)
     if listed:
         assert todo.known is not None and set(todo.known) == server
@@ -88,8 +90,8 @@ def test_a_contradictory_listing_marks_nothing_gone(server, stored):
     """Issue 13 defect 2: when the server's answers disagree with EXISTS, what they
     named is fetched but nothing stored is taken as gone (restore --skip-deleted)."""
     selected = SelectedFolder("INBOX", 7, max(server, default=0) + 1, len(server) + 1, None)
-    facts = plan.FolderFacts(folder_record(7), selected, stored, set(stored), False, None, sorted(server),
-                             consistent=False)
+    facts = plan.FolderFacts(folder_record(7), selected, SortedUids.of(stored), SortedUids.of(stored), False, None,
+                             SortedUids.of(server), consistent=False)
     todo = plan.plan_folder(facts)
     assert todo.gone == [] and todo.fetch == sorted(server - stored)
 

@@ -21,12 +21,14 @@ Public API: `Listing`, `list_folder(session, listed=None, need_sizes=False)`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from mailbackup.i18n import _
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import MessageMeta
+from mailbackup.uids import SortedUids
 
 META_CHUNK = 2000  # UIDs per FETCH of sizes
 EXAMINE_FETCH = "FETCH with EXAMINE"
@@ -39,7 +41,7 @@ SEQUENCE_FETCH = "FETCH 1:*"
 class Listing:
     """A folder's messages as the server described them, and whether its answers agreed."""
 
-    uids: tuple[int, ...]  # ascending; when inconsistent, every UID any answer named
+    uids: SortedUids  # when inconsistent, every UID any answer named
     exists: int  # the latest EXISTS
     consistent: bool  # an answer agreed with EXISTS (and its sizes, when asked for, were all given)
     answers: tuple[tuple[str, int], ...] = ()  # (method, messages it gave), in the order asked
@@ -74,27 +76,29 @@ def list_folder(session: ImapSession, listed: list[MessageMeta] | None = None, *
 def _list_once(session: ImapSession, listed: list[MessageMeta] | None, need_sizes: bool) -> Listing:
     session.note_exists()  # e.g. our own APPENDs since the folder was selected
     answers: list[tuple[str, int]] = []
-    seen_uids: set[int] = set()
+    # What each answer named, united only when none agreed: on a big folder a set of every UID costs 4 MB.
+    seen: list[Iterable[int]] = []
     seen_metas: dict[int, MessageMeta] = {}
 
-    def agreed(uids: list[int], metas: dict[int, MessageMeta] | None) -> Listing:
-        return Listing(tuple(uids), session.exists, True, tuple(answers), metas)
+    def agreed(uids: Iterable[int], metas: dict[int, MessageMeta] | None) -> Listing:
+        ascending = uids if isinstance(uids, SortedUids) else SortedUids(uids)
+        return Listing(ascending, session.exists, True, tuple(answers), metas)
 
     if listed is not None:
         metas = {meta.uid: meta for meta in listed}
         answers.append((EXAMINE_FETCH, len(metas)))
-        seen_uids.update(metas)
+        seen.append(metas)
         seen_metas.update(metas)
         if len(metas) == session.exists:
             return agreed(sorted(metas), metas)
     elif session.exists == 0:
-        return Listing((), 0, True, (), {} if need_sizes else None)
-    searches: list[tuple[str, Callable[[], list[int]]]] = [
+        return Listing(SortedUids(), 0, True, (), {} if need_sizes else None)
+    searches: list[tuple[str, Callable[[], SortedUids]]] = [
         (UID_RANGE_SEARCH, lambda: session.search_uids(1)), (UID_SEARCH_ALL, session.search_all_uids)]
     for method, search in searches:
         uids = search()
         answers.append((method, len(uids)))
-        seen_uids.update(uids)
+        seen.append(uids)
         if len(uids) != session.exists:
             continue
         if not need_sizes:
@@ -106,15 +110,15 @@ def _list_once(session: ImapSession, listed: list[MessageMeta] | None, need_size
         answers.append((f"UID FETCH ({method})", len(metas)))
     metas = {meta.uid: meta for meta in session.fetch_meta_by_sequence()}
     answers.append((SEQUENCE_FETCH, len(metas)))
-    seen_uids.update(metas)
+    seen.append(metas)
     seen_metas.update(metas)
     if len(metas) == session.exists:
         return agreed(sorted(metas), metas)
-    return Listing(tuple(sorted(seen_uids)), session.exists, False, tuple(answers),
+    return Listing(SortedUids.of(itertools.chain(*seen)), session.exists, False, tuple(answers),
                    seen_metas if need_sizes or listed is not None else None)
 
 
-def _metas_of(session: ImapSession, uids: list[int]) -> dict[int, MessageMeta]:
+def _metas_of(session: ImapSession, uids: Sequence[int]) -> dict[int, MessageMeta]:
     metas: dict[int, MessageMeta] = {}
     for start in range(0, len(uids), META_CHUNK):
         metas.update((meta.uid, meta) for meta in session.fetch_meta(uids[start:start + META_CHUNK]))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +25,16 @@ from mailbackup.state.runs import RunLog
 from mailbackup.state.schema import MIGRATIONS, SCHEMA_VERSION
 from mailbackup.state.uploads import UploadLedger
 from mailbackup.text import system_error
+from mailbackup.uids import SortedUids
 
 STATE_FILE = "state.sqlite3"
 UID_CHUNK = 500  # UIDs per `IN (...)`: well under SQLite's limit of bound parameters
+
+
+def _first_column(_cursor: sqlite3.Cursor, row: tuple[int, ...]) -> int:
+    return row[0]
+
+
 @dataclass(frozen=True)
 class FolderRecord:
     id: int
@@ -192,17 +199,18 @@ class StateDB(RunLog, UploadLedger):
         for row in self.db.execute(sql + " ORDER BY uidvalidity, uid", (folder_id,)):
             yield message_from_row(row)
 
-    def active_uids(self, folder_id: int, uidvalidity: int) -> set[int]:
-        rows = self.db.execute(
-            "SELECT uid FROM messages WHERE folder_id=? AND uidvalidity=? AND gone_at IS NULL",
-            (folder_id, uidvalidity),
-        )
-        return {row[0] for row in rows}
+    def active_uids(self, folder_id: int, uidvalidity: int) -> SortedUids:
+        return self._uids("SELECT uid FROM messages WHERE folder_id=? AND uidvalidity=? AND gone_at IS NULL "
+                          "ORDER BY uid", (folder_id, uidvalidity))
 
-    def stored_uids(self, folder_id: int, uidvalidity: int) -> set[int]:
-        rows = self.db.execute("SELECT uid FROM messages WHERE folder_id=? AND uidvalidity=?",
-                               (folder_id, uidvalidity))
-        return {row[0] for row in rows}
+    def stored_uids(self, folder_id: int, uidvalidity: int) -> SortedUids:
+        return self._uids("SELECT uid FROM messages WHERE folder_id=? AND uidvalidity=? ORDER BY uid",
+                          (folder_id, uidvalidity))
+
+    def _uids(self, sql: str, parameters: tuple[int, ...]) -> SortedUids:
+        cursor = self.db.cursor()
+        cursor.row_factory = _first_column  # no Row object per UID: a big folder has 100,000
+        return SortedUids(cursor.execute(sql, parameters))
 
     def count_messages(self, folder_id: int) -> int:
         return int(self.db.execute("SELECT count(*) FROM messages WHERE folder_id=?", (folder_id,)).fetchone()[0])
@@ -342,7 +350,7 @@ class StateDB(RunLog, UploadLedger):
             self.db.execute(f"DELETE FROM failures WHERE folder_id=? AND uidvalidity=? "
                             f"AND uid IN ({', '.join('?' * len(chunk))})", (folder_id, uidvalidity, *chunk))
 
-    def forget_failures_not_in(self, folder_id: int, uidvalidity: int, on_server: set[int]) -> None:
+    def forget_failures_not_in(self, folder_id: int, uidvalidity: int, on_server: Container[int]) -> None:
         rows = self.db.execute("SELECT uidvalidity, uid FROM failures WHERE folder_id=?", (folder_id,)).fetchall()
         stale = [(folder_id, row[0], row[1]) for row in rows if row[0] != uidvalidity or row[1] not in on_server]
         self.db.executemany("DELETE FROM failures WHERE folder_id=? AND uidvalidity=? AND uid=?", stale)

@@ -36,6 +36,7 @@ from mailbackup.sync.commit import Committer
 from mailbackup.sync.fetch import Fetcher
 from mailbackup.sync.folder import BackupOptions, BackupProgress, FolderSync, NoBackupProgress, SyncParts
 from mailbackup.sync.recovery import recover, repair
+from mailbackup.uids import SortedUids
 
 FEW_FLAGS = 5_000  # flag answers up to this many UIDs are matched by UID, larger ones against the whole folder
 
@@ -260,7 +261,7 @@ class BackupEngine:
             self.progress.warn(_("folder {folder!r}: UIDVALIDITY changed (now {uidvalidity}); starting a new "
                                  "generation, matching what is already stored").format(
                 folder=name, uidvalidity=selected.uidvalidity))
-        stored = self.state.stored_uids(record.id, folder.uidvalidity) if record.id else set()
+        stored = self.state.stored_uids(record.id, folder.uidvalidity) if record.id else SortedUids()
         if plan.wants_listing(selected, stored, self.options.new_slice):
             if listed is None:
                 listed = self.parts.call(folder, lambda: self.session.fetch_meta("1:*"))
@@ -272,9 +273,9 @@ class BackupEngine:
         if not listing.consistent:  # keep everything; the numbers go to the user and the report
             self.parts.warn(folder, listing.contradiction(name))
         known = listing.metas if listing.consistent else None
-        active = self.state.active_uids(record.id, folder.uidvalidity) if record.id else set()
+        active = self.state.active_uids(record.id, folder.uidvalidity) if record.id else SortedUids()
         return plan.FolderFacts(record=record, selected=selected, stored=stored, active=active,
-                                new_generation=folder.new_generation, known=known, searched=list(listing.uids),
+                                new_generation=folder.new_generation, known=known, searched=listing.uids,
                                 consistent=listing.consistent)
 
     def _execute(self, folder: FolderSync, facts: plan.FolderFacts, todo: plan.FolderPlan) -> None:
@@ -321,11 +322,11 @@ class BackupEngine:
                                           "messages: they are kept and marked gone-from-server").format(
                     folder=folder.info.name, count=held))
 
-    def _sync_flags(self, folder: FolderSync, modseq: int | None, active: set[int]) -> None:
+    def _sync_flags(self, folder: FolderSync, modseq: int | None, active: SortedUids) -> None:
         record = folder.record
         if not active:
             return
-        top = max(active)
+        top = active.last()
         if modseq is not None and record.highestmodseq is not None:
             if modseq == record.highestmodseq:
                 return

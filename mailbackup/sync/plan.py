@@ -8,12 +8,13 @@ in `FolderFacts`, `plan_folder()` returns the `FolderPlan` it executes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Sized
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from mailbackup.model import FolderInfo, FolderStatus, MessageMeta, SelectedFolder
 from mailbackup.state.db import FolderRecord
+from mailbackup.uids import SortedUids
 
 
 def select_folders(folders: Iterable[FolderInfo], include: Sequence[str], exclude: Sequence[str]) -> list[FolderInfo]:
@@ -60,9 +61,8 @@ class UidDiff:
     gone: list[int]  # stored and active, no longer on the server
 
 
-def diff_uids(server_uids: Iterable[int], stored: set[int], active: set[int]) -> UidDiff:
-    on_server = set(server_uids)
-    return UidDiff(new=sorted(on_server - stored), gone=sorted(active - on_server))
+def diff_uids(server_uids: SortedUids, stored: SortedUids, active: SortedUids) -> UidDiff:
+    return UidDiff(new=server_uids.without(stored), gone=active.without(server_uids))
 
 
 def batches(metas: Sequence[MessageMeta], max_count: int, max_bytes: int) -> list[list[MessageMeta]]:
@@ -120,7 +120,7 @@ def plan_start(record: FolderRecord, status: FolderStatus, *, has_failures: bool
                        list_with_examine=not stored_any and status.messages <= new_slice)
 
 
-def wants_listing(selected: SelectedFolder, stored: set[int], new_slice: int) -> bool:
+def wants_listing(selected: SelectedFolder, stored: Sized, new_slice: int) -> bool:
     """Nothing of this generation stored yet: the sizes come with the UIDs
     (on a 50 ms link, a round trip per folder is worth saving)."""
     return bool(selected.exists) and not stored and selected.exists <= new_slice
@@ -144,11 +144,11 @@ class FolderFacts:
 
     record: FolderRecord
     selected: SelectedFolder
-    stored: set[int]  # UIDs of this UIDVALIDITY in the state, gone ones included
-    active: set[int]  # of those, the ones not marked gone
+    stored: SortedUids  # UIDs of this UIDVALIDITY in the state, gone ones included
+    active: SortedUids  # of those, the ones not marked gone
     new_generation: bool  # the state holds mail of another UIDVALIDITY
     known: dict[int, MessageMeta] | None  # a trusted listing (UIDs with sizes), when there is one
-    searched: list[int]  # UID SEARCH's answer, asked when there is no trusted listing
+    searched: SortedUids  # UID SEARCH's answer, asked when there is no trusted listing
     # The server's answers agreed with EXISTS (imap/listing.py); when not, nothing is taken as gone.
     consistent: bool = True
 
@@ -160,13 +160,13 @@ class FolderPlan:
     fetch: list[int]  # new UIDs, ascending
     known: dict[int, MessageMeta] | None  # their sizes, when the listing gave them (no FETCH of sizes)
     gone: list[int]  # stored and active, no longer on the server: mark gone, never delete
-    on_server: set[int]  # every UID the server holds (failures of others are over)
+    on_server: SortedUids  # every UID the server holds (failures of others are over)
     sync_flags: bool  # read flag changes of stored messages (not in a new generation: nothing to compare)
 
 
 def plan_folder(facts: FolderFacts) -> FolderPlan:
-    server_uids = sorted(facts.known) if facts.known is not None else facts.searched
+    server_uids = SortedUids(sorted(facts.known)) if facts.known is not None else facts.searched
     diff = diff_uids(server_uids, facts.stored, facts.active)
     return FolderPlan(fetch=diff.new, known=facts.known, gone=diff.gone if facts.consistent else [],
-                      on_server=set(server_uids),
+                      on_server=server_uids,
                       sync_flags=not facts.new_generation and bool(facts.record.uidvalidity))
