@@ -101,3 +101,20 @@ def test_flags_of_a_few_uids_without_walking_the_folder(tmp_path: Path) -> None:
     whole = state.flags_of(folder, 20)
     assert state.flags_of_uids(folder, 20, range(1, 1_300)) == {uid: whole[uid] for uid in range(1, 1_300) if uid != 8}
     assert vm_steps(state, lambda: state.flags_of_uids(folder, 20, asked)) <= 1  # four probes, not 20,000 rows
+
+
+def test_stored_and_active_uids(tmp_path: Path) -> None:
+    """Ascending, this generation only; the live ones are the stored ones unless
+    some are marked gone (a count decides, the rows are read only then)."""
+    state, folder = state_with_folder(tmp_path)
+    with state.transaction():
+        state.insert_messages(copies(folder, 20, range(9, 0, -1)) + copies(folder, 30, range(1, 3)))
+    stored = state.stored_uids(folder, 20)
+    assert list(stored) == list(range(1, 10))
+    assert state.active_uids(folder, 20, stored) is stored
+    assert state.active_uids(folder, 20) == stored
+    with state.transaction():
+        state.mark_gone(folder, 20, [2, 7], "2024-02-01T00:00:00")
+    assert list(state.stored_uids(folder, 20)) == list(range(1, 10))
+    assert list(state.active_uids(folder, 20, stored)) == [1, 3, 4, 5, 6, 8, 9]
+    assert list(state.active_uids(folder, 30)) == [1, 2] and len(state.stored_uids(folder, 40)) == 0

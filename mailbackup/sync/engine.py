@@ -273,7 +273,7 @@ class BackupEngine:
         if not listing.consistent:  # keep everything; the numbers go to the user and the report
             self.parts.warn(folder, listing.contradiction(name))
         known = listing.metas if listing.consistent else None
-        active = self.state.active_uids(record.id, folder.uidvalidity) if record.id else SortedUids()
+        active = self.state.active_uids(record.id, folder.uidvalidity, stored) if record.id else SortedUids()
         return plan.FolderFacts(record=record, selected=selected, stored=stored, active=active,
                                 new_generation=folder.new_generation, known=known, searched=listing.uids,
                                 consistent=listing.consistent)
