@@ -373,6 +373,11 @@ class ImapSession:
         self._first_bodies = batch if wanted else None
         return rows
 
+    @property
+    def holds_first_bodies(self) -> bool:
+        """Bodies fetched with the listing wait for `stream_bodies` (the whole folder, as one batch)."""
+        return self._first_bodies is not None
+
     def drop_first_bodies(self) -> None:
         """Let go of bodies fetched with the listing that nobody asked for."""
         batch, self._first_bodies = self._first_bodies, None

@@ -74,7 +74,7 @@ from mailbackup.sweep.limits import ServerLimits, TokenBucket
 from mailbackup.sweep.options import Shard, SweepOptions, select_accounts
 from mailbackup.sweep.progress import STAGE_WORDS, LogProgress, SweepProgress, stage_word
 from mailbackup.sync.engine import BackupEngine
-from mailbackup.sync.folder import MEGABYTE, BackupOptions, ConnectionSlots
+from mailbackup.sync.folder import BATCH_BYTES, MEGABYTE, BackupOptions, ConnectionSlots
 from mailbackup.text import system_error
 from mailbackup.verify.check import verify_online
 from mailbackup.verify.record import verify_recorded
@@ -374,7 +374,7 @@ class _SweepWorker:
 
     def _backup(self, job: Job, outcome: AccountOutcome, session: ImapSession, archive: Archive) -> Again | None:
         settings, options = job.settings, self.options
-        batch_bytes = 16 * MEGABYTE
+        batch_bytes = BATCH_BYTES
         if options.max_bytes_per_second:  # about a second of transfer per FETCH, so pacing stays smooth
             batch_bytes = min(max(options.max_bytes_per_second, MEGABYTE // 4), batch_bytes)
         engine_options = BackupOptions(

@@ -238,7 +238,7 @@ class BackupEngine:
         (one round trip instead of two), when its status says it fits one batch."""
         options = self.options
         if options.dry_run or not 0 < status.messages <= options.batch_messages or status.size is None \
-                or status.size > options.batch_bytes:
+                or status.size > options.whole_folder_bytes:
             return None
         return FirstBodies(count=status.messages, spool_dir=self.archive.spool_dir, spool_above=options.large_message)
 

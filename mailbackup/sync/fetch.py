@@ -60,7 +60,9 @@ class Fetcher:
         """Stream the batches with several FETCHes in flight; after a lost
         connection, the batch at the head is isolated, then streaming resumes."""
         by_uid = {meta.uid: meta for meta in metas}
-        remaining = deque(plan.batches(metas, self.options.batch_messages, self.options.batch_bytes))
+        # A new folder's bodies that came with its listing are in memory already: one batch, not asked again.
+        limit = self.options.whole_folder_bytes if self.parts.session.holds_first_bodies else self.options.batch_bytes
+        remaining = deque(plan.batches(metas, self.options.batch_messages, limit))
         pushed_back = 0
         while remaining:
             self._check_stop()

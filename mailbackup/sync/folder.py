@@ -22,6 +22,7 @@ from mailbackup.store.base import MailStore
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MEGABYTE = 1 << 20
+BATCH_BYTES = 4 * MEGABYTE
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,10 @@ class BackupOptions:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     batch_messages: int = 500
-    batch_bytes: int = 16 * MEGABYTE
+    # A batch's bodies are held until it is written: its size is what new mail adds to a run's memory
+    # (16 MB batches: 45 MB peak against the no-op's 31 MB with 200 new mixed messages; 4 MB: 36 MB).
+    batch_bytes: int = BATCH_BYTES
+    whole_folder_bytes: int = 16 * MEGABYTE  # a new folder up to this size comes whole with its listing
     large_message: int = 8 * MEGABYTE  # above this, a body is streamed to a file, not held in memory
     pipeline_depth: int = 3  # FETCH commands in flight: hides round trips on slow links
     new_slice: int = 5000  # new messages handled per slice: bounds memory on huge folders
