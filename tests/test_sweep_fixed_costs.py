@@ -1,0 +1,84 @@
+"""What a sweep pays once per server, not once per account (issue 18,
+hundreds of accounts), against a real Dovecot: the CA file is loaded into
+one TLS context shared by every connection, and a CA file replaced on disk
+is loaded again."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ImapUser
+from dovecot_server import DovecotServer
+from test_sweep import mailboxes, write_config
+
+from mailbackup.config import load_sweep
+from mailbackup.errors import TLSError
+from mailbackup.imap import connect
+from mailbackup.imap.session import ImapSession
+from mailbackup.model import ConnectionSettings, ServerAddress
+from mailbackup.sweep.options import SweepOptions
+from mailbackup.sweep.run import run_sweep
+
+
+@pytest.fixture
+def ca_loads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str | None]:
+    """The loads of the test's CA file (tmp_path/ca.pem) into TLS contexts from now on (the real ones are built;
+    `ssl` is patched process-wide, and the test's own clients load the server's CA file)."""
+    loads: list[str | None] = []
+    real = ssl.create_default_context
+
+    def counting(*args: Any, cafile: str | None = None, **kwargs: Any) -> ssl.SSLContext:
+        if cafile == str(tmp_path / "ca.pem"):
+            loads.append(cafile)
+        return real(*args, cafile=cafile, **kwargs)
+
+    monkeypatch.setattr(connect.ssl, "create_default_context", counting)
+    monkeypatch.setattr(connect, "_contexts", {}, raising=False)  # a fresh cache
+    return loads
+
+
+def test_a_sweep_loads_the_ca_file_once_for_all_its_accounts(dovecot_server: DovecotServer,
+                                                            imap_client_factory: Callable[..., Any],
+                                                            tmp_path: Path, ca_loads: list[str | None]) -> None:
+    users = mailboxes(dovecot_server, 5, imap_client_factory)
+    cafile = tmp_path / "ca.pem"
+    shutil.copyfile(dovecot_server.cafile, cafile)
+    config = write_config(tmp_path / "unit.yaml", users, server=dovecot_server.server_arg, cafile=cafile,
+                          dest=tmp_path / "dest")
+    passwords = {user.name: user.password for user in users}
+    options = SweepOptions(jobs=3, password=lambda settings: passwords[settings.account])
+    result = run_sweep(load_sweep(config), options)
+    assert [(o.account, o.backup, o.verify, o.messages) for o in result.outcomes] == \
+        [(user.name, "ok", "complete", 4) for user in users]
+    assert ca_loads == [str(cafile)], "one TLS context for the five accounts of one server"
+
+    # A renewed certificate authority (the file replaced on disk) is read again, once.
+    cafile.write_bytes(dovecot_server.cafile.read_bytes() + b"\n")
+    _log_in(users[0], cafile)
+    _log_in(users[1], cafile)
+    assert ca_loads == [str(cafile), str(cafile)]
+
+
+def test_a_missing_ca_file_is_reported_every_time_not_remembered(dovecot_server: DovecotServer,
+                                                                 imap_user_factory: Callable[..., ImapUser],
+                                                                 tmp_path: Path, ca_loads: list[str | None]) -> None:
+    user = imap_user_factory(dovecot_server)
+    cafile = tmp_path / "ca.pem"
+    for _attempt in range(2):
+        with pytest.raises(TLSError, match="cannot load CA file"):
+            _log_in(user, cafile)
+    shutil.copyfile(dovecot_server.cafile, cafile)  # put in place: the next connection works
+    _log_in(user, cafile)
+    assert ca_loads == [str(cafile)] * 3
+
+
+def _log_in(user: ImapUser, cafile: Path) -> None:
+    host, _colon, port = user.server_arg.rpartition(":")
+    settings = ConnectionSettings(ServerAddress(host, int(port)), cafile=str(cafile))
+    with ImapSession(settings, user.name, user.password) as session:
+        assert session.has_capability("IMAP4rev1")
