@@ -1,12 +1,17 @@
 """What a sweep pays once per server, not once per account (issue 18,
 hundreds of accounts), against a real Dovecot: the CA file is loaded into
 one TLS context shared by every connection, and a CA file replaced on disk
-is loaded again."""
+is loaded again.  The dispatcher's grace between one account's close and
+the next account's connection is counted from the close (the dispatcher
+alone, no server: it only sees times)."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import ssl
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,12 +21,16 @@ from conftest import ImapUser
 from dovecot_server import DovecotServer
 from test_sweep import mailboxes, write_config
 
-from mailbackup.config import load_sweep
+from mailbackup.config import AccountSettings, load_sweep
 from mailbackup.errors import TLSError
 from mailbackup.imap import connect
+from mailbackup.imap.pushback import WaitBudget
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import ConnectionSettings, ServerAddress
+from mailbackup.sweep.dispatch import CLOSE_GRACE, Again, Dispatcher, Job, close_grace_left
+from mailbackup.sweep.limits import ServerLimits
 from mailbackup.sweep.options import SweepOptions
+from mailbackup.sweep.progress import LogProgress
 from mailbackup.sweep.run import run_sweep
 
 
@@ -82,3 +91,43 @@ def _log_in(user: ImapUser, cafile: Path) -> None:
     settings = ConnectionSettings(ServerAddress(host, int(port)), cafile=str(cafile))
     with ImapSession(settings, user.name, user.password) as session:
         assert session.has_capability("IMAP4rev1")
+
+
+def test_the_close_grace_is_counted_from_the_close() -> None:
+    """An account's server slot is handed on CLOSE_GRACE after its last
+    connection closed, not CLOSE_GRACE after its reports were written."""
+    assert close_grace_left(None, 100.0) == CLOSE_GRACE  # not known when it closed: all of it
+    assert close_grace_left(100.0, 100.0) == pytest.approx(CLOSE_GRACE)
+    assert close_grace_left(100.0, 100.0 + CLOSE_GRACE / 2) == pytest.approx(CLOSE_GRACE / 2)
+    assert close_grace_left(100.0, 100.0 + 2 * CLOSE_GRACE) == 0.0  # the local work after it took longer
+
+
+def test_the_next_account_of_a_server_connects_only_after_the_grace() -> None:
+    """One connection allowed toward the server: each account starts at
+    least CLOSE_GRACE after the one before closed; one that hung up early and
+    then worked locally for longer than the grace is followed at once."""
+    limits = ServerLimits(1)
+    events: list[tuple[str, str, float]] = []
+
+    def work(job: Job) -> Again | None:
+        name = job.settings.account
+        events.append((name, "start", time.monotonic()))
+        if name.startswith("early"):
+            job.closed_at = time.monotonic()
+            events.append((name, "closed", job.closed_at))
+            time.sleep(3 * CLOSE_GRACE)  # reports, the state file: no connection
+        else:
+            events.append((name, "closed", time.monotonic()))  # the dispatcher is not told: all the grace
+        events.append((name, "end", time.monotonic()))
+        return None
+
+    names = ["late0", "late1", "early0", "early1", "late2"]
+    jobs = [Job(AccountSettings(name, ConnectionSettings(ServerAddress("one", 993))), WaitBudget(), "backup")
+            for name in names]
+    Dispatcher(4, limits, threading.Event(), LogProgress()).run(jobs, work, lambda job: None)
+    at = {(name, what): when for name, what, when in events}
+    for before, after in itertools.pairwise(names):
+        assert at[after, "start"] - at[before, "closed"] >= CLOSE_GRACE, (before, after)
+    # early0 ended 3 graces after it closed: early1 did not wait a grace more.
+    assert at["early1", "start"] - at["early0", "end"] < at["late1", "start"] - at["late0", "end"]
+    assert limits.peak == {"one": 1}

@@ -351,6 +351,13 @@ class _SweepWorker:
         return None
 
     def _attempt(self, job: Job, outcome: AccountOutcome) -> Again | None:
+        try:
+            return self._attempt_connected(job, outcome)
+        finally:
+            if job.closed_at is None:
+                job.closed_at = time.monotonic()
+
+    def _attempt_connected(self, job: Job, outcome: AccountOutcome) -> Again | None:
         settings = job.settings
         password = self.passwords(settings)
         # Log in before opening the archive: an account nobody can log in to gets no empty archive.
@@ -406,11 +413,17 @@ class _SweepWorker:
         settings = job.settings
         verify_options = VerifyOptions.for_account(settings, self.options.verify_max_age)
         written = mark.written(archive.state) if mark is not None else frozenset()
-        recorded = verify_recorded(
-            archive, verify_options,
-            partial(verify_online, session, archive, verify_options, _VerifyProgress(settings.account),
-                    written=written),
-            report_dir=self.options.report_dir, retry_pushback=True)
+
+        def online() -> VerifyResult:
+            try:
+                return verify_online(session, archive, verify_options, _VerifyProgress(settings.account),
+                                     written=written)
+            finally:  # the server is done with: its slot's grace runs while the reports are written
+                session.close()
+                job.closed_at = time.monotonic()
+
+        recorded = verify_recorded(archive, verify_options, online, report_dir=self.options.report_dir,
+                                   retry_pushback=True)
         result = recorded.result
         outcome.record_verify(result, recorded.exit_code)
         for folder in result.folders:
