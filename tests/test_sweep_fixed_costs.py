@@ -1,18 +1,21 @@
 """What a sweep pays once per server, not once per account (issue 18,
 hundreds of accounts), against a real Dovecot: the CA file is loaded into
 one TLS context shared by every connection, and a CA file replaced on disk
-is loaded again.  The dispatcher's grace between one account's close and
+is loaded again; the summary at the end does not open every archive
+again.  The dispatcher's grace between one account's close and
 the next account's connection is counted from the close (the dispatcher
 alone, no server: it only sees times)."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import ssl
 import threading
 import time
 from collections.abc import Callable
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,10 @@ from mailbackup.sweep.dispatch import CLOSE_GRACE, Again, Dispatcher, Job, close
 from mailbackup.sweep.limits import ServerLimits
 from mailbackup.sweep.options import SweepOptions
 from mailbackup.sweep.progress import LogProgress
+from mailbackup.sweep.reports import write_reports
 from mailbackup.sweep.run import run_sweep
+from mailbackup.verify import summary as summary_module
+from mailbackup.verify.results import Staff
 
 
 @pytest.fixture
@@ -131,3 +137,36 @@ def test_the_next_account_of_a_server_connects_only_after_the_grace() -> None:
     # early0 ended 3 graces after it closed: early1 did not wait a grace more.
     assert at["early1", "start"] - at["early0", "end"] < at["late1", "start"] - at["late0", "end"]
     assert limits.peak == {"one": 1}
+
+
+def test_the_sweep_summary_is_read_while_each_archive_is_open(dovecot_server: DovecotServer,
+                                                             imap_client_factory: Callable[..., Any],
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The summary at the end of a sweep does not open every account's state
+    again (twice, one account after another): each worker read its account's
+    part before letting go of the archive.  It says what reading the archives
+    afresh says (`mailbackup report`), the account nobody could log in to too."""
+    users = mailboxes(dovecot_server, 4, imap_client_factory)
+    config = write_config(tmp_path / "unit.yaml", users, server=dovecot_server.server_arg,
+                          cafile=dovecot_server.cafile, dest=tmp_path / "dest")
+    passwords = {user.name: user.password for user in users} | {users[2].name: "wrong"}
+    settings = load_sweep(config)
+    result = run_sweep(settings, SweepOptions(jobs=2, password=lambda account: passwords[account.account]))
+    assert [outcome.summary is not None for outcome in result.outcomes] == [True, True, False, True]
+
+    read_again: list[Path] = []
+    real_read = summary_module._read_account_summary
+    monkeypatch.setattr(summary_module, "_read_account_summary",
+                        lambda dest, directory: read_again.append(directory) or real_read(dest, directory))
+    generated_at = datetime.now().astimezone()
+    write_reports(result, tmp_path / "reports", as_of=date.today(), generated_at=generated_at)
+    assert read_again == []
+    swept = json.loads((tmp_path / "reports" / "summary.json").read_text(encoding="utf-8"))
+
+    afresh = summary_module.collect_accounts(
+        settings.dest, staff_for=lambda name: Staff.from_mapping(
+            next(a.metadata for a in settings.accounts if a.account == name)),
+        expected=[user.name for user in users])
+    assert len(read_again) == 3  # every archive there is (the wrong password made none)
+    assert swept == summary_module.summary_to_dict(afresh, date.today(), generated_at)
+    assert [row["status"] for row in swept["accounts"]].count("complete") == 3
