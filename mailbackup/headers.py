@@ -9,13 +9,15 @@ from email.errors import MessageError
 from email.header import decode_header, make_header
 from email.utils import parseaddr
 
-HEADER_END = re.compile(rb"\r?\n\r?\n")
-WANTED_FIELD = re.compile(rb"^(message-id|subject|from|return-path|date)[ \t]*:(.*(?:\r?\n[ \t].*)*)",
-                          re.IGNORECASE | re.MULTILINE)
+# A field at the start of a line (the block is searched with a newline put before it).  The
+# newline leads, not `^` under MULTILINE: the regex engine then skips to each newline at C speed
+# instead of trying the pattern at every byte (a third of a sweep's header reading).
+WANTED_FIELD = re.compile(rb"\n(?i:(message-id|subject|from|return-path|date))[ \t]*:(.*(?:\r?\n[ \t].*)*)")
 UNFOLD = re.compile(rb"\r?\n(?=[ \t])|\r$")
 MAX_HEADER_BYTES = 256 * 1024
 _ADDR = r'[^\s<>"(),;:\\@\[\]]+@[^\s<>"(),;:\\@\[\]]+'
 PLAIN_ADDRESS = re.compile(rf'\s*(?:({_ADDR})|[^"()<>\\,;:@\[\]]*<({_ADDR})>)\s*\Z')
+SURROGATE = re.compile("[\udc80-\udcff]")  # an 8-bit byte kept by surrogateescape
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,13 @@ class HeaderSummary:
 
 
 def header_block(head: bytes) -> bytes:
-    match = HEADER_END.search(head, 0, MAX_HEADER_BYTES)
-    return head[: match.start()] if match else head[:MAX_HEADER_BYTES]
+    """Up to the empty line (its line ending excluded), within MAX_HEADER_BYTES."""
+    ends = [found for found in (head.find(b"\n\n", 0, MAX_HEADER_BYTES), head.find(b"\n\r\n", 0, MAX_HEADER_BYTES))
+            if found >= 0]
+    if not ends:
+        return head[:MAX_HEADER_BYTES]
+    end = min(ends)
+    return head[: end - 1 if end and head[end - 1] == 0x0D else end]
 
 
 def summarize(head: bytes) -> HeaderSummary:
@@ -47,7 +54,7 @@ def header_fields(block: bytes) -> dict[str, str]:
     as surrogates (as the email package's compat32 does).  A regular
     expression instead of the email parser: this runs once per message."""
     fields: dict[str, str] = {}
-    for match in WANTED_FIELD.finditer(block):
+    for match in WANTED_FIELD.finditer(b"\n" + block):
         name = match.group(1).decode("ascii").lower()
         if name not in fields:
             value = UNFOLD.sub(b" ", match.group(2)).strip()
@@ -71,7 +78,7 @@ def decode_text(value: object) -> str | None:
 
 
 def _fix_surrogates(text: str) -> str:
-    if not any("\udc80" <= char <= "\udcff" for char in text):
+    if text.isascii() or not SURROGATE.search(text):
         return text
     raw = text.encode("utf-8", "surrogateescape")
     for charset in ("utf-8", "tis-620"):

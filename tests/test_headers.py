@@ -11,7 +11,7 @@ import sample_mail
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailbackup.headers import header_block, header_fields, summarize
+from mailbackup.headers import MAX_HEADER_BYTES, header_block, header_fields, summarize
 
 FIELDS = ("Message-ID", "Subject", "From", "Return-Path", "Date")
 
@@ -84,3 +84,23 @@ def test_any_from_value_gives_the_address_the_email_package_gives(value):
     from email.utils import parseaddr
 
     assert summarize(f"From: {value}\r\n\r\n".encode()).sender == (parseaddr(value.strip())[1] or None)
+
+
+@pytest.mark.parametrize(("head", "block"), [
+    (b"Subject: a\r\n\r\nbody", b"Subject: a"),
+    (b"Subject: a\n\nbody", b"Subject: a"),
+    (b"Subject: a\r\n\nbody", b"Subject: a"),  # mixed line endings: the first empty line ends it
+    (b"Subject: a\n\r\nbody\n\n", b"Subject: a"),
+    (b"Subject: a\r\r\n\nbody", b"Subject: a\r"),
+    (b"\r\n\r\nbody", b""),
+    (b"Subject: no body", b"Subject: no body"),
+])
+def test_the_header_block_ends_at_the_first_empty_line(head: bytes, block: bytes) -> None:
+    assert header_block(head) == block
+
+
+def test_a_header_block_without_end_is_cut_at_the_limit_and_fields_start_lines() -> None:
+    head = b"Subject: first\r\nX-Long: " + b"x" * MAX_HEADER_BYTES + b"\r\n\r\n"
+    assert header_block(head) == head[:MAX_HEADER_BYTES]
+    assert header_fields(b"subject: one\r\nX-Subject: two\r\n from: folded\r\nFROM : three") == {
+        "subject": "one", "from": "three"}

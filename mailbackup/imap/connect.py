@@ -15,9 +15,11 @@ from __future__ import annotations
 import errno
 import imaplib
 import logging
+import os
 import re
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -60,7 +62,35 @@ OTHER_REFUSAL = N_("the server refused the login")
 RESPONSE_CODE = re.compile(r"\s*\[([A-Za-z][A-Za-z0-9-]{0,39})[\] ]")
 
 
+# One context per CA file (as it is on disk) and mode, shared by every connection of the process:
+# building one loads and parses the CA certificates, a fixed cost that a sweep paid per account.
+# An SSLContext may wrap sockets from many threads at once.
+_ContextKey = tuple[bool, str | None, int, int]
+_contexts: dict[_ContextKey, ssl.SSLContext] = {}
+_contexts_lock = threading.Lock()
+
+
 def make_ssl_context(settings: ConnectionSettings) -> ssl.SSLContext:
+    key = _context_key(settings)
+    with _contexts_lock:
+        context = _contexts.get(key)
+        if context is None:
+            context = _contexts[key] = _new_ssl_context(settings)
+        return context
+
+
+def _context_key(settings: ConnectionSettings) -> _ContextKey:
+    """A CA file replaced on disk (a renewed certificate) gets a new context."""
+    if settings.insecure or settings.cafile is None:
+        return settings.insecure, None, 0, 0
+    try:
+        found = os.stat(settings.cafile)
+    except OSError:
+        return False, settings.cafile, -1, -1  # loading it reports the error, which is never kept
+    return False, settings.cafile, found.st_mtime_ns, found.st_size
+
+
+def _new_ssl_context(settings: ConnectionSettings) -> ssl.SSLContext:
     if settings.insecure:
         context = ssl.create_default_context()
         context.check_hostname = False

@@ -95,9 +95,10 @@ class StateDB(RunLog, UploadLedger):
                 .format(path=self.path, version=version, known=SCHEMA_VERSION),
                 hint=_("upgrade mailbackup (pip install -U mailbackup)"),
             )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self.transaction():
-                self._apply(target)
+        if version < SCHEMA_VERSION:
+            with self.transaction():  # one commit (one fsync) for a new file's whole schema, all or nothing
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    self._apply(target)
 
     def _apply(self, target: int) -> None:
         for statement in MIGRATIONS[target].split(";"):

@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 POLL = 0.5  # the dispatcher looks at the clock and the stop flag this often
 # A server counts a connection until it has seen it close; a slot reused at once
-# would let it count one more than the limit for a moment (measured: ~1 ms).
+# would let it count one more than the limit for a moment (measured: ~1 ms).  Counted
+# from the close (`Job.closed_at`), so the account's last local work overlaps it.
 CLOSE_GRACE = 0.05
 
 
@@ -46,6 +47,7 @@ class Job:
     busy_tries: int = 0
     attempts: int = 0
     unreachable: int = 0  # times the server could not be reached (or was lost for good) so far
+    closed_at: float | None = None  # this attempt's last connection closed (monotonic); None: not known
 
 
 @dataclass(frozen=True)
@@ -112,13 +114,21 @@ class Dispatcher:
 
     def _run_one(self, job: Job, work: Work) -> None:
         again: Again | None = None
+        job.closed_at = None
         try:
             again = work(job)
         except BaseException:  # a bug must not hang the sweep; the work function reports errors itself
             log.exception("%s: unexpected failure", job.settings.account)
         finally:
-            time.sleep(CLOSE_GRACE)
+            remaining = close_grace_left(job.closed_at, time.monotonic())
+            if remaining > 0:
+                time.sleep(remaining)
             self.finished.put((job, again))
+
+
+def close_grace_left(closed_at: float | None, now: float) -> float:
+    """What is left of CLOSE_GRACE since the connection closed (all of it when that time is not known)."""
+    return CLOSE_GRACE if closed_at is None else max(closed_at + CLOSE_GRACE - now, 0.0)
 
 
 def requeue(job: Job, busy: ServerBusy | None, delay: float | None, options: SweepOptions,

@@ -105,8 +105,11 @@ def write_reports(result: SweepResult, directory: Path, *, as_of: date | None = 
 def _summaries(result: SweepResult) -> list[AccountSummary]:
     """verify/summary.py's AccountSummary of every account of this sweep, whatever its dest."""
     by_dest: dict[Path, dict[str, AccountSettings]] = {}
+    known: dict[Path, AccountSummary] = {}  # read by the workers while they held the archives
     for outcome in result.outcomes:
         by_dest.setdefault(outcome.settings.dest, {})[outcome.account.strip().casefold()] = outcome.settings
+        if outcome.summary is not None and outcome.summary.archive is not None:
+            known[outcome.summary.archive] = outcome.summary
     found = []
     for dest, accounts in by_dest.items():
         def deadline_for(account: str, accounts: dict[str, AccountSettings] = accounts) -> date | None:
@@ -119,7 +122,7 @@ def _summaries(result: SweepResult) -> list[AccountSummary]:
 
         names = [settings.account for settings in accounts.values()]
         found += [summary for summary in collect_accounts(dest, deadline_for=deadline_for, staff_for=staff_for,
-                                                          expected=names)
+                                                          expected=names, known=known)
                   if summary.account.strip().casefold() in accounts]
     insecure = {outcome.account.strip().casefold() for outcome in result.outcomes
                 if outcome.settings.connection.insecure}

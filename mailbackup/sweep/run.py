@@ -79,6 +79,7 @@ from mailbackup.text import system_error
 from mailbackup.verify.check import verify_online
 from mailbackup.verify.record import verify_recorded
 from mailbackup.verify.results import VerifyOptions, VerifyResult
+from mailbackup.verify.summary import AccountSummary, archive_summary
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ class AccountOutcome:
     backup_problems: list[str] = field(default_factory=list)
     verify_problems: list[str] = field(default_factory=list)
     codes: dict[str, ExitCode] = field(default_factory=dict)  # per stage: backup, verify, error, stopped
+    summary: AccountSummary | None = None  # its archive as the reports show it, read before it was let go
 
     @property
     def account(self) -> str:
@@ -351,26 +353,39 @@ class _SweepWorker:
         return None
 
     def _attempt(self, job: Job, outcome: AccountOutcome) -> Again | None:
+        try:
+            return self._attempt_connected(job, outcome)
+        finally:
+            if job.closed_at is None:
+                job.closed_at = time.monotonic()
+
+    def _attempt_connected(self, job: Job, outcome: AccountOutcome) -> Again | None:
         settings = job.settings
         password = self.passwords(settings)
         # Log in before opening the archive: an account nobody can log in to gets no empty archive.
         with ImapSession(settings.connection, settings.account, password) as session, \
                 open_archive(settings.dest, settings.account, format=settings.format) as archive:
-            # What this backup writes, under this lock, need not be read back by this verification (written.py).
-            mark: WriteMark | None = None
-            if job.stage == "backup":
-                mark = WriteMark.take(archive.state)
-                again = self._backup(job, outcome, session, archive)
-                if again is not None or self.options.stop.is_set():
-                    return again
-                if outcome.backup == "out of time":  # its verification would run past the limit too
-                    outcome.verify = "skipped"
-                    return None
-                job.stage = "verify"
-            if not self.options.verify:
+            again = self._stages(job, outcome, session, archive)
+            if again is None and not self.options.stop.is_set():
+                outcome.summary = _read_ahead(settings.dest, archive)
+            return again
+
+    def _stages(self, job: Job, outcome: AccountOutcome, session: ImapSession, archive: Archive) -> Again | None:
+        # What this backup writes, under this lock, need not be read back by this verification (written.py).
+        mark: WriteMark | None = None
+        if job.stage == "backup":
+            mark = WriteMark.take(archive.state)
+            again = self._backup(job, outcome, session, archive)
+            if again is not None or self.options.stop.is_set():
+                return again
+            if outcome.backup == "out of time":  # its verification would run past the limit too
                 outcome.verify = "skipped"
                 return None
-            return self._verify(job, outcome, session, archive, mark)
+            job.stage = "verify"
+        if not self.options.verify:
+            outcome.verify = "skipped"
+            return None
+        return self._verify(job, outcome, session, archive, mark)
 
     def _backup(self, job: Job, outcome: AccountOutcome, session: ImapSession, archive: Archive) -> Again | None:
         settings, options = job.settings, self.options
@@ -406,17 +421,34 @@ class _SweepWorker:
         settings = job.settings
         verify_options = VerifyOptions.for_account(settings, self.options.verify_max_age)
         written = mark.written(archive.state) if mark is not None else frozenset()
-        recorded = verify_recorded(
-            archive, verify_options,
-            partial(verify_online, session, archive, verify_options, _VerifyProgress(settings.account),
-                    written=written),
-            report_dir=self.options.report_dir, retry_pushback=True)
+
+        def online() -> VerifyResult:
+            try:
+                return verify_online(session, archive, verify_options, _VerifyProgress(settings.account),
+                                     written=written)
+            finally:  # the server is done with: its slot's grace runs while the reports are written
+                session.close()
+                job.closed_at = time.monotonic()
+
+        recorded = verify_recorded(archive, verify_options, online, report_dir=self.options.report_dir,
+                                   retry_pushback=True)
         result = recorded.result
         outcome.record_verify(result, recorded.exit_code)
         for folder in result.folders:
             pushback = recognise(folder.error) if folder.error else None
             if folder.error and pushback is not None:  # verify again later, on a rested server
                 return requeue(job, ServerBusy(folder.error, wait_seconds=pushback.wait_seconds), None, self.options)
+        return None
+
+
+def _read_ahead(dest: Path, archive: Archive) -> AccountSummary | None:
+    """The account's summary while its archive is open (the sweep's reports would
+    open its state twice more at the end, one account after another).  A failure
+    here is the reports' to find and say: they read the archive again then."""
+    try:
+        return archive_summary(dest, archive)
+    except (MailbackupError, OSError, sqlite3.Error):
+        log.debug("%s: summary left to the end of the sweep", archive.root, exc_info=True)
         return None
 
 

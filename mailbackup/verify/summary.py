@@ -3,7 +3,8 @@
 from each account's state and last verification report.
 
 Public API: `collect_accounts(dest, ...)` → one `AccountSummary` per
-account; `status_reasons` (why an account is not complete, in words);
+account (`archive_summary(dest, archive)`: one read ahead, by a sweep);
+`status_reasons` (why an account is not complete, in words);
 `summary_to_dict`, `summary_csv`, `summary_html`; `write_summary`;
 `regenerate_reports` and `summary_exit_code`, what `mailbackup report` does.
 
@@ -13,14 +14,14 @@ verification recorded (verify/record.py remembers them in the archive).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from mailbackup import __version__
-from mailbackup.archive import account_dir, open_archive
+from mailbackup.archive import Archive, account_dir, open_archive
 from mailbackup.config.keys import STAFF_KEYS
 from mailbackup.errors import ExitCode, StorageError
 from mailbackup.i18n import N_, _, local_date
@@ -85,17 +86,21 @@ def no_staff(account: str) -> Staff:
 
 def collect_accounts(dest: Path, *, deadline_for: Callable[[str], date | None] = no_deadline,
                      staff_for: Callable[[str], Staff] = no_staff,
-                     expected: Iterable[str] = ()) -> list[AccountSummary]:
+                     expected: Iterable[str] = (),
+                     known: Mapping[Path, AccountSummary] | None = None) -> list[AccountSummary]:
     """Every account archive under `dest`, and each `expected` account (from
     the config) that has none.  `deadline_for` overrides the deadline an
-    account's last verification recorded, `staff_for` (when not empty) its staff details."""
+    account's last verification recorded, `staff_for` (when not empty) its staff details.
+    `known`: archives already read (`archive_summary`), by directory; they are not opened again."""
     found: list[AccountSummary] = []
+    read = known or {}
     if dest.is_dir():
         for directory in sorted(path for path in dest.iterdir() if (path / STATE_FILE).is_file()):
-            found.append(_account_summary(dest, directory, deadline_for))
-    known = {summary.account for summary in found}
+            summary = read.get(directory) or _read_account_summary(dest, directory)
+            found.append(_with_deadline(summary, deadline_for))
+    archived = {summary.account for summary in found}
     found += [AccountSummary(account=name, archive=None, deadline=deadline_for(name))
-              for name in dict.fromkeys(expected) if name not in known]
+              for name in dict.fromkeys(expected) if name not in archived]
     for summary in found:
         configured = staff_for(summary.account)
         if not configured.is_empty:
@@ -107,28 +112,49 @@ def collect_accounts(dest: Path, *, deadline_for: Callable[[str], date | None] =
     return sorted(found, key=lambda summary: summary.account.casefold())
 
 
-def _account_summary(dest: Path, directory: Path, deadline_for: Callable[[str], date | None]) -> AccountSummary:
+def _read_account_summary(dest: Path, directory: Path) -> AccountSummary:
     state = StateDB(directory / STATE_FILE)
     try:
         account = state.get_meta("account") or directory.name
     finally:
         state.close()
-    summary = AccountSummary(account=account, archive=directory, deadline=deadline_for(account))
     if account_dir(dest, account) != directory:
+        summary = AccountSummary(account=account, archive=directory)
         summary.problems.append(_("archive directory {directory} does not match account {account}").format(
             directory=directory.name, account=account))
         return summary
     with open_archive(dest, account, lock=False, create=False) as archive:
-        summary.messages, summary.bytes = archive.state.stored_totals()
-        run = archive.state.last_run_in("backup", SUCCESSFUL_BACKUP)
-        summary.last_backup = run["finished_at"] if run else None
-        summary.reports_dir = archive.reports_dir
-        report = archive.reports_dir / VERIFY_NAMES[0]
-        if report.is_file():
-            try:
-                summary.verification = load_verify(report)
-            except StorageError as exc:
-                summary.problems.append(exc.message)
+        return _summary_of(archive, account)
+
+
+def archive_summary(dest: Path, archive: Archive) -> AccountSummary | None:
+    """The summary of an archive open now, for `collect_accounts(known=...)`: a
+    sweep reads it before letting go of the archive, instead of opening every
+    state file again at its end.  None when the archive's directory is not its
+    account's (the end's reading reports that)."""
+    account = archive.state.get_meta("account") or archive.root.name
+    if account_dir(dest, account) != archive.root:
+        return None
+    return _summary_of(archive, account)
+
+
+def _summary_of(archive: Archive, account: str) -> AccountSummary:
+    summary = AccountSummary(account=account, archive=archive.root)
+    summary.messages, summary.bytes = archive.state.stored_totals()
+    run = archive.state.last_run_in("backup", SUCCESSFUL_BACKUP)
+    summary.last_backup = run["finished_at"] if run else None
+    summary.reports_dir = archive.reports_dir
+    report = archive.reports_dir / VERIFY_NAMES[0]
+    if report.is_file():
+        try:
+            summary.verification = load_verify(report)
+        except StorageError as exc:
+            summary.problems.append(exc.message)
+    return summary
+
+
+def _with_deadline(summary: AccountSummary, deadline_for: Callable[[str], date | None]) -> AccountSummary:
+    summary.deadline = deadline_for(summary.account)
     if summary.verification is not None:
         if summary.deadline is not None:
             summary.verification.deadline = summary.deadline
