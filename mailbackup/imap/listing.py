@@ -94,7 +94,7 @@ def _list_once(session: ImapSession, listed: list[MessageMeta] | None, need_size
     elif session.exists == 0:
         return Listing(SortedUids(), 0, True, (), {} if need_sizes else None)
     searches: list[tuple[str, Callable[[], SortedUids]]] = [
-        (UID_RANGE_SEARCH, lambda: session.search_uids(1)), (UID_SEARCH_ALL, session.search_all_uids)]
+        (UID_RANGE_SEARCH, lambda: session.search_uids(1)), (UID_SEARCH_ALL, lambda: session.search_uids(every=True))]
     for method, search in searches:
         uids = search()
         answers.append((method, len(uids)))

@@ -10,7 +10,7 @@ call, most of the run's peak.  Here the line is cut into pieces of about
 An answer of another shape (a MODSEQ part, anything but digits and spaces)
 gives None: the caller asks imapclient, which parses everything.
 
-Public API: `search_answer(lines)`.
+Public API: `uid_search(client, *criteria)`, `search_answer(lines)`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,24 @@ import re
 from array import array
 from collections.abc import Iterable
 
+import imapclient
+
+from mailbackup.imap import wire
 from mailbackup.uids import SortedUids
 
 PIECE = 64 * 1024
 PLAIN = re.compile(rb"[0-9 ]*\Z")
+
+
+def uid_search(client: imapclient.IMAPClient, *criteria: str) -> SortedUids:
+    """`UID SEARCH criteria`; a refusal, or an answer of another shape, is
+    asked again through imapclient (which reports a refusal as for any command)."""
+    wire.pop_untagged(client, "SEARCH")
+    typ, _data = wire.simple_command(client, "UID", "SEARCH", *criteria)
+    found = search_answer(wire.pop_untagged(client, "SEARCH")) if typ == "OK" else None
+    if found is None:
+        found = SortedUids.of(client.search(list(criteria)))
+    return found
 
 
 def search_answer(lines: Iterable[object]) -> SortedUids | None:

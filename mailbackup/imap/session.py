@@ -37,7 +37,7 @@ from mailbackup.imap.parse import MetaRow
 from mailbackup.imap.pipeline import BatchResult, FetchPipeline, PipelinedCommandRefused
 from mailbackup.imap.pushback import busy_error
 from mailbackup.imap.redact import Redaction, watch_logs
-from mailbackup.imap.searchlines import search_answer
+from mailbackup.imap.searchlines import uid_search
 from mailbackup.imap.statuses import StatusRead, pipelined_statuses, wire_names
 from mailbackup.imap.uidset import to_sequence_set
 from mailbackup.model import (
@@ -386,31 +386,14 @@ class ImapSession:
                 message.body.discard()
 
     # -- messages -----------------------------------------------------
-    def search_uids(self, first_uid: int = 1) -> SortedUids:
-        """UIDs from `first_uid` on.  `n:*` also matches the highest UID when it
-        is below n (RFC 3501 §6.4.8), so the result is filtered."""
-        found = self._search("UID", f"{first_uid}:*")
+    def search_uids(self, first_uid: int = 1, *, every: bool = False) -> SortedUids:
+        """`UID SEARCH UID n:*`, filtered (`n:*` also matches the highest UID
+        below n, RFC 3501 §6.4.8); with `every`, `UID SEARCH ALL`, the other way
+        to ask a server whose first answer contradicts EXISTS (mailutils 3.15)."""
+        with self.translated():
+            found = uid_search(self.client, "ALL") if every else uid_search(self.client, "UID", f"{first_uid}:*")
         self.note_exists()
         return found.from_uid(first_uid)
-
-    def search_all_uids(self) -> SortedUids:
-        """`UID SEARCH ALL`: the other way to ask, for a server whose answer to
-        `UID SEARCH UID 1:*` contradicts EXISTS (GNU mailutils imap4d 3.15)."""
-        found = self._search("ALL")
-        self.note_exists()
-        return found
-
-    def _search(self, *criteria: str) -> SortedUids:
-        """A big folder's answer is read by searchlines.py; a refusal or an
-        answer of another shape is asked again through imapclient."""
-        client = self.client
-        with self.translated():
-            wire.pop_untagged(client, "SEARCH")
-            typ, _data = wire.simple_command(client, "UID", "SEARCH", *criteria)
-            found = search_answer(wire.pop_untagged(client, "SEARCH")) if typ == "OK" else None
-            if found is None:
-                found = SortedUids.of(client.search(list(criteria)))
-        return found
 
     def fetch_meta_by_sequence(self) -> list[MessageMeta]:
         """`FETCH 1:* (UID RFC822.SIZE ...)` by message sequence numbers: every
