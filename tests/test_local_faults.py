@@ -163,7 +163,7 @@ def test_an_enospc_from_the_store_is_exit_7_without_root(server, certs, tmp_path
 
 
 def test_a_full_disk_while_spooling_a_large_message_is_not_a_connection_problem(certs, tmp_path, monkeypatch):
-    """A message above 8 MB is spooled to a file on its way in; a full disk there is exit 7,
+    """A message above 1 MB is spooled to a file on its way in; a full disk there is exit 7,
     not "connection failed" followed by the message recorded as one the server fails on."""
     dest = tmp_path / "dest"
     large = letter(1) + b"z" * (9 << 20)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import sample_mail
-from helpers import REPO, archive_contents, server_args, state_rows
+from helpers import REPO, archive_contents, backup, server_args, server_contents, state_rows
 from make_corpus import make_corpus
 
 MEASURE = (
@@ -73,3 +73,27 @@ def incremental_peak_kib(user, server, dest, messages: int) -> int:
     peak = peak_kib(user, dest, "maildir")
     assert state_rows(dest, user.name, "SELECT count(*) FROM messages") == [(messages + NEW_MAIL,)]
     return peak
+
+
+@pytest.mark.parametrize("fmt", ["maildir", "mbox"])
+def test_messages_above_a_megabyte_are_spooled_and_stored_whole(imap_user_factory, dovecot_server,
+                                                                imap_client_factory, tmp_path, fmt):
+    """Bodies above 1 MB go to a spool file on their way in (memory holds no
+    big message); in a Maildir the spool file becomes the message's file
+    (a hard link, no copy), in an mbox it is copied; no spool name is left."""
+    user = imap_user_factory(dovecot_server)
+    client = imap_client_factory(user)
+    bodies = [sample_mail.big_message((1 << 20) + 4096 * seed, seed=seed) for seed in range(3)]
+    sample_mail.fill_mailbox(client, {"INBOX": [*bodies, sample_mail.big_message(20_000, seed=9)]})
+
+    result = backup(user, tmp_path, "--no-verify", "--format", fmt)
+
+    assert result.returncode == 0, result.stderr
+    stored = archive_contents(tmp_path, user.name)["INBOX"]
+    assert {uid: message.body for uid, message in stored.items()} == \
+        {uid: body for uid, (body, _, _) in server_contents(client, "INBOX").items()}
+    account = next(path for path in tmp_path.iterdir() if path.is_dir())
+    assert not [path for path in (account / "tmp").rglob("*") if path.is_file()]
+    if fmt == "maildir":
+        files = [path for path in (account / "mail").rglob("*") if path.is_file() and path.parent.name == "cur"]
+        assert len(files) == 4 and all(path.stat().st_nlink == 1 for path in files)

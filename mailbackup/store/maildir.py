@@ -105,6 +105,10 @@ class MaildirStore(MailStore):
 
     def _write_tmp(self, tmp_dir: Path, message: StoredMessage, body: MessageBody) -> Path:
         path = tmp_dir / check_location(message.location)
+        stamp = message.internaldate.timestamp()
+        if body.path is not None and _linked(body.path, path):
+            os.utime(path, (stamp, stamp))
+            return path
         flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0)
         try:
             fd = os.open(path, flags, 0o600)
@@ -115,7 +119,6 @@ class MaildirStore(MailStore):
             remove(path, self.mail_root, missing_ok=True)
             raise StorageError(_("cannot write {path}: {error}").format(path=path, error=system_error(exc))) \
                 from None
-        stamp = message.internaldate.timestamp()
         os.utime(path, (stamp, stamp))
         return path
 
@@ -240,3 +243,15 @@ class MaildirStore(MailStore):
         with open_regular(path, root=self.mail_root) as handle:
             while block := handle.read(CHUNK):
                 yield block
+
+
+def _linked(spooled: Path, path: Path) -> bool:
+    """A large body spooled to a file (in the archive, so on its file system)
+    becomes the message's file without a copy; its spool name goes with
+    `MessageBody.discard`.  False where there are no hard links, or the name is
+    taken: the copy below then writes it, or reports why not."""
+    try:
+        os.link(spooled, path)
+    except OSError:
+        return False
+    return True
