@@ -23,7 +23,13 @@ Scenarios (``--scenarios 1,3``; ``--quick`` makes every corpus ~20× smaller):
 5. one folder of 100,000 small messages: first backup (mailbackup's
    throughput over its first and last 10%, from polling its state DB) and a
    no-op rerun (offlineimap only with ``--slow-peers``: ~25 min a round);
-6. a mailbox with a 50 MB message: peak memory.
+6. a mailbox with a 50 MB message: peak memory;
+7. full backup of 1,500 messages / 90 MB / 12 folders on loopback, through
+   the proxy without delay (the harness's own cost), and at 25 and 100 ms
+   each way;
+8. one folder of 100,000 small messages: no-op, and 1,000 new (mixed);
+9. 10,000 folders four deep, half with Thai names, 5 messages each;
+10. a sweep of 500 accounts of 50 messages, against mbsync under xargs -P 8.
 
 Peers run only when installed (``apt-get install isync offlineimap3``) and
 selected (``--peers mbsync,offlineimap`` by default; ``--peers none``).
@@ -786,7 +792,7 @@ def scenario_6(bench: Bench) -> ScenarioResult:
 
 
 def _latency_phase(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms each way"
+    return f"{seconds * 1000:.0f} ms each way" if seconds else "proxy, no delay"
 
 
 def scenario_7(bench: Bench) -> ScenarioResult:
@@ -796,17 +802,22 @@ def scenario_7(bench: Bench) -> ScenarioResult:
     result = ScenarioResult(7, TITLES[7], corpus.describe() | {"latencies_each_way_s": list(LATENCIES)})
     tools = bench.tools(("maildir", None), peers=["mbsync"], mbsync_without_compress=True)
     bench.rounds(result, "loopback", corpus, tools, fresh=True)
-    for latency in LATENCIES:
+    # The latency phases relay through netproxy.py (Python, on the same two cores): the same backup through
+    # it without delay tells the link's cost from the harness's.
+    for latency in (0.0, *LATENCIES):
         with Proxy("127.0.0.1", bench.server.port, latency=latency) as proxy:
             via_proxy = Target("localhost", proxy.port, corpus.target.cafile, corpus.target.user,
                                corpus.target.password)
             bench.rounds(result, _latency_phase(latency), corpus, tools, fresh=True, target=via_proxy)
     loopback = result.row("loopback", "mailbackup (maildir)")
+    relayed = result.row(_latency_phase(0.0), "mailbackup (maildir)")
     for latency in LATENCIES:
         phase = _latency_phase(latency)
         mb = result.row(phase, "mailbackup (maildir)")
         result.targets += [
             check_ratio(f"{phase}: wall ≤ 1.2× mailbackup's on loopback", mb, loopback, "wall_s", at_most=1.2),
+            check_ratio(f"{phase}: (the link alone) wall ≤ 1.2× mailbackup's through the proxy without delay", mb,
+                        relayed, "wall_s", at_most=1.2),
             check_ratio(f"{phase}: wall ≤ 0.5× mbsync's", mb, result.row(phase, "mbsync"), "wall_s", at_most=0.5),
             check_ratio(f"{phase}: (fair) wall ≤ 0.5× mbsync's without COMPRESS", mb,
                         result.row(phase, "mbsync (no COMPRESS)"), "wall_s", at_most=0.5),
