@@ -119,3 +119,33 @@ def test_maildir_inventory_reports_stray_and_leftover_files(tmp_path):
     found = store.inventory(FOLDER, stored, committed=0)
     assert found.stray == ["new/1704067200.stray.host"]
     assert any("tmp/" in warning for warning in found.warnings)
+
+
+def spooled(directory: Path, body: bytes, name: str) -> MessageBody:
+    directory.mkdir(exist_ok=True)
+    path = directory / name
+    path.write_bytes(body)
+    return MessageBody(size=len(body), sha256=MessageBody.from_bytes(body).sha256, path=path)
+
+
+def test_a_spooled_body_is_stored_without_a_copy_and_a_planted_link_is_not_taken_for_it(store, tmp_path):
+    """Issue 18: a body spooled to a file becomes the Maildir file by a hard
+    link (one inode, no copy); a symbolic link planted at a spool name is not
+    linked into the mail (its target is copied as the body would be, and the
+    stored copy is a plain file)."""
+    spool = tmp_path / "spool"
+    bodies = [b"Subject: big\r\n\r\n" + b"x" * 5000, b"Subject: planted\r\n\r\n" + b"y" * 5000]
+    first = spooled(spool, bodies[0], "fetch-1.part")
+    target = spooled(tmp_path, bodies[1], "elsewhere")
+    assert target.path is not None
+    (spool / "fetch-2.part").symlink_to(target.path)
+    second = MessageBody(size=target.size, sha256=target.sha256, path=spool / "fetch-2.part")
+    planned = store.plan(FOLDER, [described(uid, body) for uid, body in enumerate(bodies, start=1)])
+    stored = store.write(FOLDER, list(zip(planned, [first, second], strict=True)), 0)
+
+    assert [store.read(FOLDER, message) for message in stored] == bodies
+    if isinstance(store, MaildirStore):
+        files = [store.find(FOLDER, message) for message in stored]
+        assert all(path is not None and not path.is_symlink() for path in files)
+        assert files[0] is not None and files[0].stat().st_ino == (spool / "fetch-1.part").stat().st_ino
+        assert files[1] is not None and files[1].stat().st_ino != target.path.stat().st_ino
