@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from conftest import ImapUser
 from dovecot_server import DovecotServer
+from netproxy import Proxy
 from test_sweep import mailboxes, write_config
 
 from mailbackup.config import AccountSettings, load_sweep
@@ -30,7 +31,7 @@ from mailbackup.imap import connect
 from mailbackup.imap.pushback import WaitBudget
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import ConnectionSettings, ServerAddress
-from mailbackup.sweep.dispatch import CLOSE_GRACE, Again, Dispatcher, Job, close_grace_left
+from mailbackup.sweep.dispatch import CLOSE_GRACE, GRACE_MARGIN, Again, Dispatcher, Job, close_grace_left, grace_after
 from mailbackup.sweep.limits import ServerLimits
 from mailbackup.sweep.options import SweepOptions
 from mailbackup.sweep.progress import LogProgress
@@ -106,6 +107,28 @@ def test_the_close_grace_is_counted_from_the_close() -> None:
     assert close_grace_left(100.0, 100.0) == pytest.approx(CLOSE_GRACE)
     assert close_grace_left(100.0, 100.0 + CLOSE_GRACE / 2) == pytest.approx(CLOSE_GRACE / 2)
     assert close_grace_left(100.0, 100.0 + 2 * CLOSE_GRACE) == 0.0  # the local work after it took longer
+
+
+def test_the_grace_is_half_the_login_round_trip(dovecot_server: DovecotServer,
+                                                 imap_user_factory: Callable[..., ImapUser]) -> None:
+    """The close of a connection reaches the server half a round trip after it
+    is sent: on loopback the grace is a few milliseconds, not 50; through a
+    link of 50 ms each way it is more than 50 (the old fixed grace was less
+    than the link needed)."""
+    assert grace_after(None) == CLOSE_GRACE  # no login measured: the fixed grace
+    assert grace_after(0.2) == pytest.approx(0.1 + GRACE_MARGIN)
+    assert close_grace_left(100.0, 100.01, grace=0.03) == pytest.approx(0.02)
+    user = imap_user_factory(dovecot_server)
+    host, _colon, port = user.server_arg.rpartition(":")
+    cafile = str(dovecot_server.cafile)
+    with ImapSession(ConnectionSettings(ServerAddress(host, int(port)), cafile=cafile), user.name,
+                     user.password) as session:
+        assert session.login_seconds is not None and grace_after(session.login_seconds) < CLOSE_GRACE
+    with Proxy("127.0.0.1", int(port), latency=0.05) as proxy, \
+            ImapSession(ConnectionSettings(ServerAddress("localhost", proxy.port), cafile=cafile), user.name,
+                        user.password) as session:
+        assert session.login_seconds is not None and session.login_seconds >= 0.1  # one round trip at least
+        assert grace_after(session.login_seconds) >= 0.05 + GRACE_MARGIN
 
 
 def test_the_next_account_of_a_server_connects_only_after_the_grace() -> None:

@@ -20,6 +20,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -172,16 +173,20 @@ def _text_of(item: object) -> str:
     return " ".join(text.split())[:300]
 
 
-def login(client: imapclient.IMAPClient, settings: ConnectionSettings, account: str, password: str) -> None:
+def login(client: imapclient.IMAPClient, settings: ConnectionSettings, account: str, password: str) -> float:
     """Authenticate: AUTHENTICATE PLAIN (UTF-8) when offered, else LOGIN; LOGIN
-    also when AUTHENTICATE fails otherwise than by a NO and the password is ASCII."""
+    also when AUTHENTICATE fails otherwise than by a NO and the password is ASCII.
+    Returns the seconds it took: a round trip (two with LOGIN after a refusal),
+    the server's own time included."""
     if not _is_encrypted(client):
         raise TLSError(_("refusing to send a password over an unencrypted connection"))
     redaction = Redaction.of(account, password)
+    started = time.monotonic()
     with translate_errors(settings, redaction=redaction):
         reply = _authenticate(client, settings, account, password)
     if reply.status != "OK":
         raise _refusal(settings, account, reply, redaction)
+    return time.monotonic() - started
 
 
 def _authenticate(client: imapclient.IMAPClient, settings: ConnectionSettings, account: str,

@@ -76,6 +76,7 @@ class ImapSession:
             self._learn_password(password)
         self._client: imapclient.IMAPClient | None = None
         self.compressed = False
+        self.login_seconds: float | None = None  # the last login's round trip, the server's own time included
         self.selected: str | None = None
         # The selected folder's message count: EXAMINE's EXISTS, then each untagged EXISTS since.
         self.exists = 0
@@ -102,7 +103,7 @@ class ImapSession:
     def connect(self) -> ImapSession:
         client = open_client(self.settings)
         try:
-            login(client, self.settings, self.account, self._password_now())
+            self.login_seconds = login(client, self.settings, self.account, self._password_now())
             self.compressed = self._maybe_compress(client)
             self._enable_condstore(client)
         except MailbackupError as exc:

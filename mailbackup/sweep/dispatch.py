@@ -33,9 +33,13 @@ log = logging.getLogger(__name__)
 
 POLL = 0.5  # the dispatcher looks at the clock and the stop flag this often
 # A server counts a connection until it has seen it close; a slot reused at once
-# would let it count one more than the limit for a moment (measured: ~1 ms).  Counted
-# from the close (`Job.closed_at`), so the account's last local work overlaps it.
+# would let it count one more than the limit for a moment (measured on loopback:
+# ~1 ms).  The close reaches the server half a round trip after it is sent, so an
+# account's grace is half its login's round trip and a margin (`grace_after`), or
+# CLOSE_GRACE when that is not known.  Counted from the close (`Job.closed_at`), so
+# the account's last local work overlaps it.
 CLOSE_GRACE = 0.05
+GRACE_MARGIN = 0.005
 
 
 @dataclass
@@ -48,6 +52,7 @@ class Job:
     attempts: int = 0
     unreachable: int = 0  # times the server could not be reached (or was lost for good) so far
     closed_at: float | None = None  # this attempt's last connection closed (monotonic); None: not known
+    grace: float = CLOSE_GRACE  # how long the server may take to see that close (grace_after)
 
 
 @dataclass(frozen=True)
@@ -120,15 +125,23 @@ class Dispatcher:
         except BaseException:  # a bug must not hang the sweep; the work function reports errors itself
             log.exception("%s: unexpected failure", job.settings.account)
         finally:
-            remaining = close_grace_left(job.closed_at, time.monotonic())
+            remaining = close_grace_left(job.closed_at, time.monotonic(), job.grace)
             if remaining > 0:
                 time.sleep(remaining)
             self.finished.put((job, again))
 
 
-def close_grace_left(closed_at: float | None, now: float) -> float:
-    """What is left of CLOSE_GRACE since the connection closed (all of it when that time is not known)."""
-    return CLOSE_GRACE if closed_at is None else max(closed_at + CLOSE_GRACE - now, 0.0)
+def close_grace_left(closed_at: float | None, now: float, grace: float = CLOSE_GRACE) -> float:
+    """What is left of the grace since the connection closed (all of it when that time is not known)."""
+    return grace if closed_at is None else max(closed_at + grace - now, 0.0)
+
+
+def grace_after(login_seconds: float | None) -> float:
+    """The grace after a connection whose login took `login_seconds`: half of
+    that round trip (an upper bound: the server's own time is in it) and a
+    margin.  50 ms was spent after every account of a sweep on loopback, and
+    was less than a 100 ms-each-way link needs."""
+    return CLOSE_GRACE if login_seconds is None else login_seconds / 2 + GRACE_MARGIN
 
 
 def requeue(job: Job, busy: ServerBusy | None, delay: float | None, options: SweepOptions,

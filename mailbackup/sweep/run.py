@@ -65,6 +65,7 @@ from mailbackup.sweep.dispatch import (
     Dispatcher,
     Job,
     Passwords,
+    grace_after,
     requeue,
     requeue_unreachable,
     server_limits,
@@ -365,6 +366,7 @@ class _SweepWorker:
         # Log in before opening the archive: an account nobody can log in to gets no empty archive.
         with ImapSession(settings.connection, settings.account, password) as session, \
                 open_archive(settings.dest, settings.account, format=settings.format) as archive:
+            job.grace = grace_after(session.login_seconds)
             again = self._stages(job, outcome, session, archive)
             if again is None and not self.options.stop.is_set():
                 outcome.summary = _read_ahead(settings.dest, archive)
