@@ -104,10 +104,28 @@ class MaildirStore(MailStore):
         fsync_directory(folder / "cur")
         return [message for message, _body in items]
 
+    def _linked(self, spooled: Path, size: int, path: Path) -> bool:
+        """A large body spooled to a file (in the archive, so on its file system)
+        becomes the message's file without a copy; its spool name goes with
+        `MessageBody.discard`.  False where there are no hard links, or the name is
+        taken: the copy then writes it, or reports why not.  A link planted at the
+        spool name is linked as a link, not followed, and then undone."""
+        try:
+            os.link(spooled, path, follow_symlinks=False)
+        except NotImplementedError:  # a platform without linkat(): the copy
+            return False
+        except OSError:  # no hard links on this file system, or the name is taken: the copy
+            return False
+        found = os.lstat(path)
+        if stat.S_ISREG(found.st_mode) and found.st_size == size:
+            return True
+        remove(path, self.mail_root)
+        return False
+
     def _write_tmp(self, tmp_dir: Path, message: StoredMessage, body: MessageBody) -> Path:
         path = tmp_dir / check_location(message.location)
         stamp = message.internaldate.timestamp()
-        if body.path is not None and _linked(body.path, body.size, path):
+        if body.path is not None and self._linked(body.path, body.size, path):
             os.utime(path, (stamp, stamp))
             return path
         flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0)
@@ -245,19 +263,3 @@ class MaildirStore(MailStore):
             while block := handle.read(CHUNK):
                 yield block
 
-
-def _linked(spooled: Path, size: int, path: Path) -> bool:
-    """A large body spooled to a file (in the archive, so on its file system)
-    becomes the message's file without a copy; its spool name goes with
-    `MessageBody.discard`.  False where there are no hard links, or the name is
-    taken: the copy below then writes it, or reports why not.  A link planted
-    at the spool name is linked as a link, not followed, and then undone."""
-    try:
-        os.link(spooled, path, follow_symlinks=False)
-    except (OSError, NotImplementedError):  # NotImplementedError: no follow_symlinks=False here
-        return False
-    found = os.lstat(path)
-    if stat.S_ISREG(found.st_mode) and found.st_size == size:
-        return True
-    os.unlink(path)
-    return False
