@@ -29,6 +29,11 @@ def account_dir(dest: Path, account: str) -> Path:
     return dest / encode_component(account.strip())
 
 
+def archive_exists(dest: Path, account: str) -> bool:
+    """Whether `account` has been backed up into `dest` before (its state file is there)."""
+    return (account_dir(dest, account) / STATE_FILE).exists()
+
+
 @dataclass
 class Archive:
     root: Path
@@ -60,7 +65,7 @@ def open_archive(dest: Path, account: str, *, format: str | None = None, lock: b
                  create: bool = True) -> Archive:
     """Open (or create) an account archive, taking its lock when writing."""
     root = account_dir(dest, account)
-    if not create and not (root / STATE_FILE).exists():
+    if not create and not archive_exists(dest, account):
         raise UsageError(_("no backup of {account} in {dest}").format(account=account, dest=dest),
                          hint=_("run `mailbackup backup` first, or check --dest"))
     try:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mailbackup.archive import FORMATS, account_dir, open_archive, private_umask
+from mailbackup.archive import FORMATS, account_dir, archive_exists, open_archive, private_umask
 from mailbackup.cli.common import (
     Context,
     build_context,
@@ -86,7 +86,8 @@ def backup(account: str, dest: str | None, format_: str | None, include: tuple[s
                                    else None)
     progress = TqdmProgress(enabled=not dry_run, quiet=ctx.quiet)
     # Logged in first: a wrong password or an unreachable server leaves no empty archive behind.
-    with ctx.session() as session, _archive_for(ctx, dry_run) as archive, stop_on_ctrl_c(engine_options.stop):
+    with ctx.session(spares=_spares(settings.dest, account, engine_options.connections)) as session, \
+            _archive_for(ctx, dry_run) as archive, stop_on_ctrl_c(engine_options.stop):
         if dry_run:  # the scratch copy is an implementation detail: say where a real run would write
             ctx.echo(_("Dry run: would back up {account} from {server} into {archive}; nothing is written").format(
                 account=account, server=settings.connection.server,
@@ -110,6 +111,12 @@ def backup(account: str, dest: str | None, format_: str | None, include: tuple[s
         explain(ctx, recorded.result, root, recorded.html_report)
         code = worst_exit_code([code, recorded.exit_code])
     raise SystemExit(int(code))
+
+
+def _spares(dest: Path, account: str, connections: int) -> int:
+    """A first backup has work for every connection: the others' channels are
+    opened while the first logs in (the engine hires them before the folder list)."""
+    return 0 if archive_exists(dest, account) else connections - 1
 
 
 def _wants_verification(verify: bool | None, ctx: Context) -> bool:

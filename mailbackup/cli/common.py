@@ -148,13 +148,14 @@ class Context:
                       err=True)
         return password
 
-    def session(self) -> ImapSession:
+    def session(self, *, spares: int = 0) -> ImapSession:
+        """Logged in; `spares` more channels opened meanwhile for the run's other connections."""
         if self.connection.insecure:
             click.echo(_("warning: --insecure: the server's certificate is NOT checked"), err=True)
         # The password is looked up (perhaps asked for) only once the server is reached: a
         # mistyped or unreachable server is said first.  Connected here, so that a password
         # typed at the prompt is kept only after it logged in; `with session` uses this connection.
-        session = ImapSession(self.connection, self.account.account, self.password).connect()
+        session = ImapSession(self.connection, self.account.account, self.password).connect(spares=spares)
         if self.remember:
             self._keep_password()
         return session

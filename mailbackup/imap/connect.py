@@ -36,7 +36,7 @@ from mailbackup.errors import (
     TLSError,
 )
 from mailbackup.i18n import N_, _
-from mailbackup.imap import wire
+from mailbackup.imap import compress, wire
 from mailbackup.imap.pushback import busy_error
 from mailbackup.imap.redact import NO_REDACTION, Redaction
 from mailbackup.model import ConnectionSettings, TLSMode
@@ -189,6 +189,32 @@ def login(client: imapclient.IMAPClient, settings: ConnectionSettings, account: 
     return time.monotonic() - started
 
 
+def settle(client: imapclient.IMAPClient, settings: ConnectionSettings, redaction: Redaction) -> bool:
+    """After the login: compression where it pays, CONDSTORE on; True when compressed."""
+    with translate_errors(settings, redaction=redaction):
+        compressed = _maybe_compress(client, settings)
+        _enable_condstore(client)
+    return compressed
+
+
+def _enable_condstore(client: imapclient.IMAPClient) -> None:
+    """SELECT reports HIGHESTMODSEQ only once CONDSTORE is on; a STATUS asking
+    for it switches it on implicitly, but a first sync skips STATUS."""
+    if client.has_capability("ENABLE") and client.has_capability("CONDSTORE"):
+        # Not waited for: its answer is read with the next command's (imaplib keeps
+        # each tag's), a round trip saved per connection; a refusal changes nothing
+        # we rely on (HIGHESTMODSEQ absent is handled: no CONDSTORE).
+        wire.send_only(client, "ENABLE", "CONDSTORE")
+
+
+def _maybe_compress(client: imapclient.IMAPClient, settings: ConnectionSettings) -> bool:
+    if not compress.worth_compressing(settings.server.host, settings.compress):
+        return False
+    if not client.has_capability("COMPRESS=DEFLATE"):
+        return False
+    return compress.start(client)
+
+
 def _authenticate(client: imapclient.IMAPClient, settings: ConnectionSettings, account: str,
                   password: str) -> wire.Reply:
     if client.has_capability("AUTH=PLAIN"):
@@ -289,3 +315,13 @@ def _server_text(exc: BaseException, redaction: Redaction = NO_REDACTION) -> str
     if text.startswith("b'") or text.startswith('b"'):
         text = text[2:-1]
     return " ".join(redaction.server_text(text).split())[:300] or type(exc).__name__
+
+
+def close_quietly(client: imapclient.IMAPClient, *, logout: bool = True) -> None:
+    """LOGOUT (unless told not to) and close; a connection already broken is simply dropped."""
+    try:
+        if logout:
+            wire.send_logout(client)
+        client.shutdown()
+    except Exception:
+        log.debug("closing the IMAP connection failed", exc_info=True)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import imapclient
 
 from mailbackup.errors import ConnectionLost, FolderError, MailbackupError, ServerBusy, ServerError
 from mailbackup.i18n import _
-from mailbackup.imap import compress, wire
+from mailbackup.imap import wire
 from mailbackup.imap.answers import (
     flags_of,
     folder_infos,
@@ -30,7 +31,7 @@ from mailbackup.imap.answers import (
     selected_folder,
     text_of,
 )
-from mailbackup.imap.connect import login, open_client, translate_errors
+from mailbackup.imap.connect import close_quietly, login, open_client, settle, translate_errors
 from mailbackup.imap.lexer import ResponseTooLarge
 from mailbackup.imap.listlines import common_entries
 from mailbackup.imap.parse import MetaRow
@@ -38,6 +39,7 @@ from mailbackup.imap.pipeline import BatchResult, FetchPipeline, PipelinedComman
 from mailbackup.imap.pushback import busy_error
 from mailbackup.imap.redact import Redaction, watch_logs
 from mailbackup.imap.searchlines import uid_search
+from mailbackup.imap.spares import Spares
 from mailbackup.imap.statuses import StatusRead, pipelined_statuses, wire_names
 from mailbackup.imap.uidset import to_sequence_set
 from mailbackup.model import (
@@ -86,6 +88,8 @@ class ImapSession:
         # across reconnects; the sync layer keeps it in the state for later runs.
         self.one_command_at_a_time = False
         self._first_bodies: BatchResult | None = None  # fetched with a listing, for the next stream_bodies
+        self._spares: Spares | None = None  # channels opened ahead for this session's siblings
+        self._opened: imapclient.IMAPClient | None = None  # one of them, for this session's next connect
 
     # -- connection ---------------------------------------------------
     def _learn_password(self, password: str) -> str:
@@ -100,42 +104,25 @@ class ImapSession:
         source = self._password_source
         return self._learn_password(source if isinstance(source, str) else source())
 
-    def connect(self) -> ImapSession:
-        client = open_client(self.settings)
+    def connect(self, *, spares: int = 0) -> ImapSession:
+        """`spares`: open that many channels beside this one for `sibling()`, while this one logs in."""
+        if spares and self._spares is None:
+            self._spares = Spares(partial(open_client, self.settings), spares)
+        client, self._opened = self._opened or open_client(self.settings), None
         try:
             self.login_seconds = login(client, self.settings, self.account, self._password_now())
-            self.compressed = self._maybe_compress(client)
-            self._enable_condstore(client)
+            self.compressed = settle(client, self.settings, self._redaction)
         except MailbackupError as exc:
-            _quietly_close(client)
+            close_quietly(client)
             exc.message = self._redaction.message(exc.message)  # in whatever our words wrapped it
             exc.args = (exc.message,)
             raise
         except BaseException:
-            _quietly_close(client)
+            close_quietly(client)
             raise
         self._client = client
         self.selected = None
         return self
-
-    def _enable_condstore(self, client: imapclient.IMAPClient) -> None:
-        """SELECT reports HIGHESTMODSEQ only once CONDSTORE is on; a STATUS asking
-        for it switches it on implicitly, but a first sync skips STATUS."""
-        with self.translated():
-            if client.has_capability("ENABLE") and client.has_capability("CONDSTORE"):
-                # Not waited for: its answer is read with the next command's (imaplib keeps
-                # each tag's), a round trip saved per connection; a refusal changes nothing
-                # we rely on (HIGHESTMODSEQ absent is handled: no CONDSTORE).
-                wire.send_only(client, "ENABLE", "CONDSTORE")
-
-    def _maybe_compress(self, client: imapclient.IMAPClient) -> bool:
-        mode = self.settings.compress
-        if not compress.worth_compressing(self.settings.server.host, mode):
-            return False
-        with self.translated():
-            if not client.has_capability("COMPRESS=DEFLATE"):
-                return False
-            return compress.start(client)
 
     def translated(self) -> contextlib.AbstractContextManager[None]:
         """`translate_errors` for this session: the password masked in whatever the server says."""
@@ -148,7 +135,14 @@ class ImapSession:
         other = ImapSession(self.settings, self.account, self._password_now())
         other.one_command_at_a_time = self.one_command_at_a_time
         other.unusable_names = self.unusable_names
+        other._opened = self._spares.take() if self._spares is not None else None
         return other
+
+    def release_spares(self) -> None:
+        """Close the channels opened ahead that no sibling took."""
+        spares, self._spares = self._spares, None
+        if spares is not None:
+            spares.close(close_quietly)
 
     def reconnect(self) -> None:
         self.close(logout=False)
@@ -156,9 +150,10 @@ class ImapSession:
 
     def close(self, *, logout: bool = True) -> None:
         self.drop_first_bodies()
+        self.release_spares()
         client, self._client = self._client, None
         if client is not None:
-            _quietly_close(client, logout=logout)
+            close_quietly(client, logout=logout)
 
     def __enter__(self) -> ImapSession:
         return self.connect() if self._client is None else self
@@ -488,12 +483,3 @@ class ImapSession:
             raise ServerError(_("FETCH refused in {folder!r}: {reply}").format(
                 folder=self.selected, reply=text_of(answer[0]) if answer else typ))
         return {uid: values for uid, values in answer.items() if isinstance(uid, int)}
-
-
-def _quietly_close(client: imapclient.IMAPClient, *, logout: bool = True) -> None:
-    try:
-        if logout:
-            wire.send_logout(client)
-        client.shutdown()
-    except Exception:
-        log.debug("closing the IMAP connection failed", exc_info=True)

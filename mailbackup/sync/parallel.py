@@ -131,6 +131,7 @@ class Crew:
         self._ready.set()
         for thread in self._threads:
             thread.join()
+        self.engine.session.release_spares()  # opened ahead for workers there was no work for
 
     def _keep(self, info: FolderInfo, result: FolderResult) -> None:
         self.results[self._position[id(info)]] = result
