@@ -105,10 +105,10 @@ class ImapSession:
         return self._learn_password(source if isinstance(source, str) else source())
 
     def connect(self, *, spares: int = 0) -> ImapSession:
-        """`spares`: open that many channels beside this one for `sibling()`, while this one logs in."""
-        if spares and self._spares is None:
-            self._spares = Spares(partial(open_client, self.settings), spares)
+        """`spares`: open that many channels for `sibling()` while this one logs in."""
         client, self._opened = self._opened or open_client(self.settings), None
+        if spares and self._spares is None:  # after this one: the server sees the run's own connection first
+            self._spares = Spares(partial(open_client, self.settings), spares)
         try:
             self.login_seconds = login(client, self.settings, self.account, self._password_now())
             self.compressed = settle(client, self.settings, self._redaction)

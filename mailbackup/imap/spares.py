@@ -2,9 +2,11 @@
 
 A first backup on several connections wants the others as soon as the
 folder list is read.  Opening one (TCP, TLS, the greeting) costs two or
-three round trips; begun beside the first connection's, the others are open
-by the time its login succeeds and only log in themselves (one round trip).
-On a link of 100 ms each way that is 0.4-0.6 s of a first backup.
+three round trips; begun as soon as the first connection's channel is open,
+they open while it logs in and reads the folder list, and then only log in
+themselves (one round trip).  Not before it: the server sees the run's own
+connection first (a server that admits a few connections per address
+admits that one).
 
 Only the channel is opened ahead: no credentials are sent before the first
 connection's login succeeded, so a wrong password is tried once, not once
