@@ -9,6 +9,7 @@ re-select, and try again.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
@@ -439,12 +440,14 @@ class ImapSession:
         """Whole messages, batch by batch, with `depth` FETCH commands in flight
         (see pipeline.py); bodies above `spool_above` bytes go to files.  A first
         batch fetched with the listing (`examine_listing`) is not asked again."""
-        batches = list(batches)
+        batches = iter(batches)  # taken one at a time as FETCHes go out: another connection may take the rest
         first = self._first_bodies
-        if first is not None and batches and sorted(batches[0]) == first.uids:
-            self._first_bodies = None
-            batches = batches[1:]
-            yield first
+        if first is not None and (head := next(batches, None)) is not None:
+            if sorted(head) == first.uids:
+                self._first_bodies = None
+                yield first
+            else:
+                batches = itertools.chain([head], batches)
         self.drop_first_bodies()
         pipeline = FetchPipeline(*wire.stream_of(self.client), spool_dir=spool_dir, spool_above=spool_above,
                                  depth=1 if self.one_command_at_a_time else depth,

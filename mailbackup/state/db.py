@@ -343,6 +343,19 @@ class StateDB(RunLog, UploadLedger):
     def clear_pending(self, folder_id: int) -> None:
         self.db.execute("DELETE FROM pending WHERE folder_id=?", (folder_id,))
 
+    def clear_pending_of(self, folder_id: int, uidvalidity: int, uids: Iterable[int]) -> None:
+        """Only these messages' rows: another connection may have a batch of the same folder in flight."""
+        self._delete_uids("pending", folder_id, uidvalidity, uids)
+
+    def _delete_uids(self, table: str, folder_id: int, uidvalidity: int, uids: Iterable[int]) -> None:
+        # One statement per UID_CHUNK UIDs, not one per message (a profile of 500 small folders:
+        # 5 of a folder's ~35 statements).
+        wanted = list(uids)
+        for start in range(0, len(wanted), UID_CHUNK):
+            chunk = wanted[start:start + UID_CHUNK]
+            self.db.execute(f"DELETE FROM {table} WHERE folder_id=? AND uidvalidity=? "
+                            f"AND uid IN ({', '.join('?' * len(chunk))})", (folder_id, uidvalidity, *chunk))
+
     # -- failures and runs --------------------------------------------
     def record_failure(self, folder_id: int, uidvalidity: int, uid: int, error: str) -> None:
         self.db.execute(
@@ -352,13 +365,7 @@ class StateDB(RunLog, UploadLedger):
         )
 
     def clear_failures(self, folder_id: int, uidvalidity: int, uids: Iterable[int]) -> None:
-        # One statement per UID_CHUNK UIDs, not one per stored message (a profile of 500 small folders:
-        # 5 of a folder's ~35 statements).
-        wanted = list(uids)
-        for start in range(0, len(wanted), UID_CHUNK):
-            chunk = wanted[start:start + UID_CHUNK]
-            self.db.execute(f"DELETE FROM failures WHERE folder_id=? AND uidvalidity=? "
-                            f"AND uid IN ({', '.join('?' * len(chunk))})", (folder_id, uidvalidity, *chunk))
+        self._delete_uids("failures", folder_id, uidvalidity, uids)
 
     def forget_failures_not_in(self, folder_id: int, uidvalidity: int, on_server: Container[int]) -> None:
         rows = self.db.execute("SELECT uidvalidity, uid FROM failures WHERE folder_id=?", (folder_id,)).fetchall()

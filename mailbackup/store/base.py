@@ -67,6 +67,8 @@ CHANGED = N_("its size or SHA-256 is not the one recorded when it was saved")
 
 class MailStore(ABC):
     format: str = ""
+    # Whether several connections may write new messages into one folder at once (sync/sharing.py).
+    concurrent_writers: bool = False
 
     def __init__(self, mail_root: Path) -> None:
         self.mail_root = mail_root

@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -70,6 +71,7 @@ def _safe_host() -> str:
 
 class MaildirStore(MailStore):
     format = "maildir"
+    concurrent_writers = True  # a file per message, names unique per store (_unique_name)
 
     def __init__(self, mail_root: Path, info_separator: str | None = None) -> None:
         super().__init__(mail_root)
@@ -77,6 +79,7 @@ class MaildirStore(MailStore):
         self._counter = itertools.count(1)  # next() is atomic: a run's connections write at once
         self._host = _safe_host()
         self._keyword_tables: dict[Path, KeywordTable] = {}
+        self._keywords_lock = threading.Lock()  # two connections storing into one folder add keywords at once
 
     def prepare(self, local_path: str) -> None:
         folder = self.resolve(local_path)
@@ -149,10 +152,11 @@ class MaildirStore(MailStore):
     def _keyword_letters(self, folder: Path, flags: tuple[str, ...], *, add: bool) -> str:
         if not keywords_of(flags):
             return ""
-        table = self._keyword_tables.get(folder)
-        if table is None:
-            table = self._keyword_tables[folder] = KeywordTable(folder)
-        return table.letters(flags, add=add)
+        with self._keywords_lock:
+            table = self._keyword_tables.get(folder)
+            if table is None:
+                table = self._keyword_tables[folder] = KeywordTable(folder)
+            return table.letters(flags, add=add)
 
     def find(self, local_path: str, message: StoredMessage) -> Path | None:
         """The message's file, wherever its flags or another mail client put it.

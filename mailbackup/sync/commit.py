@@ -65,7 +65,7 @@ class Committer:
         record_id = folder.record.id
         with self.state.transaction():
             self.state.insert_messages(stored)
-            self.state.clear_pending(record_id)
+            self.state.clear_pending_of(record_id, folder.uidvalidity, (message.uid for message in stored))
             for old, meta in matched:
                 self.store.set_flags(folder.record.local_path, old, meta.flags)
                 self.state.move_to_generation(old, folder.uidvalidity, meta.uid, meta.flags)

@@ -8,15 +8,16 @@ from __future__ import annotations
 import logging
 from collections import deque
 
-from mailbackup.errors import ConnectionLost, Interrupted, ServerBusy
+from mailbackup.errors import ConnectionLost, Interrupted, MailbackupError, ServerBusy, StorageError
 from mailbackup.i18n import _
 from mailbackup.imap.pipeline import BatchResult
 from mailbackup.imap.pushback import busy_error
-from mailbackup.model import MessageMeta
+from mailbackup.model import FolderResult, MessageMeta
 from mailbackup.store.body import MessageBody
 from mailbackup.sync import plan
 from mailbackup.sync.commit import Committer
 from mailbackup.sync.folder import FolderSync, SyncParts
+from mailbackup.sync.sharing import BatchQueue, Share, ShareHub
 
 log = logging.getLogger(__name__)
 META_CHUNK = 2000  # UIDs per FETCH of sizes
@@ -57,35 +58,95 @@ class Fetcher:
             self._store_new(folder, metas)
 
     def _store_new(self, folder: FolderSync, metas: list[MessageMeta]) -> None:
-        """Stream the batches with several FETCHes in flight; after a lost
-        connection, the batch at the head is isolated, then streaming resumes."""
+        """Stream the batches with several FETCHes in flight, sharing the later
+        ones with idle connections (sharing.py); the folder is done when every
+        batch is stored, whoever stored it."""
         by_uid = {meta.uid: meta for meta in metas}
         # A new folder's bodies that came with its listing are in memory already: one batch, not asked again.
         limit = self.options.whole_folder_bytes if self.parts.session.holds_first_bodies else self.options.batch_bytes
-        remaining = deque(plan.batches(metas, self.options.batch_messages, limit))
+        queue = BatchQueue(plan.batches(metas, self.options.batch_messages, limit))
+        hub = self.parts.hub
+        share = self._offer(hub, folder, queue, by_uid)
+        try:
+            while True:
+                self._drain(folder, queue, by_uid)
+                if share is None:
+                    break
+                share.wait_for_helpers()
+                if not len(queue):  # else a helper gave batches back: they are this connection's again
+                    break
+        finally:
+            if hub is not None and share is not None:
+                hub.withdraw(share)
+        if share is not None and share.error is not None:
+            raise share.error
+
+    def _offer(self, hub: ShareHub | None, folder: FolderSync, queue: BatchQueue,
+               by_uid: dict[int, MessageMeta]) -> Share | None:
+        if hub is None or folder.new_generation or not self.parts.store.concurrent_writers \
+                or self.parts.session.holds_first_bodies or len(queue) <= hub.min_batches:
+            return None
+        return hub.offer(folder, queue, by_uid)
+
+    def _drain(self, folder: FolderSync, queue: BatchQueue, by_uid: dict[int, MessageMeta]) -> None:
+        """Until the queue is empty: after a lost connection, the batch at the
+        head is isolated, then streaming resumes."""
         pushed_back = 0
-        while remaining:
+        while len(queue):
             self._check_stop()
             try:
-                self._stream(folder, remaining, by_uid)
+                self._stream(folder, queue, by_uid)
             except ConnectionLost as exc:
                 log.info("connection lost while fetching (%s); isolating the batch in flight", exc.message)
                 self.parts.reconnect(folder)
-                self.committer.commit(folder, self._fetch_isolating(folder, remaining.popleft(), by_uid))
+                head = queue.take_first()
+                if head is not None:
+                    self.committer.commit(folder, self._fetch_isolating(folder, head, by_uid))
             except ServerBusy as exc:  # e.g. Gmail's BYE [ALERT] at its bandwidth cap: not the messages' fault
                 pushed_back += 1
                 self.options.busy_wait.wait_or_raise(exc, tries=pushed_back, first_delay=self.options.retry_delay,
                                                      stop=self.options.stop)
                 self.parts.reconnect(folder)
 
-    def _stream(self, folder: FolderSync, remaining: deque[list[MessageMeta]],
-                by_uid: dict[int, MessageMeta]) -> None:
+    def help(self, share: Share, taken: list[list[MessageMeta]]) -> bool:
+        """Store `taken`, batches from the back of another connection's folder,
+        on this connection, then more while it has some to spare.  False when
+        this connection is of no more use (lost, refused): what it held went
+        back to the owner."""
+        owner = share.folder
+        name = owner.info.name
+        folder = FolderSync(info=owner.info, record=owner.record, result=FolderResult(name=name),
+                            uidvalidity=owner.uidvalidity, committed=owner.committed)
+        mine = BatchQueue(taken)
+        error: BaseException | None = None
+        usable = True
+        try:
+            selected = self.parts.call(None, lambda: self.parts.session.examine(name))
+            if selected.uidvalidity != owner.uidvalidity:  # changed meanwhile: the owner's run sees to it
+                return True
+            while len(mine):
+                self._drain(folder, mine, share.by_uid)
+                mine.give_back(share.queue.take_last(self.options.pipeline_depth))
+        except StorageError as exc:  # the owner would meet it too: it ends the folder there
+            error = exc
+        except MailbackupError as exc:
+            log.info("a connection helping with folder %r stopped (%s)", name, exc.message)
+            usable = False
+        except Exception as exc:
+            error = exc
+        finally:
+            share.queue.give_back(mine.take_all())
+            share.leave(folder.result, error)
+        return usable
+
+    def _stream(self, folder: FolderSync, queue: BatchQueue, by_uid: dict[int, MessageMeta]) -> None:
+        sent: deque[list[MessageMeta]] = deque()  # asked for, not yet answered: back to the queue if not stored
         results = self.parts.session.stream_bodies(
-            [[meta.uid for meta in batch] for batch in list(remaining)], spool_dir=self.parts.archive.spool_dir,
+            queue.sending(sent), spool_dir=self.parts.archive.spool_dir,
             spool_above=self.options.large_message, depth=self.options.pipeline_depth)
         try:
             for result in results:
-                batch = remaining.popleft()
+                batch = sent.popleft()
                 fetched = self._received(result, by_uid)
                 received = {got.uid for got, _ in fetched}
                 missing = [meta for meta in batch if meta.uid not in received]
@@ -99,6 +160,7 @@ class Fetcher:
                     break
         finally:
             results.close()
+            queue.give_back(sent)
         self._check_stop()
 
     def _received(self, result: BatchResult, by_uid: dict[int, MessageMeta]) -> list[tuple[MessageMeta, MessageBody]]:

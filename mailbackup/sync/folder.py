@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from mailbackup.archive import Archive
 from mailbackup.imap.pushback import WaitBudget
@@ -18,6 +18,9 @@ from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, FolderResult
 from mailbackup.state.db import FolderRecord, StateDB
 from mailbackup.store.base import MailStore
+
+if TYPE_CHECKING:
+    from mailbackup.sync.sharing import ShareHub
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -116,6 +119,7 @@ class SyncParts:
         self.progress = progress
         policy = RetryPolicy(options.max_retries, options.retry_delay, options.busy_wait, options.stop)
         self.retrying = Retrying(policy, session.reconnect, str(session.settings.server))
+        self.hub: ShareHub | None = None  # set when the run has other connections to share batches with
 
     @property
     def state(self) -> StateDB:

@@ -7,8 +7,10 @@ FETCH it decides can be sent.  With N connections, N folders wait at once.
 Each extra connection is a worker thread with its own IMAP session, its own
 connection to the state database (SQLite in WAL mode serializes the
 writers; every transaction is BEGIN IMMEDIATE) and its own engine parts;
-the folder store is shared (each folder is written by one worker only).
-The crash-safety contract is the one-connection contract, folder by folder.
+the folder store is shared.  Each folder has one owner; a worker with no
+folder left stores batches of a big Maildir folder another owns
+(sharing.py).  The crash-safety contract is the one-connection contract,
+batch by batch, and the owner finishes its folder after the last batch.
 
 A worker is only started when there are folders with work for it, and
 only when the run may open another connection (a sweep counts them against
@@ -30,6 +32,7 @@ from mailbackup.errors import MailbackupError
 from mailbackup.model import FolderInfo, FolderResult
 from mailbackup.state.db import StateDB
 from mailbackup.sync.folder import BackupProgress
+from mailbackup.sync.sharing import ShareHub
 
 if TYPE_CHECKING:
     from mailbackup.sync.engine import BackupEngine
@@ -100,10 +103,12 @@ class Crew:
         self._position: dict[int, int] = {}
         self._ready = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.hub = ShareHub()
 
     def hire(self, count: int) -> None:
         for _ in range(count - len(self._threads)):
-            thread = threading.Thread(target=self._extra_worker, name=f"connection-{len(self._threads) + 2}",
+            worker = len(self._threads) + 1  # 0 is the run's own connection
+            thread = threading.Thread(target=self._extra_worker, args=(worker,), name=f"connection-{worker + 1}",
                                       daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -115,12 +120,15 @@ class Crew:
         self._position = {id(info): index for index, info in enumerate(order)}
         self.queue = queue = FolderQueue(order)
         self.hire(extra)
+        self.hub.expect(len(self._threads) + 1)
+        self.engine.parts.hub = self.hub
         self._ready.set()
         try:
-            self.engine.sibling(self.engine.session, self.engine.archive, self.progress).sync_in_turn(queue,
-                                                                                                       self._keep)
+            self._sync_and_help(self.engine.sibling(self.engine.session, self.engine.archive, self.progress), 0)
         except BaseException as exc:
             queue.fail(exc)
+        finally:
+            self.engine.parts.hub = None
         self.dismiss()
         self.engine.state.forget_folder_names()  # the others added theirs through their own handles
         if queue.failures:
@@ -136,21 +144,37 @@ class Crew:
     def _keep(self, info: FolderInfo, result: FolderResult) -> None:
         self.results[self._position[id(info)]] = result
 
-    def _extra_worker(self) -> None:
+    def _sync_and_help(self, engine: BackupEngine, worker: int) -> None:
+        """Folders from the queue, then batches of the others' big folders (sharing.py)."""
+        assert self.queue is not None
+        try:
+            engine.sync_in_turn(self.queue, self._keep)
+        finally:
+            self.hub.worker_idle(worker)
+        options = engine.options
+        while found := self.hub.next_share(lambda: options.should_stop() or bool(self.queue and self.queue.failures),
+                                           options.pipeline_depth):
+            if not engine.fetcher.help(*found):
+                break
+
+    def _extra_worker(self, worker: int) -> None:
         engine = self.engine
         slots = engine.options.extra_slots
-        if not slots.claim():
-            return
         try:
-            self._work_on_own_connection()
-        except BaseException as exc:
-            self._ready.wait()
-            if self.queue is not None:
-                self.queue.fail(exc)
+            if not slots.claim():
+                return
+            try:
+                self._work_on_own_connection(worker)
+            except BaseException as exc:
+                self._ready.wait()
+                if self.queue is not None:
+                    self.queue.fail(exc)
+            finally:
+                slots.release()
         finally:
-            slots.release()
+            self.hub.worker_idle(worker)  # whatever became of it (a second call counts nothing)
 
-    def _work_on_own_connection(self) -> None:
+    def _work_on_own_connection(self, worker: int) -> None:
         engine = self.engine
         session = engine.session.sibling()
         try:
@@ -165,7 +189,7 @@ class Crew:
             state = StateDB(engine.state.path)
             try:
                 archive = Archive(root=engine.archive.root, state=state, store=engine.archive.store)
-                engine.sibling(session, archive, self.progress).sync_in_turn(self.queue, self._keep)
+                self._sync_and_help(engine.sibling(session, archive, self.progress), worker)
             finally:
                 state.close()
         finally:
