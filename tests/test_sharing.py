@@ -91,6 +91,20 @@ def test_idle_connections_take_batches_of_the_big_folder_and_each_message_is_sto
     assert verified.returncode == 0 and "COMPLETE" in verified.stdout, verified.stdout + verified.stderr
 
 
+def test_a_mailbox_of_one_big_folder_uses_the_other_connections_too(rawlog_server, imap_user_factory,
+                                                                    imap_client_factory, tmp_path):
+    user = imap_user_factory(rawlog_server)
+    client = imap_client_factory(user)
+    sample_mail.fill_mailbox(client, {"INBOX": letters(BIG)})
+    with Proxy("127.0.0.1", user.port, latency=0.02) as proxy:
+        sessions = sessions_of(lambda: _ok(backup_through(proxy, user, tmp_path, "--connections", "3",
+                                                          "--batch-size", "4", "--pipeline", "1")),
+                               user.server, user)
+    helped = [uids for uids in (bodies_fetched(session, "INBOX") for session in sessions) if uids]
+    assert len(helped) >= 2 and sum(map(len, helped)) == BIG == len(set().union(*helped))
+    assert len(archive_contents(tmp_path, user.name)["INBOX"]) == BIG
+
+
 def test_a_connection_lost_while_sharing_loses_and_doubles_nothing(big_inbox, tmp_path):
     """Links cut mid-transfer, whichever connections they hit (owner or helper):
     batches a helper held go back, and every message is stored exactly once."""

@@ -81,8 +81,9 @@ class BackupEngine:
             server_folders, self._statuses = self.parts.call(None, self._list_folders)
             self._note_vanished_folders(server_folders)
             selected = plan.select_folders(server_folders, self.options.include, self.options.exclude)
-            order, busy = self._arrange(selected, self._announce(selected))
-            extra = min(self.options.connections, busy) - 1
+            expected = self._announce(selected)
+            order, busy = self._arrange(selected, expected)
+            extra = min(self.options.connections, max(busy, self._shareable(expected))) - 1
             if extra > 0:
                 stats.folders.extend(crew.work(order, extra))
             else:
@@ -140,6 +141,14 @@ class BackupEngine:
         idle = [info for info in selected if not work(info)]
         busy = sorted((info for info in selected if work(info)), key=work, reverse=True)
         return idle + busy, len(busy)
+
+    def _shareable(self, expected: dict[str, tuple[int, int | None]]) -> int:
+        """How many connections the biggest folder's batches could keep busy (sharing.py)."""
+        if not self.archive.store.concurrent_writers or self.options.dry_run:
+            return 0
+        options = self.options
+        return max((plan.batches_expected(new, size, options.batch_messages, options.batch_bytes)
+                    for new, size in expected.values()), default=0)
 
     def _announce(self, selected: list[FolderInfo]) -> dict[str, tuple[int, int | None]]:
         """Tell the progress what the run expects, before the first download, so

@@ -82,6 +82,12 @@ def batches(metas: Sequence[MessageMeta], max_count: int, max_bytes: int) -> lis
     return result
 
 
+def batches_expected(new: int, size: int | None, batch_messages: int, batch_bytes: int) -> int:
+    """About how many batches a folder's new mail makes (by count, and by bytes where known)."""
+    by_count = -(-new // batch_messages)
+    return max(by_count, -(-size // batch_bytes)) if size else by_count
+
+
 def changed_flags(stored: dict[int, tuple[str, ...]], server: dict[int, tuple[str, ...]]) -> dict[int, tuple[str, ...]]:
     """Server flags for stored messages whose flags differ (sorted tuples compare)."""
     return {
