@@ -51,9 +51,8 @@ NOISY_LOGGERS = ("imapclient", "imaplib")
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None,
               help=_("Accounts at once, one thread each (default: the config's jobs, else 4)."))
 @click.option("--workers", type=click.Choice(WORKER_MODES), default=None,
-              help=_("Run the accounts in threads of one process, or in worker processes that use every core "
-                     "(default: the config's workers, else auto: processes for a sweep of at least 4 accounts "
-                     "per job)."))
+              help=_("threads: the accounts in threads of this process; processes: each job in a worker "
+                     "process of its own, to use every core (default: the config's workers, else threads)."))
 @click.option("--shard", metavar="I/N", default=None,
               help=_("Only this machine's share: shard I (1 to N) of N, by a stable hash of the account name."))
 @click.option("--no-verify", is_flag=True, help=_("Back up only; do not verify."))

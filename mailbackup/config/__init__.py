@@ -88,7 +88,7 @@ class SweepSettings:
     jobs: int = DEFAULT_JOBS
     max_connections_per_server: int = DEFAULT_MAX_CONNECTIONS_PER_SERVER
     max_bytes_per_second: int | None = None
-    workers: str = "auto"
+    workers: str = "threads"
 
 
 # ---------------------------------------------------------------------------
@@ -128,7 +128,7 @@ def load_sweep(path: Path) -> SweepSettings:
         max_connections_per_server=int(defaults.get("max_connections_per_server")
                                        or DEFAULT_MAX_CONNECTIONS_PER_SERVER),
         max_bytes_per_second=defaults.get("max_bytes_per_second"),
-        workers=str(defaults.get("workers") or "auto"),
+        workers=str(defaults.get("workers") or "threads"),
     )
 
 

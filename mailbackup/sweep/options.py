@@ -80,7 +80,7 @@ class SweepOptions:
     retry_delay: float = 1.0
     max_busy_wait: float = DEFAULT_MAX_BUSY_WAIT  # per account, every wait a busy server causes
     in_place_wait: float = IN_PLACE_WAIT
-    workers: str = "auto"  # threads, processes, or auto: processes for a big sweep (workers.py)
+    workers: str = "threads"  # or processes: each job's accounts in a worker process (workers.py)
     stop: threading.Event = field(default_factory=threading.Event)
     password: Callable[[AccountSettings], str] = password_from_command_or_keyring
 

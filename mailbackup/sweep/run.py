@@ -16,8 +16,8 @@ account: attempt.py; what it did: outcome.py (`AccountOutcome`, also
 importable from here); worker processes: workers.py.
 
 How it runs: the calling thread dispatches; each account runs in a thread of
-its own (or, for big sweeps or ``workers: processes``, a thread relaying to
-a worker process of its own) with its own archive lock, IMAP session and
+its own (with ``workers: processes``, a thread relaying to a worker
+process of its own) with its own archive lock, IMAP session and
 state, so one failing account never stops the others.  At most `jobs` accounts run at once, and at
 most `max_connections_per_server` toward one server host (a semaphore per
 host; each account holds one connection at a time: the backup's session is
@@ -53,7 +53,7 @@ from mailbackup.sweep.limits import ServerLimits
 from mailbackup.sweep.options import Shard, SweepOptions, select_accounts
 from mailbackup.sweep.outcome import AccountOutcome, folder_problems
 from mailbackup.sweep.progress import LogProgress, SweepProgress, stage_word
-from mailbackup.sweep.workers import WorkerPool, use_processes
+from mailbackup.sweep.workers import WorkerPool
 from mailbackup.sync.folder import MEGABYTE
 from mailbackup.text import system_error
 
@@ -139,7 +139,7 @@ def run_sweep(settings: SweepSettings, options: SweepOptions, progress: SweepPro
                          started_at=datetime.now().astimezone(), shard=shard, config=settings.path)
     outcomes = {id(outcome.settings): outcome for outcome in result.outcomes}
     limits = server_limits(options)
-    pool = WorkerPool(options.jobs, options, limits, sink) if use_processes(options, len(accounts)) else None
+    pool = WorkerPool(options.jobs, options, limits, sink) if options.workers == "processes" else None
     worker = _SweepWorker(options, limits, sink, outcomes, pool)
     started = time.monotonic()
     sink.sweep_start(len(accounts))

@@ -8,9 +8,6 @@ Public API:
   worker processes, started when first needed; `run(job, outcome, password)`
   hands one attempt of an account to an idle worker and relays its messages
   until it is done; `close()` ends the workers;
-* `use_processes(options, accounts)`: whether a sweep runs its accounts in
-  processes (``workers: auto|threads|processes``, config/keys.py's
-  `WORKER_MODES`);
 * `worker_main`: the child's entry point.
 
 The parent's dispatcher (dispatch.py) still decides what runs and when;
@@ -31,9 +28,9 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import multiprocessing
-import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from multiprocessing.connection import Connection, wait
@@ -44,7 +41,7 @@ from typing import Any
 
 from mailbackup.config import AccountSettings
 from mailbackup.errors import MailbackupError
-from mailbackup.i18n import _
+from mailbackup.i18n import _, language, set_language
 from mailbackup.sweep.attempt import AccountAttempt
 from mailbackup.sweep.dispatch import Again, Job
 from mailbackup.sweep.limits import ServerLimits
@@ -54,21 +51,11 @@ from mailbackup.sweep.progress import SweepProgress
 
 log = logging.getLogger(__name__)
 
-# `auto` takes processes from this many accounts per job: below it, starting the
-# workers costs more than the second core gives back (docs/benchmark.md, scenario 10).
-ACCOUNTS_PER_JOB_FOR_PROCESSES = 4
 POLL = 0.2  # a waiting parent thread looks at the sweep's stop flag this often
 CLOSE_WAIT = 5.0  # seconds a worker is given to end after the sweep, before it is killed
 PROGRESS_EVENTS = frozenset({"folder_start", "saved", "warning"})
 # Not sent to a worker: live objects of the parent (the stop flag, the password lookup).
 PARENT_ONLY = frozenset({"stop", "password"})
-
-
-def use_processes(options: SweepOptions, accounts: int) -> bool:
-    if options.workers != "auto":
-        return options.workers == "processes"
-    cores = os.cpu_count() or 1
-    return cores > 1 and options.jobs > 1 and accounts >= ACCOUNTS_PER_JOB_FOR_PROCESSES * options.jobs
 
 
 class WorkerDied(MailbackupError):
@@ -82,6 +69,7 @@ class _Request:
     password: str
     options: dict[str, Any]  # SweepOptions' fields but PARENT_ONLY
     levels: dict[str, int]  # the parent's logger levels ("" the root's)
+    language: str  # the parent's, whatever chose it
 
 
 def _context() -> BaseContext:
@@ -90,7 +78,7 @@ def _context() -> BaseContext:
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     if method == "forkserver":
-        context.set_forkserver_preload(["__main__", __name__])  # each worker a fork: nothing imported twice
+        context.set_forkserver_preload([__name__])  # each worker a fork of a server that imported the sweep
     return context
 
 
@@ -102,12 +90,15 @@ class _Worker:
         self.process.start()
         child.close()
 
-    def end(self) -> None:
+    def ask_to_end(self) -> None:
         try:
             self.conn.send(None)
         except OSError:
             pass
-        self.process.join(CLOSE_WAIT)
+
+    def end(self, deadline: float) -> None:
+        """Wait for it to end until `deadline` (monotonic), then kill it."""
+        self.process.join(max(deadline - time.monotonic(), 0.0))
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
@@ -139,7 +130,7 @@ class WorkerPool:
         """One attempt in a worker; `password(settings)` is looked up here, in the parent."""
         request = _Request(job, outcome, password(job.settings),
                            {item.name: getattr(self.options, item.name) for item in fields(self.options)
-                            if item.name not in PARENT_ONLY}, _logger_levels())
+                            if item.name not in PARENT_ONLY}, _logger_levels(), language())
         worker = self._take()
         try:
             returned_job, returned_outcome, again = _Relay(self, worker, job.settings.host).run(request)
@@ -155,7 +146,10 @@ class WorkerPool:
         with self._lock:
             workers, self._all, self._idle = self._all, [], []
         for worker in workers:
-            worker.end()
+            worker.ask_to_end()
+        deadline = time.monotonic() + CLOSE_WAIT
+        for worker in workers:
+            worker.end(deadline)
 
     def stop_flag(self) -> ProcessEvent:
         assert self._stop is not None
@@ -183,7 +177,8 @@ class WorkerPool:
         with self._lock:
             if worker in self._all:
                 self._all.remove(worker)
-        worker.end()
+        worker.ask_to_end()
+        worker.end(time.monotonic() + CLOSE_WAIT)
 
 
 class _Relay:
@@ -358,6 +353,7 @@ def worker_main(conn: Connection, stop: ProcessEvent) -> None:
             return
         if request is None:
             return
+        set_language(request.language)
         for name, level in request.levels.items():
             logging.getLogger(name or None).setLevel(level)
         options = SweepOptions(**request.options, stop=stopping)
