@@ -139,7 +139,7 @@ def run_sweep(settings: SweepSettings, options: SweepOptions, progress: SweepPro
                          started_at=datetime.now().astimezone(), shard=shard, config=settings.path)
     outcomes = {id(outcome.settings): outcome for outcome in result.outcomes}
     limits = server_limits(options)
-    pool = WorkerPool(options.jobs, options, limits, sink) if options.workers == "processes" else None
+    pool = WorkerPool(options, limits, sink) if options.workers == "processes" else None
     worker = _SweepWorker(options, limits, sink, outcomes, pool)
     started = time.monotonic()
     sink.sweep_start(len(accounts))

@@ -4,8 +4,9 @@ interpreter's lock held a 500-account sweep to one core: docs/benchmark.md).
 
 Public API:
 
-* `WorkerPool(size, options, limits, progress)`: at most `size` persistent
-  worker processes, started when first needed; `run(job, outcome, password)`
+* `WorkerPool(options, limits, progress)`: persistent worker processes, one
+  per account running at once (the dispatcher runs at most `jobs`), started
+  when first needed; `run(job, outcome, password)`
   hands one attempt of an account to an idle worker and relays its messages
   until it is done; `close()` ends the workers;
 * `worker_main`: the child's entry point.
@@ -40,7 +41,7 @@ from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
 from mailbackup.config import AccountSettings
-from mailbackup.errors import MailbackupError
+from mailbackup.errors import WorkerDied
 from mailbackup.i18n import _, language, set_language
 from mailbackup.sweep.attempt import AccountAttempt
 from mailbackup.sweep.dispatch import Again, Job
@@ -49,17 +50,11 @@ from mailbackup.sweep.options import SweepOptions
 from mailbackup.sweep.outcome import AccountOutcome
 from mailbackup.sweep.progress import SweepProgress
 
-log = logging.getLogger(__name__)
-
 POLL = 0.2  # a waiting parent thread looks at the sweep's stop flag this often
 CLOSE_WAIT = 5.0  # seconds a worker is given to end after the sweep, before it is killed
 PROGRESS_EVENTS = frozenset({"folder_start", "saved", "warning"})
 # Not sent to a worker: live objects of the parent (the stop flag, the password lookup).
 PARENT_ONLY = frozenset({"stop", "password"})
-
-
-class WorkerDied(MailbackupError):
-    """A worker process ended in the middle of an account's attempt."""
 
 
 @dataclass
@@ -113,10 +108,9 @@ class _Worker:
 
 
 class WorkerPool:
-    """At most `size` worker processes, started as accounts need them."""
+    """Worker processes, started as accounts need them: an idle one, else a new one."""
 
-    def __init__(self, size: int, options: SweepOptions, limits: ServerLimits, progress: SweepProgress) -> None:
-        self.size = size
+    def __init__(self, options: SweepOptions, limits: ServerLimits, progress: SweepProgress) -> None:
         self.options = options
         self.limits = limits
         self.progress = progress
