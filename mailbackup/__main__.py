@@ -1,3 +1,4 @@
 from mailbackup.cli import main
 
-main()
+if __name__ == "__main__":  # not when a worker process of a sweep imports it
+    main()

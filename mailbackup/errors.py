@@ -136,5 +136,10 @@ class StateError(StorageError):
     """The state database is damaged or from a newer mailbackup."""
 
 
+class WorkerDied(MailbackupError):
+    """A sweep's worker process ended in the middle of an account's attempt
+    (killed, crashed): that account fails, the others go on."""
+
+
 class Interrupted(MailbackupError):
     exit_code = ExitCode.INTERRUPTED

@@ -58,6 +58,8 @@ from mailbackup.sweep.options import Shard, select_accounts
 STAFF = [("นาย", "สมชาย", "ใจดี", "นิติกรชำนาญการ"), ("นางสาว", "มาลี", "ศรีสุข", "เจ้าพนักงานศาลยุติธรรม"),
          ("นาง", "วิภา", "ทองดี", "ผู้อำนวยการ"), ("นาย", "ประเสริฐ", "มั่นคง", "ผู้พิพากษา")]
 THROTTLED = b"NO [UNAVAILABLE] Request is throttled. Suggested Backoff Time: 200 milliseconds"
+# The representative sweeps run both ways: accounts in threads of the sweep's process, and in worker processes.
+BOTH_WAYS = pytest.mark.parametrize("workers", ["threads", "processes"])
 
 
 # ---------------------------------------------------------------------------
@@ -121,8 +123,9 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
 # ---------------------------------------------------------------------------
 
 
+@BOTH_WAYS
 def test_sweep_of_twenty_accounts(dovecot_server: DovecotServer, imap_client_factory: Callable[..., Any],
-                                  tmp_path: Path) -> None:
+                                  tmp_path: Path, workers: str) -> None:
     """Twenty accounts, four at once, at most three connections toward the
     server; one wrong password and one folder the server cannot read are
     reported while the rest complete; the exit code is the worst (3)."""
@@ -141,7 +144,7 @@ def test_sweep_of_twenty_accounts(dovecot_server: DovecotServer, imap_client_fac
         try:
             started = time.monotonic()
             done = run_cli(["sweep", str(config), "--jobs", "4", "--log-file", str(log_file),
-                            "--retry-delay", "0.05", "-v"], env=env)
+                            "--retry-delay", "0.05", "-v", "--workers", workers], env=env)
             seconds = time.monotonic() - started
         finally:
             folder.chmod(mode)
@@ -236,9 +239,10 @@ def crowded_server() -> Iterator[DovecotServer]:
         server.stop()
 
 
+@BOTH_WAYS
 def test_too_many_connections_is_waited_out_while_others_run(crowded_server: DovecotServer,
                                                              imap_client_factory: Callable[..., Any],
-                                                             tmp_path: Path) -> None:
+                                                             tmp_path: Path, workers: str) -> None:
     """Somchai has Thunderbird open at the office and at home: his server
     refuses a third connection.  The sweep puts him back in the queue, backs
     up the others meanwhile, and gets him once a Thunderbird closes."""
@@ -251,8 +255,8 @@ def test_too_many_connections_is_waited_out_while_others_run(crowded_server: Dov
                           cafile=crowded_server.cafile, dest=tmp_path / "dest")
     import_passwords(config, env, {user.name: user.password for user in users})
     log_file = tmp_path / "sweep.log"
-    done = run_cli(["sweep", str(config), "--jobs", "1", "--retry-delay", "0.2", "--log-file", str(log_file)],
-                   env=env)
+    done = run_cli(["sweep", str(config), "--jobs", "1", "--retry-delay", "0.2", "--log-file", str(log_file),
+                    "--workers", workers], env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = sweep_rows(tmp_path / "dest" / "reports")
     assert rows[busy.name]["attempts"] >= 2 and rows[busy.name]["busy_waited_seconds"] > 0
@@ -429,9 +433,10 @@ def test_throttling_is_waited_as_told_and_bounded(dovecot_server: DovecotServer,
 # ---------------------------------------------------------------------------
 
 
+@BOTH_WAYS
 def test_bandwidth_limit_is_shared_by_the_accounts_of_a_server(dovecot_server: DovecotServer,
                                                                imap_client_factory: Callable[..., Any],
-                                                               tmp_path: Path) -> None:
+                                                               tmp_path: Path, workers: str) -> None:
     users = [new_user(dovecot_server) for _ in range(2)]
     for seed, user in enumerate(users):
         client = imap_client_factory(user)
@@ -442,7 +447,7 @@ def test_bandwidth_limit_is_shared_by_the_accounts_of_a_server(dovecot_server: D
                           defaults="max_bytes_per_second: 200000")
     import_passwords(config, env, {user.name: user.password for user in users})
     started = time.monotonic()
-    done = run_cli(["sweep", str(config), "--jobs", "2", "--no-verify"], env=env)
+    done = run_cli(["sweep", str(config), "--jobs", "2", "--no-verify", "--workers", workers], env=env)
     seconds = time.monotonic() - started
     assert done.returncode == 0, done.stdout + done.stderr
     # 600 KB through one 200 KB/s bucket (a 200 KB burst free): 2 s at least, both accounts at once or not.
@@ -466,9 +471,10 @@ def test_shards_split_the_accounts_between_machines(dovecot_server: DovecotServe
     assert done[1] | done[2] == {user.name for user in users} and not done[1] & done[2]
 
 
+@BOTH_WAYS
 def test_sigterm_stops_the_sweep_and_reports_what_was_done(dovecot_server: DovecotServer,
                                                            imap_client_factory: Callable[..., Any],
-                                                           tmp_path: Path) -> None:
+                                                           tmp_path: Path, workers: str) -> None:
     """systemd stopping the service: running accounts finish their batch,
     the others are listed as not done, the reports are written, exit 130."""
     users = mailboxes(dovecot_server, 4, imap_client_factory)
@@ -480,7 +486,7 @@ def test_sigterm_stops_the_sweep_and_reports_what_was_done(dovecot_server: Dovec
         log_file = tmp_path / "sweep.log"
         environment = {**{k: v for k, v in os.environ.items() if k != "MAILBACKUP_PASSWORD"}, **env}
         process = subprocess.Popen([sys.executable, "-m", "mailbackup", "sweep", str(config), "--jobs", "1",
-                                    "--log-file", str(log_file)], cwd=REPO, env=environment,
+                                    "--log-file", str(log_file), "--workers", workers], cwd=REPO, env=environment,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (log_file.exists() and

@@ -22,6 +22,7 @@ from mailbackup.archive import private_umask
 from mailbackup.cli.common import handle_errors, max_time_option, verbosity_options
 from mailbackup.cli.format import accounts_text, display_width, duration, human_bytes, messages_text, pad, wrap
 from mailbackup.config import load_sweep
+from mailbackup.config.keys import WORKER_MODES
 from mailbackup.errors import SEVERITY, ExitCode, StorageError
 from mailbackup.i18n import N_, _
 from mailbackup.sweep.options import Shard, SweepOptions
@@ -49,6 +50,9 @@ NOISY_LOGGERS = ("imapclient", "imaplib")
 @click.argument("config", type=click.Path(dir_okay=False, exists=True))
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=None,
               help=_("Accounts at once, one thread each (default: the config's jobs, else 4)."))
+@click.option("--workers", type=click.Choice(WORKER_MODES), default=None,
+              help=_("threads: the accounts in threads of this process; processes: each job in a worker "
+                     "process of its own, to use every core (default: the config's workers, else threads)."))
 @click.option("--shard", metavar="I/N", default=None,
               help=_("Only this machine's share: shard I (1 to N) of N, by a stable hash of the account name."))
 @click.option("--no-verify", is_flag=True, help=_("Back up only; do not verify."))
@@ -71,8 +75,9 @@ NOISY_LOGGERS = ("imapclient", "imaplib")
 @max_time_option
 @verbosity_options
 @handle_errors
-def sweep(config: str, jobs: int | None, shard: str | None, no_verify: bool, verify_max_age: str | None,
-          report_dir: str | None, log_file: str | None, max_connections_per_server: int | None,
+def sweep(config: str, jobs: int | None, workers: str | None, shard: str | None, no_verify: bool,
+          verify_max_age: str | None, report_dir: str | None, log_file: str | None,
+          max_connections_per_server: int | None,
           max_bytes_per_second: int | None, max_busy_wait: float | None, batch_size: int | None,
           retries: int | None, retry_delay: float | None, max_time: str | None, verbose: int, quiet: bool) -> None:
     private_umask()
@@ -81,7 +86,7 @@ def sweep(config: str, jobs: int | None, shard: str | None, no_verify: bool, ver
     settings = load_sweep(Path(config))
     parsed_shard = Shard.parse(shard) if shard else None
     options = SweepOptions.from_settings(
-        settings, jobs=jobs, max_connections_per_server=max_connections_per_server,
+        settings, jobs=jobs, workers=workers, max_connections_per_server=max_connections_per_server,
         max_bytes_per_second=max_bytes_per_second, verify=not no_verify,
         verify_max_age=parse_duration(verify_max_age) if verify_max_age else None,
         report_dir=Path(report_dir) if report_dir else None, batch_size=batch_size, max_retries=retries,

@@ -11,7 +11,7 @@ file and line.
 
 `config/example.yaml` documents every key.  Keys are the long command-line
 options; the command line wins over the account's entry, which wins over
-`defaults:`.  `jobs`, `max_connections_per_server` and
+`defaults:`.  `jobs`, `max_connections_per_server`, `workers` and
 `max_bytes_per_second` concern a whole sweep and belong under `defaults:`;
 `account` and the staff details (`title`, `name`, `surname`, `position`;
 `unit` also under `defaults:`) belong to an entry.  Relative paths in the
@@ -88,6 +88,7 @@ class SweepSettings:
     jobs: int = DEFAULT_JOBS
     max_connections_per_server: int = DEFAULT_MAX_CONNECTIONS_PER_SERVER
     max_bytes_per_second: int | None = None
+    workers: str = "threads"
 
 
 # ---------------------------------------------------------------------------
@@ -127,6 +128,7 @@ def load_sweep(path: Path) -> SweepSettings:
         max_connections_per_server=int(defaults.get("max_connections_per_server")
                                        or DEFAULT_MAX_CONNECTIONS_PER_SERVER),
         max_bytes_per_second=defaults.get("max_bytes_per_second"),
+        workers=str(defaults.get("workers") or "threads"),
     )
 
 

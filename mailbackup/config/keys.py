@@ -88,6 +88,7 @@ def _account_name(value: Any) -> bool:
 
 
 COMPRESS_MODES = ("auto", "always", "never")
+WORKER_MODES = ("threads", "processes")  # how a sweep runs its accounts (sweep/workers.py)
 MAX_CONNECTIONS = 16  # per account; servers cap connections per user (Dovecot 10, Gmail 15)
 
 
@@ -113,6 +114,7 @@ SWEEP_KEYS: dict[str, Key] = {
     "jobs": Key(N_("a whole number of accounts at once, 1 or more"), _count),
     "max_connections_per_server": Key(N_("a whole number, 1 or more"), _count),
     "max_bytes_per_second": Key(N_("a whole number of bytes per second, 1 or more (e.g. 2000000)"), _count),
+    "workers": Key(N_("threads or processes"), lambda value: value in WORKER_MODES),
 }
 ENTRY_KEYS: dict[str, Key] = {
     "account": Key(N_("the IMAP login, e.g. somchai.j@coj.go.th (no spaces or quotes)"), _account_name),

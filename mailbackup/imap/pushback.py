@@ -161,6 +161,14 @@ class WaitBudget:
     last: ServerBusy | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
+    def __getstate__(self) -> dict[str, object]:
+        # A sweep's worker process gets and gives back an account's budget: everything but the lock.
+        return {key: value for key, value in self.__dict__.items() if key != "_lock"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def remaining(self) -> float:
         return max(self.limit - self.spent, 0.0)

@@ -53,6 +53,7 @@ class Job:
     unreachable: int = 0  # times the server could not be reached (or was lost for good) so far
     closed_at: float | None = None  # this attempt's last connection closed (monotonic); None: not known
     grace: float = CLOSE_GRACE  # how long the server may take to see that close (grace_after)
+    backup_started: float | None = None  # its first backup attempt began (monotonic; max_time counts from it)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ class SweepOptions:
     retry_delay: float = 1.0
     max_busy_wait: float = DEFAULT_MAX_BUSY_WAIT  # per account, every wait a busy server causes
     in_place_wait: float = IN_PLACE_WAIT
+    workers: str = "threads"  # or processes: each job's accounts in a worker process (workers.py)
     stop: threading.Event = field(default_factory=threading.Event)
     password: Callable[[AccountSettings], str] = password_from_command_or_keyring
 
@@ -87,7 +88,7 @@ class SweepOptions:
     def from_settings(cls, settings: SweepSettings, **overrides: Any) -> SweepOptions:
         """The config's sweep settings; `overrides` (the command line) win when not None."""
         options = cls(jobs=settings.jobs, max_connections_per_server=settings.max_connections_per_server,
-                      max_bytes_per_second=settings.max_bytes_per_second)
+                      max_bytes_per_second=settings.max_bytes_per_second, workers=settings.workers)
         for key, value in overrides.items():
             if not hasattr(options, key):
                 raise TypeError(f"SweepOptions has no {key!r}")
