@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import deque
+from types import SimpleNamespace
 
 import pytest
 import sample_mail
@@ -20,7 +21,7 @@ from helpers import archive_contents, run_cli, server_contents, sessions_of, sta
 from netproxy import Proxy
 
 from mailbackup.errors import ExitCode
-from mailbackup.model import MessageMeta
+from mailbackup.model import FolderResult, MessageMeta
 from mailbackup.sync.sharing import BatchQueue, ShareHub
 
 BIG = 60
@@ -153,6 +154,24 @@ def test_helpers_take_from_the_back_and_never_the_owners_next_batch():
     sent: deque[list[MessageMeta]] = deque()
     assert list(queue.sending(sent)) == [[3], [4], [1]]
     assert [b[0].uid for b in sent] == [3, 4, 1]
+
+
+def test_a_helper_takes_nothing_more_once_the_owner_has_closed_the_offer():
+    """An owner that stopped on an error waits for its helpers: they must not go on with the whole folder."""
+    hub = ShareHub()
+    owner = SimpleNamespace(result=FolderResult(name="INBOX"))
+    share = hub.offer(owner, BatchQueue([batch(1), batch(2), batch(3), batch(4)]), {})  # type: ignore[arg-type]
+    taken = share.join(1)
+    assert [b[0].uid for b in taken] == [4]
+    closing = threading.Thread(target=share.close)
+    closing.start()
+    closing.join(0.2)
+    assert closing.is_alive()  # waits for the helper at work
+    assert share.more(2) == []  # closed: nothing more for it
+    share.leave(FolderResult(name="INBOX", fetched=1, fetched_bytes=10))
+    closing.join(5)
+    assert not closing.is_alive()
+    assert (owner.result.fetched, owner.result.fetched_bytes) == (1, 10)  # its work counts as the folder's
 
 
 def test_idle_workers_are_let_go_once_every_worker_is_idle():

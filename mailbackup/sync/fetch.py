@@ -126,7 +126,7 @@ class Fetcher:
                 return True
             while len(mine):
                 self._drain(folder, mine, share.by_uid)
-                mine.give_back(share.queue.take_last(self.options.pipeline_depth))
+                mine.give_back(share.more(self.options.pipeline_depth))
         except StorageError as exc:  # the owner would meet it too: it ends the folder there
             error = exc
         except MailbackupError as exc:

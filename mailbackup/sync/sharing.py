@@ -96,6 +96,11 @@ class Share:
                 self.helpers += 1
             return taken
 
+    def more(self, most: int) -> list[Batch]:
+        """Called by a helper between its batches: none once the owner has closed the offer."""
+        with self.changed:
+            return self.queue.take_last(most) if self.open else []
+
     def leave(self, result: FolderResult, error: BaseException | None = None) -> None:
         with self.changed:
             self.helpers -= 1
