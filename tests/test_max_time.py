@@ -30,9 +30,11 @@ def letters(count: int) -> list[sample_mail.SampleMessage]:
 
 
 def slow_backup(user, proxy: Proxy, dest: Path, *extra: str):
-    """One message per FETCH and no pipelining: about 0.2 s a message through the proxy."""
+    """One message per FETCH, no pipelining and one connection (others would share the
+    folder's batches): about 0.2 s a message through the proxy."""
     return run_cli(["backup", user.name, "--server", f"localhost:{proxy.port}", "--cafile", str(user.cafile),
-                    "--dest", str(dest), "--batch-size", "1", "--pipeline", "1", "--no-verify", *extra],
+                    "--dest", str(dest), "--batch-size", "1", "--pipeline", "1", "--connections", "1",
+                    "--no-verify", *extra],
                    password=user.password)
 
 
