@@ -220,7 +220,7 @@ class BackupEngine:
             raise self._status_errors.pop(info.name)
         status = self._statuses.pop(info.name, None) or self.parts.call(None, lambda: self.session.status(info.name))
         start = plan.plan_start(record, status, has_failures=bool(record.id and self.state.failures(record.id)),
-                                stored_any=bool(record.id and self.state.count_messages(record.id)),
+                                stored_any=bool(record.id) and self.state.holds_messages(record.id),
                                 refresh_flags=self.options.refresh_flags, new_slice=self.options.new_slice)
         if start.skip:
             result.skipped_unchanged = True
