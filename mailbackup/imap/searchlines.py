@@ -23,7 +23,7 @@ from collections.abc import Iterable
 import imapclient
 
 from mailbackup.imap import wire
-from mailbackup.uids import SortedUids
+from mailbackup.uids import UID_TYPECODE, SortedUids
 
 PIECE = 64 * 1024
 PLAIN = re.compile(rb"[0-9 ]*\Z")
@@ -43,7 +43,7 @@ def uid_search(client: imapclient.IMAPClient, *criteria: str) -> SortedUids:
 def search_answer(lines: Iterable[object]) -> SortedUids | None:
     """The UIDs of the ``* SEARCH`` answers imaplib kept (text after the word
     SEARCH), ascending and without repeats; None for an answer of another shape."""
-    numbers: array[int] = array("Q")
+    numbers: array[int] = array(UID_TYPECODE)
     for line in lines:
         if line in (b"", None):
             continue
@@ -54,7 +54,7 @@ def search_answer(lines: Iterable[object]) -> SortedUids | None:
         except OverflowError:  # no UID is that big (they are 32-bit): let imapclient's parser judge it
             return None
     if _strictly_ascending(numbers):
-        return SortedUids(numbers)
+        return SortedUids.adopt(numbers)
     return SortedUids.of(numbers)  # a server may answer in any order (RFC 3501 leaves it open)
 
 
