@@ -229,7 +229,10 @@ class BackupEngine:
             first_bodies = self._first_bodies(status) if start.list_with_examine else None
             facts = self._gather(folder, start.list_with_examine, first_bodies)
             todo = plan.plan_folder(facts)
-            self._execute(folder, facts, todo)
+            self._check_stored(folder, facts, todo)
+            selected, consistent = facts.selected, facts.consistent
+            del facts  # its UID arrays (800 KB each at 100,000 messages) go before the new mail comes in
+            self._execute(folder, selected, todo, consistent=consistent)
         finally:
             self.session.drop_first_bodies()
 
@@ -278,11 +281,14 @@ class BackupEngine:
                                 new_generation=folder.new_generation, known=known, searched=listing.uids,
                                 consistent=listing.consistent)
 
-    def _execute(self, folder: FolderSync, facts: plan.FolderFacts, todo: plan.FolderPlan) -> None:
-        selected = facts.selected
-        self._warn_if_emptied(folder, selected.exists)
+    def _check_stored(self, folder: FolderSync, facts: plan.FolderFacts, todo: plan.FolderPlan) -> None:
+        """What the stored copies need before new mail: a warning, new flags."""
+        self._warn_if_emptied(folder, facts.selected.exists)
         if todo.sync_flags:
-            self._sync_flags(folder, selected.highestmodseq, facts.active)
+            self._sync_flags(folder, facts.selected.highestmodseq, facts.active)
+
+    def _execute(self, folder: FolderSync, selected: SelectedFolder, todo: plan.FolderPlan, *,
+                 consistent: bool) -> None:
         if self.options.dry_run:
             metas = list(todo.known.values()) if todo.known is not None else self.fetcher.fetch_meta(folder, todo.fetch)
             size = sum(meta.size for meta in metas)
@@ -290,7 +296,7 @@ class BackupEngine:
             folder.result.fetched, folder.result.fetched_bytes = len(metas), size
             return
         self.fetcher.store_in_slices(folder, todo.fetch, todo.known)
-        self._finish_folder(folder, selected, todo, consistent=facts.consistent)
+        self._finish_folder(folder, selected, todo, consistent=consistent)
 
     def _folder_record(self, info: FolderInfo) -> FolderRecord:
         record = self.state.folder(info.name)
