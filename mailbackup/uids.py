@@ -17,7 +17,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
 
-_TYPECODE = "Q"  # IMAP UIDs are 32-bit, unsigned; Q leaves room and costs the same as a pointer
+UID_TYPECODE = "Q"  # IMAP UIDs are 32-bit, unsigned; Q leaves room and costs the same as a pointer
 
 
 class SortedUids(Sequence[int]):
@@ -29,11 +29,21 @@ class SortedUids(Sequence[int]):
     def __init__(self, ascending: Iterable[int] = ()) -> None:
         """`ascending` must be strictly ascending (e.g. an `ORDER BY uid` of a
         unique column); `of()` sorts and removes duplicates first."""
-        self._items = array(_TYPECODE, ascending)
+        self._items = array(UID_TYPECODE, ascending)
 
     @classmethod
     def of(cls, uids: Iterable[int]) -> SortedUids:
         return cls(sorted(set(uids)))
+
+    @classmethod
+    def adopt(cls, ascending: array[int]) -> SortedUids:
+        """The array itself, not a copy (a big folder's is 800 KB, on top of a
+        peak): the caller hands it over and never changes it again."""
+        if ascending.typecode != UID_TYPECODE:
+            return cls(ascending)
+        adopted = cls()
+        adopted._items = ascending
+        return adopted
 
     def __len__(self) -> int:
         return len(self._items)
@@ -69,7 +79,7 @@ class SortedUids(Sequence[int]):
     def from_uid(self, first: int) -> SortedUids:
         """The UIDs from `first` on."""
         start = bisect_left(self._items, first)
-        return self if start == 0 else SortedUids(self._items[start:])
+        return self if start == 0 else SortedUids.adopt(self._items[start:])
 
     def without(self, other: SortedUids) -> list[int]:
         """The UIDs of self not in `other`, ascending."""

@@ -163,24 +163,32 @@ def test_failed_examine_with_its_listing_leaves_no_folder_selected(filled):
 
 def test_a_new_folder_of_ten_mb_comes_whole_and_new_mail_in_batches_of_four(rawlog_server, imap_user_factory,
                                                                             imap_client_factory, tmp_path):
-    """Issue 18: a batch's bodies are what new mail adds to a run's memory, so
-    batches are 4 MB; a new folder up to 16 MB still comes whole with its
-    listing (its bodies are in memory then anyway), and is not asked again."""
+    """Issue 18: the bodies of the batches in flight are what new mail adds to
+    a run's memory, so they share 4 MB: one FETCH at a time fetches 4 MB, three
+    at a time (the default) 1.3 MB each; a new folder up to 16 MB still comes
+    whole with its listing (its bodies are in memory then anyway), and is not
+    asked again."""
     user = imap_user_factory(rawlog_server)
     client = imap_client_factory(user)
     megabyte = 1 << 20
-    scans = [sample_mail.big_message(megabyte, seed=seed) for seed in range(20)]
+    scans = [sample_mail.big_message(megabyte, seed=seed) for seed in range(24)]
     sample_mail.fill_mailbox(client, {"Scans": scans[:10]})
 
     (first,) = sessions_of(lambda: backup(user, tmp_path, "--no-verify", "--connections", "1"), user.server, user)
     bodies = [command for command in first.commands() if "BODY.PEEK[]" in command]
     assert len(bodies) == 1 and bodies[0].startswith("FETCH 1:10 "), first.commands()
 
-    sample_mail.fill_mailbox(client, {"Scans": scans[10:]})
+    sample_mail.fill_mailbox(client, {"Scans": scans[10:20]})
     # One connection: others would share the folder's batches (sharing.py), and the batches are what is counted.
-    (second,) = sessions_of(lambda: backup(user, tmp_path, "--no-verify", "--connections", "1"), user.server, user)
+    (second,) = sessions_of(lambda: backup(user, tmp_path, "--no-verify", "--pipeline", "1", "--connections", "1"),
+                            user.server, user)
     batches = [command for command in second.commands() if command.startswith("UID FETCH") and "BODY.PEEK[]" in command]
     assert len(batches) == 3, second.commands()  # 3 + 3 + 4 messages of 1 MB, each batch at most 4 MB
+
+    sample_mail.fill_mailbox(client, {"Scans": scans[20:]})
+    (third,) = sessions_of(lambda: backup(user, tmp_path, "--no-verify"), user.server, user)
+    batches = [command for command in third.commands() if command.startswith("UID FETCH") and "BODY.PEEK[]" in command]
+    assert [command.split()[2] for command in batches] == ["21", "22", "23", "24"], third.commands()
 
     assert {uid: message.body for uid, message in archive_contents(tmp_path, user.name)["Scans"].items()} == \
         {uid: body for uid, (body, _, _) in server_contents(client, "Scans").items()}

@@ -388,8 +388,9 @@ class ImapSession:
         below n, RFC 3501 §6.4.8); with `every`, `UID SEARCH ALL`, the other way
         to ask a server whose first answer contradicts EXISTS (mailutils 3.15)."""
         with self.translated():
-            found = uid_search(self.client, "ALL") if every else uid_search(self.client, "UID", f"{first_uid}:*")
-        self.note_exists()
+            found, exists = uid_search(self.client, "ALL") if every else \
+                uid_search(self.client, "UID", f"{first_uid}:*")
+        self.note_exists(exists)
         return found.from_uid(first_uid)
 
     def fetch_meta_by_sequence(self) -> list[MessageMeta]:

@@ -143,12 +143,13 @@ class BackupEngine:
         return idle + busy, len(busy)
 
     def _shareable(self, expected: dict[str, tuple[int, int | None]]) -> int:
-        """How many connections the biggest folder's batches could keep busy (sharing.py)."""
+        """How many connections the biggest folder's batches could keep busy
+        (sharing.py), each with a full pipeline."""
         if not self.archive.store.concurrent_writers or self.options.dry_run:
             return 0
         options = self.options
-        return max((plan.batches_expected(new, size, options.batch_messages, options.batch_bytes)
-                    for new, size in expected.values()), default=0)
+        return max((plan.batches_expected(new, size, options.batch_messages, self.fetcher.batch_limit())
+                    for new, size in expected.values()), default=0) // max(1, options.pipeline_depth)
 
     def _announce(self, selected: list[FolderInfo]) -> dict[str, tuple[int, int | None]]:
         """Tell the progress what the run expects, before the first download, so
@@ -230,7 +231,7 @@ class BackupEngine:
             raise self._status_errors.pop(info.name)
         status = self._statuses.pop(info.name, None) or self.parts.call(None, lambda: self.session.status(info.name))
         start = plan.plan_start(record, status, has_failures=bool(record.id and self.state.failures(record.id)),
-                                stored_any=bool(record.id and self.state.count_messages(record.id)),
+                                stored_any=bool(record.id) and self.state.holds_messages(record.id),
                                 refresh_flags=self.options.refresh_flags, new_slice=self.options.new_slice)
         if start.skip:
             result.skipped_unchanged = True
@@ -239,7 +240,10 @@ class BackupEngine:
             first_bodies = self._first_bodies(status) if start.list_with_examine else None
             facts = self._gather(folder, start.list_with_examine, first_bodies)
             todo = plan.plan_folder(facts)
-            self._execute(folder, facts, todo)
+            self._check_stored(folder, facts, todo)
+            selected, consistent = facts.selected, facts.consistent
+            del facts  # its UID arrays (800 KB each at 100,000 messages) go before the new mail comes in
+            self._execute(folder, selected, todo, consistent=consistent)
         finally:
             self.session.drop_first_bodies()
 
@@ -288,11 +292,14 @@ class BackupEngine:
                                 new_generation=folder.new_generation, known=known, searched=listing.uids,
                                 consistent=listing.consistent)
 
-    def _execute(self, folder: FolderSync, facts: plan.FolderFacts, todo: plan.FolderPlan) -> None:
-        selected = facts.selected
-        self._warn_if_emptied(folder, selected.exists)
+    def _check_stored(self, folder: FolderSync, facts: plan.FolderFacts, todo: plan.FolderPlan) -> None:
+        """What the stored copies need before new mail: a warning, new flags."""
+        self._warn_if_emptied(folder, facts.selected.exists)
         if todo.sync_flags:
-            self._sync_flags(folder, selected.highestmodseq, facts.active)
+            self._sync_flags(folder, facts.selected.highestmodseq, facts.active)
+
+    def _execute(self, folder: FolderSync, selected: SelectedFolder, todo: plan.FolderPlan, *,
+                 consistent: bool) -> None:
         if self.options.dry_run:
             metas = list(todo.known.values()) if todo.known is not None else self.fetcher.fetch_meta(folder, todo.fetch)
             size = sum(meta.size for meta in metas)
@@ -300,7 +307,7 @@ class BackupEngine:
             folder.result.fetched, folder.result.fetched_bytes = len(metas), size
             return
         self.fetcher.store_in_slices(folder, todo.fetch, todo.known)
-        self._finish_folder(folder, selected, todo, consistent=facts.consistent)
+        self._finish_folder(folder, selected, todo, consistent=consistent)
 
     def _folder_record(self, info: FolderInfo) -> FolderRecord:
         record = self.state.folder(info.name)
