@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -64,11 +65,20 @@ class Stored:
     gone: bool
 
 
-def sessions_of(run: Callable[[], object], server: Any, user: Any) -> list[Any]:
-    """The sessions `run()` opened on a rawlog server (tests/conftest.py `rawlog_server`)."""
+def sessions_of(run: Callable[[], object], server: Any, user: Any, settle: float = 3.0) -> list[Any]:
+    """The sessions `run()` opened on a rawlog server (tests/conftest.py `rawlog_server`).
+    mailbackup does not wait for LOGOUT's answer, so a session may still be
+    open, its rawlog not yet written out, when `run()` returns: wait up to
+    `settle` seconds for every session to have logged out."""
     before = len(server.rawlog_sessions(user.name))
     run()
-    return list(server.rawlog_sessions(user.name)[before:])
+    deadline = time.monotonic() + settle
+    while True:
+        sessions = list(server.rawlog_sessions(user.name)[before:])
+        if time.monotonic() >= deadline or all(
+                any(command.upper().startswith("LOGOUT") for command in session.commands()) for session in sessions):
+            return sessions
+        time.sleep(0.05)
 
 
 def archive_contents(dest: Path, account: str) -> dict[str, dict[int, Stored]]:
