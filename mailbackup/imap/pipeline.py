@@ -52,6 +52,14 @@ EXISTS_LINE = re.compile(rb"\* (\d+) EXISTS\s*$", re.I)
 _tags = itertools.count(1)
 
 
+def send_or_lost(send: Callable[[bytes], object], data: bytes) -> None:
+    """Send a command; a broken connection is ConnectionLost, as when reading."""
+    try:
+        send(data)
+    except OSError as exc:
+        raise ConnectionLost(_("connection lost while sending: {error}").format(error=system_error(exc))) from None
+
+
 def new_tag() -> bytes:
     """A tag of ours for a command sent past imaplib (`OUR_TAG` recognises it)."""
     return f"MB{next(_tags)}".encode()
@@ -260,11 +268,7 @@ class FetchPipeline:
             owner.update((uid, batch) for uid in batch.uids)
 
     def _send(self, data: bytes) -> None:
-        try:
-            self.send(data)
-        except OSError as exc:
-            raise ConnectionLost(_("connection lost while sending: {error}").format(error=system_error(exc))) \
-                from None
+        send_or_lost(self.send, data)
 
     def _read_until_tagged(self, tag: bytes, batch: BatchResult, owner: dict[int, BatchResult],
                            later: set[bytes]) -> None:

@@ -32,8 +32,7 @@ from mailbackup.errors import ConnectionLost
 from mailbackup.i18n import _
 from mailbackup.imap import wire
 from mailbackup.imap.lexer import ProtocolViolation, discard, gather, read_line
-from mailbackup.imap.pipeline import EXISTS_LINE, closed, new_tag
-from mailbackup.text import system_error
+from mailbackup.imap.pipeline import EXISTS_LINE, closed, new_tag, send_or_lost
 from mailbackup.uids import UID_TYPECODE, SortedUids
 
 PIECE = 16 * 1024  # its numbers as Python objects cost about 6 times its size, for a moment
@@ -55,10 +54,7 @@ def uid_search(client: imapclient.IMAPClient, *criteria: str) -> tuple[SortedUid
     through imapclient (which reports a refusal as for any command)."""
     reader, send = wire.stream_of(client)
     tag = new_tag()
-    try:
-        send(tag + b" UID SEARCH " + " ".join(criteria).encode("ascii") + b"\r\n")
-    except OSError as exc:
-        raise ConnectionLost(_("connection lost while sending: {error}").format(error=system_error(exc))) from None
+    send_or_lost(send, tag + b" UID SEARCH " + " ".join(criteria).encode("ascii") + b"\r\n")
     answer = read_search(reader, tag, wire.progress_of(client))
     if answer.uids is None:
         return SortedUids.of(client.search(list(criteria))), answer.exists

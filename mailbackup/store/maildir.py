@@ -115,9 +115,7 @@ class MaildirStore(MailStore):
         spool name is linked as a link, not followed, and then undone."""
         try:
             os.link(spooled, path, follow_symlinks=False)
-        except NotImplementedError:  # a platform without linkat(): the copy
-            return False
-        except OSError:  # no hard links on this file system, or the name is taken: the copy
+        except (NotImplementedError, OSError):  # no linkat() here, no hard links there, or the name taken: copy
             return False
         found = os.lstat(path)
         if stat.S_ISREG(found.st_mode) and found.st_size == size:
@@ -266,4 +264,3 @@ class MaildirStore(MailStore):
         with open_regular(path, root=self.mail_root) as handle:
             while block := handle.read(CHUNK):
                 yield block
-

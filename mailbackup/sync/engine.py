@@ -124,7 +124,6 @@ class BackupEngine:
         twin = BackupEngine(session, archive, self.options, progress)
         twin._statuses, twin._status_errors = self._statuses, self._status_errors
         twin._names = self._names
-        twin.parts.hub = self.parts.hub
         return twin
 
     @staticmethod

@@ -121,14 +121,11 @@ class Crew:
         self.queue = queue = FolderQueue(order)
         self.hire(extra)
         self.hub.expect(len(self._threads) + 1)
-        self.engine.parts.hub = self.hub
         self._ready.set()
         try:
             self._sync_and_help(self.engine.sibling(self.engine.session, self.engine.archive, self.progress), 0)
         except BaseException as exc:
             queue.fail(exc)
-        finally:
-            self.engine.parts.hub = None
         self.dismiss()
         self.engine.state.forget_folder_names()  # the others added theirs through their own handles
         if queue.failures:
@@ -147,6 +144,7 @@ class Crew:
     def _sync_and_help(self, engine: BackupEngine, worker: int) -> None:
         """Folders from the queue, then batches of the others' big folders (sharing.py)."""
         assert self.queue is not None
+        engine.parts.hub = self.hub  # its own big folders' batches are offered there
         try:
             engine.sync_in_turn(self.queue, self._keep)
         finally:
