@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable, Generator, Iterable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from mailbackup.imap.answers import (
 from mailbackup.imap.connect import close_quietly, login, open_client, settle, translate_errors
 from mailbackup.imap.lexer import ResponseTooLarge
 from mailbackup.imap.listlines import common_entries
-from mailbackup.imap.parse import MetaRow
+from mailbackup.imap.opening import Ahead, FirstBodies, Opening, discard, discard_rows, read_rows, send_opening
 from mailbackup.imap.pipeline import BatchResult, FetchPipeline, PipelinedCommandRefused
 from mailbackup.imap.pushback import busy_error
 from mailbackup.imap.redact import Redaction, watch_logs
@@ -53,16 +53,6 @@ from mailbackup.model import (
 from mailbackup.uids import SortedUids
 
 log = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class FirstBodies:
-    """Fetch the whole of a folder's first `count` messages with its listing (a
-    small folder backed up the first time: one round trip instead of two);
-    bodies above `spool_above` bytes go to files in `spool_dir`."""
-
-    count: int
-    spool_dir: Path
-    spool_above: int
 
 
 class ImapSession:
@@ -89,6 +79,8 @@ class ImapSession:
         # across reconnects; the sync layer keeps it in the state for later runs.
         self.one_command_at_a_time = False
         self._first_bodies: BatchResult | None = None  # fetched with a listing, for the next stream_bodies
+        self._ahead: deque[Opening] = deque()  # the next folders' openings, sent, their answers not read yet
+        self._uidvalidity = 0  # of the selected folder, as its EXAMINE said
         self._spares: Spares | None = None  # channels opened ahead for this session's siblings
         self._opened: imapclient.IMAPClient | None = None  # one of them, for this session's next connect
 
@@ -151,6 +143,7 @@ class ImapSession:
 
     def close(self, *, logout: bool = True) -> None:
         self.drop_first_bodies()
+        self._ahead.clear()  # their answers go with the connection
         self.release_spares()
         client, self._client = self._client, None
         if client is not None:
@@ -164,8 +157,12 @@ class ImapSession:
 
     @property
     def client(self) -> imapclient.IMAPClient:
+        """The connection, its answers all read: a folder opened ahead that
+        another question overtook is let go first (`_abandon_ahead`)."""
         if self._client is None:
             raise RuntimeError("IMAP session used before connect()")
+        if self._ahead:
+            self._abandon_ahead(self._client)
         return self._client
 
     def has_capability(self, name: str) -> bool:
@@ -291,9 +288,12 @@ class ImapSession:
         """Select read-only (EXAMINE): a backup must never change the server."""
         self._check_usable(name)
         self.drop_first_bodies()
+        return self._select(self.client, name)
+
+    def _select(self, client: imapclient.IMAPClient, name: str) -> SelectedFolder:
         try:
             with self.translated():
-                response = self.client.select_folder(name, readonly=True)
+                response = client.select_folder(name, readonly=True)
         except ServerBusy:
             raise  # pushback is waited out by the caller, not a broken folder
         except ServerError as exc:
@@ -301,74 +301,79 @@ class ImapSession:
                 from None
         self.selected = name
         selected = selected_folder(name, response)
-        self.exists = selected.exists
+        self.exists, self._uidvalidity = selected.exists, selected.uidvalidity
         with self.translated():
-            wire.pop_untagged(self.client, "EXISTS")  # EXAMINE's own: counted above
+            wire.pop_untagged(client, "EXISTS")  # EXAMINE's own: counted above
         return selected
 
-    def examine_listing(self, name: str, first_bodies: FirstBodies | None = None
-                        ) -> tuple[SelectedFolder, list[MessageMeta]]:
+    def examine_listing(self, name: str, first_bodies: FirstBodies | None = None,
+                        then: Sequence[Ahead] = ()) -> tuple[SelectedFolder, list[MessageMeta]]:
         """EXAMINE, and UID, size, flags and date of every message, in one round
-        trip: the FETCH goes out before EXAMINE is answered (for a folder backed
-        up the first time; on a 50 ms link that is 50 ms a folder).  Should the
-        EXAMINE fail, no folder is selected and the FETCH is refused (RFC 3501
-        6.3.1), so nothing is read from a folder we did not ask for.
+        trip (opening.py; for a folder backed up the first time: on a 50 ms
+        link that is 50 ms a folder).
 
         With `first_bodies` the whole messages go out in the same round trip
         too; they wait in the session for the `stream_bodies` that asks for
-        exactly them (any other question drops them)."""
+        exactly them (any other question drops them).  With `then` as well,
+        the openings of the folders expected next, in order, go out right
+        behind (those not sent already), each for the `examine_listing` that
+        asks for exactly that."""
         self._check_usable(name)
         self.drop_first_bodies()
         if self.one_command_at_a_time:
             return self.examine(name), self.fetch_meta("1:*")
-        client = self.client
-        spool_dir, spool_above = (None, 1 << 16) if first_bodies is None else \
-            (first_bodies.spool_dir, first_bodies.spool_above)
-        reader = FetchPipeline(*wire.stream_of(client), spool_dir=spool_dir, spool_above=spool_above,
-                               progress=wire.progress_of(client))
+        ahead = self._ahead
+        if ahead and ahead[0].is_for(name, first_bodies):
+            opening, client = ahead.popleft(), self._client  # its answers are the next on the connection
+        else:
+            opening, client = None, self.client  # any other folder's opening is let go
+        assert client is not None
         with self.translated():
-            tag = wire.send_examine(client, name)
-            fetch_tag = reader.send_meta("1:*")
-            bodies_tag = None if first_bodies is None else reader.send_first_bodies(first_bodies.count)
-            typ, data = wire.complete_examine(client, tag)
-            if typ != "OK":
-                wire.mark_selected(client, False)
-                self.selected = None
-                with contextlib.suppress(ServerError):
-                    self._read_listing(reader, fetch_tag, bodies_tag)
-                reply = text_of(data[-1]) if data and data[-1] else typ
-                raise busy_error(str(self.settings.server), reply) or FolderError(
-                    _("cannot open folder {folder!r}: {error}").format(folder=name, error=reply))
-            self.selected = name
-            selected = selected_folder(name, wire.mark_selected(client, True))
-            self.exists = selected.exists
-            try:
-                rows = self._read_listing(reader, fetch_tag, bodies_tag, first_bodies)
-            except PipelinedCommandRefused as exc:
-                # Sent before EXAMINE was answered, refused; the same FETCH alone is fine on such a server.
-                log.info("FETCH sent with EXAMINE refused (%s); one command at a time from now on", exc.message)
-                self.one_command_at_a_time = True
-                return selected, self.fetch_meta("1:*")
-        self.note_exists(reader.exists_seen)
+            opening = opening or send_opening(client, name, first_bodies)
+            sent = [(each.name, each.first_bodies) for each in ahead]
+            if list(then[:len(sent)]) == sent:
+                ahead.extend(send_opening(client, *more) for more in then[len(sent):]
+                             if more[0] not in self.unusable_names)
+            return self._complete_opening(client, opening)
+
+    def _complete_opening(self, client: imapclient.IMAPClient, opening: Opening
+                          ) -> tuple[SelectedFolder, list[MessageMeta]]:
+        name = opening.name
+        typ, data = wire.complete_examine(client, opening.examine_tag)
+        if typ != "OK":
+            wire.mark_selected(client, False)
+            self.selected = None
+            discard_rows(opening)
+            reply = text_of(data[-1]) if data and data[-1] else typ
+            raise busy_error(str(self.settings.server), reply) or FolderError(
+                _("cannot open folder {folder!r}: {error}").format(folder=name, error=reply))
+        self.selected = name
+        selected = selected_folder(name, wire.mark_selected(client, True))
+        self.exists, self._uidvalidity = selected.exists, selected.uidvalidity
+        try:
+            rows, self._first_bodies = read_rows(opening)
+        except PipelinedCommandRefused as exc:
+            # Sent before EXAMINE was answered, refused; the same FETCH alone is fine on such a server.
+            log.info("FETCH sent with EXAMINE refused (%s); one command at a time from now on", exc.message)
+            self.one_command_at_a_time = True
+            return selected, self.fetch_meta("1:*")
+        self._note_exists(client, opening.reader.exists_seen)
         return selected, metas_of(rows, None)
 
-    def _read_listing(self, reader: FetchPipeline, fetch_tag: bytes, bodies_tag: bytes | None,
-                      first_bodies: FirstBodies | None = None) -> list[MetaRow]:
-        """The listing's rows; the bodies sent with it kept for `stream_bodies`
-        (without `first_bodies`: read and let go)."""
-        if bodies_tag is None:
-            return reader.read_meta(fetch_tag)
-        rows, batch = reader.read_listing_and_bodies(fetch_tag, bodies_tag)
-        # Sequence numbers 1..count are the `count` lowest UIDs (RFC 3501 2.3.1.2): the batch those
-        # are, whatever else the server sent.
-        wanted = set(sorted(row.uid for row in rows)[:first_bodies.count]) if first_bodies is not None else set()
-        for message in batch.messages:
-            if message.uid not in wanted:
-                message.body.discard()
-        batch.messages = [message for message in batch.messages if message.uid in wanted]
-        batch.uids = sorted(wanted)
-        self._first_bodies = batch if wanted else None
-        return rows
+    def _abandon_ahead(self, client: imapclient.IMAPClient) -> None:
+        """Another question came before the folders opened ahead were asked
+        for: their answers are read and let go, and the folder selected before
+        is selected again (the server has the last one ahead selected now)."""
+        with self.translated():
+            wire.mark_selected(client, discard(client, self._ahead))
+        before, validity = self.selected, self._uidvalidity
+        self.selected = None
+        if before is None:
+            return
+        if self._select(client, before).uidvalidity != validity:  # UIDs asked for now would name other messages
+            self.selected = None
+            raise FolderError(_("folder {folder!r} was replaced on the server while it was read (its UIDVALIDITY "
+                                "changed); it is read again next run").format(folder=before))
 
     @property
     def holds_first_bodies(self) -> bool:
@@ -405,8 +410,12 @@ class ImapSession:
     def note_exists(self, seen: int | None = None) -> None:
         """Keep the latest EXISTS: one read off the stream (`seen`), or the last
         imapclient kept among the untagged answers since (an APPEND's, a SEARCH's)."""
+        if self._client is not None:  # only what was read already: the answers of a folder opened ahead wait
+            self._note_exists(self._client, seen)
+
+    def _note_exists(self, client: imapclient.IMAPClient, seen: int | None) -> None:
         if seen is None:
-            updates = wire.pop_untagged(self.client, "EXISTS")
+            updates = wire.pop_untagged(client, "EXISTS")
             try:
                 seen = optional_int(updates[-1]) if updates else None
             except ValueError:  # not a number: the count we had stands
@@ -442,14 +451,15 @@ class ImapSession:
         (see pipeline.py); bodies above `spool_above` bytes go to files.  A first
         batch fetched with the listing (`examine_listing`) is not asked again."""
         batches = iter(batches)  # taken one at a time as FETCHes go out: another connection may take the rest
-        first = self._first_bodies
-        if first is not None and (head := next(batches, None)) is not None:
-            if sorted(head) == first.uids:
-                self._first_bodies = None
-                yield first
-            else:
-                batches = itertools.chain([head], batches)
+        head, first = next(batches, None), self._first_bodies
+        if first is not None and head is not None and sorted(head) == first.uids:
+            self._first_bodies = None
+            yield first
+            head = next(batches, None)
         self.drop_first_bodies()
+        if head is None:  # nothing (more) to ask: the connection is not touched (a folder opened ahead waits)
+            return
+        batches = itertools.chain([head], batches)
         pipeline = FetchPipeline(*wire.stream_of(self.client), spool_dir=spool_dir, spool_above=spool_above,
                                  depth=1 if self.one_command_at_a_time else depth,
                                  progress=wire.progress_of(self.client))

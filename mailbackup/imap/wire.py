@@ -315,15 +315,18 @@ def send_logout(client: imapclient.IMAPClient) -> None:
 
 # -- EXAMINE with the size listing in the same round trip ------------------------------
 def send_examine(client: imapclient.IMAPClient, name: str) -> bytes:
-    """Send EXAMINE without waiting; forget older untagged answers (they would be taken for its own)."""
+    """Send EXAMINE without waiting for its answer (`complete_examine` reads it)."""
     imap = client._imap
-    imap.untagged_responses = {}
+    imap.untagged_responses = {}  # imaplib checks them as it sends (a READ-ONLY of another folder)
     return imap._command("EXAMINE", client._normalise_folder(name))  # type: ignore[no-any-return]
 
 
 def complete_examine(client: imapclient.IMAPClient, tag: bytes) -> tuple[str, list[Any]]:
-    """EXAMINE's tagged answer; BAD is returned as an answer, not raised."""
+    """EXAMINE's tagged answer; BAD is returned as an answer, not raised.  The
+    untagged answers read before are forgotten first: they would be taken for
+    its own (a folder opened ahead is answered after the one before it)."""
     imap = client._imap
+    imap.untagged_responses = {}
     try:
         typ, data = imap._command_complete("EXAMINE", tag)
     except imaplib.IMAP4.abort:

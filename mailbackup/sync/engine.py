@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,8 +25,9 @@ from mailbackup.archive import Archive
 from mailbackup.errors import FolderError, Interrupted, ServerError
 from mailbackup.i18n import _
 from mailbackup.imap.listing import list_folder
+from mailbackup.imap.opening import FirstBodies
 from mailbackup.imap.pushback import pushback_of, stopped_by_pushback
-from mailbackup.imap.session import FirstBodies, ImapSession
+from mailbackup.imap.session import ImapSession
 from mailbackup.model import FolderInfo, FolderResult, FolderStatus, MessageMeta, RunStats, SelectedFolder
 from mailbackup.state.db import FolderRecord
 from mailbackup.state.rows import now_iso
@@ -63,6 +65,9 @@ class BackupEngine:
         self._names = _NewFolderNames()
         self._statuses: dict[str, FolderStatus] = {}  # read with the folder list, where the server can
         self._status_errors: dict[str, FolderError | ServerError] = {}  # statuses read before the run that failed
+        self._queue: parallel.FolderQueue | None = None  # the folders `sync_in_turn` takes from
+        # The next folders, taken from the queue while this one is synced: their openings go out behind its own.
+        self._taken_ahead: deque[tuple[FolderInfo, tuple[str, FirstBodies | None]]] = deque()
 
     # -- the run ------------------------------------------------------
     def run(self) -> RunStats:
@@ -108,15 +113,21 @@ class BackupEngine:
     def sync_in_turn(self, folders: Iterable[FolderInfo],
                      keep: Callable[[FolderInfo, FolderResult], None]) -> None:
         """Sync folder after folder on this engine's connection, until done or stopped."""
-        for info in folders:
-            if self.options.should_stop():
-                break
-            result = FolderResult(name=info.name)
-            keep(info, result)
-            try:
-                self._sync_folder_safely(info, result)
-            except Interrupted:
-                break
+        self._queue = queue = folders if isinstance(folders, parallel.FolderQueue) else parallel.FolderQueue(
+            list(folders))
+        try:
+            while (info := self._taken_ahead.popleft()[0] if self._taken_ahead else queue.take()) is not None:
+                if self.options.should_stop():
+                    break
+                result = FolderResult(name=info.name)
+                keep(info, result)
+                try:
+                    self._sync_folder_safely(info, result)
+                except Interrupted:
+                    break
+        finally:
+            self._queue = None
+            self._taken_ahead.clear()
 
     def sibling(self, session: ImapSession, archive: Archive, progress: BackupProgress) -> BackupEngine:
         """An engine for another connection of the same run (parallel.py): it shares
@@ -237,7 +248,8 @@ class BackupEngine:
             return
         try:
             first_bodies = self._first_bodies(status) if start.list_with_examine else None
-            facts = self._gather(folder, start.list_with_examine, first_bodies)
+            facts = self._gather(folder, start.list_with_examine, first_bodies,
+                                 whole=status.messages == 0 or first_bodies is not None)
             todo = plan.plan_folder(facts)
             self._check_stored(folder, facts, todo)
             selected, consistent = facts.selected, facts.consistent
@@ -255,15 +267,38 @@ class BackupEngine:
             return None
         return FirstBodies(count=status.messages, spool_dir=self.archive.spool_dir, spool_above=options.large_message)
 
-    def _gather(self, folder: FolderSync, list_with_examine: bool, first_bodies: FirstBodies | None
-                ) -> plan.FolderFacts:
-        """EXAMINE, what the state holds of this generation, and the server's UIDs."""
+    def _take_ahead(self) -> list[tuple[str, FirstBodies | None]]:
+        """Up to pipeline-depth next folders, taken now when their openings can
+        go out behind this one's (imap/opening.py): the openings their own
+        syncs will ask for, in order."""
+        ahead = self._taken_ahead
+        while self._queue is not None and len(ahead) < self.options.pipeline_depth:
+            taken = self._queue.take_if(self._opening_of)
+            if taken is None:
+                break
+            ahead.append(taken)
+        return [opening for _info, opening in ahead]
+
+    def _opening_of(self, info: FolderInfo) -> tuple[str, FirstBodies | None] | None:
+        """A folder never backed up whose status says it is empty or comes
+        whole with its listing: the opening `_sync_folder` will ask for."""
+        status = self._statuses.get(info.name)
+        if status is None or info.name in self._status_errors or self.state.folder(info.name) is not None:
+            return None
+        first_bodies = self._first_bodies(status)
+        return None if first_bodies is None and status.messages else (info.name, first_bodies)
+
+    def _gather(self, folder: FolderSync, list_with_examine: bool, first_bodies: FirstBodies | None, *,
+                whole: bool = False) -> plan.FolderFacts:
+        """EXAMINE, what the state holds of this generation, and the server's UIDs;
+        when its opening brings the `whole` folder, the next folders' go out with it."""
         name, record = folder.info.name, folder.record
         listed: list[MessageMeta] | None = None
         if list_with_examine:
             tries = itertools.count()  # the bodies with the first try only: a link that drops them gets batches
+            then = self._take_ahead() if whole else []
             selected, listed = self.parts.call(None, lambda: self.session.examine_listing(
-                name, first_bodies if next(tries) == 0 else None))
+                name, *((first_bodies, then) if next(tries) == 0 else (None, []))))
         else:
             selected = self.parts.call(None, lambda: self.session.examine(name))
         folder.uidvalidity = selected.uidvalidity

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
 
 from mailbackup.archive import Archive
 from mailbackup.errors import MailbackupError
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from mailbackup.sync.engine import BackupEngine
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class FolderQueue:
@@ -49,12 +50,20 @@ class FolderQueue:
         self.failures: list[BaseException] = []
 
     def __iter__(self) -> Iterator[FolderInfo]:
-        while True:
-            with self._lock:
-                if self.failures or not self._folders:
-                    return
-                folder = self._folders.pop()
+        while (folder := self.take()) is not None:
             yield folder
+
+    def take(self) -> FolderInfo | None:
+        """The next folder; None when none is left or a worker failed."""
+        taken = self.take_if(lambda _info: True)
+        return None if taken is None else taken[0]
+
+    def take_if(self, fits: Callable[[FolderInfo], T | None]) -> tuple[FolderInfo, T] | None:
+        """The next folder with what `fits` says of it, unless that is None."""
+        with self._lock:
+            if self.failures or not self._folders or (said := fits(self._folders[-1])) is None:
+                return None
+            return self._folders.pop(), said
 
     def fail(self, exc: BaseException) -> None:
         with self._lock:
