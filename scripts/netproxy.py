@@ -50,6 +50,7 @@ Faults and shaping (all per connection unless stated):
   connection and is recorded in ``errors``.
 
 Accounting: ``connections`` (accepted in total, rejected ones included),
+``accepted_at`` (the ``time.monotonic()`` of each accept, in order),
 ``active`` (open now), ``max_active`` (peak concurrent), ``cuts``.
 
 Every loop polls a closed flag at least every ``POLL`` seconds; all threads are
@@ -430,6 +431,7 @@ class Proxy:
 
         self.port = 0
         self.connections = 0
+        self.accepted_at: list[float] = []  # time.monotonic() of each accept, in order
         self.active = 0
         self.max_active = 0
         self.cuts = 0
@@ -521,6 +523,7 @@ class Proxy:
             with self._cond:
                 conn = _Conn(self, self.connections, client)
                 self.connections += 1
+                self.accepted_at.append(time.monotonic())
                 self.active += 1
                 self.max_active = max(self.max_active, self.active)
                 self._conns.add(conn)

@@ -17,7 +17,7 @@ from helpers import archive_contents, backup, run_cli, server_args, server_conte
 from netproxy import Proxy
 from test_sweep import import_passwords, keyring_env, sweep_rows, write_config
 
-from mailbackup.errors import ExitCode
+from mailbackup.errors import AuthError, ExitCode
 from mailbackup.imap.session import ImapSession
 from mailbackup.model import ConnectionSettings, ServerAddress
 
@@ -227,6 +227,41 @@ def test_the_other_channels_open_while_the_first_logs_in_and_are_used(filled):
             assert proxy.connections == 4
         finally:
             session.close()
+
+
+def test_the_other_channels_begin_once_the_first_is_accepted_not_once_it_is_secure(filled):
+    """TLS and the greeting take a round trip and a half (0.3 s at 100 ms each
+    way): the channels opened ahead do not wait for them, only for the server
+    to accept the run's own connection."""
+    user, _client = filled
+    settings = ConnectionSettings(server=ServerAddress.parse(user.server_arg), cafile=str(user.cafile))
+    with Proxy("127.0.0.1", user.port, latency=0.1) as proxy:
+        settings = replace(settings, server=ServerAddress("localhost", proxy.port))
+        session = ImapSession(settings, user.name, user.password).connect(spares=2)
+        try:
+            first, *others = proxy.accepted_at
+            assert len(others) == 2 and max(others) - first < 0.15, [when - first for when in others]
+            assert session.sibling().connect().list_folders()  # and they work
+            assert proxy.connections == 3
+        finally:
+            session.close()
+
+
+def test_a_refused_login_closes_the_channels_opened_beside_it(filled):
+    """A sweep lives on after one account's wrong password: the channels
+    opened for that account's other connections must not stay open."""
+    user, _client = filled
+    settings = ConnectionSettings(server=ServerAddress.parse(user.server_arg), cafile=str(user.cafile))
+    with Proxy("127.0.0.1", user.port, latency=0.03) as proxy:
+        settings = replace(settings, server=ServerAddress("localhost", proxy.port))
+        session = ImapSession(settings, user.name, "not-the-password")  # kept, as a traceback would keep it
+        with pytest.raises(AuthError):
+            session.connect(spares=2)
+        assert proxy.connections == 3
+        deadline = time.monotonic() + 5
+        while proxy.active and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proxy.active == 0
 
 
 def test_a_first_backup_on_three_connections_opens_three_and_an_incremental_one(filled, tmp_path):

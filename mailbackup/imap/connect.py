@@ -21,8 +21,9 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, cast
 
 import imapclient
 from imapclient import exceptions as imap_exceptions
@@ -103,13 +104,17 @@ def _new_ssl_context(settings: ConnectionSettings) -> ssl.SSLContext:
         raise TLSError(_("cannot load CA file {path}: {error}").format(path=settings.cafile, error=exc)) from None
 
 
-def open_client(settings: ConnectionSettings) -> imapclient.IMAPClient:
-    """Connect and secure the channel; no credentials are sent here."""
+def open_client(settings: ConnectionSettings, connected: Callable[[], None] | None = None) -> imapclient.IMAPClient:
+    """Connect and secure the channel; no credentials are sent here.
+    `connected` is called once the server accepted the TCP connection."""
     context = make_ssl_context(settings)
     implicit = settings.tls_mode is TLSMode.IMPLICIT
     with translate_errors(settings):
+        announcing = cast(ssl.SSLContext, _Announcing(context, connected)) if connected else context
         client = imapclient.IMAPClient(settings.server.host, settings.server.port, ssl=implicit,
-                                       ssl_context=context if implicit else None, timeout=settings.timeout)
+                                       ssl_context=announcing if implicit else None, timeout=settings.timeout)
+        if connected is not None and not implicit:
+            connected()
         wire.limit_responses(client)
         if not implicit:
             _start_tls(client, context, settings)
@@ -117,6 +122,18 @@ def open_client(settings: ConnectionSettings) -> imapclient.IMAPClient:
     client.normalise_times = False  # keep INTERNALDATE's own time zone
     _send_at_once(client)
     return client
+
+
+class _Announcing:
+    """The context imapclient secures its new socket with: it tells first that
+    the TCP connection is made (imapclient offers no other moment)."""
+
+    def __init__(self, context: ssl.SSLContext, connected: Callable[[], None]) -> None:
+        self._context, self._connected = context, connected
+
+    def wrap_socket(self, sock: socket.socket, **options: Any) -> ssl.SSLSocket:
+        self._connected()
+        return self._context.wrap_socket(sock, **options)
 
 
 def _send_at_once(client: imapclient.IMAPClient) -> None:

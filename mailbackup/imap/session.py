@@ -98,20 +98,21 @@ class ImapSession:
         return self._learn_password(source if isinstance(source, str) else source())
 
     def connect(self, *, spares: int = 0) -> ImapSession:
-        """`spares`: open that many channels for `sibling()` while this one logs in."""
-        client, self._opened = self._opened or open_client(self.settings), None
-        if spares and self._spares is None:  # after this one: the server sees the run's own connection first
+        """`spares`: open that many channels for `sibling()` meanwhile (imap/spares.py)."""
+        if spares and self._spares is None:
             self._spares = Spares(partial(open_client, self.settings), spares)
+        client, self._opened = self._opened, None
         try:
+            client = client or open_client(self.settings, connected=self._spares.start if self._spares else None)
             self.login_seconds = login(client, self.settings, self.account, self._password_now())
             self.compressed = settle(client, self.settings, self._redaction)
-        except MailbackupError as exc:
-            close_quietly(client)
-            exc.message = self._redaction.message(exc.message)  # in whatever our words wrapped it
-            exc.args = (exc.message,)
-            raise
-        except BaseException:
-            close_quietly(client)
+        except BaseException as exc:
+            if client is not None:
+                close_quietly(client)
+            self.release_spares()
+            if isinstance(exc, MailbackupError):
+                exc.message = self._redaction.message(exc.message)  # in whatever our words wrapped it
+                exc.args = (exc.message,)
             raise
         self._client = client
         self.selected = None
