@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -204,11 +203,15 @@ def test_a_folder_another_connection_added_is_found(tmp_path):
 # has been accepted by the proxy by the time it returns (the proxy accepts at once; only data is delayed).
 
 
+def through(proxy: Proxy, user) -> ConnectionSettings:
+    """The user's server reached through `proxy`."""
+    return ConnectionSettings(server=ServerAddress("localhost", proxy.port), cafile=str(user.cafile))
+
+
 def test_the_other_channels_open_while_the_first_logs_in_and_are_used(filled):
     user, _client = filled
-    settings = ConnectionSettings(server=ServerAddress.parse(user.server_arg), cafile=str(user.cafile))
     with Proxy("127.0.0.1", user.port, latency=0.03) as proxy:
-        settings = replace(settings, server=ServerAddress("localhost", proxy.port))
+        settings = through(proxy, user)
         session = ImapSession(settings, user.name, user.password).connect(spares=2)
         try:
             assert proxy.connections == 3  # opened beside the login, not after it
@@ -234,9 +237,8 @@ def test_the_other_channels_begin_once_the_first_is_accepted_not_once_it_is_secu
     way): the channels opened ahead do not wait for them, only for the server
     to accept the run's own connection."""
     user, _client = filled
-    settings = ConnectionSettings(server=ServerAddress.parse(user.server_arg), cafile=str(user.cafile))
     with Proxy("127.0.0.1", user.port, latency=0.1) as proxy:
-        settings = replace(settings, server=ServerAddress("localhost", proxy.port))
+        settings = through(proxy, user)
         session = ImapSession(settings, user.name, user.password).connect(spares=2)
         try:
             first, *others = proxy.accepted_at
@@ -251,9 +253,8 @@ def test_a_refused_login_closes_the_channels_opened_beside_it(filled):
     """A sweep lives on after one account's wrong password: the channels
     opened for that account's other connections must not stay open."""
     user, _client = filled
-    settings = ConnectionSettings(server=ServerAddress.parse(user.server_arg), cafile=str(user.cafile))
     with Proxy("127.0.0.1", user.port, latency=0.03) as proxy:
-        settings = replace(settings, server=ServerAddress("localhost", proxy.port))
+        settings = through(proxy, user)
         session = ImapSession(settings, user.name, "not-the-password")  # kept, as a traceback would keep it
         with pytest.raises(AuthError):
             session.connect(spares=2)
