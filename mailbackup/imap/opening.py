@@ -8,15 +8,19 @@ fail, no folder is selected and both FETCHes are refused (RFC 3501 6.3.1),
 so nothing is read from a folder we did not ask for.
 
 A connection that works through small new folders one after the other
-still waits a round trip between them: the next opening goes out only when
-the last folder is stored.  So the next folder's opening may be sent right
-behind this one's (`then`), and its answers wait on the connection until
-that folder is asked for.  A server runs a connection's commands in order,
-so the second EXAMINE takes effect only after the first folder's FETCHes
-were answered.  A rawlog timeline of 1,500 messages in 12 folders on 4
-connections, 100 ms each way: 0.2-0.3 s between a connection's folders.
+would still wait a round trip between them, the next opening going out only
+once the last folder is stored (a rawlog timeline of 1,500 messages in 12
+folders on 4 connections, 100 ms each way: 0.2-0.3 s between a
+connection's folders).  So the next folders' openings may be sent right
+behind this one's (`Ahead`), and their answers wait on the connection until
+those folders are asked for.  RFC 3501 5.5: where a later command would
+change what an earlier one answers (here: another folder selected), the
+server runs them to completion in the order sent, so the second EXAMINE
+takes effect only after the first folder's FETCHes were answered.  A
+server seen to mishandle pipelined commands gets one command at a time,
+and nothing is sent ahead (session.py).
 
-Public API: `FirstBodies`, `Opening`, `send_opening(client, name,
+Public API: `FirstBodies`, `Ahead`, `Opening`, `send_opening(client, name,
 first_bodies)`, `read_rows(opening)` (the listing's rows and the bodies
 that are exactly the first `count` messages), `discard(client, openings)`
 (openings nobody asked for: their answers read and let go) and
