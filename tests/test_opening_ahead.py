@@ -5,11 +5,12 @@ first still gets answers about the folder it selected."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import sample_mail
-from helpers import archive_contents, run_cli, server_contents, sessions_of
+from helpers import archive_contents, run_cli, server_contents, sessions_of, state_rows
 
 from mailbackup.errors import FolderError
 from mailbackup.imap.opening import FirstBodies
@@ -127,6 +128,18 @@ def test_a_folder_that_cannot_be_opened_leaves_the_one_behind_it_intact(connecte
     comes_whole(session, client, "Sent", tmp_path)
 
 
+def test_a_folder_opened_ahead_that_cannot_be_opened_fails_alone(connected, tmp_path):
+    """Gone between LIST and its turn: its EXAMINE fails where it was sent,
+    and the folder opened ahead behind it is answered as its own."""
+    session, client = connected
+    comes_whole(session, client, "Sent", tmp_path,
+                then=[("no such folder", whole(1, tmp_path)), ("Drafts", whole(1, tmp_path))])
+    with pytest.raises(FolderError, match="no such folder"):
+        session.examine_listing("no such folder", whole(1, tmp_path))
+    assert session.selected is None
+    comes_whole(session, client, "Drafts", tmp_path)
+
+
 def test_a_folder_replaced_meanwhile_is_not_read_by_its_old_uids(connected, tmp_path):
     """Selecting the folder again after the one opened ahead: if it is another
     folder by now (a new UIDVALIDITY), UIDs asked for would name other mail."""
@@ -149,4 +162,50 @@ def test_first_backup_through_a_slow_link_is_complete_and_verified(filled, tmp_p
         result = run_cli(["backup", user.name, "--server", f"localhost:{proxy.port}", "--cafile", str(user.cafile),
                           "--dest", str(tmp_path), "--connections", "2", "--no-verify"], password=user.password)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert_archived(user, client, tmp_path)
+
+
+def test_a_server_that_answers_an_examine_sent_ahead_out_of_order_gets_one_command_at_a_time(
+        filled, tmp_path):
+    """A front that throttles EXAMINE and answers at once, ahead of the answers
+    Dovecot still owes to the commands before it (no server we can run does
+    this; Exchange is known to mishandle pipelined commands).  Which answer is
+    whose can no longer be told: the connection is dropped, pipelining given
+    up for this server, and nothing is stored from the wrong folder."""
+    from test_sweep import ThrottlingFront
+
+    user, client = filled
+    front = ThrottlingFront(user.server, 2, in_order=False)
+    try:
+        result = run_cli(["backup", user.name, "--server", f"localhost:{front.port}", "--cafile",
+                          str(user.cafile), "--dest", str(tmp_path), "--connections", "1", "--no-verify",
+                          "--retry-delay", "0.05"], password=user.password)
+    finally:
+        front.close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert front.throttled == 2
+    key = f"one command at a time: localhost:{front.port}"
+    assert state_rows(tmp_path, user.name, "SELECT count(*) FROM meta WHERE key=?", (key,)) == [(1,)]
+    assert_archived(user, client, tmp_path)
+
+
+
+def test_a_not_now_to_a_folder_opened_ahead_is_waited_out(filled, tmp_path):
+    """Throttled (Office 365's words, scripted in front of Dovecot, answered in
+    order): the folder asked for, then two of the folders opened behind it.
+    Both times the run waits as told before it asks again, and stores all."""
+    from test_sweep import ThrottlingFront
+
+    user, client = filled
+    front = ThrottlingFront(user.server, 3)
+    try:
+        result = run_cli(["backup", user.name, "-v", "--server", f"localhost:{front.port}", "--cafile",
+                          str(user.cafile), "--dest", str(tmp_path), "--connections", "1", "--no-verify"],
+                         password=user.password)
+    finally:
+        front.close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert front.throttled == 3
+    waits = re.findall(r"server busy .*Suggested Backoff Time: 200 milliseconds\); waiting 0.2 s", result.stderr)
+    assert len(waits) == 2, result.stderr  # the first folder's, then the two opened behind it together
     assert_archived(user, client, tmp_path)

@@ -334,11 +334,13 @@ class ThrottlingFront:
     Time: 200 milliseconds`` the first `times` times (None: always).  No
     server we can run here says this, so only that reply is scripted; every
     other byte is Dovecot's.  (The loopback proxy cannot do it: it never sees
-    inside TLS.)"""
+    inside TLS.)  Like a server, it answers in the order it was asked: its
+    reply waits until Dovecot has answered every command sent before."""
 
-    def __init__(self, server: DovecotServer, times: int | None) -> None:
+    def __init__(self, server: DovecotServer, times: int | None, *, in_order: bool = True) -> None:
         self.server = server
         self.times = times
+        self.in_order = in_order  # False: the reply goes out at once, ahead of earlier commands' answers
         self.throttled = 0
         cert, key = server.make_cert("good")
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -365,32 +367,42 @@ class ThrottlingFront:
         try:
             with self.context.wrap_socket(raw, server_side=True) as client, upstream_context.wrap_socket(
                     socket.create_connection(("127.0.0.1", self.server.port)), server_hostname="localhost") as up:
-                lock = threading.Lock()
-                threading.Thread(target=self._down, args=(up, client, lock), daemon=True).start()
-                self._up(client, up, lock)
+                lock = threading.Condition()
+                waiting: set[bytes] = set()  # tags sent to Dovecot, not answered yet
+                threading.Thread(target=self._down, args=(up, client, lock, waiting), daemon=True).start()
+                self._up(client, up, lock, waiting)
         except OSError:
             pass
 
-    def _down(self, up: ssl.SSLSocket, client: ssl.SSLSocket, lock: threading.Lock) -> None:
+    def _down(self, up: ssl.SSLSocket, client: ssl.SSLSocket, lock: threading.Condition, waiting: set[bytes]) -> None:
+        partial = b""
         try:
             while data := up.recv(65536):
                 with lock:
                     client.sendall(data)
+                    *lines, partial = (partial + data).split(b"\r\n")
+                    waiting.difference_update(line.split(b" ", 1)[0] for line in lines
+                                              if re.match(rb"\S+ (OK|NO|BAD)\b", line, re.I))
+                    lock.notify_all()
         except OSError:
             pass
         finally:
             with lock:
                 client.close()
 
-    def _up(self, client: ssl.SSLSocket, up: ssl.SSLSocket, lock: threading.Lock) -> None:
+    def _up(self, client: ssl.SSLSocket, up: ssl.SSLSocket, lock: threading.Condition, waiting: set[bytes]) -> None:
         reader = client.makefile("rb")
         while line := reader.readline():
             command = re.match(rb"(\S+) (?:EXAMINE|SELECT) ", line, re.I)
             if command and (self.times is None or self.throttled < self.times):
                 self.throttled += 1
                 with lock:
+                    lock.wait_for(lambda: not (waiting and self.in_order), timeout=5)
                     client.sendall(command.group(1) + b" " + THROTTLED + b"\r\n")
                 continue
+            if tagged := re.match(rb"([A-Za-z0-9]+) [A-Za-z]", line):
+                with lock:
+                    waiting.add(tagged.group(1))
             up.sendall(line)
             literal = re.search(rb"\{(\d+)\+?\}\r\n$", line)
             if literal:

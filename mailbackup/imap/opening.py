@@ -103,17 +103,23 @@ def read_rows(opening: Opening) -> tuple[list[MetaRow], BatchResult | None]:
     return rows, batch if wanted else None
 
 
-def discard(client: imapclient.IMAPClient, openings: deque[Opening]) -> bool:
-    """Read the answers of the openings sent, in order, and let them go;
-    whether the last EXAMINE succeeded (the server has that folder selected now)."""
-    opened = False
+def discard(client: imapclient.IMAPClient, openings: deque[Opening]) -> tuple[bool, list[str]]:
+    """Read the answers of the openings sent, in order, and let them go:
+    whether the last EXAMINE succeeded (the server has that folder selected
+    now), and what the server said to those it refused (a "not now" is
+    waited out by the caller, as for any other command)."""
+    opened, refusals = False, []
     while openings:
-        opening = openings.popleft()
+        opening = openings[0]
         log.debug("folder %r was opened ahead, then not asked for; its answers are let go", opening.name)
-        typ, _data = wire.complete_examine(client, opening.examine_tag)
+        typ, data = wire.complete_examine(client, opening.examine_tag)
         discard_rows(opening)
+        openings.popleft()
         opened = typ == "OK"
-    return opened
+        if not opened:
+            refusals.append(str(data[-1].decode("utf-8", "replace") if data and isinstance(data[-1], bytes)
+                                else typ))
+    return opened, refusals
 
 
 def discard_rows(opening: Opening) -> None:

@@ -48,6 +48,7 @@ from mailbackup.store.body import MessageBody
 from mailbackup.text import printable, system_error
 
 OUR_TAG = re.compile(rb"MB\d+ ")
+TAGGED_END = re.compile(rb"[A-Za-z0-9]+ (OK|NO|BAD)\b", re.IGNORECASE)
 EXISTS_LINE = re.compile(rb"\* (\d+) EXISTS\s*$", re.I)
 _tags = itertools.count(1)
 
@@ -156,8 +157,7 @@ class FetchPipeline:
                         reply=printable(text.decode("utf-8", "replace").strip())))
                 return rows
             if not line.startswith(b"* "):
-                raise ProtocolViolation(_("server sent a line that is not an IMAP response: {line!r}").format(
-                    line=line[:60]))
+                raise self._stray(line)
             text, literals = self._gather(line)
             discard(literals)
             if text[2:40].upper().startswith(b"BYE"):
@@ -217,10 +217,20 @@ class FetchPipeline:
     def _tagged(self, line: bytes, tags: tuple[bytes, ...]) -> dict[bytes, tuple[bytes, bytes]]:
         tag, _separator, rest = line.partition(b" ")
         if tag not in tags:
-            raise ProtocolViolation(_("server sent a line that is not an IMAP response: {line!r}").format(
-                line=line[:60]))
+            raise self._stray(line)
         status, _separator, text = rest.partition(b" ")
         return {tag: (status.upper(), text)}
+
+    def _stray(self, line: bytes) -> ProtocolViolation:
+        """A line where an answer to a listing was due.  The end of another
+        command (an EXAMINE sent behind it, opening.py) means the server
+        answered pipelined commands out of order: pipelining is given up."""
+        if not TAGGED_END.match(line):
+            return ProtocolViolation(_("server sent a line that is not an IMAP response: {line!r}").format(
+                line=line[:60]))
+        self._refuse_pipelining()
+        return ProtocolViolation(_("the server answered pipelined commands out of order: {line!r}").format(
+            line=line[:60]))
 
     def _listed_or_body(self, line: bytes, rows: list[MetaRow]) -> StreamedMessage | None:
         """One untagged line of a listing sent with a FETCH of bodies: a row of

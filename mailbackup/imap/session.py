@@ -123,9 +123,8 @@ class ImapSession:
         return translate_errors(self.settings, redaction=self._redaction)
 
     def sibling(self) -> ImapSession:
-        """A second, not yet connected session to the same account (the backup's
-        --connections): the same settings and password, and what this one
-        learnt about the server's habits."""
+        """Another session of this account, not yet connected (--connections):
+        what this one learnt about the server's habits comes along."""
         other = ImapSession(self.settings, self.account, self._password_now())
         other.one_command_at_a_time = self.one_command_at_a_time
         other.unusable_names = self.unusable_names
@@ -309,16 +308,10 @@ class ImapSession:
 
     def examine_listing(self, name: str, first_bodies: FirstBodies | None = None,
                         then: Sequence[Ahead] = ()) -> tuple[SelectedFolder, list[MessageMeta]]:
-        """EXAMINE, and UID, size, flags and date of every message, in one round
-        trip (opening.py; for a folder backed up the first time: on a 50 ms
-        link that is 50 ms a folder).
-
-        With `first_bodies` the whole messages go out in the same round trip
-        too; they wait in the session for the `stream_bodies` that asks for
-        exactly them (any other question drops them).  With `then` as well,
-        the openings of the folders expected next, in order, go out right
-        behind (those not sent already), each for the `examine_listing` that
-        asks for exactly that."""
+        """EXAMINE with the UID, size, flags and date of every message (and with
+        `first_bodies`, the whole messages, held for the `stream_bodies` that
+        asks for exactly them) in one round trip; the openings of the folders
+        `then` expected next go out behind it (opening.py)."""
         self._check_usable(name)
         self.drop_first_bodies()
         if self.one_command_at_a_time:
@@ -339,6 +332,13 @@ class ImapSession:
 
     def _complete_opening(self, client: imapclient.IMAPClient, opening: Opening
                           ) -> tuple[SelectedFolder, list[MessageMeta]]:
+        try:
+            return self._read_opening(client, opening)
+        finally:  # e.g. an EXAMINE sent behind it answered before it: one command at a time from now on
+            self._note_pipelining(opening.reader)
+
+    def _read_opening(self, client: imapclient.IMAPClient, opening: Opening
+                      ) -> tuple[SelectedFolder, list[MessageMeta]]:
         name = opening.name
         typ, data = wire.complete_examine(client, opening.examine_tag)
         if typ != "OK":
@@ -358,23 +358,26 @@ class ImapSession:
             log.info("FETCH sent with EXAMINE refused (%s); one command at a time from now on", exc.message)
             self.one_command_at_a_time = True
             return selected, self.fetch_meta("1:*")
-        self._note_exists(client, opening.reader.exists_seen)
+        self.note_exists(opening.reader.exists_seen)
         return selected, metas_of(rows, None)
 
     def _abandon_ahead(self, client: imapclient.IMAPClient) -> None:
-        """Another question came before the folders opened ahead were asked
-        for: their answers are read and let go, and the folder selected before
-        is selected again (the server has the last one ahead selected now)."""
-        with self.translated():
-            wire.mark_selected(client, discard(client, self._ahead))
-        before, validity = self.selected, self._uidvalidity
-        self.selected = None
-        if before is None:
-            return
-        if self._select(client, before).uidvalidity != validity:  # UIDs asked for now would name other messages
-            self.selected = None
+        """Another question came first: the openings sent ahead are read and let
+        go, and the folder selected before is selected again."""
+        readers = [opening.reader for opening in self._ahead]
+        try:
+            with self.translated():
+                opened, refusals = discard(client, self._ahead)
+                wire.mark_selected(client, opened)
+        finally:  # answers out of order: the server mishandles pipelined commands
+            self.one_command_at_a_time |= any(reader.pipelining_refused for reader in readers)
+        before, validity, self.selected = self.selected, self._uidvalidity, None
+        if before is not None and self._select(client, before).uidvalidity != validity:
+            self.selected = None  # UIDs asked for now would name other messages
             raise FolderError(_("folder {folder!r} was replaced on the server while it was read (its UIDVALIDITY "
                                 "changed); it is read again next run").format(folder=before))
+        if busy := next(filter(None, (busy_error(str(self.settings.server), reply) for reply in refusals)), None):
+            raise busy  # a "not now" to a folder opened ahead is waited out like any other
 
     @property
     def holds_first_bodies(self) -> bool:
@@ -410,13 +413,10 @@ class ImapSession:
 
     def note_exists(self, seen: int | None = None) -> None:
         """Keep the latest EXISTS: one read off the stream (`seen`), or the last
-        imapclient kept among the untagged answers since (an APPEND's, a SEARCH's)."""
-        if self._client is not None:  # only what was read already: the answers of a folder opened ahead wait
-            self._note_exists(self._client, seen)
-
-    def _note_exists(self, client: imapclient.IMAPClient, seen: int | None) -> None:
-        if seen is None:
-            updates = wire.pop_untagged(client, "EXISTS")
+        imapclient kept among the untagged answers since (an APPEND's, a SEARCH's;
+        only what was read already: the answers of folders opened ahead wait)."""
+        if seen is None and self._client is not None:
+            updates = wire.pop_untagged(self._client, "EXISTS")
             try:
                 seen = optional_int(updates[-1]) if updates else None
             except ValueError:  # not a number: the count we had stands
