@@ -51,7 +51,9 @@ Faults and shaping (all per connection unless stated):
 
 Accounting: ``connections`` (accepted in total, rejected ones included),
 ``accepted_at`` (the ``time.monotonic()`` of each accept, in order),
-``active`` (open now), ``max_active`` (peak concurrent), ``cuts``.
+``active`` (open now), ``max_active`` (peak concurrent), ``cuts``.  A
+connection counts as active until the client closes its side: what the
+client holds, not the proxy's own teardown after it (up to ``POLL`` later).
 
 Every loop polls a closed flag at least every ``POLL`` seconds; all threads are
 daemon threads, and ``stop()`` closes every socket and joins every thread in
@@ -177,6 +179,10 @@ class _Pipe:
                     self.cond.wait(0.5)
         return None
 
+    def _client_gone(self) -> None:
+        if not self.down:  # the client closed its side: for it, the connection is over
+            self.conn.proxy._release(self.conn)
+
     # -- reading side
     def read_loop(self) -> None:
         conn = self.conn
@@ -187,11 +193,13 @@ class _Pipe:
                 except TimeoutError:
                     continue
                 except OSError:
+                    self._client_gone()
                     conn.abort(rst=True)
                     return
                 if conn.closed.is_set():
                     return
                 if not data:
+                    self._client_gone()
                     self._on_eof()
                     return
                 if conn.stalled:
@@ -439,6 +447,7 @@ class Proxy:
 
         self._cond = threading.Condition()  # guards the counters and _conns
         self._conns: set[_Conn] = set()
+        self._held: set[_Conn] = set()  # counted in `active`: accepted, and the client has not closed it
         self._stopping = threading.Event()
         self._listener: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
@@ -527,12 +536,19 @@ class Proxy:
                 self.active += 1
                 self.max_active = max(self.max_active, self.active)
                 self._conns.add(conn)
+                self._held.add(conn)
             conn.handler.start()
 
     def _conn_done(self, conn: _Conn) -> None:
+        self._release(conn)
         with self._cond:
-            if conn in self._conns:
-                self._conns.discard(conn)
+            self._conns.discard(conn)
+
+    def _release(self, conn: _Conn) -> None:
+        """The connection no longer counts as active (once)."""
+        with self._cond:
+            if conn in self._held:
+                self._held.discard(conn)
                 self.active -= 1
                 self._cond.notify_all()
 

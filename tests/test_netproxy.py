@@ -294,6 +294,27 @@ def test_stall_makes_the_client_time_out(serve: Callable[..., TinyServer], proxi
 
 
 # ------------------------------------------------------- accounting, rejects
+def test_a_connection_stops_counting_when_the_client_closes_it(serve: Callable[..., TinyServer],
+                                                                proxies: Callable[..., Proxy]) -> None:
+    """`active` is what the client holds: a server slow to see the close (here
+    one that never reads again) does not keep it counted, so a client that
+    closes one connection and opens the next is never seen holding two."""
+    stay = threading.Event()
+    proxy = proxies(serve(lambda sock: stay.wait(5)).port)
+    first = connect(proxy)
+    deadline = time.monotonic() + 2
+    while proxy.active < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first.close()
+    assert proxy.wait_idle(2)
+    with connect(proxy):
+        deadline = time.monotonic() + 2
+        while proxy.connections < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (proxy.connections, proxy.max_active) == (2, 1)
+    stay.set()
+
+
 def test_connection_accounting(serve: Callable[..., TinyServer], proxies: Callable[..., Proxy]) -> None:
     proxy = proxies(serve(echo).port)
     socks = [connect(proxy) for _ in range(4)]
