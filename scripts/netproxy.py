@@ -540,9 +540,9 @@ class Proxy:
             conn.handler.start()
 
     def _conn_done(self, conn: _Conn) -> None:
-        self._release(conn)
-        with self._cond:
+        with self._cond:  # a re-entrant lock: _release takes it again
             self._conns.discard(conn)
+            self._release(conn)
 
     def _release(self, conn: _Conn) -> None:
         """The connection no longer counts as active (once)."""

@@ -24,7 +24,8 @@ Public API: `FirstBodies`, `Ahead`, `Opening`, `send_opening(client, name,
 first_bodies)`, `read_rows(opening)` (the listing's rows and the bodies
 that are exactly the first `count` messages), `discard(client, openings)`
 (openings nobody asked for: their answers read and let go) and
-`discard_rows(opening)` (the same, its EXAMINE answered already).
+`discard_rows(opening)` (the same, its EXAMINE answered already) and
+`refusal(typ, data)` (the text of a refused EXAMINE).
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import imapclient
 
 from mailbackup.errors import ServerError
 from mailbackup.imap import wire
+from mailbackup.imap.answers import text_of
 from mailbackup.imap.parse import MetaRow
 from mailbackup.imap.pipeline import BatchResult, FetchPipeline
 
@@ -117,9 +120,13 @@ def discard(client: imapclient.IMAPClient, openings: deque[Opening]) -> tuple[bo
         openings.popleft()
         opened = typ == "OK"
         if not opened:
-            refusals.append(str(data[-1].decode("utf-8", "replace") if data and isinstance(data[-1], bytes)
-                                else typ))
+            refusals.append(refusal(typ, data))
     return opened, refusals
+
+
+def refusal(typ: str, data: list[Any]) -> str:
+    """What the server said when it refused an EXAMINE."""
+    return text_of(data[-1]) if data and data[-1] else typ
 
 
 def discard_rows(opening: Opening) -> None:

@@ -228,6 +228,9 @@ class FetchPipeline:
         if not TAGGED_END.match(line):
             return ProtocolViolation(_("server sent a line that is not an IMAP response: {line!r}").format(
                 line=line[:60]))
+        return self._out_of_order(line)
+
+    def _out_of_order(self, line: bytes) -> ProtocolViolation:
         self._refuse_pipelining()
         return ProtocolViolation(_("the server answered pipelined commands out of order: {line!r}").format(
             line=line[:60]))
@@ -301,9 +304,7 @@ class FetchPipeline:
             elif line.split(b" ", 1)[0] in later:
                 # A later command answered before this one: which answers belong to which
                 # command can no longer be told; the connection is given up, pipelining too.
-                self._refuse_pipelining()
-                raise ProtocolViolation(_("the server answered pipelined commands out of order: {line!r}").format(
-                    line=line[:60]))
+                raise self._out_of_order(line)
             # a tagged answer to an earlier command of ours: already handled, ignore
 
     def _untagged(self, line: bytes, owner: dict[int, BatchResult]) -> None:

@@ -35,7 +35,7 @@ from mailbackup.imap.answers import (
 from mailbackup.imap.connect import close_quietly, login, open_client, settle, translate_errors
 from mailbackup.imap.lexer import ResponseTooLarge
 from mailbackup.imap.listlines import common_entries
-from mailbackup.imap.opening import Ahead, FirstBodies, Opening, discard, discard_rows, read_rows, send_opening
+from mailbackup.imap.opening import Ahead, FirstBodies, Opening, discard, discard_rows, read_rows, refusal, send_opening
 from mailbackup.imap.pipeline import BatchResult, FetchPipeline, PipelinedCommandRefused
 from mailbackup.imap.pushback import busy_error
 from mailbackup.imap.redact import Redaction, watch_logs
@@ -159,10 +159,14 @@ class ImapSession:
     def client(self) -> imapclient.IMAPClient:
         """The connection, its answers all read: a folder opened ahead that
         another question overtook is let go first (`_abandon_ahead`)."""
+        client = self._connected()
+        if self._ahead:
+            self._abandon_ahead(client)
+        return client
+
+    def _connected(self) -> imapclient.IMAPClient:
         if self._client is None:
             raise RuntimeError("IMAP session used before connect()")
-        if self._ahead:
-            self._abandon_ahead(self._client)
         return self._client
 
     def has_capability(self, name: str) -> bool:
@@ -318,24 +322,19 @@ class ImapSession:
             return self.examine(name), self.fetch_meta("1:*")
         ahead = self._ahead
         if ahead and ahead[0].is_for(name, first_bodies):
-            opening, client = ahead.popleft(), self._client  # its answers are the next on the connection
+            opening, client = ahead.popleft(), self._connected()  # its answers are the next on the connection
         else:
             opening, client = None, self.client  # any other folder's opening is let go
-        assert client is not None
         with self.translated():
             opening = opening or send_opening(client, name, first_bodies)
             sent = [(each.name, each.first_bodies) for each in ahead]
             if list(then[:len(sent)]) == sent:
                 ahead.extend(send_opening(client, *more) for more in then[len(sent):]
                              if more[0] not in self.unusable_names)
-            return self._complete_opening(client, opening)
-
-    def _complete_opening(self, client: imapclient.IMAPClient, opening: Opening
-                          ) -> tuple[SelectedFolder, list[MessageMeta]]:
-        try:
-            return self._read_opening(client, opening)
-        finally:  # e.g. an EXAMINE sent behind it answered before it: one command at a time from now on
-            self._note_pipelining(opening.reader)
+            try:
+                return self._read_opening(client, opening)
+            finally:  # e.g. an EXAMINE sent behind it answered before it: one command at a time from now on
+                self._note_pipelining(opening.reader)
 
     def _read_opening(self, client: imapclient.IMAPClient, opening: Opening
                       ) -> tuple[SelectedFolder, list[MessageMeta]]:
@@ -345,7 +344,7 @@ class ImapSession:
             wire.mark_selected(client, False)
             self.selected = None
             discard_rows(opening)
-            reply = text_of(data[-1]) if data and data[-1] else typ
+            reply = refusal(typ, data)
             raise busy_error(str(self.settings.server), reply) or FolderError(
                 _("cannot open folder {folder!r}: {error}").format(folder=name, error=reply))
         self.selected = name

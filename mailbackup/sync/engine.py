@@ -51,6 +51,11 @@ class _NewFolderNames:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+def _comes_whole(status: FolderStatus, first_bodies: FirstBodies | None) -> bool:
+    """The folder's opening answers all there is to fetch: it is empty, or its bodies come with it."""
+    return status.messages == 0 or first_bodies is not None
+
+
 class BackupEngine:
     def __init__(self, session: ImapSession, archive: Archive, options: BackupOptions,
                  progress: BackupProgress | None = None) -> None:
@@ -249,7 +254,7 @@ class BackupEngine:
         try:
             first_bodies = self._first_bodies(status) if start.list_with_examine else None
             facts = self._gather(folder, start.list_with_examine, first_bodies,
-                                 whole=status.messages == 0 or first_bodies is not None)
+                                 whole=_comes_whole(status, first_bodies))
             todo = plan.plan_folder(facts)
             self._check_stored(folder, facts, todo)
             selected, consistent = facts.selected, facts.consistent
@@ -286,7 +291,7 @@ class BackupEngine:
         if status is None or info.name in self._status_errors or self.state.folder(info.name) is not None:
             return None
         first_bodies = self._first_bodies(status)
-        return None if first_bodies is None and status.messages else (info.name, first_bodies)
+        return (info.name, first_bodies) if _comes_whole(status, first_bodies) else None
 
     def _gather(self, folder: FolderSync, list_with_examine: bool, first_bodies: FirstBodies | None, *,
                 whole: bool = False) -> plan.FolderFacts:
