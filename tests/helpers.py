@@ -22,6 +22,7 @@ from imapclient import IMAPClient
 from untranslated import check_thai_output
 
 from mailbackup.archive import open_archive
+from mailbackup.store import mboxrd
 from mailbackup.store.mboxrd import unquote
 
 REPO = Path(__file__).resolve().parent.parent
@@ -163,3 +164,26 @@ def run_cli_in_process(args: list[str], password: str) -> tuple[int, str]:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise AssertionError(f"traceback: {result.exception!r}\n{result.output}")
     return result.exit_code, result.output
+
+
+def assert_state_matches_disk(dest: Path, account: str) -> None:
+    """What the state says is exactly what is on disk: no orphan, no torn write."""
+    with open_archive(dest, account, lock=False, create=False) as archive:
+        for folder in archive.state.folders():
+            rows = list(archive.state.messages(folder.id))
+            if archive.store.format == "maildir":
+                base = archive.store.resolve(folder.local_path)
+                files = {path.name.split(":2,")[0] for sub in ("cur", "new") for path in (base / sub).iterdir()}
+                committed = {row.location for row in rows}
+                pending = {row.location for row in archive.state.pending(folder.id)}
+                assert committed <= files
+                assert files - committed <= pending  # only a recoverable write may be unrecorded
+            else:
+                path = archive.store.mbox_path(folder.local_path)  # type: ignore[attr-defined]
+                with open(path, "rb") as handle:
+                    spans = list(mboxrd.iter_entries(handle))
+                committed = [span for span in spans if span.offset < folder.mbox_committed]
+                assert [(s.offset, s.length) for s in committed] == sorted(
+                    (row.mbox_offset, row.mbox_length) for row in rows)
+            for row in rows:  # every committed message is whole
+                assert len(archive.store.read(folder.local_path, row)) == row.size

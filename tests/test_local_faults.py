@@ -131,11 +131,11 @@ class FullDiskMaildir(MaildirStore):
 
     writes = 0
 
-    def write(self, local_path, items, committed):  # type: ignore[no-untyped-def]
+    def write_many(self, writes):  # type: ignore[no-untyped-def]
         FullDiskMaildir.writes += 1
         if FullDiskMaildir.writes == 2:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.resolve(local_path) / "cur"))
-        return super().write(local_path, items, committed)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.resolve(writes[0].local_path) / "cur"))
+        return super().write_many(writes)
 
 
 def cli_backup(server: FakeImapServer, certs: Certs, dest: Path, *extra: str) -> tuple[int, str]:

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import sample_mail
-from helpers import archive_contents, keyring_env, run_cli, server_contents, state_rows
+from helpers import archive_contents, assert_state_matches_disk, keyring_env, run_cli, server_contents, state_rows
 from netproxy import Proxy
-from test_resume import assert_consistent
 from test_sweep import import_passwords, write_config
 
 from mailbackup.config import load_account
@@ -54,11 +53,11 @@ def test_max_time_ends_a_backup_cleanly_and_the_next_run_completes_it(dovecot_se
         [(saved,)] = state_rows(tmp_path, imap_user.name, "SELECT count(*) FROM messages")
         assert 0 < saved < MESSAGES, cut.stdout + cut.stderr
         assert f"saved {saved} messages" in cut.stdout
-        assert_consistent(tmp_path, imap_user.name)
+        assert_state_matches_disk(tmp_path, imap_user.name)
 
         done = slow_backup(imap_user, proxy, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert_consistent(tmp_path, imap_user.name)
+    assert_state_matches_disk(tmp_path, imap_user.name)
     stored = archive_contents(tmp_path, imap_user.name)["INBOX"]
     assert {uid: m.body for uid, m in stored.items()} == {
         uid: body for uid, (body, _, _) in server_contents(client, "INBOX").items()}
@@ -84,7 +83,7 @@ def test_a_sweep_applies_max_time_to_each_account(dovecot_server, imap_user_fact
         assert rows[user.name]["backup"] == "out of time"
         assert any("stopped at the time limit" in problem for problem in rows[user.name]["problems"])
         assert 0 < state_rows(dest, user.name, "SELECT count(*) FROM messages")[0][0] < 3 * MESSAGES
-        assert_consistent(dest, user.name)
+        assert_state_matches_disk(dest, user.name)
 
 
 @pytest.mark.parametrize("text,seconds", [("90m", 5400), ("2h", 7200), ("1h30m", 5400), ("45s", 45)])

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 import sample_mail
-from helpers import REPO, archive_contents, backup, server_args, server_contents, state_rows
+from helpers import (
+    REPO,
+    archive_contents,
+    assert_state_matches_disk,
+    backup,
+    server_args,
+    server_contents,
+    state_rows,
+)
 
 from mailbackup.archive import account_dir, open_archive
 from mailbackup.errors import ExitCode
@@ -39,29 +47,6 @@ def big_mailbox(imap_user, imap_client_factory):
     fill_many(client, "งานคดี/2566", 400, start=5000)
     client.multiappend("INBOX", [{"msg": sample_mail.big_message(9 * 1024 * 1024, seed=7)}])
     return imap_user, client
-
-
-def assert_consistent(dest: Path, account: str) -> None:
-    """What the state says is exactly what is on disk: no orphan, no torn write."""
-    with open_archive(dest, account, lock=False, create=False) as archive:
-        for folder in archive.state.folders():
-            rows = list(archive.state.messages(folder.id))
-            if archive.store.format == "maildir":
-                base = archive.store.resolve(folder.local_path)
-                files = {path.name.split(":2,")[0] for sub in ("cur", "new") for path in (base / sub).iterdir()}
-                committed = {row.location for row in rows}
-                pending = {row.location for row in archive.state.pending(folder.id)}
-                assert committed <= files
-                assert files - committed <= pending  # only a recoverable write may be unrecorded
-            else:
-                path = archive.store.mbox_path(folder.local_path)  # type: ignore[attr-defined]
-                with open(path, "rb") as handle:
-                    spans = list(mboxrd.iter_entries(handle))
-                committed = [span for span in spans if span.offset < folder.mbox_committed]
-                assert [(s.offset, s.length) for s in committed] == sorted(
-                    (row.mbox_offset, row.mbox_length) for row in rows)
-            for row in rows:  # every committed message is whole
-                assert len(archive.store.read(folder.local_path, row)) == row.size
 
 
 def assert_exactly_once(dest: Path, user, client) -> None:
@@ -94,7 +79,7 @@ def test_killed_at_many_points_completes_exactly_once(big_mailbox, tmp_path, fmt
         killed = backup(user, tmp_path, "--format", fmt, *BATCH, "--connections", "1",
                         env={"MAILBACKUP_FAULTS": spec})
         assert killed.returncode == -signal.SIGKILL, (spec, killed.stderr)
-        assert_consistent(tmp_path, user.name)
+        assert_state_matches_disk(tmp_path, user.name)
     rng = random.Random(fmt)
     for _ in range(3):  # and at moments nobody chose, both folders on their own connections at once
         process = subprocess.Popen(
@@ -104,7 +89,7 @@ def test_killed_at_many_points_completes_exactly_once(big_mailbox, tmp_path, fmt
         time.sleep(rng.uniform(0.3, 1.2))
         process.kill()
         process.wait()
-        assert_consistent(tmp_path, user.name)
+        assert_state_matches_disk(tmp_path, user.name)
 
     final = backup(user, tmp_path, *BATCH)
 
@@ -131,7 +116,7 @@ def test_ctrl_c_stops_after_the_batch_and_resumes(big_mailbox, tmp_path):
     saved = _committed(tmp_path, user.name)
     assert 0 < saved < 1601
     assert f"saved {saved} messages" in out
-    assert_consistent(tmp_path, user.name)
+    assert_state_matches_disk(tmp_path, user.name)
 
     final = backup(user, tmp_path)
     assert final.returncode == 0, final.stderr
@@ -167,7 +152,7 @@ def test_an_mbox_cut_short_from_outside_is_repaired_from_the_server(imap_user, i
     assert again.returncode == 1, again.stderr  # a warning the officer must see
     assert "shorter than recorded; 1 messages were lost locally and are fetched again" in again.stderr
     assert b"\x00" not in mbox.read_bytes()  # never padded
-    assert_consistent(tmp_path, imap_user.name)
+    assert_state_matches_disk(tmp_path, imap_user.name)
     stored = archive_contents(tmp_path, imap_user.name)["INBOX"]
     assert {uid: m.body for uid, m in stored.items()} == {
         uid: body for uid, (body, _, _) in server_contents(client, "INBOX").items()}
@@ -201,7 +186,7 @@ def test_repair_fetches_damaged_copies_again(imap_user, imap_client_factory, tmp
     assert f"Repaired damaged copies (2): INBOX UID {rows[2].uid}, INBOX UID {rows[5].uid}" in repaired.stdout
     assert "damaged copies found" not in repaired.stderr
     assert "saved 2 messages" in repaired.stdout
-    assert_consistent(tmp_path, imap_user.name)
+    assert_state_matches_disk(tmp_path, imap_user.name)
     assert_exactly_once_in(tmp_path, imap_user, client, "INBOX")
     assert backup(imap_user, tmp_path, "--repair").returncode == 0  # nothing left to repair
 

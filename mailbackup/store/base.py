@@ -6,6 +6,8 @@ order that makes crashes harmless:
 
 1. `plan()` names where each new message will go (recorded as pending);
 2. `write()` puts the bytes there and makes them durable (fsync);
+   `write_many()` does so for several folders at once, with one durability
+   step where the format allows (a first backup of many small folders);
 3. the engine commits the state;
 4. after a crash, `recover()` says which pending writes completed.
 
@@ -36,6 +38,15 @@ class Recovery:
     completed: list[StoredMessage]  # pending writes found whole on disk
     mbox_committed: int | None = None  # new committed length of an mbox file
     shorter_than_committed: int | None = None  # an mbox found cut below its committed length: its length
+
+
+@dataclass(frozen=True)
+class FolderWrite:
+    """One folder's part of `write_many()`: its planned messages with their bodies."""
+
+    local_path: str
+    items: list[tuple[StoredMessage, MessageBody]]
+    committed: int = 0  # the folder file's committed length (mbox)
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,11 @@ class MailStore(ABC):
     def write(self, local_path: str, items: list[tuple[StoredMessage, MessageBody]],
               committed: int) -> list[StoredMessage]:
         """Write and fsync the bodies; return the messages as stored."""
+
+    def write_many(self, writes: list[FolderWrite]) -> list[list[StoredMessage]]:
+        """`write()` for several folders, each folder's messages as stored.  A
+        format that can make them all durable in one step overrides this."""
+        return [self.write(part.local_path, part.items, part.committed) for part in writes]
 
     @abstractmethod
     def recover(self, local_path: str, pending: list[StoredMessage], committed: int) -> Recovery:

@@ -23,9 +23,9 @@ from pathlib import Path
 from mailbackup.errors import StorageError
 from mailbackup.i18n import _
 from mailbackup.model import StoredMessage
-from mailbackup.store.base import Absent, Inventory, MailStore, Recovery
+from mailbackup.store.base import Absent, FolderWrite, Inventory, MailStore, Recovery
 from mailbackup.store.body import CHUNK, MessageBody
-from mailbackup.store.files import fsync_directory, make_durable, make_private_dirs
+from mailbackup.store.files import make_durable, make_private_dirs, make_renames_durable
 from mailbackup.store.guarded import DamagedCopy, check_location, contained, open_regular, remove, rename
 from mailbackup.store.keywords import KeywordTable, keywords_of
 from mailbackup.text import system_error
@@ -96,16 +96,27 @@ class MaildirStore(MailStore):
 
     def write(self, local_path: str, items: list[tuple[StoredMessage, MessageBody]],
               committed: int) -> list[StoredMessage]:
-        folder = self.resolve(local_path)
-        # Checked once a batch (the names are ours, from plan()): both directories resolve inside mail/.
-        contained(folder / "tmp" / "x", self.mail_root)
-        contained(folder / "cur" / "x", self.mail_root)
-        staged = [self._write_tmp(folder / "tmp", message, body) for message, body in items]
-        make_durable(staged, folder / "tmp")  # bytes on disk before any name appears in cur/
-        for (message, _body), tmp_path in zip(items, staged, strict=True):
-            os.replace(tmp_path, folder / "cur" / self._file_name(folder, message, message.flags))
-        fsync_directory(folder / "cur")
-        return [message for message, _body in items]
+        return self.write_many([FolderWrite(local_path, items, committed)])[0]
+
+    def write_many(self, writes: list[FolderWrite]) -> list[list[StoredMessage]]:
+        """Every folder's files into its tmp/, one durability step for all of
+        them, then into cur/: a first backup of 10,000 small folders paid one
+        syncfs() and two fsynced commits per folder before."""
+        staged: list[tuple[Path, list[Path]]] = []
+        for part in writes:
+            folder = self.resolve(part.local_path)
+            # Checked once a batch (the names are ours, from plan()): both directories resolve inside mail/.
+            contained(folder / "tmp" / "x", self.mail_root)
+            contained(folder / "cur" / "x", self.mail_root)
+            staged.append((folder, [self._write_tmp(folder / "tmp", message, body) for message, body in part.items]))
+        files = [path for _folder, paths in staged for path in paths]
+        if files:
+            make_durable(files, files[0].parent)  # bytes on disk before any name appears in cur/
+        for part, (folder, paths) in zip(writes, staged, strict=True):
+            for (message, _body), tmp_path in zip(part.items, paths, strict=True):
+                os.replace(tmp_path, folder / "cur" / self._file_name(folder, message, message.flags))
+        make_renames_durable([folder / "cur" for folder, paths in staged if paths])
+        return [[message for message, _body in part.items] for part in writes]
 
     def _linked(self, spooled: Path, size: int, path: Path) -> bool:
         """A large body spooled to a file (in the archive, so on its file system)

@@ -2,21 +2,35 @@
 pending rows committed → mail bytes written and fsynced → messages committed
 (store/base.py).  After a UIDVALIDITY change a message already stored in an
 earlier generation is moved into the new one instead of being written again;
-each old copy is claimed by one new UID only."""
+each old copy is claimed by one new UID only.
+
+Small new folders that come whole with their listing are stored `together`:
+their messages are held until `flush()`, then stored in that same order with
+one pending commit, one durability step and one message commit for them all
+(a profile of a first backup of 2,000 small folders: a syncfs() and two
+fsynced commits per folder were a quarter of its time).  What must follow a
+held folder's messages (its bookkeeping, its "done") waits for them too
+(`when_saved`): a crash before the flush leaves the folder looking never
+backed up, so the next run fetches it again."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from mailbackup import faults
 from mailbackup.headers import HeaderSummary, summarize
 from mailbackup.i18n import _
-from mailbackup.model import MessageMeta, StoredMessage
+from mailbackup.model import FolderResult, MessageMeta, StoredMessage
 from mailbackup.state.rows import now_iso
+from mailbackup.store.base import FolderWrite
 from mailbackup.store.body import MessageBody
 from mailbackup.sync.folder import FolderSync, SyncParts
 
 log = logging.getLogger(__name__)
+HELD_FOLDERS = 64  # small folders stored together at most: what a crash makes the next run fetch again
+
+Fetched = list[tuple[MessageMeta, MessageBody]]
 
 
 class Committer:
@@ -24,11 +38,77 @@ class Committer:
         self.parts = parts
         self.state = parts.state
         self.store = parts.store
+        self._held: list[tuple[FolderSync, Fetched]] = []
+        self._held_bytes = 0
+        self._after: list[Callable[[], None]] = []  # waits for the held messages, in the order given
 
-    def commit(self, folder: FolderSync, items: list[tuple[MessageMeta, MessageBody]]) -> None:
-        """pending → write + fsync → messages, in that order (crash safety)."""
+    def commit(self, folder: FolderSync, items: Fetched) -> None:
+        """pending → write + fsync → messages, in that order (crash safety);
+        a folder stored `together` is held until `flush()`."""
         if not items:
             return
+        if not folder.together:
+            self._store([(folder, items)])
+            return
+        if self._held and self._held[-1][0] is folder:  # one part per folder: an mbox is appended once
+            self._held[-1][1].extend(items)
+        else:
+            self._held.append((folder, list(items)))
+        self._held_bytes += sum(body.size for _meta, body in items)
+
+    def holds_enough(self) -> bool:
+        return len(self._held) >= HELD_FOLDERS or self._held_bytes >= self.parts.options.batch_bytes
+
+    def when_saved(self, result: FolderResult, action: Callable[[], None]) -> None:
+        """`action` now, or once the held messages are stored when some are the folder's."""
+        if any(folder.result is result for folder, _items in self._held):
+            self._after.append(action)
+        else:
+            action()
+
+    def flush(self) -> None:
+        """Store the held messages, then what waited for them."""
+        held, after = self._held, self._after
+        self._held, self._after, self._held_bytes = [], [], 0
+        if held:
+            self._store(held)
+        for action in after:
+            action()
+
+    def _store(self, parts: list[tuple[FolderSync, Fetched]]) -> None:
+        try:
+            writes: list[FolderWrite] = []
+            matched: list[list[tuple[StoredMessage, MessageMeta]]] = []
+            for folder, items in parts:
+                to_write, moved = self._match(folder, items)
+                planned = self.store.plan(folder.record.local_path, [message for message, _ in to_write])
+                writes.append(FolderWrite(folder.record.local_path,
+                                          list(zip(planned, [body for _, body in to_write], strict=True)),
+                                          folder.committed))
+                matched.append(moved)
+            if any(part.items for part in writes):
+                with self.state.transaction():
+                    self.state.add_pending([message for part in writes for message, _ in part.items])
+                faults.point("after-pending")
+            stored = self.store.write_many(writes)
+        finally:
+            for _folder, items in parts:
+                for _meta, body in items:
+                    body.discard()
+        faults.point("after-write")
+        with self.state.transaction():
+            for (folder, _items), saved, moved in zip(parts, stored, matched, strict=True):
+                self._commit_stored(folder, saved, moved)
+        for (folder, _items), saved, moved in zip(parts, stored, matched, strict=True):
+            size = sum(message.size for message in saved)
+            folder.result.fetched += len(saved)
+            folder.result.fetched_bytes += size
+            folder.result.matched += len(moved)
+            self.parts.progress.saved(len(saved) + len(moved), size + sum(meta.size for _, meta in moved))
+
+    def _match(self, folder: FolderSync, items: Fetched
+               ) -> tuple[list[tuple[StoredMessage, MessageBody]], list[tuple[StoredMessage, MessageMeta]]]:
+        """The messages to write, and those matched to a copy of an earlier generation (moved, not written)."""
         to_write: list[tuple[StoredMessage, MessageBody]] = []
         matched: list[tuple[StoredMessage, MessageMeta]] = []
         claimed: set[tuple[int, int]] = set()
@@ -37,43 +117,24 @@ class Committer:
             old = self._claim_old_copy(folder, message, claimed) if folder.new_generation else None
             if old is not None:
                 matched.append((old, meta))
-                body.discard()
             else:
                 to_write.append((message, body))
-        planned = self.store.plan(folder.record.local_path, [message for message, _ in to_write])
-        bodies = [body for _, body in to_write]
-        if planned:
-            with self.state.transaction():
-                self.state.add_pending(planned)
-            faults.point("after-pending")
-        try:
-            stored = self.store.write(folder.record.local_path, list(zip(planned, bodies, strict=True)),
-                                      folder.committed)
-        finally:
-            for body in bodies:
-                body.discard()
-        faults.point("after-write")
-        self._commit_stored(folder, stored, matched)
-        size = sum(message.size for message in stored)
-        folder.result.fetched += len(stored)
-        folder.result.fetched_bytes += size
-        folder.result.matched += len(matched)
-        self.parts.progress.saved(len(stored) + len(matched), size + sum(meta.size for _, meta in matched))
+        return to_write, matched
 
     def _commit_stored(self, folder: FolderSync, stored: list[StoredMessage],
                        matched: list[tuple[StoredMessage, MessageMeta]]) -> None:
+        """In the caller's transaction."""
         record_id = folder.record.id
-        with self.state.transaction():
-            self.state.insert_messages(stored)
-            self.state.clear_pending_of(record_id, folder.uidvalidity, (message.uid for message in stored))
-            for old, meta in matched:
-                self.store.set_flags(folder.record.local_path, old, meta.flags)
-                self.state.move_to_generation(old, folder.uidvalidity, meta.uid, meta.flags)
-            self.state.clear_failures(record_id, folder.uidvalidity, (message.uid for message in stored))
-            if stored and stored[-1].mbox_offset is not None:
-                last = stored[-1]
-                folder.committed = (last.mbox_offset or 0) + (last.mbox_length or 0)
-                self.state.update_folder(record_id, mbox_committed=folder.committed)
+        self.state.insert_messages(stored)
+        self.state.clear_pending_of(record_id, folder.uidvalidity, (message.uid for message in stored))
+        for old, meta in matched:
+            self.store.set_flags(folder.record.local_path, old, meta.flags)
+            self.state.move_to_generation(old, folder.uidvalidity, meta.uid, meta.flags)
+        self.state.clear_failures(record_id, folder.uidvalidity, (message.uid for message in stored))
+        if stored and stored[-1].mbox_offset is not None:
+            last = stored[-1]
+            folder.committed = (last.mbox_offset or 0) + (last.mbox_length or 0)
+            self.state.update_folder(record_id, mbox_committed=folder.committed)
 
     def _claim_old_copy(self, folder: FolderSync, message: StoredMessage,
                         claimed: set[tuple[int, int]]) -> StoredMessage | None:

@@ -13,6 +13,7 @@ is retried with backoff and a busy server waited out (imap/retry.py).
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -22,7 +23,7 @@ from functools import partial
 from pathlib import PurePosixPath
 
 from mailbackup.archive import Archive
-from mailbackup.errors import FolderError, Interrupted, ServerError
+from mailbackup.errors import FolderError, Interrupted, MailbackupError, ServerError
 from mailbackup.i18n import _
 from mailbackup.imap.listing import list_folder
 from mailbackup.imap.opening import FirstBodies
@@ -40,6 +41,7 @@ from mailbackup.sync.folder import BackupOptions, BackupProgress, FolderSync, No
 from mailbackup.sync.recovery import recover, repair
 from mailbackup.uids import SortedUids
 
+log = logging.getLogger(__name__)
 FEW_FLAGS = 5_000  # flag answers up to this many UIDs are matched by UID, larger ones against the whole folder
 
 
@@ -130,9 +132,25 @@ class BackupEngine:
                     self._sync_folder_safely(info, result)
                 except Interrupted:
                     break
+                if not self._taken_ahead or self.committer.holds_enough():  # the next folder is not one to hold
+                    self.committer.flush()
+        except BaseException:
+            self._save_held()
+            raise
+        else:
+            self.committer.flush()
         finally:
             self._queue = None
             self._taken_ahead.clear()
+
+    def _save_held(self) -> None:
+        """The small folders held when the run ends in an error: whole, so kept
+        if the archive can take them; never instead of the error that ended it."""
+        try:
+            self.committer.flush()
+        except MailbackupError as exc:
+            log.warning("the last small folders fetched could not be saved (%s); the next run fetches them",
+                        exc.message)
 
     def sibling(self, session: ImapSession, archive: Archive, progress: BackupProgress) -> BackupEngine:
         """An engine for another connection of the same run (parallel.py): it shares
@@ -227,7 +245,7 @@ class BackupEngine:
             result.error = exc.message
             self.progress.warn(_("folder {folder!r}: {error}").format(folder=info.name, error=exc.message))
         finally:
-            self.progress.folder_done(result)
+            self.committer.when_saved(result, partial(self.progress.folder_done, result))
 
     # -- one folder ---------------------------------------------------
     def _sync_folder(self, info: FolderInfo, result: FolderResult) -> None:
@@ -255,6 +273,7 @@ class BackupEngine:
             first_bodies = self._first_bodies(status) if start.list_with_examine else None
             facts = self._gather(folder, start.list_with_examine, first_bodies,
                                  whole=_comes_whole(status, first_bodies))
+            folder.together = first_bodies is not None and not folder.new_generation
             todo = plan.plan_folder(facts)
             self._check_stored(folder, facts, todo)
             selected, consistent = facts.selected, facts.consistent
@@ -399,8 +418,13 @@ class BackupEngine:
     def _finish_folder(self, folder: FolderSync, selected: SelectedFolder, todo: plan.FolderPlan, *,
                        consistent: bool = True) -> None:
         """The folder's bookkeeping, in one commit that need not wait for the disk:
-        its messages are committed already, and a lost update is redone next run
-        (a profile of 10,000 small folders: one fsynced commit less per folder)."""
+        its messages are committed already (a folder stored together with others:
+        once they are), and a lost update is redone next run (a profile of 10,000
+        small folders: one fsynced commit less per folder)."""
+        self.committer.when_saved(folder.result, partial(self._record_finish, folder, selected, todo, consistent))
+
+    def _record_finish(self, folder: FolderSync, selected: SelectedFolder, todo: plan.FolderPlan,
+                       consistent: bool) -> None:
         when = now_iso()
         with self.state.bookkeeping():
             # failures of messages the server no longer has are over

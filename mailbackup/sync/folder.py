@@ -106,6 +106,7 @@ class FolderSync:
     uidvalidity: int = 0
     new_generation: bool = False
     committed: int = 0  # mbox length covered by the state
+    together: bool = False  # a small new folder, stored with the next ones (commit.py)
 
 
 class SyncParts:
