@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from fakeserver import Certs, FakeImapServer, Folder, Run, letter, make_certs, run_mailbackup
+from fakeserver import Certs, Conn, FakeImapServer, Folder, Run, Script, letter, make_certs, quote, run_mailbackup
 from helpers import run_cli_in_process, state_rows
 from imapclient import imap_utf7
 
@@ -160,6 +160,52 @@ def test_an_enospc_from_the_store_is_exit_7_without_root(server, certs, tmp_path
     code, output = cli_backup(server, certs, dest)
     assert code == 0, output
     assert assert_whole(dest, server) == total(server)
+
+
+class GoneAtTheFourthFolder(Script):
+    """Tells folder sizes (STATUS=SIZE), so small folders come whole and are held
+    (sync/commit.py); the connection ends at the fourth folder's EXAMINE."""
+
+    capabilities = b"IMAP4rev1 AUTH=PLAIN STATUS=SIZE"
+
+    def status(self, conn: Conn, tag: bytes, folder: Folder) -> None:
+        conn.send(b"* STATUS " + quote(folder.wire) + b" (MESSAGES %d UIDNEXT %d UIDVALIDITY %d SIZE %d)\r\n"
+                  % (len(folder.messages), folder.uidnext, folder.uidvalidity,
+                     sum(len(message.body) for message in folder.messages)))
+        conn.send(tag + b" OK Status completed.\r\n")
+
+    def examine(self, conn: Conn, tag: bytes, folder: Folder) -> None:
+        if folder.wire == b"F4":
+            conn.close()
+            return
+        super().examine(conn, tag, folder)
+
+
+class NoSpaceAtAll(MaildirStore):
+    def write_many(self, writes):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.mail_root))
+
+
+def test_small_folders_that_cannot_be_saved_after_a_lost_connection_do_not_hide_it(certs, tmp_path, monkeypatch):
+    """The run ends because the connection is lost for good (--retries 0) while three small
+    folders are held; storing them then finds the disk full.  The run's error stays the
+    connection's (exit 4), the one line about the folders says why they are not saved,
+    and the next run saves everything."""
+    dest = tmp_path / "dest"
+    folders = [Folder.named(f"F{number}", [letter(10 * number + i) for i in range(3)]) for number in range(1, 7)]
+    monkeypatch.setattr(archive_module, "MaildirStore", NoSpaceAtAll)
+    with FakeImapServer(folders, certs=certs, script=GoneAtTheFourthFolder()) as server:
+        code, output = cli_backup(server, certs, dest, "--connections", "1", "--retries", "0")
+
+        assert code == ExitCode.CONNECTION, output
+        assert "could not be saved" in output and "No space left on device" in output, output
+        assert assert_whole(dest, server) == 0
+        monkeypatch.undo()
+        server.script = Script()
+        code, output = cli_backup(server, certs, dest)
+
+        assert code == 0, output
+        assert assert_whole(dest, server) == total(server) == 18
 
 
 def test_a_full_disk_while_spooling_a_large_message_is_not_a_connection_problem(certs, tmp_path, monkeypatch):

@@ -13,7 +13,6 @@ is retried with backoff and a busy server waited out (imap/retry.py).
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 import time
 from collections import deque
@@ -39,9 +38,9 @@ from mailbackup.sync.commit import Committer
 from mailbackup.sync.fetch import Fetcher
 from mailbackup.sync.folder import BackupOptions, BackupProgress, FolderSync, NoBackupProgress, SyncParts
 from mailbackup.sync.recovery import recover, repair
+from mailbackup.text import system_error
 from mailbackup.uids import SortedUids
 
-log = logging.getLogger(__name__)
 FEW_FLAGS = 5_000  # flag answers up to this many UIDs are matched by UID, larger ones against the whole folder
 
 
@@ -148,9 +147,10 @@ class BackupEngine:
         if the archive can take them; never instead of the error that ended it."""
         try:
             self.committer.flush()
-        except MailbackupError as exc:
-            log.warning("the last small folders fetched could not be saved (%s); the next run fetches them",
-                        exc.message)
+        except (MailbackupError, OSError) as exc:  # a store may let a raw OSError through (a full disk)
+            reason = exc.message if isinstance(exc, MailbackupError) else system_error(exc)
+            self.progress.warn(_("the small folders fetched last could not be saved ({error}); the next run "
+                                 "fetches them again").format(error=reason))
 
     def sibling(self, session: ImapSession, archive: Archive, progress: BackupProgress) -> BackupEngine:
         """An engine for another connection of the same run (parallel.py): it shares
