@@ -208,6 +208,46 @@ def test_small_folders_that_cannot_be_saved_after_a_lost_connection_do_not_hide_
         assert assert_whole(dest, server) == total(server) == 18
 
 
+class StatusSaysSmall(GoneAtTheFourthFolder):
+    """STATUS says INBOX holds 3 small messages; it holds 120 of 300 KB (a liar's STATUS).
+    No connection ends here."""
+
+    def status(self, conn: Conn, tag: bytes, folder: Folder) -> None:
+        conn.send(b"* STATUS " + quote(folder.wire) + b" (MESSAGES 3 UIDNEXT %d UIDVALIDITY %d SIZE 3000)\r\n"
+                  % (folder.uidnext, folder.uidvalidity))
+        conn.send(tag + b" OK Status completed.\r\n")
+
+    def examine(self, conn: Conn, tag: bytes, folder: Folder) -> None:
+        Script.examine(self, conn, tag, folder)
+
+
+class CountingMaildir(MaildirStore):
+    stored: list[int] = []  # the bytes of each write_many: what was held before it
+
+    def write_many(self, writes):  # type: ignore[no-untyped-def]
+        CountingMaildir.stored.append(sum(body.size for part in writes for _message, body in part.items))
+        return super().write_many(writes)
+
+
+def test_a_folder_held_as_small_that_is_not_is_stored_as_it_comes(certs, tmp_path, monkeypatch):
+    """A new folder is held with others only when its status says it is small; a server
+    that said so wrongly does not make the run hold the whole folder (36 MB) in memory:
+    what is held is stored once it passes a batch's bytes, so at most one batch of a new
+    folder (16 MB) is held, as without holding."""
+    dest = tmp_path / "dest"
+    bodies = [letter(n) + b"x" * 300_000 + b"\r\n" for n in range(120)]
+    monkeypatch.setattr(archive_module, "MaildirStore", CountingMaildir)
+    CountingMaildir.stored = []
+    with FakeImapServer([Folder.named("INBOX", bodies)], certs=certs, script=StatusSaysSmall()) as server:
+        code, output = cli_backup(server, certs, dest, "--connections", "1")
+
+        assert code == 0, output
+        assert assert_whole(dest, server) == 120
+    assert sum(CountingMaildir.stored) == sum(len(body) for body in bodies)
+    assert len(CountingMaildir.stored) >= 3, CountingMaildir.stored
+    assert max(CountingMaildir.stored) <= 16 << 20, CountingMaildir.stored
+
+
 def test_a_full_disk_while_spooling_a_large_message_is_not_a_connection_problem(certs, tmp_path, monkeypatch):
     """A message above 1 MB is spooled to a file on its way in; a full disk there is exit 7,
     not "connection failed" followed by the message recorded as one the server fails on."""

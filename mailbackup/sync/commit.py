@@ -55,9 +55,9 @@ class Committer:
         else:
             self._held.append((folder, list(items)))
         self._held_bytes += sum(body.size for _meta, body in items)
-
-    def holds_enough(self) -> bool:
-        return len(self._held) >= HELD_FOLDERS or self._held_bytes >= self.parts.options.batch_bytes
+        # Bounded also within a folder: one whose status said small may hold far more (a liar's STATUS).
+        if len(self._held) >= HELD_FOLDERS or self._held_bytes >= self.parts.options.batch_bytes:
+            self.flush()
 
     def when_saved(self, result: FolderResult, action: Callable[[], None]) -> None:
         """`action` now, or once the held messages are stored when some are the folder's."""

@@ -131,7 +131,7 @@ class BackupEngine:
                     self._sync_folder_safely(info, result)
                 except Interrupted:
                     break
-                if not self._taken_ahead or self.committer.holds_enough():  # the next folder is not one to hold
+                if not self._taken_ahead:  # the next folder is not one to hold
                     self.committer.flush()
         except BaseException:
             self._save_held()
