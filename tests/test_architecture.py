@@ -5,7 +5,7 @@ imports point inward only:
 
     cli → sweep → restore → verify → sync → archive
         → parts (imap, store, state, config, secrets)
-        → core (errors, model, i18n, faults, headers, text, uids)
+        → core (errors, model, i18n, faults, headers, text, uids, localerrors)
 
 A module may import the modules of its own layer and of the layers below.
 No module imports another module's private (``_name``) names: what two
@@ -21,7 +21,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mailbackup"
 
-CORE = {"errors", "model", "i18n", "faults", "headers", "text", "uids", "__init__", "_version"}
+CORE = {"errors", "model", "i18n", "faults", "headers", "text", "uids", "localerrors", "__init__", "_version"}
 PARTS = {"imap", "store", "state", "config", "secrets"}
 LAYERS = [CORE, PARTS, {"archive"}, {"sync"}, {"verify"}, {"restore"}, {"sweep"}, {"cli", "__main__"}]
 ONLY_IN = {"imapclient": "imap", "click": "cli", "tqdm": "cli", "keyring": "secrets",

@@ -3,7 +3,6 @@ prompt, logging, and the one place where errors become exit codes."""
 
 from __future__ import annotations
 
-import errno
 import functools
 import logging
 import signal
@@ -22,11 +21,12 @@ import click
 from mailbackup import i18n, secrets
 from mailbackup.cli import clicktext  # noqa: F401 - click's own words in our language, before any command exists
 from mailbackup.config import AccountSettings, load_account
-from mailbackup.errors import ExitCode, MailbackupError, StateError, StorageError, UsageError
+from mailbackup.errors import ExitCode, MailbackupError, UsageError
 from mailbackup.i18n import _
 from mailbackup.imap.session import ImapSession
+from mailbackup.localerrors import local_error
 from mailbackup.model import DEFAULT_SERVER, ConnectionSettings
-from mailbackup.text import printable, system_error
+from mailbackup.text import printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("mailbackup")
@@ -206,30 +206,6 @@ def handle_errors(func: F) -> F:
             sys.exit(int(ExitCode.INTERRUPTED))
 
     return wrapper  # type: ignore[return-value]
-
-
-# errno values that mean the local disk, not the network.
-LOCAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG,
-                errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.EMLINK}
-
-
-def local_error(exc: BaseException) -> StorageError | None:
-    """The one-line StorageError for a raw local failure, or None when it is not one."""
-    if isinstance(exc, sqlite3.Error):
-        if getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
-            return StateError(_("the state file of the archive is damaged: {error}").format(error=exc),
-                              hint=_("rename the account directory (its mail files stay readable) and run the "
-                                     "backup again, which builds a new archive"))
-        return StorageError(_("cannot write the state file of the archive: {error}").format(error=exc),
-                            hint=_("free some space or fix the permissions of the archive, then run the same "
-                                   "command again: what was saved stays saved"))
-    if isinstance(exc, OSError) and exc.errno in LOCAL_ERRNOS:
-        error = system_error(exc)
-        text = (_("cannot write {path}: {error}").format(path=exc.filename, error=error) if exc.filename
-                else _("cannot write: {error}").format(error=error))
-        return StorageError(text, hint=_("free some space or fix the permissions of the archive, then run the same "
-                                         "command again: what was saved stays saved"))
-    return None
 
 
 @contextmanager

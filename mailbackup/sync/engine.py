@@ -25,9 +25,10 @@ from mailbackup.archive import Archive
 from mailbackup.errors import FolderError, Interrupted, MailbackupError, ServerError
 from mailbackup.i18n import _
 from mailbackup.imap.listing import list_folder
-from mailbackup.imap.opening import FirstBodies
+from mailbackup.imap.opening import Ahead, FirstBodies
 from mailbackup.imap.pushback import pushback_of, stopped_by_pushback
 from mailbackup.imap.session import ImapSession
+from mailbackup.localerrors import local_error
 from mailbackup.model import FolderInfo, FolderResult, FolderStatus, MessageMeta, RunStats, SelectedFolder
 from mailbackup.state.db import FolderRecord
 from mailbackup.state.rows import now_iso
@@ -38,7 +39,6 @@ from mailbackup.sync.commit import Committer
 from mailbackup.sync.fetch import Fetcher
 from mailbackup.sync.folder import BackupOptions, BackupProgress, FolderSync, NoBackupProgress, SyncParts
 from mailbackup.sync.recovery import recover, repair
-from mailbackup.text import system_error
 from mailbackup.uids import SortedUids
 
 FEW_FLAGS = 5_000  # flag answers up to this many UIDs are matched by UID, larger ones against the whole folder
@@ -73,7 +73,7 @@ class BackupEngine:
         self._status_errors: dict[str, FolderError | ServerError] = {}  # statuses read before the run that failed
         self._queue: parallel.FolderQueue | None = None  # the folders `sync_in_turn` takes from
         # The next folders, taken from the queue while this one is synced: their openings go out behind its own.
-        self._taken_ahead: deque[tuple[FolderInfo, tuple[str, FirstBodies | None]]] = deque()
+        self._taken_ahead: deque[tuple[FolderInfo, Ahead]] = deque()
 
     # -- the run ------------------------------------------------------
     def run(self) -> RunStats:
@@ -147,10 +147,12 @@ class BackupEngine:
         if the archive can take them; never instead of the error that ended it."""
         try:
             self.committer.flush()
-        except (MailbackupError, OSError) as exc:  # a store may let a raw OSError through (a full disk)
-            reason = exc.message if isinstance(exc, MailbackupError) else system_error(exc)
+        except Exception as exc:  # a store or the state may let a raw local failure through (a full disk)
+            failure = exc if isinstance(exc, MailbackupError) else local_error(exc)
+            if failure is None:
+                raise  # not the archive's: a bug is never hidden
             self.progress.warn(_("the small folders fetched last could not be saved ({error}); the next run "
-                                 "fetches them again").format(error=reason))
+                                 "fetches them again").format(error=failure.message))
 
     def sibling(self, session: ImapSession, archive: Archive, progress: BackupProgress) -> BackupEngine:
         """An engine for another connection of the same run (parallel.py): it shares
@@ -291,7 +293,7 @@ class BackupEngine:
             return None
         return FirstBodies(count=status.messages, spool_dir=self.archive.spool_dir, spool_above=options.large_message)
 
-    def _take_ahead(self) -> list[tuple[str, FirstBodies | None]]:
+    def _take_ahead(self) -> list[Ahead]:
         """Up to pipeline-depth next folders, taken now when their openings can
         go out behind this one's (imap/opening.py): the openings their own
         syncs will ask for, in order."""
@@ -303,7 +305,7 @@ class BackupEngine:
             ahead.append(taken)
         return [opening for _info, opening in ahead]
 
-    def _opening_of(self, info: FolderInfo) -> tuple[str, FirstBodies | None] | None:
+    def _opening_of(self, info: FolderInfo) -> Ahead | None:
         """A folder never backed up whose status says it is empty or comes
         whole with its listing: the opening `_sync_folder` will ask for."""
         status = self._statuses.get(info.name)
