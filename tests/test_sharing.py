@@ -138,6 +138,43 @@ def test_mbox_folders_are_not_shared(big_inbox, tmp_path):
     assert len(archive_contents(tmp_path, user.name)["INBOX"]) == BIG
 
 
+def _new_mail_run(user, client, dest, server_port: int) -> list[RawSession]:
+    """A first backup of a small INBOX, then BIG new messages: the sessions of the second run."""
+    def backup(*extra: str):
+        return run_cli(["backup", user.name, "--server", f"localhost:{server_port}", "--cafile", str(user.cafile),
+                        "--dest", str(dest), "--no-verify", "--connections", "3", *extra], password=user.password)
+
+    _ok(backup())
+    sample_mail.fill_mailbox(client, {"INBOX": letters(BIG, 100)})
+    sessions = sessions_of(lambda: _ok(backup("--batch-size", "4", "--pipeline", "1")), user.server, user)
+    assert len(archive_contents(dest, user.name)["INBOX"]) == BIG + 2
+    return sessions
+
+
+def test_new_mail_of_one_folder_near_the_server_comes_on_one_connection(rawlog_server, imap_user_factory,
+                                                                        imap_client_factory, tmp_path):
+    """On loopback one connection keeps up: no other is opened just to share the
+    folder (each costs the server a login, and memory here)."""
+    user = imap_user_factory(rawlog_server)
+    client = imap_client_factory(user)
+    sample_mail.fill_mailbox(client, {"INBOX": letters(2)})
+    sessions = _new_mail_run(user, client, tmp_path, user.port)
+    assert len(sessions) == 1, f"{len(sessions)} connections for one folder's new mail on loopback"
+
+
+def test_new_mail_of_one_folder_over_a_far_link_is_shared(rawlog_server, imap_user_factory, imap_client_factory,
+                                                          tmp_path):
+    """Through a link of 40 ms each way (a login of 80 ms or more) the other connections help."""
+    user = imap_user_factory(rawlog_server)
+    client = imap_client_factory(user)
+    sample_mail.fill_mailbox(client, {"INBOX": letters(2)})
+    with Proxy("127.0.0.1", user.port, latency=0.04) as proxy:
+        sessions = _new_mail_run(user, client, tmp_path, proxy.port)
+    helped = [uids for uids in (bodies_fetched(session, "INBOX") for session in sessions) if uids]
+    assert len(helped) >= 2, f"INBOX's new mail fetched on {len(helped)} connection(s)"
+    assert sum(map(len, helped)) == BIG == len(set().union(*helped))  # each new message once
+
+
 # -- the queue and the hub, without a server -------------------------------------------------------------
 
 
