@@ -41,3 +41,27 @@ def test_reading_a_config_file_still_works_with_yaml_loaded_late(tmp_path):
              f"print(load_sweep(Path({str(config)!r})).accounts[0].format)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
     assert done.stdout.strip() == "mbox"
+
+
+def _collector_after(argv: list[str]) -> tuple[int, list[object]]:
+    """Run the entry point on `argv` in a fresh interpreter: its exit code, and
+    at exit whether collection was on and something was frozen."""
+    probe = ("import atexit, gc, json, sys\n"
+             "atexit.register(lambda: print(json.dumps([gc.isenabled(), gc.get_freeze_count() > 0])))\n"
+             f"sys.argv = {['mailbackup', *argv]!r}\n"
+             "from mailbackup.__main__ import main\n"
+             "main()\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
+    return done.returncode, json.loads(done.stdout.splitlines()[-1])
+
+
+def test_collection_is_back_on_once_the_command_is_loaded():
+    """Start-up runs without the garbage collector (__main__.py); a run that
+    lasts hours must not: once the command's module is loaded it is on again,
+    with what start-up made frozen out of its passes."""
+    assert _collector_after(["folders", "--help"]) == (0, [True, True])
+
+
+def test_a_run_that_loads_no_command_still_ends_normally():
+    code, (_enabled, frozen) = _collector_after(["--version"])
+    assert code == 0 and not frozen  # nothing ran that could leave garbage behind

@@ -6,6 +6,7 @@ on a no-op incremental run, imports were most of the client's time.
 
 from __future__ import annotations
 
+import gc
 import importlib
 from typing import Any
 
@@ -24,5 +25,8 @@ class LazyGroup(click.Group):
         if cmd_name in self.lazy_commands and cmd_name not in self.commands:
             module_name, attribute = self.lazy_commands[cmd_name].split(":")
             command = getattr(importlib.import_module(module_name), attribute)
+            if not gc.isenabled():  # off for start-up (__main__.py): freeze what it made, collect the run's own
+                gc.freeze()
+                gc.enable()
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
