@@ -9,6 +9,7 @@ disk; and once the fault is fixed, the same command completes."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import sqlite3
@@ -435,3 +436,25 @@ def test_a_failed_commit_leaves_no_transaction_open_and_hides_no_error(tmp_path)
         state.db.execute("ROLLBACK")  # as SQLite does by itself after some errors
         raise ValueError("the error that matters")
     state.close()
+
+
+def test_a_sweep_names_a_full_disk_as_the_backup_command_does(server, certs, tmp_path, monkeypatch):
+    """A raw ENOSPC from deep inside one account of a sweep: its row in the
+    sweep's report names the path and the error, as `backup` does, with exit 7."""
+    dest = tmp_path / "dest"
+    config, password = tmp_path / "sweep.yaml", tmp_path / "password"
+    password.write_text(server.password, encoding="utf-8")
+    password.chmod(0o600)
+    config.write_text(f"defaults:\n  server: {server.address}\n  cafile: {certs.ca}\n  dest: {dest}\n"
+                      f"  connections: 1\n  password_file: {password}\naccounts:\n  - account: {server.user}\n",
+                      encoding="utf-8")
+    monkeypatch.setattr(archive_module, "MaildirStore", FullDiskMaildir)
+    FullDiskMaildir.writes = 0
+
+    code, output = run_cli_in_process(["sweep", str(config), "--quiet", "--no-verify"], server.password)
+
+    assert code == ExitCode.STORAGE, output
+    rows = json.loads((dest / "reports" / "sweep.json").read_text(encoding="utf-8"))["accounts"]
+    error = rows[0]["error"]
+    assert error.startswith("cannot write ") and "No space left on device" in error and "cur" in error, error
+    assert "Errno" not in error, error

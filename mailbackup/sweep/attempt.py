@@ -26,6 +26,7 @@ from mailbackup.errors import ConnectError, MailbackupError, ServerBusy, Storage
 from mailbackup.i18n import _
 from mailbackup.imap.pushback import WaitBudget, pushback_of, recognise
 from mailbackup.imap.session import ImapSession
+from mailbackup.localerrors import local_error
 from mailbackup.model import FolderResult
 from mailbackup.state.written import WriteMark
 from mailbackup.sweep.dispatch import Again, Job, grace_after, requeue, requeue_unreachable
@@ -215,8 +216,8 @@ def guarded(job: Job, outcome: AccountOutcome, options: SweepOptions,
         if again is None:
             outcome.fail(job.stage, _gave_up(exc, job.budget))
         return again
-    except (OSError, sqlite3.Error) as exc:
-        outcome.fail(job.stage, StorageError(_("local storage: {error}").format(error=exc)))
+    except (OSError, sqlite3.Error) as exc:  # worded as `backup` words it (its path, its error, a way out)
+        outcome.fail(job.stage, local_error(exc) or StorageError(_("local storage: {error}").format(error=exc)))
     except Exception as exc:  # a bug: report it on this account, keep the sweep going
         log.exception("%s: unexpected error", job.settings.account)
         outcome.fail(job.stage, MailbackupError(_("unexpected error (please report): {kind}: {error}").format(
