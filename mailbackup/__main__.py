@@ -1,6 +1,6 @@
 """`python -m mailbackup`, and the `mailbackup` console script (setup.cfg).
 
-A run imports about 400 modules before its command starts, and what they
+A run imports about 240 modules before its command starts, and what they
 make lives as long as the process: the garbage collector's passes over it,
 while importing and again at exit, find nothing to free.  So collection is
 off until the command's module is loaded, and what exists then is frozen out
