@@ -309,7 +309,9 @@ class BackupEngine:
         go out behind this one's (imap/opening.py): the openings their own
         syncs will ask for, in order."""
         ahead = self._taken_ahead
-        while self._queue is not None and len(ahead) < self.options.pipeline_depth:
+        # `--pipeline 1` waits for each answer before asking again: nothing goes out ahead then.
+        most = self.options.pipeline_depth if self.options.pipeline_depth > 1 else 0
+        while self._queue is not None and len(ahead) < most:
             taken = self._queue.take_if(self._opening_of)
             if taken is None:
                 break
